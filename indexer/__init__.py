@@ -1,0 +1,1 @@
+"""Offline side of hibt: dataset readers, embedding, fingerprints and index building."""

@@ -1,0 +1,379 @@
+"""Building an index directory from a dataset: streamed, resumable, published atomically.
+
+Work happens in a hidden staging directory beside the target (``.NAME.building``). Records
+are processed in chunks; each chunk's vectors are saved and its metadata committed together
+with the count of records done, so a killed build resumes at the last chunk. Only a
+finished build gets a manifest and is renamed into place, so a server never opens half an
+index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from indexer import index_format as fmt
+from indexer import metadata_db
+from indexer.config import Settings
+from indexer.datasets import Dataset, open_dataset
+from indexer.decode import Decoded, DecodeOptions, decode_one
+from indexer.duplicates import duplicate_groups
+from indexer.fingerprint import HASH_BYTES, INDEX_VARIANTS
+from indexer.model import Embedder
+from indexer.records import Record
+
+CHUNKS = "chunks"
+
+
+class BuildError(RuntimeError):
+    """The build cannot start or finish; the message says why."""
+
+
+@dataclass
+class BuildResult:
+    manifest: fmt.Manifest
+    index_dir: Path
+    skipped: list[dict]
+
+
+def default_factory(n: int) -> str:
+    """Exact search while it is cheap, then inverted lists (the autofaiss rule of thumb)."""
+    if n <= 200_000:
+        return "Flat"
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    return f"IVF{nlist},SQ8" if n <= 5_000_000 else f"OPQ64_256,IVF{nlist}_HNSW32,PQ64"
+
+
+def staging_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.building"
+
+
+def check_target(out: Path) -> None:
+    """Never replace a folder that is not an index: it may hold someone's files."""
+    if out.exists() and not (out / fmt.MANIFEST).is_file() and any(out.iterdir()):
+        raise BuildError(f"{out} exists and is not an index directory; choose another --out")
+
+
+def decode_workers(settings: Settings) -> int:
+    """Processes decoding beside the encoder; a negative setting decodes in this process."""
+    if settings.decode_workers:
+        return settings.decode_workers
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def batched(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+class Builder:
+    def __init__(
+        self, dataset: Dataset, source: str, out: Path, embedder: Embedder, settings: Settings
+    ) -> None:
+        self.dataset, self.source, self.out = dataset, source, out
+        self.embedder, self.settings = embedder, settings
+        self.stage = staging_dir(out)
+        self.options = DecodeOptions(
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_image_bytes,
+            working_size=settings.working_size,
+            thumbnail_size=settings.thumbnail_size,
+            model_image_size=embedder.image_size,
+        )
+        self.build_key = json.dumps(
+            {
+                "source": source,
+                "dataset": dataset.name,
+                "model": embedder.identity(),
+                "format": fmt.FORMAT_VERSION,
+                "chunk": settings.chunk_size,
+            },
+            sort_keys=True,
+        )
+
+    # --- staging and resume --------------------------------------------------------------
+    def open_stage(self) -> None:
+        db_path = self.stage / fmt.METADATA
+        if db_path.is_file():
+            conn = metadata_db.connect(db_path)
+            same = metadata_db.get_state(conn, "build_key") == self.build_key
+            conn.close()
+            if not same:
+                print(
+                    f"discarding an unfinished build of another configuration in {self.stage}",
+                    file=sys.stderr,
+                )
+                shutil.rmtree(self.stage)
+        (self.stage / CHUNKS).mkdir(parents=True, exist_ok=True)
+        self.db = metadata_db.connect(db_path)
+        metadata_db.set_state(self.db, "build_key", self.build_key)
+        metadata_db.set_state(
+            self.db, "started_at", metadata_db.get_state(self.db, "started_at", str(time.time()))
+        )
+        self.db.commit()
+
+    def progress(self) -> tuple[int, int, int]:
+        """(records done, items kept, chunks written) as last committed."""
+        return tuple(
+            int(metadata_db.get_state(self.db, k, "0"))
+            for k in ("records_done", "items_done", "chunks_done")
+        )
+
+    # --- the streaming pass --------------------------------------------------------------
+    def run(self) -> BuildResult:
+        check_target(self.out)
+        self.open_stage()
+        records_done, items_done, chunks_done = self.progress()
+        if records_done:
+            print(f"resuming after {records_done} records ({items_done} indexed)", file=sys.stderr)
+        records = itertools.islice(iter(self.dataset), records_done, None)
+        bar = tqdm(
+            total=self.dataset.estimated_size(),
+            initial=records_done,
+            unit="img",
+            desc="indexing",
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        workers = decode_workers(self.settings)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) if workers > 0 else _Inline() as pool:
+            for chunk in batched(records, self.settings.chunk_size):
+                kept = self.process_chunk(pool, chunk, items_done, chunks_done, bar)
+                records_done += len(chunk)
+                items_done += kept
+                chunks_done += 1
+                self.commit_progress(records_done, items_done, chunks_done)
+        bar.close()
+        return self.finalize(items_done, chunks_done)
+
+    def process_chunk(self, pool, chunk: list[Record], base: int, number: int, bar: tqdm) -> int:
+        jobs = ((r.image_ref(), self.options) for r in chunk)
+        ok: list[tuple[Record, Decoded]] = []
+        skipped: list[tuple[Record, str]] = []
+        seen: set[str] = set()
+        for record, result in zip(chunk, pool.imap(decode_one, jobs, chunksize=4), strict=True):
+            bar.update(1)
+            if isinstance(result, str):
+                skipped.append((record, result))
+            elif record.id in seen or self.known_id(record.id):
+                skipped.append((record, "duplicate key in dataset"))
+            else:
+                seen.add(record.id)
+                ok.append((record, result))
+        self.write_chunk(number, base, ok, skipped)
+        return len(ok)
+
+    def known_id(self, item_id: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone() is not None
+        )
+
+    def embed(self, ok: list[tuple[Record, Decoded]]) -> tuple[np.ndarray, np.ndarray]:
+        dim, bs = self.embedder.dim, self.settings.batch_size
+        images = np.zeros((len(ok), dim), np.float16)
+        captions = np.zeros((len(ok), dim), np.float16)
+        for start in range(0, len(ok), bs):
+            part = ok[start : start + bs]
+            images[start : start + len(part)] = self.embedder.encode_pixels(
+                np.stack([d.pixels for _, d in part])
+            )
+            texts = [(i, r.caption) for i, (r, _) in enumerate(part) if r.caption.strip()]
+            if texts:
+                vecs = self.embedder.encode_texts([t for _, t in texts])
+                for (i, _), vec in zip(texts, vecs, strict=True):
+                    captions[start + i] = vec
+        return images, captions
+
+    def write_chunk(
+        self,
+        number: int,
+        base: int,
+        ok: list[tuple[Record, Decoded]],
+        skipped: list[tuple[Record, str]],
+    ) -> None:
+        images, captions = self.embed(ok)
+        hashes = (
+            np.stack([d.hashes for _, d in ok])
+            if ok
+            else np.zeros((0, INDEX_VARIANTS, HASH_BYTES), np.uint8)
+        )
+        np.savez(
+            self.stage / CHUNKS / f"{number:06d}.npz", image=images, caption=captions, hashes=hashes
+        )
+        rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
+        metadata_db.insert_items(self.db, rows)
+        self.db.executemany(
+            "INSERT INTO thumbnails(idx, jpeg) VALUES(?, ?)",
+            ((base + i, d.thumbnail) for i, (_, d) in enumerate(ok)),
+        )
+        self.db.executemany(
+            "INSERT OR REPLACE INTO skipped(key, source, reason) VALUES(?, ?, ?)",
+            ((r.key, r.source, why) for r, why in skipped),
+        )
+
+    def commit_progress(self, records: int, items: int, chunks: int) -> None:
+        for name, value in (
+            ("records_done", records),
+            ("items_done", items),
+            ("chunks_done", chunks),
+        ):
+            metadata_db.set_state(self.db, name, str(value))
+        self.db.commit()
+
+    # --- finishing -----------------------------------------------------------------------
+    def finalize(self, n: int, chunks: int) -> BuildResult:
+        if n == 0:
+            raise BuildError(f"no usable image found in {self.source}; nothing to index")
+        print(f"finishing: writing vectors and FAISS indexes for {n} items", file=sys.stderr)
+        image, caption, prints = self.concatenate(n, chunks)
+        factory = self.settings.faiss_factory or default_factory(n)
+        write_faiss(image, factory, self.stage / fmt.IMAGE_FAISS)
+        write_faiss(caption, factory, self.stage / fmt.CAPTION_FAISS)
+        groups = duplicate_groups(prints[:, 0, :], self.settings.duplicate_group_max_distance)
+        self.store_groups(groups)
+        self.db.executescript(metadata_db.FTS_SCHEMA)
+        skipped = [dict(r) for r in self.db.execute("SELECT key, source, reason FROM skipped")]
+        with_caption = self.db.execute("SELECT count(*) FROM items WHERE caption != ''").fetchone()[
+            0
+        ]
+        started = float(metadata_db.get_state(self.db, "started_at", str(time.time())))
+        self.db.commit()
+        self.db.close()
+        shutil.rmtree(self.stage / CHUNKS)
+        manifest = fmt.Manifest(
+            format_version=fmt.FORMAT_VERSION,
+            tool_version=fmt.TOOL_VERSION,
+            dataset=self.dataset.name,
+            source=self.source,
+            model=fmt.ModelInfo(**self.embedder.identity()),
+            faiss_factory=factory,
+            fingerprint="phash64 x " + str(INDEX_VARIANTS),
+            counts=fmt.Counts(
+                items=n,
+                skipped=len(skipped),
+                with_caption=with_caption,
+                duplicate_groups=len(np.unique(groups)),
+            ),
+            built_at=fmt.now_iso(),
+            build_seconds=round(time.time() - started, 1),
+        )
+        (self.stage / fmt.REPORT).write_text(
+            json.dumps({"counts": manifest.counts.model_dump(), "skipped": skipped}, indent=2)
+        )
+        manifest.write(self.stage)
+        publish(self.stage, self.out)
+        return BuildResult(manifest=manifest, index_dir=self.out, skipped=skipped)
+
+    def concatenate(self, n: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chunk files into the final arrays, through memory maps: memory stays flat."""
+        dim = self.embedder.dim
+        image = np.lib.format.open_memmap(
+            self.stage / fmt.IMAGE_VECTORS, "w+", np.float16, (n, dim)
+        )
+        caption = np.lib.format.open_memmap(
+            self.stage / fmt.CAPTION_VECTORS, "w+", np.float16, (n, dim)
+        )
+        prints = np.lib.format.open_memmap(
+            self.stage / fmt.FINGERPRINTS, "w+", np.uint8, (n, INDEX_VARIANTS, HASH_BYTES)
+        )
+        row = 0
+        for number in range(chunks):
+            with np.load(self.stage / CHUNKS / f"{number:06d}.npz") as part:
+                m = len(part["image"])
+                image[row : row + m] = part["image"]
+                caption[row : row + m] = part["caption"]
+                prints[row : row + m] = part["hashes"]
+                row += m
+        if row != n:
+            raise BuildError(
+                f"staging is inconsistent ({row} vectors for {n} items); delete "
+                f"{self.stage} and build again"
+            )
+        for arr in (image, caption, prints):
+            arr.flush()
+        return image, caption, prints
+
+    def store_groups(self, groups: np.ndarray) -> None:
+        counts = np.bincount(groups)
+        self.db.executemany(
+            "UPDATE items SET dup_group = ?, dup_count = ? WHERE idx = ?",
+            ((int(g), int(counts[g]), i) for i, g in enumerate(groups)),
+        )
+
+
+class _Inline:
+    """Stands in for a process pool when decoding runs in this process."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def imap(func, iterable, chunksize: int = 1):
+        return map(func, iterable)
+
+
+def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
+    return {
+        "idx": idx,
+        "id": record.id,
+        "key": record.key,
+        "source": record.source,
+        "path": str(record.path.resolve()) if record.path else None,
+        "url": record.url,
+        "caption": record.caption,
+        "title": record.title,
+        "artist": record.artist,
+        "license": record.license,
+        "keywords": record.keywords,
+        "width": decoded.width,
+        "height": decoded.height,
+        "sha256": decoded.sha256,
+    }
+
+
+def write_faiss(vectors: np.ndarray, factory: str, path: Path, block: int = 65536) -> None:
+    """Inner product on unit vectors is cosine similarity."""
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(len(vectors), min(len(vectors), 200_000), replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+    for start in range(0, len(vectors), block):
+        index.add(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32))
+    faiss.write_index(index, str(path))
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Swap the finished staging directory into place; an old index is removed after."""
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def build_index(
+    source: str | Path, out: Path, embedder: Embedder, settings: Settings, name: str | None = None
+) -> BuildResult:
+    dataset = open_dataset(source, name)
+    return Builder(dataset, str(source), Path(out), embedder, settings).run()

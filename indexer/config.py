@@ -1,0 +1,57 @@
+"""All tunables in one place.
+
+Every field can be set from the environment with the ``HIBT_`` prefix (for example
+``HIBT_MAX_UPLOAD_BYTES=5000000``); CLI flags override both. The defaults work on a
+laptop and on this project's 2-core CI machine.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+TINY_MODEL = "tiny-test"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HIBT_", protected_namespaces=())
+
+    # --- embedding model -------------------------------------------------------------
+    model: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+    checkpoint: str | None = None
+    # "auto" uses bf16 autocast where the CPU has native bf16 units, else fp32.
+    precision: str = "auto"
+
+    # --- reading images ----------------------------------------------------------------
+    max_image_pixels: int = 250_000_000  # larger dataset images are skipped as possible bombs
+    max_image_bytes: int = 200_000_000
+    # Decoded images are shrunk to this longest side before any further work.
+    working_size: int = 1024
+    thumbnail_size: int = 256
+
+    # --- building ------------------------------------------------------------------------
+    batch_size: int = 64
+    chunk_size: int = 512  # records per resumable unit of work
+    decode_workers: int = 0  # 0: chosen from the CPU count
+    faiss_factory: str | None = None  # None: chosen from the number of vectors
+
+    # --- copy detection (see scripts/bench_copy_detection.py for the calibration) -------
+    exact_copy_max_distance: int = 4
+    near_copy_max_distance: int = 14
+    duplicate_group_max_distance: int = 4
+
+    # --- serving -------------------------------------------------------------------------
+    max_upload_bytes: int = 20_000_000
+    max_upload_pixels: int = 50_000_000
+    max_k: int = 1000
+    default_k: int = 60
+    max_query_chars: int = 500
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,41 @@
+"""Readers that turn a dataset on disk into a deterministic stream of Records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from indexer.records import Record
+
+
+class Dataset(Protocol):
+    name: str
+
+    def __iter__(self) -> Iterator[Record]: ...
+
+    def estimated_size(self) -> int | None: ...
+
+
+class DatasetError(ValueError):
+    """The source cannot be read as any supported dataset."""
+
+
+def open_dataset(source: str | Path, name: str | None = None) -> Dataset:
+    """Pick the reader from what is on disk; the order matters (most specific first)."""
+    from indexer.datasets.folder import FolderDataset
+    from indexer.datasets.openclipart import OpenclipartDataset
+    from indexer.datasets.webdataset import WebDataset
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset source {path} does not exist")
+    if WebDataset.accepts(path):
+        return WebDataset(path, name)
+    if OpenclipartDataset.accepts(path):
+        return OpenclipartDataset(path, name)
+    if path.is_dir():
+        return FolderDataset(path, name)
+    raise DatasetError(
+        f"{path} is neither a folder of images, an Openclipart tree nor webdataset .tar shards"
+    )

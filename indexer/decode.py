@@ -1,0 +1,61 @@
+"""Per-image work done in decoder processes: everything but the neural network.
+
+Kept free of torch imports so spawned workers start fast and stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.fingerprint import index_hashes
+from indexer.images import BadImage, load_image, thumbnail_jpeg
+from indexer.model_input import resize_center_crop
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    max_pixels: int
+    max_bytes: int
+    working_size: int
+    thumbnail_size: int
+    model_image_size: int
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray  # uint8 (S, S, 3) model input
+    hashes: np.ndarray  # uint8 (INDEX_VARIANTS, 8)
+    thumbnail: bytes
+    width: int
+    height: int
+    sha256: str
+
+
+def content_hash(ref: Path | bytes) -> str:
+    data = ref if isinstance(ref, bytes) else ref.read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
+    """Decoded item, or the reason the file was skipped (never raises for bad input)."""
+    ref, opts = args
+    try:
+        loaded = load_image(ref, opts.max_pixels, opts.max_bytes, opts.working_size)
+        return Decoded(
+            pixels=resize_center_crop(loaded.image, opts.model_image_size),
+            hashes=index_hashes(loaded.image),
+            thumbnail=thumbnail_jpeg(loaded.image, opts.thumbnail_size),
+            width=loaded.width,
+            height=loaded.height,
+            sha256=content_hash(ref),
+        )
+    except BadImage as exc:
+        return exc.reason
+    except MemoryError:
+        return "out of memory while decoding"
+    except Exception as exc:  # a decoder bug on one hostile file must not end the build
+        return f"unreadable image ({type(exc).__name__}: {exc})"

@@ -1,0 +1,118 @@
+"""The index directory: the one format the indexer writes and the server reads.
+
+Documented for people in docs/index-format.md; bump :data:`FORMAT_VERSION` on any change
+a reader of the previous version would misread.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+FORMAT_VERSION = 1
+TOOL_VERSION = "0.1.0"
+
+MANIFEST = "manifest.json"
+IMAGE_VECTORS = "image_vectors.npy"
+CAPTION_VECTORS = "caption_vectors.npy"
+IMAGE_FAISS = "image.faiss"
+CAPTION_FAISS = "caption.faiss"
+FINGERPRINTS = "fingerprints.npy"
+METADATA = "metadata.sqlite"
+REPORT = "report.json"
+REQUIRED_FILES = (
+    IMAGE_VECTORS,
+    CAPTION_VECTORS,
+    IMAGE_FAISS,
+    CAPTION_FAISS,
+    FINGERPRINTS,
+    METADATA,
+)
+
+
+class IndexError_(RuntimeError):
+    """An index directory that cannot be opened; the message says why and what to do."""
+
+
+class ModelInfo(BaseModel):
+    name: str
+    pretrained: str | None
+    checkpoint_sha256: str | None
+    dim: int
+    image_size: int
+    semantic: bool
+
+
+class Counts(BaseModel):
+    items: int
+    skipped: int
+    with_caption: int
+    duplicate_groups: int
+
+
+class Manifest(BaseModel):
+    format_version: int
+    tool_version: str
+    dataset: str
+    source: str
+    model: ModelInfo
+    faiss_factory: str
+    fingerprint: str
+    counts: Counts
+    built_at: str
+    build_seconds: float
+
+    def write(self, directory: Path) -> None:
+        """Written last, through a rename: its presence marks a complete index."""
+        tmp = directory / f"{MANIFEST}.tmp"
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(directory / MANIFEST)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise IndexError_(f"{directory} is not an index directory (it does not exist)")
+    if not path.is_file():
+        raise IndexError_(
+            f"{directory} has no {MANIFEST}: it is not an index, or its build did not finish "
+            "(run `hibt index` again; it resumes)"
+        )
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise IndexError_(f"{path} is unreadable: {exc}") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexError_(
+            f"{directory} uses index format {manifest.format_version}; this version of hibt "
+            f"reads format {FORMAT_VERSION}. Rebuild it with `hibt index`."
+        )
+    missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
+    if missing:
+        raise IndexError_(f"{directory} is incomplete: missing {', '.join(missing)}")
+    return manifest
+
+
+def check_model(manifest: Manifest, identity: dict) -> None:
+    """Refuse to answer queries with a model other than the one that built the index."""
+    built = manifest.model
+    same = (
+        built.name == identity["name"]
+        and built.pretrained == identity["pretrained"]
+        and built.checkpoint_sha256 == identity["checkpoint_sha256"]
+        and built.dim == identity["dim"]
+    )
+    if not same:
+        raise IndexError_(
+            f"index was built with model {built.name} "
+            f"({built.pretrained or built.checkpoint_sha256}), but the server loaded "
+            f"{identity['name']} ({identity['pretrained'] or identity['checkpoint_sha256']}); "
+            "query embeddings would not be comparable"
+        )

@@ -1,0 +1,184 @@
+"""CLIP models through open_clip: loading (pretrained, local checkpoint or the built-in tiny
+test model), preprocessing and L2-normalised image and text embeddings."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from indexer.config import TINY_MODEL
+from indexer.model_input import resize_center_crop
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+TINY_SEED = 0
+
+
+class ModelUnavailable(RuntimeError):
+    """The requested weights cannot be loaded; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: str | None = None
+    checkpoint: str | None = None
+
+    @property
+    def semantic(self) -> bool:
+        """Only trained weights make CLIP scores mean anything."""
+        return self.name != TINY_MODEL and bool(self.pretrained or self.checkpoint)
+
+
+def unavailable_message(spec: ModelSpec, reason: str) -> str:
+    return (
+        f"cannot load weights for {spec.name} ({spec.checkpoint or spec.pretrained}): {reason}\n"
+        "Two ways out:\n"
+        f"  1. on a machine with internet access, run any hibt command once with --model "
+        f"{spec.name} --pretrained {spec.pretrained or 'TAG'}; open_clip downloads the weights "
+        "into its cache (~/.cache/huggingface) and later runs work offline;\n"
+        "  2. pass --checkpoint FILE (or HIBT_CHECKPOINT) with a local open_clip checkpoint "
+        f"for {spec.name}.\n"
+        f"For an offline smoke run only, --model {TINY_MODEL} uses a built-in model with random "
+        "weights: its results are NOT semantic."
+    )
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Fail fast when there is no network instead of waiting out the hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HIBT_OFFLINE") == "1":
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def cached_pretrained(spec: ModelSpec) -> str | None:
+    """Path of already-downloaded hub weights, without touching the network."""
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained or "")
+    hub_id = (cfg or {}).get("hf_hub", "")
+    if not hub_id:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    repo_id = "/".join(hub_id.strip("/").split("/")[:2])
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        with contextlib.suppress(Exception):
+            return hf_hub_download(repo_id, name, local_files_only=True)
+    return None
+
+
+def create(spec: ModelSpec) -> torch.nn.Module:
+    if spec.name == TINY_MODEL:
+        open_clip.add_model_config(CONFIG_DIR / f"{TINY_MODEL}.json")
+        torch.manual_seed(TINY_SEED)
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+        return open_clip.create_model(TINY_MODEL, pretrained=None)
+    if spec.name not in open_clip.list_models():
+        raise ModelUnavailable(f"unknown open_clip model {spec.name!r}")
+    if spec.checkpoint:
+        if not Path(spec.checkpoint).is_file():
+            raise ModelUnavailable(unavailable_message(spec, "checkpoint file not found"))
+        return open_clip.create_model(spec.name, pretrained=spec.checkpoint)
+    if not spec.pretrained:
+        raise ModelUnavailable(unavailable_message(spec, "no --pretrained tag or --checkpoint"))
+    if spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
+        raise ModelUnavailable(
+            f"open_clip has no pretrained tag {spec.pretrained!r} for {spec.name}"
+        )
+    local = cached_pretrained(spec)
+    if local is None and not hub_reachable():
+        raise ModelUnavailable(
+            unavailable_message(spec, "not cached and the model hub is unreachable")
+        )
+    try:
+        return open_clip.create_model(spec.name, pretrained=local or spec.pretrained)
+    except Exception as exc:  # open_clip raises bare RuntimeErrors for download failures
+        raise ModelUnavailable(unavailable_message(spec, str(exc).splitlines()[0])) from exc
+
+
+def checkpoint_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Embedder:
+    """Image and text encoders of one CLIP model, returning float32 unit vectors."""
+
+    def __init__(self, spec: ModelSpec, precision: str = "fp32") -> None:
+        self.spec = spec
+        self.model = create(spec).eval()
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        cfg = self.model.visual.preprocess_cfg
+        self.image_size = int(
+            cfg["size"][0] if isinstance(cfg["size"], tuple | list) else cfg["size"]
+        )
+        self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        self.precision = precision
+        with torch.no_grad():
+            self.dim = int(self.encode_texts(["probe"]).shape[1])
+
+    def identity(self) -> dict:
+        """What the manifest records so a server can refuse a mismatched model."""
+        return {
+            "name": self.spec.name,
+            "pretrained": None if self.spec.checkpoint else self.spec.pretrained,
+            "checkpoint_sha256": checkpoint_digest(self.spec.checkpoint)
+            if self.spec.checkpoint
+            else None,
+            "dim": self.dim,
+            "image_size": self.image_size,
+            "semantic": self.spec.semantic,
+        }
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        return resize_center_crop(image, self.image_size)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def normalise(features: torch.Tensor) -> np.ndarray:
+        features = features.float()
+        return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+    @torch.inference_mode()
+    def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """Embed a uint8 batch (N, H, W, 3) of :meth:`pixels` outputs."""
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - self.mean) / self.std
+        with self.autocast():
+            return self.normalise(self.model.encode_image(x))
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.encode_pixels(np.stack([self.pixels(im) for im in images]))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts)
+        with self.autocast():
+            return self.normalise(self.model.encode_text(tokens))

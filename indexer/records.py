@@ -1,0 +1,38 @@
+"""One dataset item as every reader yields it and the index stores it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def stable_id(dataset: str, key: str) -> str:
+    """A short id that is the same for the same item in every rebuild of the index."""
+    return hashlib.sha1(f"{dataset}\0{key}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Record:
+    dataset: str
+    key: str  # unique within the dataset: relative path or shard key
+    source: str  # where the image came from: a path inside the dataset or a URL
+    caption: str = ""
+    title: str = ""
+    artist: str = ""
+    license: str = ""
+    url: str = ""
+    keywords: str = ""
+    path: Path | None = None  # image on disk ...
+    data: bytes | None = field(default=None, repr=False)  # ... or its bytes (tar shards)
+
+    @property
+    def id(self) -> str:
+        return stable_id(self.dataset, self.key)
+
+    def image_ref(self) -> Path | bytes:
+        if self.data is not None:
+            return self.data
+        if self.path is None:
+            raise ValueError(f"record {self.key} has neither a path nor bytes")
+        return self.path

@@ -1,0 +1,1 @@
+"""Query engine, HTTP API and command line of hibt."""

@@ -1,0 +1,125 @@
+"""HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from indexer.config import Settings
+from server import schemas
+from server.engine import Engine, QueryError
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+ERRORS = {
+    400: {"model": schemas.ErrorBody},
+    404: {"model": schemas.ErrorBody},
+    413: {"model": schemas.ErrorBody},
+    415: {"model": schemas.ErrorBody},
+    422: {"model": schemas.ErrorBody},
+}
+UPLOAD_BLOCK = 1 << 20
+
+
+def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; one copy in memory, refused as soon as it is too big."""
+    if upload.size is not None and upload.size > limit:
+        raise QueryError(413, f"upload is larger than the limit of {limit} bytes")
+    buffer = bytearray()
+    while block := upload.file.read(UPLOAD_BLOCK):
+        buffer += block
+        if len(buffer) > limit:
+            raise QueryError(413, f"upload is larger than the limit of {limit} bytes")
+    if not buffer:
+        raise QueryError(400, "the upload is empty")
+    return bytes(buffer)
+
+
+def create_app(engine: Engine, settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="hibt: is my work in this training set?",
+        version="0.1.0",
+        description="Search an image-caption dataset by text, image or embedding. Results say "
+        "whether they are copies of an uploaded image, name matches or merely similar.",
+    )
+    app.state.engine = engine
+
+    @app.exception_handler(QueryError)
+    def query_error(_: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        """Refuse oversized bodies from their declared length, before reading them."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
+            return JSONResponse(
+                {"detail": f"upload is larger than the limit of {settings.max_upload_bytes} bytes"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.get("/api/health", response_model=schemas.Health)
+    def health() -> schemas.Health:
+        return schemas.Health(status="ok", items=engine.n)
+
+    @app.get("/api/stats", response_model=schemas.Stats)
+    def stats() -> schemas.Stats:
+        return engine.stats()
+
+    @app.get("/api/search", response_model=schemas.SearchResponse, responses=ERRORS)
+    def search_text(
+        q: Annotated[str, Query(description="Words, a caption, or an artist's name")],
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        target: Annotated[str, Query(pattern="^(images|captions)$")] = "images",
+        collapse: bool = True,
+    ) -> schemas.SearchResponse:
+        return engine.search_text(q, k, offset, target, collapse)
+
+    @app.post("/api/search/batch", response_model=schemas.BatchResponse, responses=ERRORS)
+    def search_batch(body: schemas.BatchTextQuery) -> schemas.BatchResponse:
+        return schemas.BatchResponse(
+            responses=[engine.search_text(q, body.k) for q in body.queries]
+        )
+
+    @app.post("/api/search/image", response_model=schemas.SearchResponse, responses=ERRORS)
+    def search_image(
+        image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF")],
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        collapse: bool = True,
+    ) -> schemas.SearchResponse:
+        data = read_upload(image, settings.max_upload_bytes)
+        return engine.search_image(data, k, offset, collapse)
+
+    @app.post("/api/search/vector", response_model=schemas.SearchResponse, responses=ERRORS)
+    def search_vector(body: schemas.VectorQuery) -> schemas.SearchResponse:
+        return engine.search_vector(body)
+
+    @app.get("/api/items/{item_id}", response_model=schemas.ItemDetail, responses=ERRORS)
+    def item(item_id: str) -> schemas.ItemDetail:
+        return engine.item(item_id)
+
+    @app.get("/api/items/{item_id}/thumbnail", responses=ERRORS)
+    def thumbnail(item_id: str) -> Response:
+        return Response(
+            engine.thumbnail(item_id),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    @app.get("/api/items/{item_id}/image", responses=ERRORS)
+    def original(item_id: str) -> FileResponse:
+        return FileResponse(engine.original_path(item_id))
+
+    @app.exception_handler(HTTPException)
+    def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
+
+    if WEB_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app

@@ -1,0 +1,109 @@
+"""The JSON API's shapes; FastAPI turns them into the OpenAPI document at /docs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MatchKind = Literal["exact_copy", "near_copy", "name_match", "similar"]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    pretrained: str | None
+    dim: int
+    semantic: bool = Field(
+        description="False for the built-in test model: its similarity scores mean nothing"
+    )
+
+
+class Result(BaseModel):
+    id: str
+    match: MatchKind = Field(description="Why this item is in the answer; best kinds first")
+    score: float = Field(description="CLIP cosine similarity between the query and the image")
+    hash_distance: int | None = Field(
+        None, description="Bits differing between perceptual hashes (image queries; 0-64)"
+    )
+    matched_fields: list[str] = Field(default_factory=list)
+    caption: str
+    title: str
+    artist: str
+    license: str
+    source: str
+    url: str
+    width: int
+    height: int
+    duplicates: int = Field(description="Near-identical images in the dataset, this one included")
+    thumbnail_url: str
+    image_url: str
+    vector: list[float] | None = None
+
+
+class MatchCounts(BaseModel):
+    exact_copy: int = 0
+    near_copy: int = 0
+    name_match: int = 0
+
+
+class SearchResponse(BaseModel):
+    query: str
+    query_type: Literal["text", "image", "vector"]
+    model: ModelSummary
+    total_items: int
+    counts: MatchCounts
+    copy_verdict: str | None = Field(
+        None, description="For image queries: whether a copy of the image is in the dataset"
+    )
+    offset: int
+    k: int
+    next_offset: int | None
+    results: list[Result]
+    took_ms: float
+
+
+class VectorQuery(BaseModel):
+    vector: list[float] = Field(description="A query embedding of the index's dimension")
+    k: int = Field(60, ge=1)
+    offset: int = Field(0, ge=0)
+    target: Literal["images", "captions"] = "images"
+    return_vectors: bool = False
+
+
+class BatchTextQuery(BaseModel):
+    queries: list[str] = Field(min_length=1, max_length=64)
+    k: int = Field(10, ge=1)
+
+
+class BatchResponse(BaseModel):
+    responses: list[SearchResponse]
+
+
+class ItemDetail(Result):
+    key: str
+    sha256: str
+    keywords: str
+    duplicate_ids: list[str]
+
+
+class Stats(BaseModel):
+    dataset: str
+    items: int
+    skipped: int
+    with_caption: int
+    duplicate_groups: int
+    largest_duplicate_groups: list[dict]
+    model: ModelSummary
+    faiss_factory: str
+    fingerprint: str
+    built_at: str
+    format_version: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    items: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
