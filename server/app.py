@@ -1,7 +1,5 @@
 """HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

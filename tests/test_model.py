@@ -1,0 +1,52 @@
+"""Model loading and the properties every model must have."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.config import TINY_MODEL
+from indexer.model import Embedder, ModelSpec, ModelUnavailable
+from tests.datagen import drawing
+
+
+def test_missing_weights_error_names_both_ways_out(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HIBT_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(ModelUnavailable) as exc:
+        Embedder(ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
+    message = str(exc.value)
+    assert "--checkpoint" in message and "internet" in message and TINY_MODEL in message
+
+
+def test_missing_checkpoint_file(tmp_path) -> None:
+    with pytest.raises(ModelUnavailable, match="checkpoint file not found"):
+        Embedder(ModelSpec("ViT-B-32", None, str(tmp_path / "nope.pt")))
+
+
+def test_unknown_model() -> None:
+    with pytest.raises(ModelUnavailable, match="unknown open_clip model"):
+        Embedder(ModelSpec("ViT-Imaginary", "x"))
+
+
+def test_tiny_model_is_deterministic_and_normalised(embedder) -> None:
+    other = Embedder(ModelSpec(TINY_MODEL))
+    images = [drawing(i) for i in range(4)]
+    a, b = embedder.encode_images(images), other.encode_images(images)
+    assert a.shape == (4, embedder.dim) and np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    t = embedder.encode_texts(["a cat", "a dog"])
+    assert t.shape == (2, embedder.dim) and np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    assert embedder.identity()["semantic"] is False
+
+
+def test_bf16_path_matches_fp32(embedder) -> None:
+    """The fast path's correctness guard: cosine >= 0.995 with fp32, same neighbours."""
+    fast = Embedder(ModelSpec(TINY_MODEL), precision="bf16")
+    images = [drawing(i) for i in range(16)]
+    texts = [f"a drawing number {i} of a red fox" for i in range(16)]
+    for encode in ("encode_images", "encode_texts"):
+        inputs = images if encode == "encode_images" else texts
+        ref, got = getattr(embedder, encode)(inputs), getattr(fast, encode)(inputs)
+        assert np.min(np.sum(ref * got, axis=1)) >= 0.995
+        assert np.array_equal(np.argmax(ref @ ref.T, 1), np.argmax(got @ ref.T, 1))
