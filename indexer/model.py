@@ -90,25 +90,25 @@ def create(spec: ModelSpec) -> torch.nn.Module:
     if spec.name == TINY_MODEL:
         open_clip.add_model_config(CONFIG_DIR / f"{TINY_MODEL}.json")
         torch.manual_seed(TINY_SEED)
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-        return open_clip.create_model(TINY_MODEL, pretrained=None)
-    if spec.name not in open_clip.list_models():
+    elif spec.name not in open_clip.list_models():
         raise ModelUnavailable(f"unknown open_clip model {spec.name!r}")
     if spec.checkpoint:
         if not Path(spec.checkpoint).is_file():
             raise ModelUnavailable(unavailable_message(spec, "checkpoint file not found"))
         return open_clip.create_model(spec.name, pretrained=spec.checkpoint)
+    if spec.name == TINY_MODEL:
+        logging.disable(logging.WARNING)  # open_clip warns that the weights are random: known
+        try:
+            return open_clip.create_model(TINY_MODEL, pretrained=None)
+        finally:
+            logging.disable(logging.NOTSET)
     if not spec.pretrained:
         raise ModelUnavailable(unavailable_message(spec, "no --pretrained tag or --checkpoint"))
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
-        raise ModelUnavailable(
-            f"open_clip has no pretrained tag {spec.pretrained!r} for {spec.name}"
-        )
+        raise ModelUnavailable(f"open_clip has no weights {spec.pretrained!r} for {spec.name}")
     local = cached_pretrained(spec)
     if local is None and not hub_reachable():
-        raise ModelUnavailable(
-            unavailable_message(spec, "not cached and the model hub is unreachable")
-        )
+        raise ModelUnavailable(unavailable_message(spec, "not cached and the hub is unreachable"))
     try:
         return open_clip.create_model(spec.name, pretrained=local or spec.pretrained)
     except Exception as exc:  # open_clip raises bare RuntimeErrors for download failures

@@ -14,6 +14,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Reverse-image search over AI training sets."
 )
 
+MODEL_UNAVAILABLE = 3  # exit status scripts can test for (scripts/demo.sh does)
+
 ModelOpt = Annotated[str | None, typer.Option(help="open_clip model name, or tiny-test")]
 PretrainedOpt = Annotated[str | None, typer.Option(help="open_clip pretrained tag")]
 CheckpointOpt = Annotated[Path | None, typer.Option(help="local open_clip checkpoint file")]
@@ -68,7 +70,9 @@ def index(
     try:
         embedder = make_embedder(settings)
         result = build_index(source, out, embedder, settings, name)
-    except (ModelUnavailable, BuildError, DatasetError) as exc:
+    except ModelUnavailable as exc:
+        fail(str(exc), MODEL_UNAVAILABLE)
+    except (BuildError, DatasetError) as exc:
         fail(str(exc))
     m = result.manifest
     typer.echo(
@@ -101,8 +105,10 @@ def open_engine(index_dir: Path, settings: Settings):
         manifest = read_manifest(index_dir)
         settings = settings.model_copy(update={"precision": resolve_precision(settings.precision)})
         engine = Engine(index_dir, settings, load_embedder(manifest, settings))
-    except (IndexError_, ModelUnavailable) as exc:
+    except IndexError_ as exc:
         fail(str(exc))
+    except ModelUnavailable as exc:
+        fail(str(exc), MODEL_UNAVAILABLE)
     if not engine.manifest.model.semantic:
         non_semantic_warning(engine.manifest.model.name)
     return engine

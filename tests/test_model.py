@@ -50,3 +50,22 @@ def test_bf16_path_matches_fp32(embedder) -> None:
         ref, got = getattr(embedder, encode)(inputs), getattr(fast, encode)(inputs)
         assert np.min(np.sum(ref * got, axis=1)) >= 0.995
         assert np.array_equal(np.argmax(ref @ ref.T, 1), np.argmax(got @ ref.T, 1))
+
+
+def test_local_checkpoint_is_loaded(tmp_path) -> None:
+    """The --checkpoint path, exercised with tiny-test weights saved by the test."""
+    import torch
+
+    source = Embedder(ModelSpec(TINY_MODEL))
+    with torch.no_grad():
+        for p in source.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # weights that differ from the seeded init
+    path = tmp_path / "tiny.pt"
+    torch.save(source.model.state_dict(), path)
+    loaded = Embedder(ModelSpec(TINY_MODEL, checkpoint=str(path)))
+    images = [drawing(i) for i in range(3)]
+    assert np.allclose(loaded.encode_images(images), source.encode_images(images), atol=1e-6)
+    assert not np.allclose(
+        loaded.encode_images(images), Embedder(ModelSpec(TINY_MODEL)).encode_images(images)
+    )
+    assert len(loaded.identity()["checkpoint_sha256"]) == 64
