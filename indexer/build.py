@@ -31,7 +31,7 @@ from indexer.config import Settings
 from indexer.datasets import Dataset, open_dataset
 from indexer.decode import Decoded, DecodeOptions, decode_one
 from indexer.duplicates import duplicate_groups
-from indexer.fingerprint import HASH_BYTES, INDEX_VARIANTS
+from indexer.fingerprint import COLOUR_BYTES, HASH_BYTES, INDEX_VARIANTS
 from indexer.model import Embedder
 from indexer.records import Record
 
@@ -206,14 +206,12 @@ class Builder:
         skipped: list[tuple[Record, str]],
     ) -> None:
         images, captions = self.embed(ok)
-        hashes = (
-            np.stack([d.hashes for _, d in ok])
-            if ok
-            else np.zeros((0, INDEX_VARIANTS, HASH_BYTES), np.uint8)
-        )
-        np.savez(
-            self.stage / CHUNKS / f"{number:06d}.npz", image=images, caption=captions, hashes=hashes
-        )
+        hashes = np.zeros((len(ok), INDEX_VARIANTS, HASH_BYTES), np.uint8)
+        colours = np.zeros((len(ok), COLOUR_BYTES), np.uint8)
+        for i, (_, decoded) in enumerate(ok):
+            hashes[i], colours[i] = decoded.hashes, decoded.colour
+        np.savez(self.stage / CHUNKS / f"{number:06d}.npz", image=images, caption=captions,
+                 hashes=hashes, colours=colours)  # fmt: skip
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
         metadata_db.insert_items(self.db, rows)
         self.db.executemany(
@@ -239,11 +237,16 @@ class Builder:
         if n == 0:
             raise BuildError(f"no usable image found in {self.source}; nothing to index")
         print(f"finishing: writing vectors and FAISS indexes for {n} items", file=sys.stderr)
-        image, caption, prints = self.concatenate(n, chunks)
+        arrays = self.concatenate(n, chunks)
         factory = self.settings.faiss_factory or default_factory(n)
-        write_faiss(image, factory, self.stage / fmt.IMAGE_FAISS)
-        write_faiss(caption, factory, self.stage / fmt.CAPTION_FAISS)
-        groups = duplicate_groups(prints[:, 0, :], self.settings.duplicate_group_max_distance)
+        write_faiss(arrays["image"], factory, self.stage / fmt.IMAGE_FAISS)
+        write_faiss(arrays["caption"], factory, self.stage / fmt.CAPTION_FAISS)
+        groups = duplicate_groups(
+            arrays["hashes"][:, 0, :],
+            arrays["colours"],
+            self.settings.duplicate_group_max_distance,
+            self.settings.duplicate_group_max_colour,
+        )
         self.store_groups(groups)
         self.db.executescript(metadata_db.FTS_SCHEMA)
         skipped = [dict(r) for r in self.db.execute("SELECT key, source, reason FROM skipped")]
@@ -278,34 +281,37 @@ class Builder:
         publish(self.stage, self.out)
         return BuildResult(manifest=manifest, index_dir=self.out, skipped=skipped)
 
-    def concatenate(self, n: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Chunk files into the final arrays, through memory maps: memory stays flat."""
+    def outputs(self) -> dict[str, tuple[str, type, tuple[int, ...]]]:
+        """npz key in a chunk -> (final file, dtype, shape of one row)."""
         dim = self.embedder.dim
-        image = np.lib.format.open_memmap(
-            self.stage / fmt.IMAGE_VECTORS, "w+", np.float16, (n, dim)
-        )
-        caption = np.lib.format.open_memmap(
-            self.stage / fmt.CAPTION_VECTORS, "w+", np.float16, (n, dim)
-        )
-        prints = np.lib.format.open_memmap(
-            self.stage / fmt.FINGERPRINTS, "w+", np.uint8, (n, INDEX_VARIANTS, HASH_BYTES)
-        )
+        return {
+            "image": (fmt.IMAGE_VECTORS, np.float16, (dim,)),
+            "caption": (fmt.CAPTION_VECTORS, np.float16, (dim,)),
+            "hashes": (fmt.FINGERPRINTS, np.uint8, (INDEX_VARIANTS, HASH_BYTES)),
+            "colours": (fmt.COLOURS, np.uint8, (COLOUR_BYTES,)),
+        }
+
+    def concatenate(self, n: int, chunks: int) -> dict[str, np.ndarray]:
+        """Chunk files into the final arrays, through memory maps: memory stays flat."""
+        arrays = {
+            key: np.lib.format.open_memmap(self.stage / name, "w+", dtype, (n, *shape))
+            for key, (name, dtype, shape) in self.outputs().items()
+        }
         row = 0
         for number in range(chunks):
             with np.load(self.stage / CHUNKS / f"{number:06d}.npz") as part:
                 m = len(part["image"])
-                image[row : row + m] = part["image"]
-                caption[row : row + m] = part["caption"]
-                prints[row : row + m] = part["hashes"]
+                for key, array in arrays.items():
+                    array[row : row + m] = part[key]
                 row += m
         if row != n:
             raise BuildError(
                 f"staging is inconsistent ({row} vectors for {n} items); delete "
                 f"{self.stage} and build again"
             )
-        for arr in (image, caption, prints):
-            arr.flush()
-        return image, caption, prints
+        for array in arrays.values():
+            array.flush()
+        return arrays
 
     def store_groups(self, groups: np.ndarray) -> None:
         counts = np.bincount(groups)

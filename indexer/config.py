@@ -40,9 +40,12 @@ class Settings(BaseSettings):
     faiss_factory: str | None = None  # None: chosen from the number of vectors
 
     # --- copy detection (see scripts/bench_copy_detection.py for the calibration) -------
-    exact_copy_max_distance: int = 4
-    near_copy_max_distance: int = 14
-    duplicate_group_max_distance: int = 4
+    # Hamming distances between 256-bit pHashes.
+    exact_copy_max_distance: int = 16
+    near_copy_max_distance: int = 40
+    duplicate_group_max_distance: int = 16
+    duplicate_group_max_colour: float = 12.0  # mean abs difference of 4x4 colour signatures
+    exact_copy_max_colour: float = 12.0
 
     # --- serving -------------------------------------------------------------------------
     max_upload_bytes: int = 20_000_000

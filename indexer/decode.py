@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.fingerprint import index_hashes
+from indexer.fingerprint import colour_signature, index_hashes
 from indexer.images import BadImage, load_image, thumbnail_jpeg
 from indexer.model_input import resize_center_crop
 
@@ -29,6 +29,7 @@ class DecodeOptions:
 class Decoded:
     pixels: np.ndarray  # uint8 (S, S, 3) model input
     hashes: np.ndarray  # uint8 (INDEX_VARIANTS, 8)
+    colour: np.ndarray  # uint8 (COLOUR_BYTES,)
     thumbnail: bytes
     width: int
     height: int
@@ -48,6 +49,7 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
         return Decoded(
             pixels=resize_center_crop(loaded.image, opts.model_image_size),
             hashes=index_hashes(loaded.image),
+            colour=colour_signature(loaded.image),
             thumbnail=thumbnail_jpeg(loaded.image, opts.thumbnail_size),
             width=loaded.width,
             height=loaded.height,

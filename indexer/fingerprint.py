@@ -1,23 +1,34 @@
-"""Perceptual fingerprints for copy detection: 64-bit DCT hashes (imagehash's pHash).
+"""Perceptual fingerprints for copy detection, computed the same way at build and query time.
 
-The index stores several hashes per image (:data:`INDEX_VARIANTS`) so that a crop of the
-original can still meet a stored hash of the same region; a query is hashed in every
-flip/rotation and with uniform borders trimmed (:func:`query_hashes`), so flipped, rotated
-and padded copies meet the original's hash too. Matching is Hamming distance in a FAISS
-binary index (server/copies.py).
+Each indexed image gets several 256-bit DCT hashes (imagehash's pHash with hash_size=16;
+64-bit hashes are too crowded on white-background clip art, see the benchmark) so that a crop of the
+original still meets a stored hash of the same region (:data:`CROPS`, plus the image with a
+uniform frame trimmed), and a 4x4 colour signature that tells a recoloured or grey copy from
+the original and keeps differently coloured gradients apart. A query is hashed in every
+flip/rotation, with its frame trimmed, turned by a few degrees, and centre-cropped (so a
+logo in a corner does not hide it) (:func:`query_hashes`).
+Matching is Hamming distance in a FAISS binary index (server/copies.py).
+
+pHash says little about near-blank images (a hash with one bit set): such hashes
+are flagged by :func:`informative` and never used to claim a copy.
 """
 
 from __future__ import annotations
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image
 
-HASH_BITS = 64
+HASH_SIZE = 16
+HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_BYTES = HASH_BITS // 8
-# Centre crops kept per indexed image, as fractions of each side. 1.0 is the whole image.
-CROPS = (1.0, 0.8, 0.6)
-INDEX_VARIANTS = len(CROPS) + 1  # the crops, plus the image with its borders trimmed
+HASH_BASE = 256  # hashes are taken from a copy this size: fast, and pHash needs only 32x32
+CROPS = (1.0, 0.8, 0.6)  # centre crops kept per indexed image, as fractions of each side
+INDEX_VARIANTS = len(CROPS) + 1  # the crops, plus the image with its frame trimmed
+COLOUR_GRID = 4
+COLOUR_BYTES = COLOUR_GRID * COLOUR_GRID * 3
+SMALL_ROTATIONS = (-5, 5)
+MIN_BITS, MAX_BITS = HASH_BITS // 16, HASH_BITS - HASH_BITS // 16
 DIHEDRAL = (
     None,
     Image.Transpose.FLIP_LEFT_RIGHT,
@@ -30,10 +41,34 @@ DIHEDRAL = (
 )
 
 
+def hash_base(image: Image.Image) -> Image.Image:
+    base = image.convert("RGB")
+    if max(base.size) > HASH_BASE:
+        base = base.copy()
+        base.thumbnail((HASH_BASE, HASH_BASE), Image.Resampling.BILINEAR)
+    return base
+
+
 def phash(image: Image.Image) -> np.ndarray:
-    """8 bytes: the packed bits of imagehash's 64-bit pHash."""
-    bits = imagehash.phash(image, hash_size=8).hash.flatten()
-    return np.packbits(bits)
+    """HASH_BYTES bytes: the packed bits of imagehash's pHash."""
+    return np.packbits(imagehash.phash(image, hash_size=HASH_SIZE).hash.flatten())
+
+
+def informative(hashes: np.ndarray) -> np.ndarray:
+    """False where a hash has too few or too many bits set to identify an image."""
+    bits = np.unpackbits(np.asarray(hashes, dtype=np.uint8), axis=-1).sum(axis=-1)
+    return (bits >= MIN_BITS) & (bits <= MAX_BITS)
+
+
+def colour_signature(image: Image.Image) -> np.ndarray:
+    """48 bytes: the mean colour of each cell of a 4x4 grid."""
+    small = image.convert("RGB").resize((COLOUR_GRID, COLOUR_GRID), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8).reshape(COLOUR_BYTES)
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean absolute difference of colour signatures, 0-255 (broadcasts over rows)."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)
 
 
 def centre_crop(image: Image.Image, fraction: float) -> Image.Image:
@@ -45,33 +80,47 @@ def centre_crop(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop((left, top, left + cw, top + ch))
 
 
+def uniform_lines(values: np.ndarray, tolerance: int) -> np.ndarray:
+    """True for each row of ``values`` (rows, width, 3) that is one flat colour."""
+    spread = values.max(axis=1).astype(np.int16) - values.min(axis=1).astype(np.int16)
+    return spread.max(axis=1) <= tolerance
+
+
 def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
-    """Remove a uniform frame (padding, letterboxing, a screenshot's margin)."""
-    corner = image.getpixel((0, 0))
-    background = Image.new(image.mode, image.size, corner)
-    diff = ImageChops.difference(image, background).convert("L")
-    box = diff.point(lambda v: 255 if v > tolerance else 0).getbbox()
-    if not box:
-        return image
-    w, h = image.size
-    if (box[2] - box[0]) * (box[3] - box[1]) < 0.02 * w * h:
-        return image  # almost all background: trimming would keep noise only
-    return image.crop(box)
+    """Strip flat-coloured rows and columns from every edge: padding, letterboxing, a
+    screenshot's title bar and margins, and the blank margin of the picture itself."""
+    pixels = np.asarray(image.convert("RGB"))
+    rows = ~uniform_lines(pixels, tolerance)
+    cols = ~uniform_lines(pixels.transpose(1, 0, 2), tolerance)
+    if rows.sum() < 2 or cols.sum() < 2:
+        return image  # blank: nothing to keep
+    top, bottom = np.argmax(rows), len(rows) - np.argmax(rows[::-1])
+    left, right = np.argmax(cols), len(cols) - np.argmax(cols[::-1])
+    h, w = rows.size, cols.size
+    if (bottom - top) * (right - left) < 0.01 * w * h:
+        return image  # a speck: trimming would keep noise only
+    return image.crop((int(left), int(top), int(right), int(bottom)))
 
 
 def index_hashes(image: Image.Image) -> np.ndarray:
     """(INDEX_VARIANTS, HASH_BYTES) uint8 hashes stored for one indexed image."""
-    variants = [centre_crop(image, f) for f in CROPS] + [trim_borders(image)]
+    base = hash_base(image)
+    variants = [centre_crop(base, f) for f in CROPS] + [trim_borders(base)]
     return np.stack([phash(v) for v in variants])
 
 
 def query_hashes(image: Image.Image) -> np.ndarray:
-    """(16, HASH_BYTES) hashes of a query: each dihedral transform, as is and trimmed."""
-    bases = [image, trim_borders(image)]
-    out = []
-    for base in bases:
-        for op in DIHEDRAL:
-            out.append(phash(base if op is None else base.transpose(op)))
+    """(22, HASH_BYTES): each dihedral transform of the query as is and trimmed, the query
+    turned by a few degrees either way, and its centre crops."""
+    base = hash_base(image)
+    trimmed = trim_borders(base)
+    out = [phash(b if op is None else b.transpose(op)) for b in (base, trimmed) for op in DIHEDRAL]
+    out += [phash(centre_crop(base, f)) for f in CROPS[1:]]
+    for b in (base, trimmed):
+        corner = b.getpixel((0, 0))
+        for angle in SMALL_ROTATIONS:
+            turned = b.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=corner)
+            out.append(phash(trim_borders(turned)))
     return np.stack(out)
 
 

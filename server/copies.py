@@ -1,4 +1,5 @@
-"""Copy detection at query time: Hamming search of a query's hashes in a FAISS binary index."""
+"""Copy detection at query time: Hamming search of a query's hashes in a FAISS binary index,
+checked against colour signatures and exact file bytes."""
 
 from __future__ import annotations
 
@@ -7,40 +8,64 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from indexer.fingerprint import HASH_BITS
+from indexer.fingerprint import colour_distance, informative
+
+# Bits of Hamming distance one unit of colour difference (0-255 scale) costs when ranking.
+COLOUR_WEIGHT = 1 / 8
 
 
 @dataclass(frozen=True)
 class CopyThresholds:
-    exact: int  # at most this many differing bits: the same picture
-    near: int  # at most this many: a transformed copy
+    exact: int  # at most this many differing bits and ...
+    exact_colour: float  # ... colours this close: the same picture
+    near: int  # at most this many differing bits: a transformed copy
+
+
+@dataclass
+class CopyMatch:
+    idx: int
+    distance: int
+    colour: float
+    same_bytes: bool = False
+
+    def label(self, t: CopyThresholds) -> str | None:
+        if self.same_bytes or (self.distance <= t.exact and self.colour <= t.exact_colour):
+            return "exact_copy"
+        return "near_copy" if self.distance <= t.near else None
+
+    def rank_key(self) -> float:
+        return 0.0 if self.same_bytes else self.distance + COLOUR_WEIGHT * self.colour
 
 
 class CopyMatcher:
-    def __init__(self, fingerprints: np.ndarray) -> None:
-        """``fingerprints``: (N, variants, bytes) as stored in the index."""
+    def __init__(self, fingerprints: np.ndarray, colours: np.ndarray) -> None:
+        """``fingerprints``: (N, variants, bytes); ``colours``: (N, COLOUR_BYTES)."""
         n, self.variants, nbytes = fingerprints.shape
+        flat = np.ascontiguousarray(fingerprints.reshape(n * self.variants, nbytes))
+        self.usable = informative(flat)
+        self.colours = np.asarray(colours)
         self.index = faiss.IndexBinaryFlat(nbytes * 8)
-        self.index.add(np.ascontiguousarray(fingerprints.reshape(n * self.variants, nbytes)))
+        self.index.add(flat)
 
-    def match(self, query_hashes: np.ndarray, max_distance: int) -> dict[int, int]:
-        """Item row -> smallest distance between any query hash and any stored hash."""
-        _lims, distances, ids = self.index.range_search(
-            np.ascontiguousarray(query_hashes, dtype=np.uint8), max_distance + 1
-        )
+    def match(
+        self, hashes: np.ndarray, colour: np.ndarray, max_distance: int
+    ) -> dict[int, CopyMatch]:
+        """Item row -> its best match with any informative query hash."""
+        hashes = np.ascontiguousarray(hashes[informative(hashes)], dtype=np.uint8)
+        if not len(hashes):
+            return {}
+        _, distances, ids = self.index.range_search(hashes, max_distance + 1)
+        keep = self.usable[ids]
         best: dict[int, int] = {}
-        for vid, dist in zip(ids // self.variants, distances, strict=True):
+        for vid, dist in zip(ids[keep] // self.variants, distances[keep], strict=True):
             item, d = int(vid), int(dist)
-            if d < best.get(item, HASH_BITS + 1):
+            if d < best.get(item, max_distance + 1):
                 best[item] = d
-        return best
-
-
-def label(distance: int | None, thresholds: CopyThresholds) -> str | None:
-    if distance is None:
-        return None
-    if distance <= thresholds.exact:
-        return "exact_copy"
-    if distance <= thresholds.near:
-        return "near_copy"
-    return None
+        if not best:
+            return {}
+        rows = np.fromiter(best, dtype=np.int64)
+        colour_d = colour_distance(self.colours[rows], colour)
+        return {
+            int(i): CopyMatch(int(i), best[int(i)], float(c))
+            for i, c in zip(rows, colour_d, strict=True)
+        }

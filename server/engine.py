@@ -8,6 +8,7 @@ one result that carries the size of its group.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import threading
@@ -22,11 +23,11 @@ import numpy as np
 from indexer import index_format as fmt
 from indexer import metadata_db
 from indexer.config import Settings
-from indexer.fingerprint import query_hashes
+from indexer.fingerprint import colour_signature, query_hashes
 from indexer.images import BadImage, decode
 from indexer.model import Embedder, ModelSpec
 from server import schemas
-from server.copies import CopyMatcher, CopyThresholds, label
+from server.copies import CopyMatch, CopyMatcher, CopyThresholds
 
 KIND_ORDER = {"exact_copy": 0, "near_copy": 1, "name_match": 2, "similar": 3}
 # FTS5 bm25 weights, in metadata_db.FTS_COLUMNS order: a hit on the artist field counts most.
@@ -85,9 +86,13 @@ class Engine:
             "images": self.read_faiss(fmt.IMAGE_FAISS),
             "captions": self.read_faiss(fmt.CAPTION_FAISS),
         }
-        self.copies = CopyMatcher(np.load(self.directory / fmt.FINGERPRINTS))
+        self.copies = CopyMatcher(
+            np.load(self.directory / fmt.FINGERPRINTS), np.load(self.directory / fmt.COLOURS)
+        )
         self.thresholds = CopyThresholds(
-            settings.exact_copy_max_distance, settings.near_copy_max_distance
+            exact=settings.exact_copy_max_distance,
+            exact_colour=settings.exact_copy_max_colour,
+            near=settings.near_copy_max_distance,
         )
         self.local = threading.local()
         groups = self.db().execute("SELECT idx, dup_group FROM items ORDER BY idx").fetchall()
@@ -134,11 +139,7 @@ class Engine:
             )
             raise QueryError(status, f"cannot use this upload: {exc.reason}") from None
         vector = self.embedder.encode_images([loaded.image])[0]
-        distances = self.copies.match(query_hashes(loaded.image), self.thresholds.near)
-        copies = sorted(
-            (Candidate(i, label(d, self.thresholds) or "similar", d) for i, d in distances.items()),
-            key=lambda c: (c.hash_distance, -float(self.image_vectors[c.idx] @ vector), c.idx),
-        )
+        copies = self.copy_candidates(data, loaded.image, vector)
         counts = schemas.MatchCounts(
             exact_copy=sum(c.match == "exact_copy" for c in copies),
             near_copy=sum(c.match == "near_copy" for c in copies),
@@ -238,6 +239,21 @@ class Engine:
             seen_groups.add(group)
             out.append(cand)
         return out
+
+    def copy_candidates(self, data: bytes, image, vector: np.ndarray) -> list[Candidate]:
+        """Exact and near copies, closest first; the same bytes beat any hash."""
+        colour = colour_signature(image)
+        matches = self.copies.match(query_hashes(image), colour, self.thresholds.near)
+        sha = hashlib.sha256(data).hexdigest()
+        for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
+            matches[row[0]] = CopyMatch(row[0], 0, 0.0, same_bytes=True)
+        labelled = [(m, m.label(self.thresholds)) for m in matches.values()]
+        ranked = sorted(
+            ((m, kind) for m, kind in labelled if kind),
+            key=lambda p: (KIND_ORDER[p[1]], p[0].rank_key(),
+                           -float(self.image_vectors[p[0].idx] @ vector), p[0].idx),
+        )  # fmt: skip
+        return [Candidate(m.idx, kind, m.distance) for m, kind in ranked]
 
     def copy_verdict(self, counts: schemas.MatchCounts) -> str:
         found = counts.exact_copy + counts.near_copy

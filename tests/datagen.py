@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+HOSTILE_MARKUP = '<img src=x onerror="window.__xss=1">'
 ARTISTS = ["Zoë O'Brien", "Jan Kowalski", "Mira Tanaka", "@pixelwitch"]
 SUBJECTS = [
     "lighthouse",
@@ -84,6 +85,9 @@ def make_dataset(root: Path, n: int = 36) -> list[Item]:
         artist = ARTISTS[i % len(ARTISTS)]
         subject = SUBJECTS[i % len(SUBJECTS)]
         caption = f"A {subject} painted by {artist}" if i % 3 else f"{subject} study number {i}"
+        if i == n - 1:  # captions come from the open web: this one attacks the page
+            caption += " " + HOSTILE_MARKUP
+
         suffix = (".jpg", ".png", ".webp")[i % 3]
         path = root / f"img_{i:03d}{suffix}"
         save(drawing(i, alpha=suffix == ".png" and i % 2 == 0), path)

@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import serving
 
 
 @pytest.fixture(scope="module")
 def served(built):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", str(built.index_dir), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "server died")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serving(built.index_dir) as base:
+        yield base
 
 
 def test_real_server_answers(served, dataset) -> None:

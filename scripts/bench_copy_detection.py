@@ -1,0 +1,312 @@
+"""Copy-detection benchmark: recall of transformed copies and false positives of the label.
+
+Splits a dataset by near-duplicate group (whole groups are held out, so a held-out image has
+no copy in the index), builds an index over the rest (cached in --work), then queries with
+transformed versions of indexed images and of held-out images. Prints, per transformation,
+recall@1 and recall@10 of the original's group, the false-positive rate of the exact/near
+copy label on held-out images, and the same recalls for CLIP-only matching. Also prints the
+Hamming distances seen, from which the thresholds in indexer/config.py were calibrated.
+
+    python scripts/bench_copy_detection.py data/openclipart/usr/share/openclipart --samples 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import faiss
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scipy.sparse import coo_matrix  # noqa: E402
+from scipy.sparse.csgraph import connected_components  # noqa: E402
+
+from indexer.build import Builder  # noqa: E402
+from indexer.config import TINY_MODEL, Settings  # noqa: E402
+from indexer.datasets import open_dataset  # noqa: E402
+from indexer.fingerprint import HASH_BITS, hash_base, phash, query_hashes  # noqa: E402
+from indexer.images import BadImage, load_image  # noqa: E402
+from indexer.model import Embedder, ModelSpec  # noqa: E402
+from indexer.records import Record  # noqa: E402
+from server.engine import Engine  # noqa: E402
+
+WHITE = (255, 255, 255)
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def scale(image: Image.Image, factor: float) -> Image.Image:
+    w, h = image.size
+    return image.resize((max(8, round(w * factor)), max(8, round(h * factor))), Image.LANCZOS)
+
+
+def crop(image: Image.Image, fraction: float) -> Image.Image:
+    w, h = image.size
+    cw, ch = round(w * fraction), round(h * fraction)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def jitter(image: Image.Image) -> Image.Image:
+    image = ImageEnhance.Brightness(image).enhance(1.15)
+    image = ImageEnhance.Contrast(image).enhance(0.8)
+    return ImageEnhance.Color(image).enhance(1.4)
+
+
+def overlay(image: Image.Image) -> Image.Image:
+    out = image.copy()
+    draw = ImageDraw.Draw(out, "RGBA")
+    w, h = out.size
+    draw.rectangle(
+        (int(w * 0.62), int(h * 0.84), int(w * 0.98), int(h * 0.98)), fill=(20, 20, 160, 170)
+    )
+    draw.text((int(w * 0.05), int(h * 0.05)), "(c) reposted by somebody", fill=(200, 0, 0, 255))
+    return out
+
+
+def pad(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    return ImageOps.expand(image, border=(w // 10, h // 10), fill=(40, 40, 40))
+
+
+def screenshot(image: Image.Image) -> Image.Image:
+    small = scale(image, 0.7)
+    w, h = small.size
+    canvas = Image.new("RGB", (w + 60, h + 110), (236, 236, 236))
+    ImageDraw.Draw(canvas).rectangle((0, 0, w + 60, 50), fill=(52, 58, 64))
+    canvas.paste(small, (30, 70))
+    return canvas
+
+
+TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "identity": lambda im: im,
+    "resize 50%": lambda im: scale(im, 0.5),
+    "resize 25%": lambda im: scale(im, 0.25),
+    "jpeg q30": lambda im: jpeg(im, 30),
+    "crop 80%": lambda im: crop(im, 0.8),
+    "crop 60%": lambda im: crop(im, 0.6),
+    "hflip": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "rotate 5": lambda im: im.rotate(5, Image.BICUBIC, expand=True, fillcolor=WHITE),
+    "rotate 90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "grayscale": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "colour jitter": jitter,
+    "text/logo overlay": overlay,
+    "border padding": pad,
+    "screenshot": screenshot,
+}
+RELAXED = {"rotate 90", "crop 60%"}  # the issue's targets: 0.8 here, 0.95 elsewhere
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Subset:
+    """The dataset minus the held-out records, for building the benchmark index."""
+
+    def __init__(self, dataset, keep: set[str]) -> None:
+        self.dataset, self.keep, self.name = dataset, keep, dataset.name
+
+    def __iter__(self) -> Iterator[Record]:
+        return (r for r in self.dataset if r.key in self.keep)
+
+    def estimated_size(self) -> int:
+        return len(self.keep)
+
+
+def split(records: list[Record], settings: Settings, holdout: float) -> tuple[set[str], set[str]]:
+    """Hold out whole groups of look-alikes, chosen by a hash of their first key.
+
+    The groups are deliberately generous (connected components of images whose hashes come
+    within the near-copy threshold under any flip or rotation, frame trimmed or not), so a
+    held-out image has no copy of any kind left in the index: Openclipart holds mirrored,
+    re-framed and recoloured versions of many drawings.
+    """
+    hashes, variants, keys = [], [], []
+    for r in records:
+        image = query_image(r, settings)
+        if image is None:
+            continue
+        base = hash_base(image)
+        hashes.append(phash(base))
+        variants.append(query_hashes(image))
+        keys.append(r.key)
+    index = faiss.IndexBinaryFlat(HASH_BITS)
+    index.add(np.stack(hashes))
+    rows, cols = [], []
+    for i, v in enumerate(variants):
+        _, _, ids = index.range_search(v, settings.near_copy_max_distance + 1)
+        rows.append(np.full(len(ids), i))
+        cols.append(ids)
+    n = len(keys)
+    graph = coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(n, n))  # fmt: skip
+    _, labels = connected_components(graph, directed=False)
+    held, kept = set(), set()
+    for key, label in zip(keys, labels, strict=True):
+        digest = hashlib.sha1(str(label).encode()).digest()[0] / 256
+        (held if digest < holdout else kept).add(key)
+    return kept, held
+
+
+def build(source: Path, work: Path, settings: Settings, embedder: Embedder, holdout: float):
+    index_dir = work / "index"
+    held_file = work / "held_out.txt"
+    dataset = open_dataset(source)
+    if not (index_dir / "manifest.json").exists():
+        records = list(dataset)
+        print(f"splitting {len(records)} records by duplicate group ...", file=sys.stderr)
+        kept, held = split(records, settings, holdout)
+        work.mkdir(parents=True, exist_ok=True)
+        held_file.write_text("\n".join(sorted(held)))
+        Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings).run()
+    held = set(held_file.read_text().split("\n"))
+    return index_dir, [r for r in dataset if r.key in held]
+
+
+def query_image(record: Record, settings: Settings) -> Image.Image | None:
+    try:
+        return load_image(record.image_ref(), settings.max_image_pixels, settings.max_image_bytes,
+                          settings.working_size).image  # fmt: skip
+    except BadImage:
+        return None
+
+
+def evaluate(engine: Engine, originals: list[tuple[int, Image.Image]], negatives: list[Image.Image],
+             transforms: list[str]) -> list[dict]:  # fmt: skip
+    rows = []
+    for name in transforms:
+        t = TRANSFORMS[name]
+        hit1 = hit10 = clip1 = clip10 = 0
+        distances = []
+        started = time.perf_counter()
+        for idx, image in originals:
+            data = png_bytes(t(image)) if name != "jpeg q30" else jpeg_bytes(image)
+            response = engine.search_image(data, k=10, collapse=True)
+            group = engine.groups[idx]
+            ids = [engine.groups[row_of(engine, r.id)] for r in response.results]
+            hit1 += bool(ids) and ids[0] == group
+            hit10 += group in ids
+            own = [r.hash_distance for r, g in zip(response.results, ids, strict=True)
+                   if g == group and r.hash_distance is not None]  # fmt: skip
+            distances.append(own[0] if own else 99)
+            vector = engine.embedder.encode_images([load_upload(data, engine)])[0]
+            neigh = [engine.groups[i] for i, _ in engine.knn(vector, "images", 40)]
+            neigh = list(dict.fromkeys(neigh))[:10]
+            clip1 += bool(neigh) and neigh[0] == group
+            clip10 += group in neigh
+        false_pos, neg_distances = 0, []
+        for image in negatives:
+            data = png_bytes(t(image)) if name != "jpeg q30" else jpeg_bytes(image)
+            response = engine.search_image(data, k=1)
+            labelled = response.counts.exact_copy + response.counts.near_copy
+            false_pos += labelled > 0
+            top = response.results[0].hash_distance if response.results else None
+            neg_distances.append(top if top is not None else 99)
+        n, m = len(originals), max(1, len(negatives))
+        rows.append({
+            "transform": name, "r1": hit1 / n, "r10": hit10 / n, "fp": false_pos / m,
+            "clip_r1": clip1 / n, "clip_r10": clip10 / n, "distances": distances,
+            "neg_distances": neg_distances,
+            "ms": 1000 * (time.perf_counter() - started) / (n + len(negatives)),
+        })  # fmt: skip
+        print(f"  {name}: R@1 {hit1 / n:.3f}", file=sys.stderr)
+    return rows
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=30)
+    return buf.getvalue()
+
+
+_rows: dict[str, int] = {}
+
+
+def row_of(engine: Engine, item_id: str) -> int:
+    if item_id not in _rows:
+        _rows[item_id] = engine.row_by_id(item_id)["idx"]
+    return _rows[item_id]
+
+
+def load_upload(data: bytes, engine: Engine) -> Image.Image:
+    return load_image(data, engine.settings.max_upload_pixels, len(data) + 1,
+                      engine.settings.working_size).image  # fmt: skip
+
+
+def print_table(rows: list[dict], thresholds: tuple[int, int]) -> None:
+    print(f"\nthresholds: exact <= {thresholds[0]} bits, near <= {thresholds[1]} bits")
+    head = (f"{'transformation':<18} {'R@1':>6} {'R@10':>6} {'FP':>6} | "
+            f"{'CLIP R@1':>8} {'CLIP R@10':>9} | target")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        target = 0.8 if r["transform"] in RELAXED else 0.95
+        ok = "ok" if r["r1"] >= target and r["fp"] < 0.01 else "MISS"
+        print(f"{r['transform']:<18} {r['r1']:6.3f} {r['r10']:6.3f} {r['fp']:6.3f} | "
+              f"{r['clip_r1']:8.3f} {r['clip_r10']:9.3f} | R@1>={target} FP<0.01 {ok}")  # fmt: skip
+
+
+def print_calibration(rows: list[dict]) -> None:
+    """Where positives and negatives fall, to set the thresholds from data."""
+    pos = np.concatenate([r["distances"] for r in rows])
+    neg = np.concatenate([r["neg_distances"] for r in rows])
+    print("\nHamming distance of the best hash match (all transformations pooled)")
+    print(f"{'<= d':>5} {'copies found':>13} {'held-out labelled':>18}")
+    for d in range(0, 65, 4):
+        print(f"{d:>5} {np.mean(pos <= d):13.3f} {np.mean(neg <= d):18.4f}")
+    ok = [d for d in range(0, 129) if np.mean(neg <= d) < 0.005]
+    print(f"largest threshold with a pooled false-positive rate under 0.5%: {max(ok) if ok else 0}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", type=Path, help="dataset the benchmark index is built from")
+    parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench-copy")
+    parser.add_argument("--samples", type=int, default=300, help="originals and negatives each")
+    parser.add_argument("--holdout", type=float, default=0.1)
+    parser.add_argument("--model", default=TINY_MODEL)
+    parser.add_argument("--transforms", nargs="*", default=list(TRANSFORMS))
+    args = parser.parse_args()
+
+    settings = Settings(model=args.model, pretrained=None)
+    embedder = Embedder(ModelSpec(args.model))
+    index_dir, held = build(args.source, args.work, settings, embedder, args.holdout)
+    engine = Engine(index_dir, settings, embedder)
+    rng = random.Random(0)
+    conn = engine.db()
+    rows = conn.execute("SELECT idx, path FROM items WHERE path IS NOT NULL").fetchall()
+    originals = []
+    for row in rng.sample(rows, min(args.samples, len(rows))):
+        image = query_image(Record("", "", "", path=Path(row["path"])), settings)
+        if image is not None:
+            originals.append((row["idx"], image))
+    negatives = [im for r in rng.sample(held, min(args.samples, len(held)))
+                 if (im := query_image(r, settings)) is not None]  # fmt: skip
+    print(f"index: {engine.n} images; {len(originals)} originals, {len(negatives)} held-out "
+          f"images; model {args.model} (semantic: {engine.manifest.model.semantic})")  # fmt: skip
+    results = evaluate(engine, originals, negatives, args.transforms)
+    print_table(results, (settings.exact_copy_max_distance, settings.near_copy_max_distance))
+    print_calibration(results)
+    print(f"\nmean time per image query (copy + CLIP search): "
+          f"{np.mean([r['ms'] for r in results]):.1f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

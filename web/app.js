@@ -1,0 +1,438 @@
+// The artist's page. Everything the server returns is inserted as text, never as HTML:
+// captions come from the open web.
+
+const PAGE_SIZE = 24;
+const KIND_LABEL = {
+  exact_copy: "Exact copy",
+  near_copy: "Near copy",
+  name_match: "Name match",
+  similar: "Similar",
+};
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  mode: null, // "text" | "image"
+  query: "",
+  file: null,
+  previewUrl: null,
+  results: [],
+  nextOffset: null,
+  selected: new Map(), // id -> result: the opt-out selection
+  viewerIndex: -1,
+  generation: 0, // ignores answers to searches that were replaced by a newer one
+};
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function setStatus(message) {
+  $("status").textContent = message;
+}
+
+async function fetchJSON(url, options = {}) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch {
+    throw new Error("The search server cannot be reached. Check your connection and try again.");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const text = typeof detail === "string" ? detail
+      : Array.isArray(detail) ? detail.map((d) => d.msg).join("; ") : response.statusText;
+    const prefix = { 413: "Too large", 415: "Not an image", 400: "Cannot use this", 422: "Invalid search" }[response.status];
+    throw new Error(prefix ? `${prefix}: ${text}` : `The server answered ${response.status}: ${text}`);
+  }
+  return body;
+}
+
+async function loadStats() {
+  try {
+    const stats = await fetchJSON("/api/stats");
+    $("dataset-line").textContent =
+      `Searching ${stats.items.toLocaleString()} images of the dataset “${stats.dataset}”.`;
+    if (!stats.model.semantic) {
+      const warning = $("model-warning");
+      warning.textContent =
+        `This index was built with “${stats.model.name}”, a test model with random weights: ` +
+        "results marked “Similar” are not meaningful. Exact copies and name matches are " +
+        "found without the model and are reliable.";
+      warning.hidden = false;
+    }
+  } catch (error) {
+    $("dataset-line").textContent = "";
+    showError(error.message);
+  }
+}
+
+// --- searching ------------------------------------------------------------------------
+
+function searchUrl(offset) {
+  const params = new URLSearchParams({ q: state.query, k: PAGE_SIZE, offset });
+  return `/api/search?${params}`;
+}
+
+async function imageRequest(offset) {
+  const form = new FormData();
+  form.append("image", state.file, state.file.name || "pasted-image");
+  return fetchJSON(`/api/search/image?k=${PAGE_SIZE}&offset=${offset}`, { method: "POST", body: form });
+}
+
+async function run(offset = 0) {
+  const generation = ++state.generation;
+  showError("");
+  setStatus(offset ? "Loading more results…" : "Searching…");
+  $("more").disabled = true;
+  try {
+    const response = state.mode === "image" ? await imageRequest(offset) : await fetchJSON(searchUrl(offset));
+    if (generation !== state.generation) return;
+    render(response, offset > 0);
+  } catch (error) {
+    if (generation !== state.generation) return;
+    setStatus("");
+    showError(error.message);
+    if (!offset) clearResults();
+  } finally {
+    $("more").disabled = false;
+  }
+}
+
+function searchText(query, { push = true } = {}) {
+  const q = query.trim();
+  $("q").value = query;
+  updateClear();
+  if (!q) {
+    showError("Type a name or some words to search for.");
+    return;
+  }
+  state.mode = "text";
+  state.query = q;
+  clearImage();
+  if (push) history.pushState({ q }, "", `?${new URLSearchParams({ q })}`);
+  run(0);
+}
+
+function searchImage(file) {
+  if (!file) return;
+  state.mode = "image";
+  state.file = file;
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = URL.createObjectURL(file);
+  $("preview-img").src = state.previewUrl;
+  $("preview-name").textContent = `${file.name || "pasted image"} (${Math.ceil(file.size / 1024)} KB)`;
+  $("preview").hidden = false;
+  $("q").value = "";
+  updateClear();
+  if (location.search) history.pushState({ image: true }, "", location.pathname);
+  run(0);
+}
+
+function clearImage() {
+  state.file = null;
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = null;
+  $("preview").hidden = true;
+  $("preview-img").removeAttribute("src");
+  $("file").value = "";
+}
+
+function clearResults() {
+  state.results = [];
+  state.nextOffset = null;
+  $("grid").replaceChildren();
+  $("summary").hidden = true;
+  $("more").hidden = true;
+}
+
+// --- rendering ------------------------------------------------------------------------
+
+function render(response, append) {
+  if (!append) {
+    clearResults();
+    renderSummary(response);
+  }
+  const start = state.results.length;
+  state.results.push(...response.results);
+  const cards = response.results.map((result, i) => card(result, start + i));
+  $("grid").append(...cards);
+  state.nextOffset = response.next_offset;
+  $("more").hidden = response.next_offset === null;
+  const shown = state.results.length;
+  setStatus(shown
+    ? `Showing ${plural(shown, "result", "results")} (${Math.round(response.took_ms)} ms).`
+    : "No results.");
+  updateSelection();
+}
+
+function renderSummary(response) {
+  const c = response.counts;
+  const parts = [];
+  if (response.query_type === "text") {
+    parts.push(c.name_match
+      ? `${plural(c.name_match, "image credits", "images credit")} “${response.query}” in its caption or metadata.`
+      : `No caption or metadata names “${response.query}”; below are the closest images by content.`);
+  } else {
+    const copies = c.exact_copy + c.near_copy;
+    if (copies) parts.push(`${plural(copies, "image looks", "images look")} like copies of your image ` +
+      `(${c.exact_copy} exact, ${c.near_copy} near).`);
+  }
+  $("verdict").textContent = response.copy_verdict
+    ? capitalise(response.copy_verdict) + "."
+    : "";
+  $("verdict").hidden = !response.copy_verdict;
+  $("counts").textContent = parts.join(" ");
+  $("summary").hidden = false;
+}
+
+function capitalise(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function safeLink(url) {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function imageOrPlaceholder(src, alt, fallback = null) {
+  const img = el("img", { src, alt, loading: "lazy", decoding: "async" });
+  img.addEventListener("error", function onError() {
+    if (fallback && img.getAttribute("src") !== fallback) {
+      img.src = fallback; // the original is gone: show the index's thumbnail instead
+      return;
+    }
+    img.removeEventListener("error", onError);
+    const placeholder = el("div", {
+      class: "placeholder",
+      role: "img",
+      "aria-label": `Image unavailable: ${alt}`,
+      text: "Image unavailable — the item is still in the dataset",
+    });
+    img.replaceWith(placeholder);
+  });
+  return img;
+}
+
+function card(result, index) {
+  const caption = result.caption || result.title || "(no caption)";
+  const open = el("button", { type: "button", class: "open", "aria-label": `Open: ${caption}`,
+    onclick: () => openViewer(index) }, imageOrPlaceholder(result.thumbnail_url, caption));
+  const checkbox = el("input", { type: "checkbox", "aria-label": `Select for opt-out: ${caption}`,
+    onchange: (event) => toggleSelected(result, event.target.checked) });
+  checkbox.checked = state.selected.has(result.id);
+  const link = safeLink(result.url);
+  const meta = el("div", { class: "meta" },
+    el("span", {}, el("span", { class: `badge ${result.match}`, text: KIND_LABEL[result.match] })),
+    el("span", { class: "caption", text: caption }),
+    el("span", { text: `by ${result.artist || "unknown artist"}` }),
+    el("span", { class: "muted", text: `Licence: ${result.license || "unknown"}` }),
+    link ? el("a", { href: link, rel: "noopener noreferrer nofollow", target: "_blank", text: "Source" })
+      : el("span", { class: "muted", text: `Source: ${result.source}` }),
+    el("span", { class: "muted", text: scoreLine(result) }),
+  );
+  return el("li", { class: `card${state.selected.has(result.id) ? " selected" : ""}`, "data-id": result.id,
+    "data-match": result.match },
+  open, el("label", { class: "pick" }, checkbox, " select"), meta);
+}
+
+function scoreLine(result) {
+  const parts = [`score ${result.score.toFixed(3)}`];
+  if (result.hash_distance !== null && result.hash_distance !== undefined) parts.push(`hash distance ${result.hash_distance}`);
+  if (result.duplicates > 1) parts.push(`${result.duplicates} copies in dataset`);
+  return parts.join(" · ");
+}
+
+// --- selection (the opt-out registry acts on it) ---------------------------------------
+
+function toggleSelected(result, on) {
+  if (on) state.selected.set(result.id, result);
+  else state.selected.delete(result.id);
+  updateSelection();
+}
+
+function selectWhere(predicate) {
+  for (const result of state.results) if (predicate(result)) state.selected.set(result.id, result);
+  updateSelection();
+}
+
+function updateSelection() {
+  $("selected-count").textContent = `${state.selected.size} selected`;
+  $("select-copies").hidden = !state.results.some((r) => r.match === "exact_copy" || r.match === "near_copy");
+  $("select-names").hidden = !state.results.some((r) => r.match === "name_match");
+  for (const li of $("grid").children) {
+    const on = state.selected.has(li.dataset.id);
+    li.classList.toggle("selected", on);
+    li.querySelector("input[type=checkbox]").checked = on;
+  }
+  document.dispatchEvent(new CustomEvent("selectionchange-hibt", { detail: [...state.selected.values()] }));
+}
+
+// --- viewer ---------------------------------------------------------------------------
+
+function openViewer(index) {
+  const result = state.results[index];
+  if (!result) return;
+  state.viewerIndex = index;
+  const caption = result.caption || result.title || "(no caption)";
+  const holder = document.querySelector(".viewer-image");
+  holder.replaceChildren(imageOrPlaceholder(result.image_url, caption, result.thumbnail_url));
+  $("viewer-badge").className = `badge ${result.match}`;
+  $("viewer-badge").textContent = KIND_LABEL[result.match];
+  $("viewer-title").textContent = caption;
+  const fields = [
+    ["Artist", result.artist || "unknown"], ["Title", result.title], ["Licence", result.license || "unknown"],
+    ["Source", result.source], ["URL", result.url], ["Size", `${result.width} × ${result.height}`],
+    ["Score", result.score.toFixed(4)], ["Hash distance", result.hash_distance ?? ""],
+    ["Matched fields", (result.matched_fields || []).join(", ")],
+    ["Copies in dataset", result.duplicates > 1 ? String(result.duplicates) : ""], ["Id", result.id],
+  ];
+  $("viewer-fields").replaceChildren(...fields.filter(([, v]) => v !== "" && v !== null && v !== undefined)
+    .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+  $("viewer-position").textContent = `${index + 1} of ${state.results.length}`;
+  $("prev").disabled = index === 0;
+  $("next").disabled = index === state.results.length - 1 && state.nextOffset === null;
+  if (!$("viewer").open) $("viewer").showModal();
+}
+
+async function step(delta) {
+  const target = state.viewerIndex + delta;
+  if (target < 0) return;
+  if (target >= state.results.length && state.nextOffset !== null) await run(state.nextOffset);
+  if (target < state.results.length) openViewer(target);
+}
+
+function closeViewer() {
+  $("viewer").close();
+}
+
+function returnFocus() {
+  const card = $("grid").children[state.viewerIndex];
+  if (card) card.querySelector(".open").focus();
+}
+
+// --- wiring ---------------------------------------------------------------------------
+
+function updateClear() {
+  $("clear").hidden = !$("q").value;
+}
+
+function firstImage(items) {
+  for (const item of items || []) {
+    const file = item instanceof File ? item : item.kind === "file" ? item.getAsFile() : null;
+    if (file) return file;
+  }
+  return null;
+}
+
+function wire() {
+  $("text-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchText($("q").value);
+  });
+  $("q").addEventListener("input", updateClear);
+  $("clear").addEventListener("click", () => {
+    $("q").value = "";
+    updateClear();
+    $("q").focus();
+  });
+  $("file").addEventListener("change", () => searchImage($("file").files[0]));
+  $("cancel-image").addEventListener("click", () => {
+    clearImage();
+    clearResults();
+    state.mode = null;
+    setStatus("Image search cancelled.");
+  });
+  const zone = $("dropzone");
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      $("file").click();
+    }
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    const file = firstImage(event.dataTransfer && event.dataTransfer.files);
+    if (file) searchImage(file);
+    else showError("Drop an image file to search with it.");
+  });
+  document.addEventListener("paste", (event) => {
+    const data = event.clipboardData;
+    const file = data && (firstImage(data.files) || firstImage(data.items));
+    if (file) {
+      event.preventDefault();
+      searchImage(file);
+    }
+  });
+  $("more").addEventListener("click", () => run(state.nextOffset));
+  $("select-copies").addEventListener("click", () => selectWhere((r) => r.match === "exact_copy" || r.match === "near_copy"));
+  $("select-names").addEventListener("click", () => selectWhere((r) => r.match === "name_match"));
+  $("select-none").addEventListener("click", () => {
+    state.selected.clear();
+    updateSelection();
+  });
+  $("prev").addEventListener("click", () => step(-1));
+  $("next").addEventListener("click", () => step(1));
+  $("close-viewer").addEventListener("click", closeViewer);
+  $("viewer").addEventListener("close", returnFocus);
+  $("viewer").addEventListener("keydown", (event) => {
+    if (event.key === "ArrowRight") step(1);
+    else if (event.key === "ArrowLeft") step(-1);
+  });
+  $("viewer").addEventListener("click", (event) => {
+    if (event.target === $("viewer")) closeViewer();
+  });
+  window.addEventListener("popstate", fromUrl);
+}
+
+function fromUrl() {
+  const q = new URLSearchParams(location.search).get("q");
+  if (q) searchText(q, { push: false });
+  else if (state.mode === "text") {
+    $("q").value = "";
+    updateClear();
+    clearResults();
+    setStatus("");
+  }
+}
+
+export const hibt = { state, searchImage, searchText };
+window.hibt = hibt;
+
+wire();
+loadStats();
+fromUrl();
