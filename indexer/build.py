@@ -241,9 +241,11 @@ class Builder:
         factory = self.settings.faiss_factory or default_factory(n)
         write_faiss(arrays["image"], factory, self.stage / fmt.IMAGE_FAISS)
         write_faiss(arrays["caption"], factory, self.stage / fmt.CAPTION_FAISS)
+        digests = [r[0] for r in self.db.execute("SELECT sha256 FROM items ORDER BY idx")]
         groups = duplicate_groups(
             arrays["hashes"][:, 0, :],
             arrays["colours"],
+            digests,
             self.settings.duplicate_group_max_distance,
             self.settings.duplicate_group_max_colour,
         )

@@ -1,7 +1,8 @@
 """Near-duplicate groups inside a dataset (LAION is full of them; so is Openclipart).
 
-Two images are linked when their whole-image pHashes differ in at most ``max_distance``
-bits, both hashes are informative, and their colour signatures agree. Groups are formed by
+Two images are linked when their files have the same bytes, or when their whole-image
+pHashes differ in at most ``max_distance`` bits, both hashes are informative, and their
+colour signatures agree. Groups are formed by
 leader clustering in index order (an image joins the earliest leader it is linked to), not
 by connected components: chains of look-alikes (stars with 34, 36, 38... points) must not
 merge into one giant group. The range search is exhaustive but runs in FAISS's SIMD popcount
@@ -30,14 +31,19 @@ def linked_pairs(hashes: np.ndarray, max_distance: int, block: int = 16384):
     return np.concatenate(all_lims), np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
 
 
-def duplicate_groups(hashes: np.ndarray, colours: np.ndarray, max_distance: int,
-                     max_colour: float) -> np.ndarray:  # fmt: skip
+def duplicate_groups(hashes: np.ndarray, colours: np.ndarray, digests: list[str],
+                     max_distance: int, max_colour: float) -> np.ndarray:  # fmt: skip
     """Group label per row: the row index of the group's leader (its first member)."""
     n = len(hashes)
     lims, ids = linked_pairs(hashes, max_distance)
     usable = informative(hashes)
     leader = np.arange(n)
+    first_with: dict[str, int] = {}
     for i in range(n):
+        same = first_with.setdefault(digests[i], i)
+        if same != i:
+            leader[i] = leader[same]
+            continue
         if not usable[i]:
             continue
         near = ids[lims[i] : lims[i + 1]]

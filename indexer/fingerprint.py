@@ -88,18 +88,26 @@ def uniform_lines(values: np.ndarray, tolerance: int) -> np.ndarray:
 
 def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
     """Strip flat-coloured rows and columns from every edge: padding, letterboxing, a
-    screenshot's title bar and margins, and the blank margin of the picture itself."""
+    screenshot's title bar and margins, and the blank margin of the picture itself. Rows
+    and columns are tested in turn until nothing changes, so a title bar does not stop
+    the side margins below it from being seen as flat."""
     pixels = np.asarray(image.convert("RGB"))
-    rows = ~uniform_lines(pixels, tolerance)
-    cols = ~uniform_lines(pixels.transpose(1, 0, 2), tolerance)
-    if rows.sum() < 2 or cols.sum() < 2:
-        return image  # blank: nothing to keep
-    top, bottom = np.argmax(rows), len(rows) - np.argmax(rows[::-1])
-    left, right = np.argmax(cols), len(cols) - np.argmax(cols[::-1])
-    h, w = rows.size, cols.size
-    if (bottom - top) * (right - left) < 0.01 * w * h:
+    top, left, bottom, right = 0, 0, pixels.shape[0], pixels.shape[1]
+    for _ in range(4):
+        box = pixels[top:bottom, left:right]
+        rows = ~uniform_lines(box, tolerance)
+        cols = ~uniform_lines(box.transpose(1, 0, 2), tolerance)
+        if rows.sum() < 2 or cols.sum() < 2:
+            return image  # blank: nothing to keep
+        new = (top + int(np.argmax(rows)), left + int(np.argmax(cols)),
+               top + len(rows) - int(np.argmax(rows[::-1])),
+               left + len(cols) - int(np.argmax(cols[::-1])))  # fmt: skip
+        if new == (top, left, bottom, right):
+            break
+        top, left, bottom, right = new
+    if (bottom - top) * (right - left) < 0.01 * pixels.shape[0] * pixels.shape[1]:
         return image  # a speck: trimming would keep noise only
-    return image.crop((int(left), int(top), int(right), int(bottom)))
+    return image.crop((left, top, right, bottom))
 
 
 def index_hashes(image: Image.Image) -> np.ndarray:

@@ -27,6 +27,7 @@ class CopyMatch:
     distance: int
     colour: float
     same_bytes: bool = False
+    blank: bool = False  # matched by colour layout: the image is too plain for its hash
 
     def label(self, t: CopyThresholds) -> str | None:
         if self.same_bytes or (self.distance <= t.exact and self.colour <= t.exact_colour):
@@ -44,13 +45,17 @@ class CopyMatcher:
         flat = np.ascontiguousarray(fingerprints.reshape(n * self.variants, nbytes))
         self.usable = informative(flat)
         self.colours = np.asarray(colours)
+        self.blank = np.flatnonzero(~self.usable[:: self.variants])
         self.index = faiss.IndexBinaryFlat(nbytes * 8)
         self.index.add(flat)
 
     def match(
-        self, hashes: np.ndarray, colour: np.ndarray, max_distance: int
+        self, hashes: np.ndarray, colour: np.ndarray, max_distance: int, max_colour: float
     ) -> dict[int, CopyMatch]:
-        """Item row -> its best match with any informative query hash."""
+        """Item row -> its best match with any informative query hash. A near-blank query
+        (no informative hash) is matched by colour layout among near-blank items."""
+        if not informative(hashes[:1])[0]:
+            return self.match_blank(colour, max_colour)
         hashes = np.ascontiguousarray(hashes[informative(hashes)], dtype=np.uint8)
         if not len(hashes):
             return {}
@@ -69,3 +74,9 @@ class CopyMatcher:
             int(i): CopyMatch(int(i), best[int(i)], float(c))
             for i, c in zip(rows, colour_d, strict=True)
         }
+
+    def match_blank(self, colour: np.ndarray, max_colour: float) -> dict[int, CopyMatch]:
+        distances = colour_distance(self.colours[self.blank], colour)
+        close = distances <= max_colour
+        return {int(i): CopyMatch(int(i), 0, float(d), blank=True)
+                for i, d in zip(self.blank[close], distances[close], strict=True)}  # fmt: skip

@@ -243,7 +243,9 @@ class Engine:
     def copy_candidates(self, data: bytes, image, vector: np.ndarray) -> list[Candidate]:
         """Exact and near copies, closest first; the same bytes beat any hash."""
         colour = colour_signature(image)
-        matches = self.copies.match(query_hashes(image), colour, self.thresholds.near)
+        matches = self.copies.match(
+            query_hashes(image), colour, self.thresholds.near, self.thresholds.exact_colour
+        )
         sha = hashlib.sha256(data).hexdigest()
         for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
             matches[row[0]] = CopyMatch(row[0], 0, 0.0, same_bytes=True)
@@ -253,7 +255,7 @@ class Engine:
             key=lambda p: (KIND_ORDER[p[1]], p[0].rank_key(),
                            -float(self.image_vectors[p[0].idx] @ vector), p[0].idx),
         )  # fmt: skip
-        return [Candidate(m.idx, kind, m.distance) for m, kind in ranked]
+        return [Candidate(m.idx, kind, None if m.blank else m.distance) for m, kind in ranked]
 
     def copy_verdict(self, counts: schemas.MatchCounts) -> str:
         found = counts.exact_copy + counts.near_copy
