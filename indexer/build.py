@@ -151,21 +151,46 @@ class Builder:
         workers = decode_workers(self.settings)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers) if workers > 0 else _Inline() as pool:
+            # Two chunks in flight: the workers decode chunk N+1 while this process encodes
+            # chunk N, and memory stays bounded (Pool.imap alone would read ahead unbounded).
+            pending = None
             for chunk in batched(records, self.settings.chunk_size):
-                kept = self.process_chunk(pool, chunk, items_done, chunks_done, bar)
-                records_done += len(chunk)
-                items_done += kept
-                chunks_done += 1
-                self.commit_progress(records_done, items_done, chunks_done)
+                decoding = pool.map_async(
+                    decode_one, [(r.image_ref(), self.options) for r in chunk], 4
+                )
+                if pending is not None:
+                    records_done, items_done, chunks_done = self.finish_chunk(
+                        *pending, records_done, items_done, chunks_done, bar
+                    )
+                pending = (chunk, decoding)
+            if pending is not None:
+                records_done, items_done, chunks_done = self.finish_chunk(
+                    *pending, records_done, items_done, chunks_done, bar
+                )
         bar.close()
         return self.finalize(items_done, chunks_done)
 
-    def process_chunk(self, pool, chunk: list[Record], base: int, number: int, bar: tqdm) -> int:
-        jobs = ((r.image_ref(), self.options) for r in chunk)
+    def finish_chunk(
+        self,
+        chunk: list[Record],
+        decoding,
+        records_done: int,
+        items_done: int,
+        chunks_done: int,
+        bar: tqdm,
+    ) -> tuple[int, int, int]:
+        kept = self.process_chunk(chunk, decoding.get(), items_done, chunks_done, bar)
+        progress = (records_done + len(chunk), items_done + kept, chunks_done + 1)
+        self.commit_progress(*progress)
+        return progress
+
+    def process_chunk(
+        self, chunk: list[Record], results: list[Decoded | str], base: int, number: int, bar: tqdm
+    ) -> int:
         ok: list[tuple[Record, Decoded]] = []
         skipped: list[tuple[Record, str]] = []
         seen: set[str] = set()
-        for record, result in zip(chunk, pool.imap(decode_one, jobs, chunksize=4), strict=True):
+        for record, result in zip(chunk, results, strict=True):
             bar.update(1)
             if isinstance(result, str):
                 skipped.append((record, result))
@@ -210,8 +235,13 @@ class Builder:
         colours = np.zeros((len(ok), COLOUR_BYTES), np.uint8)
         for i, (_, decoded) in enumerate(ok):
             hashes[i], colours[i] = decoded.hashes, decoded.colour
-        np.savez(self.stage / CHUNKS / f"{number:06d}.npz", image=images, caption=captions,
-                 hashes=hashes, colours=colours)  # fmt: skip
+        np.savez(
+            self.stage / CHUNKS / f"{number:06d}.npz",
+            image=images,
+            caption=captions,
+            hashes=hashes,
+            colours=colours,
+        )
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
         metadata_db.insert_items(self.db, rows)
         self.db.executemany(
@@ -333,8 +363,16 @@ class _Inline:
         return None
 
     @staticmethod
-    def imap(func, iterable, chunksize: int = 1):
-        return map(func, iterable)
+    def map_async(func, iterable, chunksize: int = 1) -> _Done:
+        return _Done(list(map(func, iterable)))
+
+
+@dataclass
+class _Done:
+    value: list
+
+    def get(self) -> list:
+        return self.value
 
 
 def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
@@ -345,6 +383,7 @@ def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
         "source": record.source,
         "path": str(record.path.resolve()) if record.path else None,
         "url": record.url,
+        "host": record.host,
         "caption": record.caption,
         "title": record.title,
         "artist": record.artist,

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TINY_MODEL = "tiny-test"
+RANDOM_WEIGHTS = "random-init"  # a pretrained tag for benchmarks: the architecture, untrained
 
 
 class Settings(BaseSettings):
@@ -23,7 +24,8 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     pretrained: str | None = DEFAULT_PRETRAINED
     checkpoint: str | None = None
-    # "auto" uses bf16 autocast where the CPU has native bf16 units, else fp32.
+    # auto, fp32, bf16 or int8; "auto" is bf16 where the CPU has native bf16 units (AMX or
+    # AVX512-BF16), else fp32 (see scripts/bench_indexing.py for the measurements).
     precision: str = "auto"
 
     # --- reading images ----------------------------------------------------------------
@@ -53,6 +55,13 @@ class Settings(BaseSettings):
     max_k: int = 1000
     default_k: int = 60
     max_query_chars: int = 500
+
+    # --- opt-out registry ----------------------------------------------------------------
+    registry: str | None = None  # None: INDEX_DIR.optouts.sqlite beside the index directory
+    hide_opted_out: bool = False  # hide opted-out items from results instead of marking them
+    max_optout_items: int = 1000  # per request
+    writes_per_minute: int = 30  # per client address, on the registry's write endpoints
+    verify_allow_private: bool = False  # let domain checks fetch from private addresses
 
 
 @lru_cache(maxsize=1)

@@ -31,8 +31,13 @@ def linked_pairs(hashes: np.ndarray, max_distance: int, block: int = 16384):
     return np.concatenate(all_lims), np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
 
 
-def duplicate_groups(hashes: np.ndarray, colours: np.ndarray, digests: list[str],
-                     max_distance: int, max_colour: float) -> np.ndarray:  # fmt: skip
+def duplicate_groups(
+    hashes: np.ndarray,
+    colours: np.ndarray,
+    digests: list[str],
+    max_distance: int,
+    max_colour: float,
+) -> np.ndarray:
     """Group label per row: the row index of the group's leader (its first member)."""
     n = len(hashes)
     lims, ids = linked_pairs(hashes, max_distance)

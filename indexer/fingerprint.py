@@ -99,9 +99,12 @@ def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
         cols = ~uniform_lines(box.transpose(1, 0, 2), tolerance)
         if rows.sum() < 2 or cols.sum() < 2:
             return image  # blank: nothing to keep
-        new = (top + int(np.argmax(rows)), left + int(np.argmax(cols)),
-               top + len(rows) - int(np.argmax(rows[::-1])),
-               left + len(cols) - int(np.argmax(cols[::-1])))  # fmt: skip
+        new = (
+            top + int(np.argmax(rows)),
+            left + int(np.argmax(cols)),
+            top + len(rows) - int(np.argmax(rows[::-1])),
+            left + len(cols) - int(np.argmax(cols[::-1])),
+        )
         if new == (top, left, bottom, right):
             break
         top, left, bottom, right = new

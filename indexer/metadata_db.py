@@ -17,6 +17,7 @@ ITEM_COLUMNS = (
     "source",
     "path",
     "url",
+    "host",
     "caption",
     "title",
     "artist",
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS items (
     source TEXT NOT NULL,
     path TEXT,
     url TEXT NOT NULL DEFAULT '',
+    host TEXT NOT NULL DEFAULT '',
     caption TEXT NOT NULL DEFAULT '',
     title TEXT NOT NULL DEFAULT '',
     artist TEXT NOT NULL DEFAULT '',
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS items (
     dup_count INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
+CREATE INDEX IF NOT EXISTS items_host ON items(host);
 CREATE TABLE IF NOT EXISTS thumbnails (idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
     key TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL

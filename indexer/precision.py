@@ -28,6 +28,6 @@ def native_bf16() -> bool:
 def resolve_precision(requested: str) -> str:
     if requested == "auto":
         return "bf16" if native_bf16() else "fp32"
-    if requested not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {requested!r}")
+    if requested not in ("bf16", "fp32", "int8"):
+        raise ValueError(f"precision must be auto, bf16, int8 or fp32, not {requested!r}")
     return requested

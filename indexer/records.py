@@ -5,11 +5,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def stable_id(dataset: str, key: str) -> str:
     """A short id that is the same for the same item in every rebuild of the index."""
     return hashlib.sha1(f"{dataset}\0{key}".encode()).hexdigest()[:16]
+
+
+def host_of(url: str) -> str:
+    """The host (and port, if any) of an http(s) URL, lower-cased; empty otherwise."""
+    try:
+        parts = urlsplit(url.strip().lower())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return ""
+        return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    except ValueError:
+        return ""
 
 
 @dataclass
@@ -25,6 +37,10 @@ class Record:
     keywords: str = ""
     path: Path | None = None  # image on disk ...
     data: bytes | None = field(default=None, repr=False)  # ... or its bytes (tar shards)
+
+    @property
+    def host(self) -> str:
+        return host_of(self.url) or host_of(self.source)
 
     @property
     def id(self) -> str:

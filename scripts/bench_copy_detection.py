@@ -155,8 +155,9 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
         rows.append(np.full(len(ids), i))
         cols.append(ids)
     n = len(keys)
-    graph = coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))),
-                       shape=(n, n))  # fmt: skip
+    graph = coo_matrix(
+        (np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
     _, labels = connected_components(graph, directed=False)
     held, kept = set(), set()
     for key, label in zip(keys, labels, strict=True):
@@ -182,14 +183,22 @@ def build(source: Path, work: Path, settings: Settings, embedder: Embedder, hold
 
 def query_image(record: Record, settings: Settings) -> Image.Image | None:
     try:
-        return load_image(record.image_ref(), settings.max_image_pixels, settings.max_image_bytes,
-                          settings.working_size).image  # fmt: skip
+        return load_image(
+            record.image_ref(),
+            settings.max_image_pixels,
+            settings.max_image_bytes,
+            settings.working_size,
+        ).image
     except BadImage:
         return None
 
 
-def evaluate(engine: Engine, originals: list[tuple[int, Image.Image]], negatives: list[Image.Image],
-             transforms: list[str]) -> list[dict]:  # fmt: skip
+def evaluate(
+    engine: Engine,
+    originals: list[tuple[int, Image.Image]],
+    negatives: list[Image.Image],
+    transforms: list[str],
+) -> list[dict]:
     rows = []
     for name in transforms:
         t = TRANSFORMS[name]
@@ -203,8 +212,11 @@ def evaluate(engine: Engine, originals: list[tuple[int, Image.Image]], negatives
             ids = [engine.groups[row_of(engine, r.id)] for r in response.results]
             hit1 += bool(ids) and ids[0] == group
             hit10 += group in ids
-            own = [r.hash_distance for r, g in zip(response.results, ids, strict=True)
-                   if g == group and r.hash_distance is not None]  # fmt: skip
+            own = [
+                r.hash_distance
+                for r, g in zip(response.results, ids, strict=True)
+                if g == group and r.hash_distance is not None
+            ]
             distances.append(own[0] if own else 99)
             vector = engine.embedder.encode_images([load_upload(data, engine)])[0]
             neigh = [engine.groups[i] for i, _ in engine.knn(vector, "images", 40)]
@@ -220,12 +232,19 @@ def evaluate(engine: Engine, originals: list[tuple[int, Image.Image]], negatives
             top = response.results[0].hash_distance if response.results else None
             neg_distances.append(top if top is not None else 99)
         n, m = len(originals), max(1, len(negatives))
-        rows.append({
-            "transform": name, "r1": hit1 / n, "r10": hit10 / n, "fp": false_pos / m,
-            "clip_r1": clip1 / n, "clip_r10": clip10 / n, "distances": distances,
-            "neg_distances": neg_distances,
-            "ms": 1000 * (time.perf_counter() - started) / (n + len(negatives)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "transform": name,
+                "r1": hit1 / n,
+                "r10": hit10 / n,
+                "fp": false_pos / m,
+                "clip_r1": clip1 / n,
+                "clip_r10": clip10 / n,
+                "distances": distances,
+                "neg_distances": neg_distances,
+                "ms": 1000 * (time.perf_counter() - started) / (n + len(negatives)),
+            }
+        )
         print(f"  {name}: R@1 {hit1 / n:.3f}", file=sys.stderr)
     return rows
 
@@ -246,21 +265,26 @@ def row_of(engine: Engine, item_id: str) -> int:
 
 
 def load_upload(data: bytes, engine: Engine) -> Image.Image:
-    return load_image(data, engine.settings.max_upload_pixels, len(data) + 1,
-                      engine.settings.working_size).image  # fmt: skip
+    return load_image(
+        data, engine.settings.max_upload_pixels, len(data) + 1, engine.settings.working_size
+    ).image
 
 
 def print_table(rows: list[dict], thresholds: tuple[int, int]) -> None:
     print(f"\nthresholds: exact <= {thresholds[0]} bits, near <= {thresholds[1]} bits")
-    head = (f"{'transformation':<18} {'R@1':>6} {'R@10':>6} {'FP':>6} | "
-            f"{'CLIP R@1':>8} {'CLIP R@10':>9} | target")  # fmt: skip
+    head = (
+        f"{'transformation':<18} {'R@1':>6} {'R@10':>6} {'FP':>6} | "
+        f"{'CLIP R@1':>8} {'CLIP R@10':>9} | target"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         target = 0.8 if r["transform"] in RELAXED else 0.95
         ok = "ok" if r["r1"] >= target and r["fp"] < 0.01 else "MISS"
-        print(f"{r['transform']:<18} {r['r1']:6.3f} {r['r10']:6.3f} {r['fp']:6.3f} | "
-              f"{r['clip_r1']:8.3f} {r['clip_r10']:9.3f} | R@1>={target} FP<0.01 {ok}")  # fmt: skip
+        print(
+            f"{r['transform']:<18} {r['r1']:6.3f} {r['r10']:6.3f} {r['fp']:6.3f} | "
+            f"{r['clip_r1']:8.3f} {r['clip_r10']:9.3f} | R@1>={target} FP<0.01 {ok}"
+        )
 
 
 def print_calibration(rows: list[dict]) -> None:
@@ -297,15 +321,22 @@ def main() -> None:
         image = query_image(Record("", "", "", path=Path(row["path"])), settings)
         if image is not None:
             originals.append((row["idx"], image))
-    negatives = [im for r in rng.sample(held, min(args.samples, len(held)))
-                 if (im := query_image(r, settings)) is not None]  # fmt: skip
-    print(f"index: {engine.n} images; {len(originals)} originals, {len(negatives)} held-out "
-          f"images; model {args.model} (semantic: {engine.manifest.model.semantic})")  # fmt: skip
+    negatives = [
+        im
+        for r in rng.sample(held, min(args.samples, len(held)))
+        if (im := query_image(r, settings)) is not None
+    ]
+    print(
+        f"index: {engine.n} images; {len(originals)} originals, {len(negatives)} held-out "
+        f"images; model {args.model} (semantic: {engine.manifest.model.semantic})"
+    )
     results = evaluate(engine, originals, negatives, args.transforms)
     print_table(results, (settings.exact_copy_max_distance, settings.near_copy_max_distance))
     print_calibration(results)
-    print(f"\nmean time per image query (copy + CLIP search): "
-          f"{np.mean([r['ms'] for r in results]):.1f} ms")  # fmt: skip
+    print(
+        f"\nmean time per image query (copy + CLIP search): "
+        f"{np.mean([r['ms'] for r in results]):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -3,13 +3,17 @@
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from indexer.config import Settings
 from server import schemas
+from server.domain_proof import ProofError
 from server.engine import Engine, QueryError
+from server.optouts import OptOuts
+from server.ratelimit import RateLimiter
+from server.registry import RegistryError
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 ERRORS = {
@@ -36,7 +40,14 @@ def read_upload(upload: UploadFile, limit: int) -> bytes:
     return bytes(buffer)
 
 
-def create_app(engine: Engine, settings: Settings) -> FastAPI:
+def bearer(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise RegistryError(401, "send the private token as 'Authorization: Bearer TOKEN'")
+    return token.strip()
+
+
+def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = None) -> FastAPI:
     app = FastAPI(
         title="hibt: is my work in this training set?",
         version="0.1.0",
@@ -48,6 +59,14 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     @app.exception_handler(QueryError)
     def query_error(_: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RegistryError)
+    def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(ProofError)
+    def proof_error(_: Request, exc: ProofError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -118,6 +137,70 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
 
+    if optouts is not None:
+        add_optout_routes(app, optouts, settings)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
+
+
+def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> None:
+    engine = optouts.engine
+    engine.optouts = optouts
+    limiter = RateLimiter(settings.writes_per_minute)
+
+    def limited(request: Request) -> None:
+        client = request.client.host if request.client else "unknown"
+        if not limiter.allow(client):
+            raise RegistryError(429, "too many opt-out requests from this address; wait a minute")
+
+    write = [Depends(limited)]
+
+    @app.post(
+        "/api/optouts",
+        status_code=201,
+        response_model=schemas.OptOutReceipt,
+        dependencies=write,
+        responses=ERRORS,
+    )
+    def register(body: schemas.OptOutRequest) -> schemas.OptOutReceipt:
+        return optouts.register(body)
+
+    @app.get("/api/optouts/export", response_class=PlainTextResponse)
+    def export(format: Annotated[str, Query(pattern="^(jsonl|csv)$")] = "jsonl") -> Response:
+        media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+        return Response(
+            optouts.export(format),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="optouts.{format}"'},
+        )
+
+    @app.post("/api/optouts/check", response_model=schemas.CheckResponse)
+    def check(body: schemas.CheckRequest) -> schemas.CheckResponse:
+        return optouts.check(body)
+
+    @app.get("/api/optouts/{receipt}", responses=ERRORS)
+    def view(receipt: str, authorization: Annotated[str, Header()] = "") -> dict:
+        return optouts.registry.view(receipt, bearer(authorization))
+
+    @app.post("/api/optouts/{receipt}/withdraw", dependencies=write, responses=ERRORS)
+    def withdraw(
+        receipt: str, body: schemas.WithdrawRequest, authorization: Annotated[str, Header()] = ""
+    ) -> dict:
+        return optouts.registry.withdraw(receipt, bearer(authorization), body.item_ids)
+
+    @app.post(
+        "/api/domains",
+        status_code=201,
+        response_model=schemas.DomainClaim,
+        dependencies=write,
+        responses=ERRORS,
+    )
+    def claim_domain(body: schemas.DomainClaimRequest) -> schemas.DomainClaim:
+        return optouts.claim_domain(body)
+
+    @app.post("/api/domains/{domain}/verify", dependencies=write, responses=ERRORS)
+    def verify_domain(
+        domain: str, body: schemas.DomainVerifyRequest, authorization: Annotated[str, Header()] = ""
+    ) -> dict:
+        return optouts.verify_domain(domain, body.receipt, bearer(authorization))

@@ -169,14 +169,17 @@ def serve(
     import uvicorn
 
     from server.app import create_app
+    from server.optouts import open_optouts
 
     settings = settings_with(checkpoint=checkpoint and str(checkpoint))
     engine = open_engine(index_dir, settings)
+    optouts = open_optouts(engine, index_dir, settings)
     typer.echo(
         f"serving {engine.n} images from {index_dir} at http://{host}:{port}/ (API docs at /docs)",
         err=True,
     )
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info")
+    typer.echo(f"opt-out registry: {optouts.registry.path}", err=True)
+    uvicorn.run(create_app(engine, settings, optouts), host=host, port=port, log_level="info")
 
 
 @app.command()

@@ -78,5 +78,7 @@ class CopyMatcher:
     def match_blank(self, colour: np.ndarray, max_colour: float) -> dict[int, CopyMatch]:
         distances = colour_distance(self.colours[self.blank], colour)
         close = distances <= max_colour
-        return {int(i): CopyMatch(int(i), 0, float(d), blank=True)
-                for i, d in zip(self.blank[close], distances[close], strict=True)}  # fmt: skip
+        return {
+            int(i): CopyMatch(int(i), 0, float(d), blank=True)
+            for i, d in zip(self.blank[close], distances[close], strict=True)
+        }

@@ -86,9 +86,9 @@ class Engine:
             "images": self.read_faiss(fmt.IMAGE_FAISS),
             "captions": self.read_faiss(fmt.CAPTION_FAISS),
         }
-        self.copies = CopyMatcher(
-            np.load(self.directory / fmt.FINGERPRINTS), np.load(self.directory / fmt.COLOURS)
-        )
+        self.fingerprints = np.load(self.directory / fmt.FINGERPRINTS)
+        self.copies = CopyMatcher(self.fingerprints, np.load(self.directory / fmt.COLOURS))
+        self.optouts = None  # set by the server: server.optouts.OptOuts
         self.thresholds = CopyThresholds(
             exact=settings.exact_copy_max_distance,
             exact_colour=settings.exact_copy_max_colour,
@@ -228,7 +228,7 @@ class Engine:
             count = min(self.n, count * 4)
 
     def dedupe(self, candidates: list[Candidate], collapse: bool) -> list[Candidate]:
-        seen_items: set[int] = set()
+        seen_items: set[int] = self.optouts.hidden() if self.optouts else set()
         seen_groups: set[int] = set()
         out = []
         for cand in candidates:
@@ -252,9 +252,13 @@ class Engine:
         labelled = [(m, m.label(self.thresholds)) for m in matches.values()]
         ranked = sorted(
             ((m, kind) for m, kind in labelled if kind),
-            key=lambda p: (KIND_ORDER[p[1]], p[0].rank_key(),
-                           -float(self.image_vectors[p[0].idx] @ vector), p[0].idx),
-        )  # fmt: skip
+            key=lambda p: (
+                KIND_ORDER[p[1]],
+                p[0].rank_key(),
+                -float(self.image_vectors[p[0].idx] @ vector),
+                p[0].idx,
+            ),
+        )
         return [Candidate(m.idx, kind, None if m.blank else m.distance) for m, kind in ranked]
 
     def copy_verdict(self, counts: schemas.MatchCounts) -> str:
@@ -309,6 +313,7 @@ class Engine:
             else []
         )
         score_of = dict(zip(np.sort(idxs).tolist(), np.asarray(scores).tolist(), strict=True))
+        opted = self.optouts.statuses(list(rows.values())) if self.optouts else {}
         out = []
         for cand in page:
             row = rows[cand.idx]
@@ -316,7 +321,9 @@ class Engine:
                 f for f in metadata_db.FTS_COLUMNS if phrase and contains_phrase(row[f], phrase)
             ]
             vec = self.image_vectors[cand.idx].astype(float).tolist() if return_vectors else None
-            out.append(self.result(row, cand, round(score_of[cand.idx], 5), fields, vec))
+            result = self.result(row, cand, round(score_of[cand.idx], 5), fields, vec)
+            result.opt_out = opted.get(row["id"])
+            out.append(result)
         return out
 
     @staticmethod
@@ -346,6 +353,10 @@ class Engine:
             image_url=f"/api/items/{row['id']}/image",
             vector=vector,
         )
+
+    def copies_hash_hex(self, idx: int) -> str:
+        """The whole-image perceptual hash, as builders' filter scripts compare it."""
+        return bytes(self.fingerprints[idx, 0]).hex()
 
     def model_summary(self) -> schemas.ModelSummary:
         info = self.manifest.model

@@ -38,6 +38,11 @@ class Result(BaseModel):
     thumbnail_url: str
     image_url: str
     vector: list[float] | None = None
+    opt_out: Literal["unverified", "verified", "pending"] | None = Field(
+        None,
+        description="Opt-out status: unverified claim, verified domain, or domain claim "
+        "pending verification",
+    )
 
 
 class MatchCounts(BaseModel):
@@ -107,3 +112,58 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class OptOutRequest(BaseModel):
+    item_ids: list[str] = Field(min_length=1, description="ids of the items to opt out")
+    name: str = Field("", max_length=200)
+    contact: str = Field("", max_length=200)
+    note: str = Field("", max_length=2000)
+
+
+class OptOutReceipt(BaseModel):
+    receipt: str
+    token: str = Field(description="Shown once; keep it to view or withdraw these opt-outs")
+    manage_url: str
+    added: list[str]
+    already: list[str] = Field(description="Items that were already opted out")
+    status: Literal["unverified"] = "unverified"
+
+
+class WithdrawRequest(BaseModel):
+    item_ids: list[str] | None = Field(None, description="None withdraws everything")
+
+
+class DomainClaimRequest(BaseModel):
+    domain: str = Field(min_length=1, max_length=300)
+    name: str = Field("", max_length=200)
+    contact: str = Field("", max_length=200)
+
+
+class DomainClaim(BaseModel):
+    receipt: str
+    token: str
+    domain: str
+    challenge: str
+    status: Literal["pending"] = "pending"
+    instructions: str
+
+
+class DomainVerifyRequest(BaseModel):
+    receipt: str
+
+
+class CheckRequest(BaseModel):
+    urls: list[str] = Field(default_factory=list, max_length=10000)
+    sha256: list[str] = Field(default_factory=list, max_length=10000)
+    ids: list[str] = Field(default_factory=list, max_length=10000)
+
+
+class CheckHit(BaseModel):
+    query: str
+    by: Literal["id", "url", "domain", "sha256"]
+    status: str
+
+
+class CheckResponse(BaseModel):
+    opted_out: list[CheckHit]

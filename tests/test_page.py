@@ -15,8 +15,14 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 UPLOAD_LIMIT = 300_000
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +134,11 @@ def test_drop_and_paste_find_the_exact_copy(page, dataset, event: str) -> None:
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"\x89PNG" + b"\0" * (UPLOAD_LIMIT + 10), "Too large"),
-     (BROKEN["broken/not-an-image.jpg"], "Not an image")],
-)  # fmt: skip
+    [
+        (b"\x89PNG" + b"\0" * (UPLOAD_LIMIT + 10), "Too large"),
+        (BROKEN["broken/not-an-image.jpg"], "Not an image"),
+    ],
+)
 def test_bad_uploads_show_a_clear_error(page, data: bytes, message: str) -> None:
     dispatch_file(page, "drop", data, "upload.png", "image/png")
     page.wait_for_selector("#error:not([hidden])")

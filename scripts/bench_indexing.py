@@ -1,0 +1,247 @@
+"""Indexing and query-encoding speed: hibt's pipeline against the plain open_clip loop.
+
+Both sides index the same N images with captions using the ViT-B-32 architecture (random
+weights: the cost is that of the real model), each in its own process so peak memory is
+measured separately. The baseline is the fp32 loop a tutorial would write: open, convert,
+preprocess, encode images and captions batch by batch, save. hibt's side is the real
+`build_index` (it also computes hashes, thumbnails, SQLite and FAISS). Then the query side:
+text-query and image-query encode latency, p50 and p99, and the fast paths' agreement with
+fp32 (cosine similarity and nearest neighbours).
+
+    python scripts/bench_indexing.py --images 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL = "ViT-B-32"
+
+
+def make_images(folder: Path, n: int) -> None:
+    """Photo-sized JPEGs (LAION is mostly JPEG) with caption sidecars."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        w, h = int(rng.integers(640, 1600)), int(rng.integers(480, 1200))
+        image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(12):
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            r = int(rng.integers(20, 300))
+            draw.ellipse(
+                (x - r, y - r, x + r, y + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3))
+            )
+        image = image.filter(ImageFilter.GaussianBlur(2))
+        image.save(folder / f"{i:05d}.jpg", quality=90)
+        (folder / f"{i:05d}.txt").write_text(f"a photograph of subject number {i} in warm light")
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def run_baseline(source: Path, batch: int) -> dict:
+    """The tutorial loop, deliberately plain."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(MODEL)
+    paths = sorted(source.glob("*.jpg"))
+    started = time.perf_counter()
+    image_features, text_features = [], []
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        images = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in chunk])
+        captions = [p.with_suffix(".txt").read_text() for p in chunk]
+        with torch.no_grad():
+            f = model.encode_image(images)
+            t = model.encode_text(tokenizer(captions))
+        image_features.append((f / f.norm(dim=-1, keepdim=True)).numpy())
+        text_features.append((t / t.norm(dim=-1, keepdim=True)).numpy())
+    out = Path(tempfile.mkdtemp())
+    np.save(out / "image.npy", np.concatenate(image_features))
+    np.save(out / "text.npy", np.concatenate(text_features))
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out)
+    return {"images": len(paths), "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+def run_hibt(source: Path, precision: str) -> dict:
+    from indexer.build import build_index
+    from indexer.config import RANDOM_WEIGHTS, Settings
+    from indexer.model import Embedder, ModelSpec
+    from indexer.precision import resolve_precision
+
+    settings = Settings(model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision)
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), resolve_precision(precision))
+    out = Path(tempfile.mkdtemp()) / "index"
+    started = time.perf_counter()
+    result = build_index(source, out, embedder, settings)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out.parent)
+    return {
+        "images": result.manifest.counts.items,
+        "seconds": seconds,
+        "peak_mb": peak_rss_mb(),
+        "precision": embedder.precision,
+    }
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
+
+
+def query_side(source: Path, reps: int) -> dict:
+    """Encode latency of single queries, and agreement of each precision with fp32."""
+    import torch
+
+    from indexer.config import RANDOM_WEIGHTS
+    from indexer.images import load_image
+    from indexer.model import Embedder, ModelSpec
+
+    spec = ModelSpec(MODEL, RANDOM_WEIGHTS)
+    images = [load_image(p, 10**9, 10**9, 512).image for p in sorted(source.glob("*.jpg"))[:32]]
+    texts = [f"a painting of a {w} by Jane Doe" for w in ("fox", "lighthouse", "teapot", "owl")] * 8
+    reference = Embedder(spec, "fp32")
+    ref_images, ref_texts = reference.encode_images(images), reference.encode_texts(texts)
+    rows = {}
+    for precision in ("fp32", "bf16", "int8"):
+        embedder = Embedder(spec, precision)
+        got_images, got_texts = embedder.encode_images(images), embedder.encode_texts(texts)
+        text_ms, image_ms = [], []
+        for i in range(reps):
+            t = time.perf_counter()
+            embedder.encode_texts([texts[i % len(texts)]])
+            text_ms.append(1000 * (time.perf_counter() - t))
+        for i in range(max(10, reps // 4)):
+            t = time.perf_counter()
+            embedder.encode_images([images[i % len(images)]])
+            image_ms.append(1000 * (time.perf_counter() - t))
+        full_ms = []
+        tokens = embedder.tokenizer([texts[0]])
+        for _ in range(max(10, reps // 4)):
+            t = time.perf_counter()
+            with torch.inference_mode(), embedder.autocast():
+                embedder.model.encode_text(tokens)
+            full_ms.append(1000 * (time.perf_counter() - t))
+        rows[precision] = {
+            "text_p50_p99": percentiles(text_ms),
+            "text_untrimmed_p50": percentiles(full_ms)[0],
+            "image_p50_p99": percentiles(image_ms),
+            "min_cosine_images": float(np.min(np.sum(ref_images * got_images, axis=1))),
+            "min_cosine_texts": float(np.min(np.sum(ref_texts * got_texts, axis=1))),
+            "same_neighbours": float(
+                np.mean(np.argmax(got_images @ ref_images.T, 1) == np.arange(len(images)))
+            ),
+        }
+    return rows
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    if args.child == "baseline":
+        print(json.dumps(run_baseline(args.source, args.batch)))
+    elif args.child == "hibt":
+        print(json.dumps(run_hibt(args.source, args.precision)))
+    else:
+        print(json.dumps(query_side(args.source, args.reps)))
+
+
+def spawn(kind: str, args: argparse.Namespace, *extra: str) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--source",
+        str(args.source),
+        "--batch",
+        str(args.batch),
+        "--reps",
+        str(args.reps),
+        *extra,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--source", type=Path, default=None, help="a folder of .jpg + .txt")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=100)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.source is None:
+        args.source = Path(tempfile.mkdtemp()) / "images"
+        make_images(args.source, args.images)
+    from indexer.precision import cpu_flags, resolve_precision
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2")))
+    print(
+        f"CPU flags: {' '.join(flags) or 'none of avx2/avx512/amx'}; auto precision here: "
+        f"{resolve_precision('auto')}"
+    )
+    base = spawn("baseline", args)
+    ours = spawn("hibt", args, "--precision", args.precision)
+    print(f"\nindexing {base['images']} JPEGs with {MODEL} (random weights), images + captions")
+    print(f"{'pipeline':<34} {'img/s':>8} {'seconds':>8} {'peak MB':>8}")
+    for name, r in (
+        ("open_clip fp32 loop (baseline)", base),
+        (f"hibt build ({ours['precision']})", ours),
+    ):
+        print(
+            f"{name:<34} {r['images'] / r['seconds']:8.1f} {r['seconds']:8.1f} {r['peak_mb']:8.0f}"
+        )
+    print(
+        f"speed-up: {base['seconds'] / ours['seconds'] * ours['images'] / base['images']:.2f}x "
+        "(hibt also hashes, thumbnails and writes SQLite + FAISS)"
+    )
+    query = spawn("query", args)
+    print(
+        f"\n{'precision':<10} {'text p50':>9} {'text p99':>9} {'untrimmed':>10} {'image p50':>10} "
+        f"{'image p99':>10} {'min cos img':>12} {'min cos txt':>12} {'same NN':>8}"
+    )
+    for precision, r in query.items():
+        print(
+            f"{precision:<10} {r['text_p50_p99'][0]:8.1f}ms {r['text_p50_p99'][1]:8.1f}ms "
+            f"{r['text_untrimmed_p50']:9.1f}ms {r['image_p50_p99'][0]:9.1f}ms "
+            f"{r['image_p50_p99'][1]:9.1f}ms {r['min_cosine_images']:12.4f} "
+            f"{r['min_cosine_texts']:12.4f} {r['same_neighbours']:8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
