@@ -214,3 +214,39 @@ def test_phone_width_has_no_horizontal_scroll(browser, base_url) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "results-phone.png"), full_page=False)
     context.close()
+
+
+def test_opt_out_from_the_page_and_withdraw_with_the_private_link(page, base_url) -> None:
+    search(page, "Mira Tanaka")
+    page.click("#select-names")
+    assert page.is_enabled("#optout-open")
+    page.click("#optout-open")
+    page.fill("#optout-name", "Mira")
+    page.click("#optout-submit")
+    page.wait_for_selector("#optout-done:not([hidden])")
+    link = page.inner_text("#optout-link")
+    assert "#receipt=" in link and "&token=" in link
+    page.click("#optout-close")
+    assert page.locator("#grid li .badge.optout").count() == 9
+    page.reload()
+    page.wait_for_selector("#grid li .badge.optout")  # the server marks them too
+
+    page.goto(link)
+    page.wait_for_selector("#claim:not([hidden])")
+    assert page.locator("#claim-rows tr").count() == 9
+    page.click("#withdraw-all")
+    page.wait_for_selector("#status:has-text('Withdrawn')")
+    assert page.is_disabled("#withdraw-all")
+    page.goto(f"{base_url}/?q=Mira+Tanaka")
+    page.wait_for_selector("#grid li")
+    assert page.locator("#grid li .badge.optout").count() == 0
+
+
+def test_domain_claim_page_shows_the_challenge(page, base_url) -> None:
+    page.goto(f"{base_url}/optout.html")
+    page.fill("#domain-name", "https://www.Example.org/gallery")
+    page.click("#domain-form button[type=submit]")
+    page.wait_for_selector("#verify-box:not([hidden])")
+    assert page.inner_text("#verify-domain") == "www.example.org"
+    assert page.inner_text("#verify-challenge").startswith("hibt-optout-verification=")
+    assert "pending" in page.inner_text("#claim-rows")

@@ -8,6 +8,11 @@ const KIND_LABEL = {
   name_match: "Name match",
   similar: "Similar",
 };
+const OPT_OUT_LABEL = {
+  unverified: "Opted out (unverified)",
+  verified: "Opted out (verified domain)",
+  pending: "Opt-out pending",
+};
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -249,7 +254,9 @@ function card(result, index) {
   checkbox.checked = state.selected.has(result.id);
   const link = safeLink(result.url);
   const meta = el("div", { class: "meta" },
-    el("span", {}, el("span", { class: `badge ${result.match}`, text: KIND_LABEL[result.match] })),
+    el("span", {}, el("span", { class: `badge ${result.match}`, text: KIND_LABEL[result.match] }),
+      result.opt_out ? " " : null,
+      result.opt_out ? el("span", { class: "badge optout", text: OPT_OUT_LABEL[result.opt_out] }) : null),
     el("span", { class: "caption", text: caption }),
     el("span", { text: `by ${result.artist || "unknown artist"}` }),
     el("span", { class: "muted", text: `Licence: ${result.license || "unknown"}` }),
@@ -284,6 +291,7 @@ function selectWhere(predicate) {
 
 function updateSelection() {
   $("selected-count").textContent = `${state.selected.size} selected`;
+  $("optout-open").disabled = state.selected.size === 0;
   $("select-copies").hidden = !state.results.some((r) => r.match === "exact_copy" || r.match === "near_copy");
   $("select-names").hidden = !state.results.some((r) => r.match === "name_match");
   for (const li of $("grid").children) {
@@ -292,6 +300,53 @@ function updateSelection() {
     li.querySelector("input[type=checkbox]").checked = on;
   }
   document.dispatchEvent(new CustomEvent("selectionchange-hibt", { detail: [...state.selected.values()] }));
+}
+
+// --- opt-out ------------------------------------------------------------------------
+
+function openOptOut() {
+  $("optout-summary").textContent = `${plural(state.selected.size, "image", "images")} selected.`;
+  $("optout-form").hidden = false;
+  $("optout-done").hidden = true;
+  $("optout-error").hidden = true;
+  $("optout-dialog").showModal();
+  $("optout-name").focus();
+}
+
+async function submitOptOut(event) {
+  event.preventDefault();
+  $("optout-submit").disabled = true;
+  try {
+    const body = {
+      item_ids: [...state.selected.keys()],
+      name: $("optout-name").value, contact: $("optout-contact").value, note: $("optout-note").value,
+    };
+    const receipt = await fetchJSON("/api/optouts", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    $("optout-receipt").textContent = receipt.receipt;
+    $("optout-result").textContent = `${plural(receipt.added.length, "image", "images")} opted out` +
+      (receipt.already.length ? `, ${receipt.already.length} already were.` : ".");
+    const link = new URL(receipt.manage_url, location.origin).href;
+    $("optout-link").href = link;
+    $("optout-link").textContent = link;
+    $("optout-form").hidden = true;
+    $("optout-done").hidden = false;
+    for (const result of state.results) if (state.selected.has(result.id) && !result.opt_out) result.opt_out = "unverified";
+    const marked = [...state.selected.keys()];
+    for (const li of $("grid").children) {
+      if (marked.includes(li.dataset.id) && !li.querySelector(".badge.optout")) {
+        li.querySelector(".meta .badge").after(" ", el("span", { class: "badge optout", text: OPT_OUT_LABEL.unverified }));
+      }
+    }
+    state.selected.clear();
+    updateSelection();
+  } catch (error) {
+    $("optout-error").textContent = error.message;
+    $("optout-error").hidden = false;
+  } finally {
+    $("optout-submit").disabled = false;
+  }
 }
 
 // --- viewer ---------------------------------------------------------------------------
@@ -311,7 +366,8 @@ function openViewer(index) {
     ["Source", result.source], ["URL", result.url], ["Size", `${result.width} × ${result.height}`],
     ["Score", result.score.toFixed(4)], ["Hash distance", result.hash_distance ?? ""],
     ["Matched fields", (result.matched_fields || []).join(", ")],
-    ["Copies in dataset", result.duplicates > 1 ? String(result.duplicates) : ""], ["Id", result.id],
+    ["Copies in dataset", result.duplicates > 1 ? String(result.duplicates) : ""],
+    ["Opt-out", result.opt_out ? OPT_OUT_LABEL[result.opt_out] : ""], ["Id", result.id],
   ];
   $("viewer-fields").replaceChildren(...fields.filter(([, v]) => v !== "" && v !== null && v !== undefined)
     .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
@@ -405,6 +461,10 @@ function wire() {
     state.selected.clear();
     updateSelection();
   });
+  $("optout-open").addEventListener("click", openOptOut);
+  $("optout-form").addEventListener("submit", submitOptOut);
+  $("optout-cancel").addEventListener("click", () => $("optout-dialog").close());
+  $("optout-close").addEventListener("click", () => $("optout-dialog").close());
   $("prev").addEventListener("click", () => step(-1));
   $("next").addEventListener("click", () => step(1));
   $("close-viewer").addEventListener("click", closeViewer);
