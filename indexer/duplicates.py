@@ -1,18 +1,21 @@
 """Near-duplicate groups inside a dataset (LAION is full of them; so is Openclipart).
 
-Two images are linked when their files have the same bytes, or when their whole-image
-pHashes differ in at most ``max_distance`` bits, both hashes are informative, and their
-colour signatures agree. Groups are formed by
-leader clustering in index order (an image joins the earliest leader it is linked to), not
-by connected components: chains of look-alikes (stars with 34, 36, 38... points) must not
-merge into one giant group. The range search is exhaustive but runs in FAISS's SIMD popcount
-code; beyond a few million images swap in faiss.IndexBinaryMultiHash.
+Near-identical images (the same bytes, or hashes and colours all but equal) always share a
+group. Beyond that, two images are linked when their whole-image pHashes differ in at most
+``max_distance`` bits, both hashes are informative, and their colour signatures agree; those
+looser links form groups by leader clustering in index order (an image joins the earliest
+leader it is linked to), not by connected components: chains of look-alikes (stars with 34,
+36, 38... points) must not merge into one giant group. The range search is exhaustive but
+runs in FAISS's SIMD popcount code; beyond a few million images swap in
+faiss.IndexBinaryMultiHash.
 """
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from indexer.fingerprint import colour_distance, informative
 
@@ -31,6 +34,37 @@ def linked_pairs(hashes: np.ndarray, max_distance: int, block: int = 16384):
     return np.concatenate(all_lims), np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
 
 
+STRONG_DISTANCE = 4  # bits: the same picture, re-encoded or re-rendered
+STRONG_COLOUR = 4.0
+
+
+def strong_roots(
+    hashes: np.ndarray,
+    colours: np.ndarray,
+    digests: list[str],
+    lims: np.ndarray,
+    ids: np.ndarray,
+    usable: np.ndarray,
+) -> np.ndarray:
+    """Smallest row of each set of near-identical images (same bytes, or hashes and colours
+    all but equal). Such sets always stay together: chaining at this distance is harmless."""
+    n = len(hashes)
+    counts = np.diff(lims)
+    rows = np.repeat(np.arange(n), counts)
+    distances = np.unpackbits(hashes[rows] ^ hashes[ids], axis=1).sum(axis=1)
+    strong = (distances <= STRONG_DISTANCE) & usable[rows] & usable[ids]
+    strong &= colour_distance(colours[rows], colours[ids]) <= STRONG_COLOUR
+    first_with: dict[str, int] = {}
+    same = [(i, first_with.setdefault(d, i)) for i, d in enumerate(digests)]
+    pairs_r = np.concatenate([rows[strong], np.array([a for a, b in same if a != b], np.int64)])
+    pairs_c = np.concatenate([ids[strong], np.array([b for a, b in same if a != b], np.int64)])
+    graph = coo_matrix((np.ones(len(pairs_r), np.int8), (pairs_r, pairs_c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    root = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(root, labels, np.arange(n))
+    return root[labels]
+
+
 def duplicate_groups(
     hashes: np.ndarray,
     colours: np.ndarray,
@@ -40,14 +74,14 @@ def duplicate_groups(
 ) -> np.ndarray:
     """Group label per row: the row index of the group's leader (its first member)."""
     n = len(hashes)
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint8)
     lims, ids = linked_pairs(hashes, max_distance)
     usable = informative(hashes)
+    roots = strong_roots(hashes, colours, digests, lims, ids, usable)
     leader = np.arange(n)
-    first_with: dict[str, int] = {}
     for i in range(n):
-        same = first_with.setdefault(digests[i], i)
-        if same != i:
-            leader[i] = leader[same]
+        if roots[i] != i:  # a near-identical copy of an earlier image: same group
+            leader[i] = leader[roots[i]]
             continue
         if not usable[i]:
             continue

@@ -167,17 +167,20 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
 
 
 def build(source: Path, work: Path, settings: Settings, embedder: Embedder, holdout: float):
+    """The benchmark index, and the held-out records; both are cached in ``work``."""
     index_dir = work / "index"
     held_file = work / "held_out.txt"
     dataset = open_dataset(source)
-    if not (index_dir / "manifest.json").exists():
+    if not held_file.exists():
         records = list(dataset)
-        print(f"splitting {len(records)} records by duplicate group ...", file=sys.stderr)
+        print(f"splitting {len(records)} records by look-alike group ...", file=sys.stderr)
         kept, held = split(records, settings, holdout)
         work.mkdir(parents=True, exist_ok=True)
         held_file.write_text("\n".join(sorted(held)))
-        Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings).run()
     held = set(held_file.read_text().split("\n"))
+    if not (index_dir / "manifest.json").exists():
+        kept = {r.key for r in dataset} - held
+        Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings).run()
     return index_dir, [r for r in dataset if r.key in held]
 
 

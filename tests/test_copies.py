@@ -1,0 +1,130 @@
+"""Copy detection: each label, the common transformations, duplicate groups in the dataset."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from indexer.build import build_index
+from indexer.duplicates import duplicate_groups
+from indexer.fingerprint import informative, phash, trim_borders
+from server.engine import Engine
+from tests.conftest import tiny_settings
+from tests.datagen import drawing, save
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def top(engine: Engine, data: bytes):
+    response = engine.search_image(data, k=5)
+    return response, response.results[0]
+
+
+def original(dataset, i: int = 5) -> tuple[Image.Image, str]:
+    item = dataset[1][i]
+    return Image.open(item.path).convert("RGB"), item.caption
+
+
+def test_same_bytes_and_re_encoded_are_exact(engine, dataset) -> None:
+    item = dataset[1][3]
+    _, first = top(engine, item.path.read_bytes())
+    assert (first.match, first.caption, first.hash_distance) == ("exact_copy", item.caption, 0)
+    image = Image.open(item.path).convert("RGB")
+    _, first = top(engine, encode(image, "PNG"))
+    assert first.match == "exact_copy" and first.caption == item.caption
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda im: im.resize((im.width // 2, im.height // 2), Image.LANCZOS),
+        lambda im: Image.open(io.BytesIO(encode(im, "JPEG", quality=40))),
+        lambda im: ImageOps.crop(im, border=(im.width // 10, im.height // 10)),
+        lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        lambda im: im.transpose(Image.Transpose.ROTATE_90),
+        lambda im: ImageOps.expand(im, border=20, fill=(30, 30, 30)),
+    ],
+    ids=["resize-50", "jpeg-40", "crop-80", "hflip", "rotate-90", "padding"],
+)
+def test_transformed_copies_are_found_first(engine, dataset, transform) -> None:
+    image, caption = original(dataset)
+    response, first = top(engine, encode(transform(image).convert("RGB")))
+    assert first.caption == caption
+    assert first.match in ("exact_copy", "near_copy")
+    assert response.counts.exact_copy + response.counts.near_copy >= 1
+
+
+def test_greyscale_copy_is_near_not_exact(engine, dataset) -> None:
+    image, caption = original(dataset, 8)
+    _, first = top(engine, encode(ImageOps.grayscale(image)))
+    assert (first.caption, first.match) == (caption, "near_copy")
+
+
+def test_unrelated_image_is_only_similar_and_the_answer_says_so(engine) -> None:
+    response, first = top(engine, encode(drawing(424242)))
+    assert first.match == "similar" and first.hash_distance is None
+    assert response.counts.exact_copy == response.counts.near_copy == 0
+    assert response.copy_verdict == f"no copy of this image found among {engine.n} images"
+
+
+def test_uninformative_hashes_are_flagged() -> None:
+    blank = phash(Image.new("RGB", (200, 200), (250, 250, 250)))
+    busy = phash(drawing(1))
+    assert not informative(blank[None])[0] and informative(busy[None])[0]
+
+
+def test_trim_removes_title_bar_and_margins() -> None:
+    picture = drawing(7, (120, 90))
+    canvas = Image.new("RGB", (200, 200), (236, 236, 236))
+    canvas.paste((52, 58, 64), (0, 0, 200, 30))  # a title bar across the top
+    canvas.paste(picture, (40, 60))
+    # the picture's own flat margins go too, on both sides alike
+    assert trim_borders(canvas).size == trim_borders(picture).size
+
+
+@pytest.fixture(scope="module")
+def dup_index(tmp_path_factory, embedder) -> Engine:
+    """Exact duplicates, a resized copy and a recoloured look-alike inside the dataset."""
+    root = tmp_path_factory.mktemp("dups")
+    base = drawing(11, (200, 150))
+    save(base, root / "a.png")
+    save(base, root / "b_same.png")
+    save(base.resize((100, 75), Image.LANCZOS), root / "c_resized.png")
+    save(Image.fromarray(255 - np.asarray(base)), root / "d_inverted.png")
+    for i in range(6):
+        save(drawing(200 + i), root / f"other_{i}.png")
+    out = tmp_path_factory.mktemp("dup-index") / "index"
+    build_index(root, out, embedder, tiny_settings())
+    return Engine(out, tiny_settings(), embedder)
+
+
+def test_duplicates_are_grouped_and_collapsed(dup_index: Engine) -> None:
+    stats = dup_index.stats()
+    assert stats.items == 10 and stats.duplicate_groups == 8
+    assert stats.largest_duplicate_groups[0]["size"] == 3
+    query = encode(drawing(11, (200, 150)))
+    collapsed = dup_index.search_image(query, k=10)
+    assert collapsed.results[0].duplicates == 3
+    assert [r.source for r in collapsed.results].count("b_same.png") == 0
+    expanded = dup_index.search_image(query, k=10, collapse=False)
+    sources = [r.source for r in expanded.results[:3]]
+    assert sorted(sources) == ["a.png", "b_same.png", "c_resized.png"]
+
+
+def test_groups_do_not_chain(tmp_path: Path) -> None:
+    """A chain a~b~c where a and c are far apart must not become one group."""
+    a = np.zeros((3, 32), np.uint8)
+    a[1, :2] = 0xFF  # 16 bits from a
+    a[2, :4] = 0xFF  # 16 bits from b, 32 from a
+    a[:, 10:] = 0x0F  # make them informative
+    colours = np.zeros((3, 48), np.uint8)
+    groups = duplicate_groups(a, colours, ["x", "y", "z"], max_distance=16, max_colour=12)
+    assert groups.tolist() == [0, 0, 2]
