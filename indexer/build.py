@@ -86,6 +86,7 @@ class Builder:
         self.dataset, self.source, self.out = dataset, source, out
         self.embedder, self.settings = embedder, settings
         self.stage = staging_dir(out)
+        self.bar: tqdm | None = None
         self.options = DecodeOptions(
             max_pixels=settings.max_image_pixels,
             max_bytes=settings.max_image_bytes,
@@ -191,7 +192,6 @@ class Builder:
         skipped: list[tuple[Record, str]] = []
         seen: set[str] = set()
         for record, result in zip(chunk, results, strict=True):
-            bar.update(1)
             if isinstance(result, str):
                 skipped.append((record, result))
             elif record.id in seen or self.known_id(record.id):
@@ -199,6 +199,8 @@ class Builder:
             else:
                 seen.add(record.id)
                 ok.append((record, result))
+        bar.update(len(skipped))
+        self.bar = bar  # the encoder advances it batch by batch: a smooth rate and ETA
         self.write_chunk(number, base, ok, skipped)
         return len(ok)
 
@@ -221,6 +223,8 @@ class Builder:
                 vecs = self.embedder.encode_texts([t for _, t in texts])
                 for (i, _), vec in zip(texts, vecs, strict=True):
                     captions[start + i] = vec
+            if self.bar is not None:
+                self.bar.update(len(part))
         return images, captions
 
     def write_chunk(
