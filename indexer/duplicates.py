@@ -47,12 +47,14 @@ def strong_roots(
     usable: np.ndarray,
 ) -> np.ndarray:
     """Smallest row of each set of near-identical images (same bytes, or hashes and colours
-    all but equal). Such sets always stay together: chaining at this distance is harmless."""
+    all but equal, blank images included). Such sets always stay together: chaining at this
+    distance is harmless."""
     n = len(hashes)
     counts = np.diff(lims)
     rows = np.repeat(np.arange(n), counts)
     distances = np.unpackbits(hashes[rows] ^ hashes[ids], axis=1).sum(axis=1)
-    strong = (distances <= STRONG_DISTANCE) & usable[rows] & usable[ids]
+    # Near-blank images (uninformative hashes) are near-identical when their colours agree.
+    strong = (distances <= STRONG_DISTANCE) & (usable[rows] == usable[ids])
     strong &= colour_distance(colours[rows], colours[ids]) <= STRONG_COLOUR
     first_with: dict[str, int] = {}
     same = [(i, first_with.setdefault(d, i)) for i, d in enumerate(digests)]

@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components  # noqa: E402
 from indexer.build import Builder  # noqa: E402
 from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
-from indexer.fingerprint import HASH_BITS, hash_base, phash, query_hashes  # noqa: E402
+from indexer.fingerprint import HASH_BITS, index_hashes, query_hashes  # noqa: E402
 from indexer.images import BadImage, load_image  # noqa: E402
 from indexer.model import Embedder, ModelSpec  # noqa: E402
 from indexer.records import Record  # noqa: E402
@@ -134,26 +134,27 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
     """Hold out whole groups of look-alikes, chosen by a hash of their first key.
 
     The groups are deliberately generous (connected components of images whose hashes come
-    within the near-copy threshold under any flip or rotation, frame trimmed or not), so a
+    within the near-copy threshold the way the engine compares them: any query variant
+    against any stored variant), so a
     held-out image has no copy of any kind left in the index: Openclipart holds mirrored,
     re-framed and recoloured versions of many drawings.
     """
-    hashes, variants, keys = [], [], []
+    stored, variants, keys = [], [], []
     for r in records:
         image = query_image(r, settings)
         if image is None:
             continue
-        base = hash_base(image)
-        hashes.append(phash(base))
+        stored.append(index_hashes(image))
         variants.append(query_hashes(image))
         keys.append(r.key)
     index = faiss.IndexBinaryFlat(HASH_BITS)
-    index.add(np.stack(hashes))
+    index.add(np.concatenate(stored))  # every stored variant, as the engine matches them
+    per_image = len(stored[0])
     rows, cols = [], []
     for i, v in enumerate(variants):
         _, _, ids = index.range_search(v, settings.near_copy_max_distance + 1)
         rows.append(np.full(len(ids), i))
-        cols.append(ids)
+        cols.append(ids // per_image)
     n = len(keys)
     graph = coo_matrix(
         (np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
