@@ -56,17 +56,12 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
     )
     app.state.engine = engine
 
-    @app.exception_handler(QueryError)
-    def query_error(_: Request, exc: QueryError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    def refused(_: Request, exc: Exception) -> JSONResponse:
+        """Every refusal is JSON with a message a person can act on."""
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
 
-    @app.exception_handler(RegistryError)
-    def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(ProofError)
-    def proof_error(_: Request, exc: ProofError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    for error in (QueryError, RegistryError, ProofError):
+        app.add_exception_handler(error, refused)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -155,14 +150,9 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
             raise RegistryError(429, "too many opt-out requests from this address; wait a minute")
 
     write = [Depends(limited)]
+    creates = {"status_code": 201, "dependencies": write, "responses": ERRORS}
 
-    @app.post(
-        "/api/optouts",
-        status_code=201,
-        response_model=schemas.OptOutReceipt,
-        dependencies=write,
-        responses=ERRORS,
-    )
+    @app.post("/api/optouts", response_model=schemas.OptOutReceipt, **creates)
     def register(body: schemas.OptOutRequest) -> schemas.OptOutReceipt:
         return optouts.register(body)
 
@@ -189,13 +179,7 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
     ) -> dict:
         return optouts.registry.withdraw(receipt, bearer(authorization), body.item_ids)
 
-    @app.post(
-        "/api/domains",
-        status_code=201,
-        response_model=schemas.DomainClaim,
-        dependencies=write,
-        responses=ERRORS,
-    )
+    @app.post("/api/domains", response_model=schemas.DomainClaim, **creates)
     def claim_domain(body: schemas.DomainClaimRequest) -> schemas.DomainClaim:
         return optouts.claim_domain(body)
 
