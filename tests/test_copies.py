@@ -101,6 +101,8 @@ def dup_index(tmp_path_factory, embedder) -> Engine:
     save(Image.fromarray(255 - np.asarray(base)), root / "d_inverted.png")
     for i in range(6):
         save(drawing(200 + i), root / f"other_{i}.png")
+    save(Image.new("RGB", (120, 90), (252, 252, 252)), root / "e_blank.png")
+    save(Image.new("RGB", (300, 200), (255, 255, 255)), root / "f_blank.png")
     out = tmp_path_factory.mktemp("dup-index") / "index"
     build_index(root, out, embedder, tiny_settings())
     return Engine(out, tiny_settings(), embedder)
@@ -108,7 +110,7 @@ def dup_index(tmp_path_factory, embedder) -> Engine:
 
 def test_duplicates_are_grouped_and_collapsed(dup_index: Engine) -> None:
     stats = dup_index.stats()
-    assert stats.items == 10 and stats.duplicate_groups == 8
+    assert stats.items == 12 and stats.duplicate_groups == 9
     assert stats.largest_duplicate_groups[0]["size"] == 3
     query = encode(drawing(11, (200, 150)))
     collapsed = dup_index.search_image(query, k=10)
@@ -128,3 +130,11 @@ def test_groups_do_not_chain(tmp_path: Path) -> None:
     colours = np.zeros((3, 48), np.uint8)
     groups = duplicate_groups(a, colours, ["x", "y", "z"], max_distance=16, max_colour=12)
     assert groups.tolist() == [0, 0, 2]
+
+
+def test_blank_images_match_by_colour(dup_index: Engine) -> None:
+    """A near-blank picture has no usable hash; its colour layout still finds its copies."""
+    response = dup_index.search_image(encode(Image.new("RGB", (64, 64), "white")), k=3)
+    first = response.results[0]
+    assert first.source in ("e_blank.png", "f_blank.png") and first.duplicates == 2
+    assert first.match == "exact_copy" and first.hash_distance is None
