@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     pretrained: str | None = DEFAULT_PRETRAINED
     checkpoint: str | None = None
     # auto, fp32, bf16 or int8; "auto" is bf16 where the CPU has native bf16 units (AMX or
-    # AVX512-BF16), else fp32 (see scripts/bench_indexing.py for the measurements).
+    # AVX512-BF16), else int8 dynamic quantisation where torch has a quantised CPU engine,
+    # else fp32 (see indexer/precision.py and scripts/bench_indexing.py).
     precision: str = "auto"
 
     # --- reading images ----------------------------------------------------------------

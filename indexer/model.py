@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -141,9 +142,11 @@ class Embedder:
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
         self.precision = precision
         if precision == "int8":
-            self.model = torch.ao.quantization.quantize_dynamic(
-                self.model, {torch.nn.Linear}, dtype=torch.qint8
-            )
+            with warnings.catch_warnings():  # deprecated in favour of torchao; still shipped
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.model = torch.ao.quantization.quantize_dynamic(
+                    self.model, {torch.nn.Linear}, dtype=torch.qint8
+                )
         with torch.no_grad():
             self.dim = int(self.encode_texts(["probe"]).shape[1])
 
@@ -204,7 +207,7 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
         return model.encode_text(tokens)
     length = int(tokens.argmax(dim=-1).max()) + 1
     tokens = tokens[:, :length]
-    cast = model.transformer.get_cast_dtype()
+    cast = model.positional_embedding.dtype  # open_clip's probe breaks on quantised layers
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
     x = model.transformer(x, attn_mask=mask[:length, :length])
     x = model.ln_final(x)

@@ -48,7 +48,7 @@ def index(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     checkpoint: CheckpointOpt = None,
-    precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, bf16, int8 or fp32")] = None,
     faiss_factory: Annotated[str | None, typer.Option(help="FAISS index_factory string")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per encoder batch")] = None,
     workers: Annotated[int | None, typer.Option(help="decoder processes (-1: none)")] = None,

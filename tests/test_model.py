@@ -40,9 +40,10 @@ def test_tiny_model_is_deterministic_and_normalised(embedder) -> None:
     assert embedder.identity()["semantic"] is False
 
 
-def test_bf16_path_matches_fp32(embedder) -> None:
-    """The fast path's correctness guard: cosine >= 0.995 with fp32, same neighbours."""
-    fast = Embedder(ModelSpec(TINY_MODEL), precision="bf16")
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_paths_match_fp32(embedder, precision: str) -> None:
+    """The fast paths' correctness guard: cosine >= 0.995 with fp32, same neighbours."""
+    fast = Embedder(ModelSpec(TINY_MODEL), precision=precision)
     images = [drawing(i) for i in range(16)]
     texts = [f"a drawing number {i} of a red fox" for i in range(16)]
     for encode in ("encode_images", "encode_texts"):
@@ -69,3 +70,25 @@ def test_local_checkpoint_is_loaded(tmp_path) -> None:
         loaded.encode_images(images), Embedder(ModelSpec(TINY_MODEL)).encode_images(images)
     )
     assert len(loaded.identity()["checkpoint_sha256"]) == 64
+
+
+def test_trimmed_text_encoding_is_exact(embedder) -> None:
+    """Cutting the padding after the end-of-text token changes nothing."""
+    import torch
+
+    from indexer.model import encode_text_trimmed
+
+    tokens = embedder.tokenizer(["a fox", "a much longer caption about a lighthouse at night", ""])
+    with torch.inference_mode():
+        full = embedder.model.encode_text(tokens)
+        trimmed = encode_text_trimmed(embedder.model, tokens)
+    assert torch.allclose(full, trimmed, atol=1e-5)
+
+
+def test_auto_precision_is_a_real_choice() -> None:
+    from indexer.precision import resolve_precision
+
+    assert resolve_precision("auto") in ("bf16", "int8", "fp32")
+    assert resolve_precision("fp32") == "fp32"
+    with pytest.raises(ValueError):
+        resolve_precision("fp8")
