@@ -68,10 +68,14 @@ def check_target(out: Path) -> None:
 
 
 def decode_workers(settings: Settings) -> int:
-    """Processes decoding beside the encoder; a negative setting decodes in this process."""
+    """Decoder processes beside the encoder; a negative setting decodes in this process.
+
+    One per core: with only two chunks in flight, workers that run ahead of a slow encoder
+    go idle, and with a fast encoder (or the tiny test model) decoding is the bottleneck.
+    """
     if settings.decode_workers:
         return settings.decode_workers
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return max(1, min(4, os.cpu_count() or 2))
 
 
 def batched(items: Iterator[Record], size: int) -> Iterator[list[Record]]:

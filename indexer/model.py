@@ -143,7 +143,7 @@ class Embedder:
         self.precision = precision
         if precision == "int8":
             with warnings.catch_warnings():  # deprecated in favour of torchao; still shipped
-                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore")
                 self.model = torch.ao.quantization.quantize_dynamic(
                     self.model, {torch.nn.Linear}, dtype=torch.qint8
                 )
