@@ -31,7 +31,7 @@ from indexer.config import Settings
 from indexer.datasets import Dataset, open_dataset
 from indexer.decode import Decoded, DecodeOptions, decode_one
 from indexer.duplicates import duplicate_groups
-from indexer.fingerprint import COLOUR_BYTES, HASH_BYTES, INDEX_VARIANTS
+from indexer.fingerprint import COLOUR_BYTES, HASH_BITS, HASH_BYTES, INDEX_VARIANTS
 from indexer.model import Embedder
 from indexer.records import Record
 
@@ -304,7 +304,7 @@ class Builder:
             source=self.source,
             model=fmt.ModelInfo(**self.embedder.identity()),
             faiss_factory=factory,
-            fingerprint="phash64 x " + str(INDEX_VARIANTS),
+            fingerprint=f"phash{HASH_BITS} x {INDEX_VARIANTS}",
             counts=fmt.Counts(
                 items=n,
                 skipped=len(skipped),
