@@ -194,11 +194,11 @@ class Builder:
     ) -> int:
         ok: list[tuple[Record, Decoded]] = []
         skipped: list[tuple[Record, str]] = []
-        seen: set[str] = set()
+        seen = self.known_ids([r.id for r in chunk])
         for record, result in zip(chunk, results, strict=True):
             if isinstance(result, str):
                 skipped.append((record, result))
-            elif record.id in seen or self.known_id(record.id):
+            elif record.id in seen:
                 skipped.append((record, "duplicate key in dataset"))
             else:
                 seen.add(record.id)
@@ -208,10 +208,12 @@ class Builder:
         self.write_chunk(number, base, ok, skipped)
         return len(ok)
 
-    def known_id(self, item_id: str) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone() is not None
+    def known_ids(self, ids: list[str]) -> set[str]:
+        """Which of these ids earlier chunks already indexed (one query per chunk)."""
+        rows = self.db.execute(
+            "SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
         )
+        return {r[0] for r in rows}
 
     def embed(self, ok: list[tuple[Record, Decoded]]) -> tuple[np.ndarray, np.ndarray]:
         dim, bs = self.embedder.dim, self.settings.batch_size

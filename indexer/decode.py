@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.fingerprint import colour_signature, index_hashes
-from indexer.images import BadImage, load_image, thumbnail_jpeg
+from indexer.images import BadImage, decode, read_bytes, thumbnail_jpeg
 from indexer.model_input import resize_center_crop
 
 
@@ -28,7 +28,7 @@ class DecodeOptions:
 @dataclass
 class Decoded:
     pixels: np.ndarray  # uint8 (S, S, 3) model input
-    hashes: np.ndarray  # uint8 (INDEX_VARIANTS, 8)
+    hashes: np.ndarray  # uint8 (INDEX_VARIANTS, HASH_BYTES)
     colour: np.ndarray  # uint8 (COLOUR_BYTES,)
     thumbnail: bytes
     width: int
@@ -36,16 +36,12 @@ class Decoded:
     sha256: str
 
 
-def content_hash(ref: Path | bytes) -> str:
-    data = ref if isinstance(ref, bytes) else ref.read_bytes()
-    return hashlib.sha256(data).hexdigest()
-
-
 def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
     """Decoded item, or the reason the file was skipped (never raises for bad input)."""
     ref, opts = args
     try:
-        loaded = load_image(ref, opts.max_pixels, opts.max_bytes, opts.working_size)
+        data = read_bytes(ref, opts.max_bytes)  # read once: decoded and hashed from memory
+        loaded = decode(data, opts.max_pixels, opts.working_size)
         return Decoded(
             pixels=resize_center_crop(loaded.image, opts.model_image_size),
             hashes=index_hashes(loaded.image),
@@ -53,7 +49,7 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
             thumbnail=thumbnail_jpeg(loaded.image, opts.thumbnail_size),
             width=loaded.width,
             height=loaded.height,
-            sha256=content_hash(ref),
+            sha256=hashlib.sha256(data).hexdigest(),
         )
     except BadImage as exc:
         return exc.reason

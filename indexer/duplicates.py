@@ -21,17 +21,18 @@ from indexer.fingerprint import colour_distance, informative
 
 
 def linked_pairs(hashes: np.ndarray, max_distance: int, block: int = 16384):
-    """CSR adjacency (lims, ids) of every hash to those within ``max_distance`` bits."""
+    """CSR adjacency (lims, distances, ids) of every hash to those within ``max_distance``."""
     codes = np.ascontiguousarray(hashes, dtype=np.uint8)
     index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
     index.add(codes)
-    all_lims, all_ids, offset = [np.zeros(1, np.int64)], [], 0
+    all_lims, all_distances, all_ids, offset = [np.zeros(1, np.int64)], [], [], 0
     for start in range(0, len(codes), block):
-        lims, _, ids = index.range_search(codes[start : start + block], max_distance + 1)
+        lims, distances, ids = index.range_search(codes[start : start + block], max_distance + 1)
         all_lims.append(lims[1:].astype(np.int64) + offset)
+        all_distances.append(distances)
         all_ids.append(ids.astype(np.int64))
         offset += len(ids)
-    return np.concatenate(all_lims), np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+    return np.concatenate(all_lims), np.concatenate(all_distances), np.concatenate(all_ids)
 
 
 STRONG_DISTANCE = 4  # bits: the same picture, re-encoded or re-rendered
@@ -39,20 +40,19 @@ STRONG_COLOUR = 4.0
 
 
 def strong_roots(
-    hashes: np.ndarray,
     colours: np.ndarray,
     digests: list[str],
     lims: np.ndarray,
+    distances: np.ndarray,
     ids: np.ndarray,
     usable: np.ndarray,
 ) -> np.ndarray:
     """Smallest row of each set of near-identical images (same bytes, or hashes and colours
     all but equal, blank images included). Such sets always stay together: chaining at this
     distance is harmless."""
-    n = len(hashes)
+    n = len(usable)
     counts = np.diff(lims)
     rows = np.repeat(np.arange(n), counts)
-    distances = np.unpackbits(hashes[rows] ^ hashes[ids], axis=1).sum(axis=1)
     # Near-blank images (uninformative hashes) are near-identical when their colours agree.
     strong = (distances <= STRONG_DISTANCE) & (usable[rows] == usable[ids])
     strong &= colour_distance(colours[rows], colours[ids]) <= STRONG_COLOUR
@@ -76,10 +76,9 @@ def duplicate_groups(
 ) -> np.ndarray:
     """Group label per row: the row index of the group's leader (its first member)."""
     n = len(hashes)
-    hashes = np.ascontiguousarray(hashes, dtype=np.uint8)
-    lims, ids = linked_pairs(hashes, max_distance)
+    lims, distances, ids = linked_pairs(hashes, max_distance)
     usable = informative(hashes)
-    roots = strong_roots(hashes, colours, digests, lims, ids, usable)
+    roots = strong_roots(colours, digests, lims, distances, ids, usable)
     leader = np.arange(n)
     for i in range(n):
         if roots[i] != i:  # a near-identical copy of an earlier image: same group

@@ -38,10 +38,13 @@ def read_bytes(ref: Path | bytes, max_bytes: int) -> bytes:
     if isinstance(ref, bytes):
         data = ref
     else:
-        size = ref.stat().st_size
-        if size > max_bytes:
-            raise BadImage(f"file is {size} bytes, over the limit of {max_bytes}")
-        data = ref.read_bytes()
+        try:
+            size = ref.stat().st_size
+            if size > max_bytes:
+                raise BadImage(f"file is {size} bytes, over the limit of {max_bytes}")
+            data = ref.read_bytes()
+        except OSError as exc:
+            raise BadImage(f"cannot read file ({exc.strerror or exc})") from None
     if not data:
         raise BadImage("empty file")
     if len(data) > max_bytes:
@@ -93,11 +96,7 @@ def load_image(
     ref: Path | bytes, max_pixels: int, max_bytes: int, working_size: int
 ) -> LoadedImage:
     """Decode a path or bytes, or raise :class:`BadImage` with the reason."""
-    try:
-        data = read_bytes(ref, max_bytes)
-    except OSError as exc:
-        raise BadImage(f"cannot read file ({exc.strerror or exc})") from None
-    return decode(data, max_pixels, working_size)
+    return decode(read_bytes(ref, max_bytes), max_pixels, working_size)
 
 
 def thumbnail_jpeg(image: Image.Image, size: int, quality: int = 80) -> bytes:

@@ -133,6 +133,7 @@ class Embedder:
         torch.set_flush_denormal(True)  # denormals in tiny activations cost 100x on x86
         self.spec = spec
         self.model = create(spec).eval()
+        self.checkpoint_sha256 = checkpoint_digest(spec.checkpoint) if spec.checkpoint else None
         self.tokenizer = open_clip.get_tokenizer(spec.name)
         cfg = self.model.visual.preprocess_cfg
         self.image_size = int(
@@ -155,9 +156,7 @@ class Embedder:
         return {
             "name": self.spec.name,
             "pretrained": None if self.spec.checkpoint else self.spec.pretrained,
-            "checkpoint_sha256": checkpoint_digest(self.spec.checkpoint)
-            if self.spec.checkpoint
-            else None,
+            "checkpoint_sha256": self.checkpoint_sha256,
             "dim": self.dim,
             "image_size": self.image_size,
             "semantic": self.spec.semantic,

@@ -54,9 +54,10 @@ class CopyMatcher:
     ) -> dict[int, CopyMatch]:
         """Item row -> its best match with any informative query hash. A near-blank query
         (no informative hash) is matched by colour layout among near-blank items."""
-        if not informative(hashes[:1])[0]:
+        usable = informative(hashes)
+        if not usable[0]:
             return self.match_blank(colour, max_colour)
-        hashes = np.ascontiguousarray(hashes[informative(hashes)], dtype=np.uint8)
+        hashes = np.ascontiguousarray(hashes[usable], dtype=np.uint8)
         if not len(hashes):
             return {}
         _, distances, ids = self.index.range_search(hashes, max_distance + 1)

@@ -81,12 +81,11 @@ class Engine:
         fmt.check_model(self.manifest, self.embedder.identity())
         self.n = self.manifest.counts.items
         self.image_vectors = np.load(self.directory / fmt.IMAGE_VECTORS, mmap_mode="r")
-        self.caption_vectors = np.load(self.directory / fmt.CAPTION_VECTORS, mmap_mode="r")
         self.indexes = {
             "images": self.read_faiss(fmt.IMAGE_FAISS),
             "captions": self.read_faiss(fmt.CAPTION_FAISS),
         }
-        self.fingerprints = np.load(self.directory / fmt.FINGERPRINTS)
+        self.fingerprints = np.load(self.directory / fmt.FINGERPRINTS, mmap_mode="r")
         self.copies = CopyMatcher(self.fingerprints, np.load(self.directory / fmt.COLOURS))
         self.optouts = None  # set by the server: server.optouts.OptOuts
         self.thresholds = CopyThresholds(
@@ -219,16 +218,19 @@ class Engine:
         self, strong: list[Candidate], vector: np.ndarray, target: str, need: int, collapse: bool
     ) -> list[Candidate]:
         """Strong evidence first, then CLIP neighbours, each item and group once."""
+        hidden = self.optouts.hidden() if self.optouts else set()
         count = min(self.n, need * 2 + 64)
         while True:
             similar = [Candidate(i, "similar") for i, _ in self.knn(vector, target, count)]
-            ranked = self.dedupe(strong + similar, collapse)
+            ranked = self.dedupe(strong + similar, collapse, hidden)
             if len(ranked) >= need or count >= self.n:
                 return ranked[:need]
             count = min(self.n, count * 4)
 
-    def dedupe(self, candidates: list[Candidate], collapse: bool) -> list[Candidate]:
-        seen_items: set[int] = self.optouts.hidden() if self.optouts else set()
+    def dedupe(
+        self, candidates: list[Candidate], collapse: bool, hidden: set[int]
+    ) -> list[Candidate]:
+        seen_items = set(hidden)
         seen_groups: set[int] = set()
         out = []
         for cand in candidates:
@@ -306,13 +308,9 @@ class Engine:
         self, page: list[Candidate], vector: np.ndarray, phrase: list[str], return_vectors: bool
     ) -> list[schemas.Result]:
         rows = metadata_db.fetch_items(self.db(), [c.idx for c in page])
-        idxs = np.array([c.idx for c in page], dtype=np.int64)
-        scores = (
-            (np.asarray(self.image_vectors[np.sort(idxs)], np.float32) @ vector)
-            if len(idxs)
-            else []
-        )
-        score_of = dict(zip(np.sort(idxs).tolist(), np.asarray(scores).tolist(), strict=True))
+        idxs = sorted(rows)  # memory-mapped rows read in file order
+        scores = np.asarray(self.image_vectors[idxs], np.float32) @ vector if idxs else []
+        score_of = dict(zip(idxs, np.asarray(scores).tolist(), strict=True))
         opted = self.optouts.statuses(list(rows.values())) if self.optouts else {}
         out = []
         for cand in page:
