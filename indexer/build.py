@@ -90,7 +90,7 @@ class Builder:
         self.dataset, self.source, self.out = dataset, source, out
         self.embedder, self.settings = embedder, settings
         self.stage = staging_dir(out)
-        self.bar: tqdm | None = None
+        self.bar: tqdm = tqdm(disable=True)  # replaced by the real bar in run()
         self.options = DecodeOptions(
             max_pixels=settings.max_image_pixels,
             max_bytes=settings.max_image_bytes,
@@ -145,7 +145,7 @@ class Builder:
         if records_done:
             print(f"resuming after {records_done} records ({items_done} indexed)", file=sys.stderr)
         records = itertools.islice(iter(self.dataset), records_done, None)
-        bar = tqdm(
+        self.bar = tqdm(
             total=self.dataset.estimated_size(),
             initial=records_done,
             unit="img",
@@ -165,14 +165,14 @@ class Builder:
                 )
                 if pending is not None:
                     records_done, items_done, chunks_done = self.finish_chunk(
-                        *pending, records_done, items_done, chunks_done, bar
+                        *pending, records_done, items_done, chunks_done
                     )
                 pending = (chunk, decoding)
             if pending is not None:
                 records_done, items_done, chunks_done = self.finish_chunk(
-                    *pending, records_done, items_done, chunks_done, bar
+                    *pending, records_done, items_done, chunks_done
                 )
-        bar.close()
+        self.bar.close()
         return self.finalize(items_done, chunks_done)
 
     def finish_chunk(
@@ -182,15 +182,14 @@ class Builder:
         records_done: int,
         items_done: int,
         chunks_done: int,
-        bar: tqdm,
     ) -> tuple[int, int, int]:
-        kept = self.process_chunk(chunk, decoding.get(), items_done, chunks_done, bar)
+        kept = self.process_chunk(chunk, decoding.get(), items_done, chunks_done)
         progress = (records_done + len(chunk), items_done + kept, chunks_done + 1)
         self.commit_progress(*progress)
         return progress
 
     def process_chunk(
-        self, chunk: list[Record], results: list[Decoded | str], base: int, number: int, bar: tqdm
+        self, chunk: list[Record], results: list[Decoded | str], base: int, number: int
     ) -> int:
         ok: list[tuple[Record, Decoded]] = []
         skipped: list[tuple[Record, str]] = []
@@ -203,8 +202,7 @@ class Builder:
             else:
                 seen.add(record.id)
                 ok.append((record, result))
-        bar.update(len(skipped))
-        self.bar = bar  # the encoder advances it batch by batch: a smooth rate and ETA
+        self.bar.update(len(skipped))  # kept ones advance it per encoder batch: a smooth ETA
         self.write_chunk(number, base, ok, skipped)
         return len(ok)
 
@@ -229,8 +227,7 @@ class Builder:
                 vecs = self.embedder.encode_texts([t for _, t in texts])
                 for (i, _), vec in zip(texts, vecs, strict=True):
                     captions[start + i] = vec
-            if self.bar is not None:
-                self.bar.update(len(part))
+            self.bar.update(len(part))
         return images, captions
 
     def write_chunk(

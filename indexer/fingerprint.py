@@ -1,16 +1,16 @@
 """Perceptual fingerprints for copy detection, computed the same way at build and query time.
 
 Each indexed image gets several 256-bit DCT hashes (imagehash's pHash with hash_size=16;
-64-bit hashes are too crowded on white-background clip art, see the benchmark) so that a crop of the
-original still meets a stored hash of the same region (:data:`CROPS`, plus the image with a
-uniform frame trimmed), and a 4x4 colour signature that tells a recoloured or grey copy from
-the original and keeps differently coloured gradients apart. A query is hashed in every
-flip/rotation, with its frame trimmed, turned by a few degrees, and centre-cropped (so a
-logo in a corner does not hide it) (:func:`query_hashes`).
-Matching is Hamming distance in a FAISS binary index (server/copies.py).
+64-bit hashes are too crowded on white-background clip art, see the benchmark) so that a
+crop of the original still meets a stored hash of the same region (:data:`CROPS`, plus the
+image with a uniform frame trimmed), and a 4x4 colour signature that tells a recoloured or
+grey copy from the original and keeps differently coloured gradients apart. A query is
+hashed in every flip/rotation, with its frame trimmed, turned by a few degrees, and centre-
+cropped (so a logo in a corner does not hide it) (:func:`query_hashes`). Matching is Hamming
+distance in a FAISS binary index (server/copies.py).
 
-pHash says little about near-blank images (a hash with one bit set): such hashes
-are flagged by :func:`informative` and never used to claim a copy.
+pHash says little about near-blank images (a hash with one bit set): such hashes are flagged
+by :func:`informative` and never used to claim a copy.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_BYTES = HASH_BITS // 8
-HASH_BASE = 256  # hashes are taken from a copy this size: fast, and pHash needs only 32x32
+HASH_BASE = 256  # hashes are taken from a copy this size: fast, and pHash needs only 64x64
 CROPS = (1.0, 0.8, 0.6)  # centre crops kept per indexed image, as fractions of each side
 INDEX_VARIANTS = len(CROPS) + 1  # the crops, plus the image with its frame trimmed
 COLOUR_GRID = 4
@@ -133,7 +133,3 @@ def query_hashes(image: Image.Image) -> np.ndarray:
             turned = b.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=corner)
             out.append(phash(trim_borders(turned)))
     return np.stack(out)
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.unpackbits(np.bitwise_xor(a, b)).sum())

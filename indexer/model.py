@@ -20,6 +20,7 @@ from PIL import Image
 
 from indexer.config import RANDOM_WEIGHTS, TINY_MODEL
 from indexer.model_input import resize_center_crop
+from indexer.precision import resolve_precision
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_SEED = 0
@@ -56,21 +57,17 @@ def unavailable_message(spec: ModelSpec, reason: str) -> str:
     )
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
+def hub_reachable() -> bool:
     """Fail fast when there is no network instead of waiting out the hub client's retries."""
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HIBT_OFFLINE") == "1":
         return False
     from huggingface_hub import constants
 
-    host = urlparse(constants.ENDPOINT).hostname or ""
     try:
-        socket.setdefaulttimeout(timeout)
-        socket.getaddrinfo(host, 443)
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "", 443)
         return True
     except OSError:
         return False
-    finally:
-        socket.setdefaulttimeout(None)
 
 
 def cached_pretrained(spec: ModelSpec) -> str | None:
@@ -130,6 +127,7 @@ class Embedder:
     """Image and text encoders of one CLIP model, returning float32 unit vectors."""
 
     def __init__(self, spec: ModelSpec, precision: str = "fp32") -> None:
+        """``precision``: fp32, bf16, int8, or auto (the fastest that this CPU runs well)."""
         torch.set_flush_denormal(True)  # denormals in tiny activations cost 100x on x86
         self.spec = spec
         self.model = create(spec).eval()
@@ -141,8 +139,8 @@ class Embedder:
         )
         self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-        self.precision = precision
-        if precision == "int8":
+        self.precision = resolve_precision(precision)
+        if self.precision == "int8":
             with warnings.catch_warnings():  # deprecated in favour of torchao; still shipped
                 warnings.simplefilter("ignore")
                 self.model = torch.ao.quantization.quantize_dynamic(

@@ -92,10 +92,9 @@ def run_hibt(source: Path, precision: str) -> dict:
     from indexer.build import build_index
     from indexer.config import RANDOM_WEIGHTS, Settings
     from indexer.model import Embedder, ModelSpec
-    from indexer.precision import resolve_precision
 
     settings = Settings(model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision)
-    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), resolve_precision(precision))
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision)
     out = Path(tempfile.mkdtemp()) / "index"
     started = time.perf_counter()
     result = build_index(source, out, embedder, settings)

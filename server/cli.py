@@ -84,27 +84,21 @@ def index(
 
 def make_embedder(settings: Settings):
     from indexer.model import Embedder, ModelSpec
-    from indexer.precision import resolve_precision
 
     tiny = settings.model == TINY_MODEL
     spec = ModelSpec(settings.model, None if tiny else settings.pretrained, settings.checkpoint)
     if not spec.semantic:
         non_semantic_warning(settings.model)
-    return Embedder(spec, precision=resolve_precision(settings.precision))
+    return Embedder(spec, precision=settings.precision)
 
 
 def open_engine(index_dir: Path, settings: Settings):
     from indexer.index_format import IndexError_
     from indexer.model import ModelUnavailable
-    from indexer.precision import resolve_precision
-    from server.engine import Engine, load_embedder
+    from server.engine import Engine
 
     try:
-        from indexer.index_format import read_manifest
-
-        manifest = read_manifest(index_dir)
-        settings = settings.model_copy(update={"precision": resolve_precision(settings.precision)})
-        engine = Engine(index_dir, settings, load_embedder(manifest, settings))
+        engine = Engine(index_dir, settings)
     except IndexError_ as exc:
         fail(str(exc))
     except ModelUnavailable as exc:

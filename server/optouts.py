@@ -29,6 +29,15 @@ EXPORT_FIELDS = (
 )
 
 
+def domain_status(domains: dict[str, str], host: str) -> str | None:
+    """Status of the active domain claim that covers ``host``, if any."""
+    return next((s for d, s in domains.items() if domain_proof.covers(d, host)), None)
+
+
+def export_row(kind: str, **fields: str) -> dict:
+    return {"kind": kind, **dict.fromkeys(EXPORT_FIELDS[1:], ""), **fields}
+
+
 def registry_path(index_dir: Path, settings: Settings) -> Path:
     """Beside the index directory, not in it: rebuilding the index never touches it."""
     if settings.registry:
@@ -106,11 +115,9 @@ class OptOuts:
         out = {}
         for r in rows:
             status = found.get(r["id"]) or found.get(f"sha256:{r['sha256']}")
-            domain_status = next(
-                (s for d, s in domains.items() if domain_proof.covers(d, r["host"])), None
-            )
-            if domain_status == "verified" or (domain_status and not status):
-                status = domain_status
+            by_domain = domain_status(domains, r["host"])
+            if by_domain == "verified" or (by_domain and not status):
+                status = by_domain
             if status:
                 out[r["id"]] = status
         return out
@@ -160,60 +167,30 @@ class OptOuts:
             if url in by_url:
                 hits.append(schemas.CheckHit(query=url, by="url", status=by_url[url]))
                 continue
-            host = host_of(url)
-            status = next((s for d, s in domains.items() if domain_proof.covers(d, host)), None)
+            status = domain_status(domains, host_of(url))
             if status:
                 hits.append(schemas.CheckHit(query=url, by="domain", status=status))
         return schemas.CheckResponse(opted_out=hits)
 
     def export_rows(self) -> Iterator[dict]:
         for r in self.registry.active_items():
-            yield {
-                "kind": "item",
-                "dataset": r["dataset"],
-                "item_id": r["item_id"],
-                "source": r["source"],
-                "url": r["url"],
-                "domain": host_of(r["url"]),
-                "sha256": r["sha256"],
-                "phash": r["phash"],
-                "status": r["status"],
-                "created_at": r["created_at"],
-            }
-        claims = (
-            self.registry.conn()
-            .execute(
-                "SELECT domain, status, created_at FROM domains "
-                "WHERE withdrawn_at IS NULL ORDER BY seq"
-            )
-            .fetchall()
+            yield export_row("item", **dict(r), domain=host_of(r["url"]))
+        claims = self.registry.conn().execute(
+            "SELECT domain, status, created_at FROM domains WHERE withdrawn_at IS NULL ORDER BY seq"
         )
-        for claim in claims:
-            yield {
-                "kind": "domain",
-                "dataset": "",
-                "item_id": "",
-                "source": "",
-                "url": "",
-                "domain": claim["domain"],
-                "sha256": "",
-                "phash": "",
-                "status": claim["status"],
-                "created_at": claim["created_at"],
-            }
+        for claim in claims.fetchall():
+            yield export_row("domain", **dict(claim))
             for row in self.domain_rows(claim["domain"]):
-                yield {
-                    "kind": "domain_item",
-                    "dataset": self.engine.manifest.dataset,
-                    "item_id": row["id"],
-                    "source": row["source"],
-                    "url": row["url"],
-                    "domain": claim["domain"],
-                    "sha256": row["sha256"],
-                    "phash": self.engine.copies_hash_hex(row["idx"]),
-                    "status": claim["status"],
-                    "created_at": claim["created_at"],
-                }
+                yield export_row(
+                    "domain_item",
+                    **dict(claim),
+                    dataset=self.engine.manifest.dataset,
+                    item_id=row["id"],
+                    source=row["source"],
+                    url=row["url"],
+                    sha256=row["sha256"],
+                    phash=self.engine.copies_hash_hex(row["idx"]),
+                )
 
     def export(self, kind: str) -> str:
         rows = list(self.export_rows())
