@@ -31,7 +31,13 @@ from indexer.config import Settings
 from indexer.datasets import Dataset, open_dataset
 from indexer.decode import Decoded, DecodeOptions, decode_one
 from indexer.duplicates import duplicate_groups
-from indexer.fingerprint import COLOUR_BYTES, HASH_BITS, HASH_BYTES, INDEX_VARIANTS
+from indexer.fingerprint import (
+    COLOUR_BYTES,
+    DESCRIPTOR_DIM,
+    HASH_BITS,
+    HASH_BYTES,
+    INDEX_VARIANTS,
+)
 from indexer.model import Embedder
 from indexer.records import Record
 
@@ -239,14 +245,17 @@ class Builder:
     ) -> None:
         images, captions = self.embed(ok)
         hashes = np.zeros((len(ok), INDEX_VARIANTS, HASH_BYTES), np.uint8)
+        descriptors = np.zeros((len(ok), INDEX_VARIANTS, DESCRIPTOR_DIM), np.float16)
         colours = np.zeros((len(ok), COLOUR_BYTES), np.uint8)
         for i, (_, decoded) in enumerate(ok):
             hashes[i], colours[i] = decoded.hashes, decoded.colour
+            descriptors[i] = decoded.descriptors
         np.savez(
             self.stage / CHUNKS / f"{number:06d}.npz",
             image=images,
             caption=captions,
             hashes=hashes,
+            descriptors=descriptors,
             colours=colours,
         )
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
@@ -280,10 +289,10 @@ class Builder:
         write_faiss(arrays["caption"], factory, self.stage / fmt.CAPTION_FAISS)
         digests = [r[0] for r in self.db.execute("SELECT sha256 FROM items ORDER BY idx")]
         groups = duplicate_groups(
-            arrays["hashes"][:, 0, :],
+            arrays["descriptors"][:, 0, :],
             arrays["colours"],
             digests,
-            self.settings.duplicate_group_max_distance,
+            self.settings.duplicate_group_min_similarity,
             self.settings.duplicate_group_max_colour,
         )
         self.store_groups(groups)
@@ -303,7 +312,7 @@ class Builder:
             source=self.source,
             model=fmt.ModelInfo(**self.embedder.identity()),
             faiss_factory=factory,
-            fingerprint=f"phash{HASH_BITS} x {INDEX_VARIANTS}",
+            fingerprint=f"dct{DESCRIPTOR_DIM}+phash{HASH_BITS} x {INDEX_VARIANTS}",
             counts=fmt.Counts(
                 items=n,
                 skipped=len(skipped),
@@ -327,6 +336,7 @@ class Builder:
             "image": (fmt.IMAGE_VECTORS, np.float16, (dim,)),
             "caption": (fmt.CAPTION_VECTORS, np.float16, (dim,)),
             "hashes": (fmt.FINGERPRINTS, np.uint8, (INDEX_VARIANTS, HASH_BYTES)),
+            "descriptors": (fmt.DESCRIPTORS, np.float16, (INDEX_VARIANTS, DESCRIPTOR_DIM)),
             "colours": (fmt.COLOURS, np.uint8, (COLOUR_BYTES,)),
         }
 

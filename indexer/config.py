@@ -43,12 +43,11 @@ class Settings(BaseSettings):
     faiss_factory: str | None = None  # None: chosen from the number of vectors
 
     # --- copy detection (see scripts/bench_copy_detection.py for the calibration) -------
-    # Hamming distances between 256-bit pHashes, calibrated on Openclipart with
-    # scripts/bench_copy_detection.py (held-out images labelled as copies, all transformations
-    # pooled: 0.25% at 16 bits, 0.68% at 32, 1.3% at 40).
-    exact_copy_max_distance: int = 16
-    near_copy_max_distance: int = 32
-    duplicate_group_max_distance: int = 16
+    # Cosine similarities of DCT descriptors (indexer/fingerprint.py), calibrated on
+    # Openclipart with scripts/bench_copy_detection.py from held-out images' best matches.
+    exact_copy_min_similarity: float = 0.99
+    near_copy_min_similarity: float = 0.96
+    duplicate_group_min_similarity: float = 0.97
     duplicate_group_max_colour: float = 12.0  # mean abs difference of 4x4 colour signatures
     exact_copy_max_colour: float = 12.0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.fingerprint import colour_signature, index_hashes
+from indexer.fingerprint import colour_signature, index_fingerprints
 from indexer.images import BadImage, decode, read_bytes, thumbnail_jpeg
 from indexer.model_input import resize_center_crop
 
@@ -29,6 +29,7 @@ class DecodeOptions:
 class Decoded:
     pixels: np.ndarray  # uint8 (S, S, 3) model input
     hashes: np.ndarray  # uint8 (INDEX_VARIANTS, HASH_BYTES)
+    descriptors: np.ndarray  # float32 (INDEX_VARIANTS, DESCRIPTOR_DIM)
     colour: np.ndarray  # uint8 (COLOUR_BYTES,)
     thumbnail: bytes
     width: int
@@ -42,9 +43,11 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
     try:
         data = read_bytes(ref, opts.max_bytes)  # read once: decoded and hashed from memory
         loaded = decode(data, opts.max_pixels, opts.working_size)
+        prints = index_fingerprints(loaded.image)
         return Decoded(
             pixels=resize_center_crop(loaded.image, opts.model_image_size),
-            hashes=index_hashes(loaded.image),
+            hashes=prints.hashes,
+            descriptors=prints.descriptors,
             colour=colour_signature(loaded.image),
             thumbnail=thumbnail_jpeg(loaded.image, opts.thumbnail_size),
             width=loaded.width,

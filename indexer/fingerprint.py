@@ -1,34 +1,53 @@
 """Perceptual fingerprints for copy detection, computed the same way at build and query time.
 
-Each indexed image gets several 256-bit DCT hashes (imagehash's pHash with hash_size=16;
-64-bit hashes are too crowded on white-background clip art, see the benchmark) so that a
-crop of the original still meets a stored hash of the same region (:data:`CROPS`, plus the
-image with a uniform frame trimmed), and a 4x4 colour signature that tells a recoloured or
-grey copy from the original and keeps differently coloured gradients apart. A query is
-hashed in every flip/rotation, with its frame trimmed, turned by a few degrees, and centre-
-cropped (so a logo in a corner does not hide it) (:func:`query_hashes`). Matching is Hamming
-distance in a FAISS binary index (server/copies.py).
+Every view of an image (:func:`index_views` at build time, :func:`query_views` for an
+upload) is shrunk to 64x64 grey and transformed by a 2-D DCT, exactly as pHash does; the
+16x16 lowest frequencies then give two things:
 
-pHash says little about near-blank images (a hash with one bit set): such hashes are flagged
-by :func:`informative` and never used to claim a copy.
+* a **descriptor**: the 255 AC coefficients, L2-normalised. Copies are matched by the cosine
+  of descriptors. Unlike pHash's bits (each coefficient above or below the median), a
+  coefficient near the median weighs little instead of flipping a bit at random, which is
+  what made thin-line and radially symmetric drawings (Openclipart's ~570 "stars") lose
+  their copies after a JPEG pass or a colour change. See scripts/bench_copy_detection.py.
+* the **256-bit pHash** itself (bit-identical to imagehash's ``phash(hash_size=16)``), kept
+  as a compact, widely understood hash for the opt-out export and as the Hamming distance
+  shown beside a match.
+
+Indexed views: the whole image, centre crops (:data:`CROPS`), and the image with a flat frame
+trimmed, so a crop or a padded copy still meets a stored view of the same region. Query
+views: each flip/rotation, as is and trimmed, turned by a few degrees, and centre-cropped (so a
+logo in a corner does not hide it). A 4x4 colour signature tells a recoloured or grey copy
+from the original. Near-blank views (almost no low-frequency contrast) get an all-zero
+descriptor: they never claim a copy; such images are matched by colour layout instead.
 """
 
 from __future__ import annotations
 
-import imagehash
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
+from scipy.fft import dct
 
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_BYTES = HASH_BITS // 8
-HASH_BASE = 256  # hashes are taken from a copy this size: fast, and pHash needs only 64x64
+DESCRIPTOR_DIM = HASH_BITS - 1  # the low-frequency block without its DC term
+DCT_SIZE = HASH_SIZE * 4  # pHash's 64x64 grey image
+HASH_BASE = 256  # views are cut from a copy this size: fast, and the DCT needs only 64x64
 CROPS = (1.0, 0.8, 0.6)  # centre crops kept per indexed image, as fractions of each side
 INDEX_VARIANTS = len(CROPS) + 1  # the crops, plus the image with its frame trimmed
 COLOUR_GRID = 4
 COLOUR_BYTES = COLOUR_GRID * COLOUR_GRID * 3
 SMALL_ROTATIONS = (-5, 5)
-MIN_BITS, MAX_BITS = HASH_BITS // 16, HASH_BITS - HASH_BITS // 16
+# Low-frequency contrast (RMS grey levels) below which a view is too plain to identify.
+MIN_CONTRAST = 1.0
+# Unnormalised DCT-II -> orthonormal scale (first row and column are sqrt(2) too large),
+# so every frequency counts alike in the descriptor.
+_ORTHO = np.ones((HASH_SIZE, HASH_SIZE))
+_ORTHO[0, :] /= np.sqrt(2)
+_ORTHO[:, 0] /= np.sqrt(2)
+_ORTHO /= 2 * DCT_SIZE
 DIHEDRAL = (
     None,
     Image.Transpose.FLIP_LEFT_RIGHT,
@@ -41,6 +60,12 @@ DIHEDRAL = (
 )
 
 
+@dataclass
+class Fingerprints:
+    hashes: np.ndarray  # uint8 (views, HASH_BYTES): packed pHash bits
+    descriptors: np.ndarray  # float32 (views, DESCRIPTOR_DIM): unit length, or all zero
+
+
 def hash_base(image: Image.Image) -> Image.Image:
     base = image.convert("RGB")
     if max(base.size) > HASH_BASE:
@@ -49,15 +74,38 @@ def hash_base(image: Image.Image) -> Image.Image:
     return base
 
 
-def phash(image: Image.Image) -> np.ndarray:
-    """HASH_BYTES bytes: the packed bits of imagehash's pHash."""
-    return np.packbits(imagehash.phash(image, hash_size=HASH_SIZE).hash.flatten())
+def low_frequencies(view: Image.Image) -> np.ndarray:
+    """(16, 16) unnormalised DCT-II coefficients, computed as imagehash's pHash does."""
+    grey = view.convert("L").resize((DCT_SIZE, DCT_SIZE), Image.Resampling.LANCZOS)
+    coefficients = dct(dct(np.asarray(grey, dtype=np.float64), axis=0), axis=1)
+    return coefficients[:HASH_SIZE, :HASH_SIZE]
 
 
-def informative(hashes: np.ndarray) -> np.ndarray:
-    """False where a hash has too few or too many bits set to identify an image."""
-    bits = np.unpackbits(np.asarray(hashes, dtype=np.uint8), axis=-1).sum(axis=-1)
-    return (bits >= MIN_BITS) & (bits <= MAX_BITS)
+def phash_bits(block: np.ndarray) -> np.ndarray:
+    """HASH_BYTES bytes: each coefficient above the block's median, packed."""
+    return np.packbits((block > np.median(block)).flatten())
+
+
+def descriptor(block: np.ndarray) -> np.ndarray:
+    """The AC coefficients at orthonormal scale, unit length; zeros for a near-blank view."""
+    ac = (block * _ORTHO).flatten()[1:]
+    norm = float(np.linalg.norm(ac))
+    if norm < MIN_CONTRAST * DCT_SIZE:  # orthonormal DCT keeps energy: norm = 64 x RMS
+        return np.zeros(DESCRIPTOR_DIM, np.float32)
+    return (ac / norm).astype(np.float32)
+
+
+def fingerprints(views: list[Image.Image]) -> Fingerprints:
+    blocks = [low_frequencies(v) for v in views]
+    return Fingerprints(
+        hashes=np.stack([phash_bits(b) for b in blocks]),
+        descriptors=np.stack([descriptor(b) for b in blocks]),
+    )
+
+
+def informative(descriptors: np.ndarray) -> np.ndarray:
+    """False for the views too plain to identify an image (stored as zero descriptors)."""
+    return np.any(np.asarray(descriptors) != 0, axis=-1)
 
 
 def colour_signature(image: Image.Image) -> np.ndarray:
@@ -113,23 +161,30 @@ def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
     return image.crop((left, top, right, bottom))
 
 
-def index_hashes(image: Image.Image) -> np.ndarray:
-    """(INDEX_VARIANTS, HASH_BYTES) uint8 hashes stored for one indexed image."""
+def index_views(image: Image.Image) -> list[Image.Image]:
+    """The INDEX_VARIANTS views stored for one indexed image."""
     base = hash_base(image)
-    variants = [centre_crop(base, f) for f in CROPS] + [trim_borders(base)]
-    return np.stack([phash(v) for v in variants])
+    return [centre_crop(base, f) for f in CROPS] + [trim_borders(base)]
 
 
-def query_hashes(image: Image.Image) -> np.ndarray:
-    """(22, HASH_BYTES): each dihedral transform of the query as is and trimmed, the query
-    turned by a few degrees either way, and its centre crops."""
+def query_views(image: Image.Image) -> list[Image.Image]:
+    """22 views of an upload: each dihedral transform as is and trimmed, its centre crops,
+    and the image turned by a few degrees either way, as is and trimmed."""
     base = hash_base(image)
     trimmed = trim_borders(base)
-    out = [phash(b if op is None else b.transpose(op)) for b in (base, trimmed) for op in DIHEDRAL]
-    out += [phash(centre_crop(base, f)) for f in CROPS[1:]]
+    out = [b if op is None else b.transpose(op) for b in (base, trimmed) for op in DIHEDRAL]
+    out += [centre_crop(base, f) for f in CROPS[1:]]
     for b in (base, trimmed):
         corner = b.getpixel((0, 0))
         for angle in SMALL_ROTATIONS:
             turned = b.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=corner)
-            out.append(phash(trim_borders(turned)))
-    return np.stack(out)
+            out.append(trim_borders(turned))
+    return out
+
+
+def index_fingerprints(image: Image.Image) -> Fingerprints:
+    return fingerprints(index_views(image))
+
+
+def query_fingerprints(image: Image.Image) -> Fingerprints:
+    return fingerprints(query_views(image))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TOOL_VERSION = "0.1.0"
 
 MANIFEST = "manifest.json"
@@ -21,6 +21,7 @@ CAPTION_VECTORS = "caption_vectors.npy"
 IMAGE_FAISS = "image.faiss"
 CAPTION_FAISS = "caption.faiss"
 FINGERPRINTS = "fingerprints.npy"
+DESCRIPTORS = "descriptors.npy"
 COLOURS = "colours.npy"
 METADATA = "metadata.sqlite"
 REPORT = "report.json"
@@ -30,6 +31,7 @@ REQUIRED_FILES = (
     IMAGE_FAISS,
     CAPTION_FAISS,
     FINGERPRINTS,
+    DESCRIPTORS,
     COLOURS,
     METADATA,
 )

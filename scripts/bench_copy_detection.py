@@ -5,7 +5,7 @@ no copy in the index), builds an index over the rest (cached in --work), then qu
 transformed versions of indexed images and of held-out images. Prints, per transformation,
 recall@1 and recall@10 of the original's group, the false-positive rate of the exact/near
 copy label on held-out images, and the same recalls for CLIP-only matching. Also prints the
-Hamming distances seen, from which the thresholds in indexer/config.py were calibrated.
+fingerprint similarities seen, from which the thresholds in indexer/config.py were calibrated.
 
     python scripts/bench_copy_detection.py data/openclipart/usr/share/openclipart --samples 300
 """
@@ -34,7 +34,11 @@ from scipy.sparse.csgraph import connected_components  # noqa: E402
 from indexer.build import Builder  # noqa: E402
 from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
-from indexer.fingerprint import HASH_BITS, index_hashes, query_hashes  # noqa: E402
+from indexer.fingerprint import (  # noqa: E402
+    colour_signature,
+    index_fingerprints,
+    query_fingerprints,
+)
 from indexer.images import BadImage, load_image  # noqa: E402
 from indexer.model import Embedder, ModelSpec  # noqa: E402
 from indexer.records import Record  # noqa: E402
@@ -142,26 +146,25 @@ class Subset:
 def split(records: list[Record], settings: Settings, holdout: float) -> tuple[set[str], set[str]]:
     """Hold out whole groups of look-alikes, chosen by a hash of their first key.
 
-    The groups are deliberately generous (connected components of images whose hashes come
-    within the near-copy threshold the way the engine compares them: any query variant
-    against any stored variant), so a
-    held-out image has no copy of any kind left in the index: Openclipart holds mirrored,
-    re-framed and recoloured versions of many drawings.
+    The groups are deliberately generous (connected components of images whose fingerprints
+    come within the near-copy threshold the way the engine compares them: any query view
+    against any stored view), so a held-out image has no copy of any kind left in the index:
+    Openclipart holds mirrored, re-framed and recoloured versions of many drawings.
     """
     stored, variants, keys = [], [], []
     for r in records:
         image = query_image(r, settings)
         if image is None:
             continue
-        stored.append(index_hashes(image))
-        variants.append(query_hashes(image))
+        stored.append(index_fingerprints(image).descriptors)
+        variants.append(query_fingerprints(image).descriptors)
         keys.append(r.key)
-    index = faiss.IndexBinaryFlat(HASH_BITS)
-    index.add(np.concatenate(stored))  # every stored variant, as the engine matches them
+    index = faiss.IndexFlatIP(stored[0].shape[1])
+    index.add(np.concatenate(stored))  # every stored view, as the engine matches them
     per_image = len(stored[0])
     rows, cols = [], []
     for i, v in enumerate(variants):
-        _, _, ids = index.range_search(v, settings.near_copy_max_distance + 1)
+        _, _, ids = index.range_search(v, settings.near_copy_min_similarity)
         rows.append(np.full(len(ids), i))
         cols.append(ids // per_image)
     n = len(keys)
@@ -215,7 +218,7 @@ def evaluate(
     rows = []
     for name in transforms:
         hit1 = hit10 = clip1 = clip10 = 0
-        distances = []
+        similarities = []
         started = time.perf_counter()
         for idx, image in originals:
             data = query_bytes(name, image)
@@ -224,25 +227,22 @@ def evaluate(
             ids = [engine.groups[row_of(engine, r.id)] for r in response.results]
             hit1 += bool(ids) and ids[0] == group
             hit10 += group in ids
-            own = [
-                r.hash_distance
-                for r, g in zip(response.results, ids, strict=True)
-                if g == group and r.hash_distance is not None
-            ]
-            distances.append(own[0] if own else 99)
+            best = best_matches(engine, data)
+            similarities.append(
+                max((s for i, s in best.items() if engine.groups[i] == group), default=0)
+            )
             vector = engine.embedder.encode_images([load_upload(data, engine)])[0]
             neigh = [engine.groups[i] for i, _ in engine.knn(vector, "images", 40)]
             neigh = list(dict.fromkeys(neigh))[:10]
             clip1 += bool(neigh) and neigh[0] == group
             clip10 += group in neigh
-        false_pos, neg_distances = 0, []
+        false_pos, neg_similarities = 0, []
         for image in negatives:
             data = query_bytes(name, image)
             response = engine.search_image(data, k=1)
             labelled = response.counts.exact_copy + response.counts.near_copy
             false_pos += labelled > 0
-            top = response.results[0].hash_distance if response.results else None
-            neg_distances.append(top if top is not None else 99)
+            neg_similarities.append(max(best_matches(engine, data).values(), default=0))
         n, m = len(originals), max(1, len(negatives))
         rows.append(
             {
@@ -252,8 +252,8 @@ def evaluate(
                 "fp": false_pos / m,
                 "clip_r1": clip1 / n,
                 "clip_r10": clip10 / n,
-                "distances": distances,
-                "neg_distances": neg_distances,
+                "similarities": similarities,
+                "neg_similarities": neg_similarities,
                 "ms": 1000 * (time.perf_counter() - started) / (n + len(negatives)),
             }
         )
@@ -261,6 +261,16 @@ def evaluate(
     return rows
 
 
+def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
+    """Item row -> best fingerprint similarity, down to well below the copy thresholds."""
+    image = load_upload(data, engine)
+    found = engine.copies.match(
+        query_fingerprints(image), colour_signature(image), CALIBRATION_FLOOR, 0
+    )
+    return {i: m.similarity for i, m in found.items()}
+
+
+CALIBRATION_FLOOR = 0.85
 _rows: dict[str, int] = {}
 
 
@@ -276,8 +286,8 @@ def load_upload(data: bytes, engine: Engine) -> Image.Image:
     ).image
 
 
-def print_table(rows: list[dict], thresholds: tuple[int, int]) -> None:
-    print(f"\nthresholds: exact <= {thresholds[0]} bits, near <= {thresholds[1]} bits")
+def print_table(rows: list[dict], thresholds: tuple[float, float]) -> None:
+    print(f"\nthresholds: exact >= {thresholds[0]}, near >= {thresholds[1]} fingerprint similarity")
     head = (
         f"{'transformation':<18} {'R@1':>6} {'R@10':>6} {'FP':>6} | "
         f"{'CLIP R@1':>8} {'CLIP R@10':>9} | target"
@@ -295,14 +305,16 @@ def print_table(rows: list[dict], thresholds: tuple[int, int]) -> None:
 
 def print_calibration(rows: list[dict]) -> None:
     """Where positives and negatives fall, to set the thresholds from data."""
-    pos = np.concatenate([r["distances"] for r in rows])
-    neg = np.concatenate([r["neg_distances"] for r in rows])
-    print("\nHamming distance of the best hash match (all transformations pooled)")
-    print(f"{'<= d':>5} {'copies found':>13} {'held-out labelled':>18}")
-    for d in range(0, 65, 4):
-        print(f"{d:>5} {np.mean(pos <= d):13.3f} {np.mean(neg <= d):18.4f}")
-    ok = [d for d in range(0, 129) if np.mean(neg <= d) < 0.005]
-    print(f"largest threshold with a pooled false-positive rate under 0.5%: {max(ok) if ok else 0}")
+    pos = np.concatenate([r["similarities"] for r in rows])
+    neg = np.concatenate([r["neg_similarities"] for r in rows])
+    print("\nfingerprint similarity of the best match (all transformations pooled)")
+    print(f"{'>= s':>6} {'copies found':>13} {'held-out labelled':>18}")
+    steps = np.round(np.arange(0.90, 1.0001, 0.01), 2)
+    for s in steps:
+        print(f"{s:>6.2f} {np.mean(pos >= s):13.3f} {np.mean(neg >= s):18.4f}")
+    fine = np.round(np.arange(CALIBRATION_FLOOR, 1.0001, 0.005), 3)
+    ok = [s for s in fine if np.mean(neg >= s) < 0.005]
+    print(f"lowest threshold with a pooled false-positive rate under 0.5%: {min(ok) if ok else 1}")
 
 
 def main() -> None:
@@ -337,7 +349,7 @@ def main() -> None:
         f"images; model {args.model} (semantic: {engine.manifest.model.semantic})"
     )
     results = evaluate(engine, originals, negatives, args.transforms)
-    print_table(results, (settings.exact_copy_max_distance, settings.near_copy_max_distance))
+    print_table(results, (settings.exact_copy_min_similarity, settings.near_copy_min_similarity))
     print_calibration(results)
     print(
         f"\nmean time per image query (copy + CLIP search): "

@@ -145,7 +145,7 @@ def print_results(response) -> None:
     if counts.name_match:
         typer.echo(f"{counts.name_match} items name '{response.query}'")
     for rank, r in enumerate(response.results, 1):
-        extra = f" d={r.hash_distance}" if r.hash_distance is not None else ""
+        extra = f" sim={r.copy_similarity:.3f}" if r.copy_similarity is not None else ""
         typer.echo(
             f"{rank:3d}. [{r.match}{extra}] {r.score:.3f}  {r.caption[:70]!r}  "
             f"by {r.artist or 'unknown'}  ({r.license or 'licence unknown'})  {r.source}"

@@ -1,5 +1,5 @@
-"""Copy detection at query time: Hamming search of a query's hashes in a FAISS binary index,
-checked against colour signatures and exact file bytes."""
+"""Copy detection at query time: cosine search of a query's DCT descriptors in a FAISS
+inner-product index, checked against colour signatures and exact file bytes."""
 
 from __future__ import annotations
 
@@ -8,78 +8,89 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from indexer.fingerprint import colour_distance, informative
+from indexer.fingerprint import Fingerprints, colour_distance, informative
 
-# Bits of Hamming distance one unit of colour difference (0-255 scale) costs when ranking.
-COLOUR_WEIGHT = 1 / 8
+# Similarity one unit of colour difference (0-255 scale) costs when ranking copies.
+COLOUR_WEIGHT = 1 / 2000
 
 
 @dataclass(frozen=True)
 class CopyThresholds:
-    exact: int  # at most this many differing bits and ...
+    exact: float  # descriptors at least this similar and ...
     exact_colour: float  # ... colours this close: the same picture
-    near: int  # at most this many differing bits: a transformed copy
+    near: float  # at least this similar: a transformed copy
 
 
 @dataclass
 class CopyMatch:
     idx: int
-    distance: int
+    similarity: float  # best cosine over query views x stored views; 1.0 for same bytes
     colour: float
+    hash_distance: int | None = None  # pHash bits between the best-matching views
     same_bytes: bool = False
     blank: bool = False  # matched by colour layout: the image is too plain for its hash
 
     def label(self, t: CopyThresholds) -> str | None:
-        if self.same_bytes or (self.distance <= t.exact and self.colour <= t.exact_colour):
+        if self.same_bytes or (self.similarity >= t.exact and self.colour <= t.exact_colour):
             return "exact_copy"
-        return "near_copy" if self.distance <= t.near else None
+        return "near_copy" if self.similarity >= t.near else None
 
     def rank_key(self) -> float:
-        return 0.0 if self.same_bytes else self.distance + COLOUR_WEIGHT * self.colour
+        return -2.0 if self.same_bytes else -self.similarity + COLOUR_WEIGHT * self.colour
 
 
 class CopyMatcher:
-    def __init__(self, fingerprints: np.ndarray, colours: np.ndarray) -> None:
-        """``fingerprints``: (N, variants, bytes); ``colours``: (N, COLOUR_BYTES)."""
-        n, self.variants, nbytes = fingerprints.shape
-        flat = np.ascontiguousarray(fingerprints.reshape(n * self.variants, nbytes))
-        self.usable = informative(flat)
+    def __init__(self, descriptors: np.ndarray, hashes: np.ndarray, colours: np.ndarray) -> None:
+        """``descriptors``: (N, views, dim); ``hashes``: (N, views, bytes); ``colours``:
+        (N, COLOUR_BYTES). Only the descriptors are searched; hashes give the distance
+        shown beside a match."""
+        n, self.views, dim = descriptors.shape
+        flat = np.ascontiguousarray(descriptors.reshape(n * self.views, dim), dtype=np.float32)
+        self.hashes = hashes
         self.colours = np.asarray(colours)
-        self.blank = np.flatnonzero(~self.usable[:: self.variants])
-        self.index = faiss.IndexBinaryFlat(nbytes * 8)
+        self.blank = np.flatnonzero(~informative(flat[:: self.views]))
+        self.index = faiss.IndexFlatIP(dim)
         self.index.add(flat)
 
     def match(
-        self, hashes: np.ndarray, colour: np.ndarray, max_distance: int, max_colour: float
+        self, query: Fingerprints, colour: np.ndarray, min_similarity: float, max_colour: float
     ) -> dict[int, CopyMatch]:
-        """Item row -> its best match with any informative query hash. A near-blank query
-        (no informative hash) is matched by colour layout among near-blank items."""
-        usable = informative(hashes)
+        """Item row -> its best match with any informative query view. A near-blank query
+        (whole view uninformative) is matched by colour layout among near-blank items."""
+        usable = informative(query.descriptors)
         if not usable[0]:
             return self.match_blank(colour, max_colour)
-        hashes = np.ascontiguousarray(hashes[usable], dtype=np.uint8)
-        if not len(hashes):
+        found = np.ascontiguousarray(query.descriptors[usable], dtype=np.float32)
+        radius = float(np.nextafter(np.float32(min_similarity), np.float32(-1)))
+        lims, sims, ids = self.index.range_search(found, radius)
+        if not len(ids):
             return {}
-        _, distances, ids = self.index.range_search(hashes, max_distance + 1)
-        keep = self.usable[ids]
-        best: dict[int, int] = {}
-        for vid, dist in zip(ids[keep] // self.variants, distances[keep], strict=True):
-            item, d = int(vid), int(dist)
-            if d < best.get(item, max_distance + 1):
-                best[item] = d
-        if not best:
-            return {}
-        rows = np.fromiter(best, dtype=np.int64)
+        per_view = np.diff(lims).astype(np.int64)
+        query_view = np.flatnonzero(usable)[np.repeat(np.arange(len(found)), per_view)]
+        order = np.argsort(-sims, kind="stable")  # best first: keep each item's first hit
+        items = ids[order] // self.views
+        _, first = np.unique(items, return_index=True)
+        chosen = order[first]
+        rows = ids[chosen] // self.views
         colour_d = colour_distance(self.colours[rows], colour)
         return {
-            int(i): CopyMatch(int(i), best[int(i)], float(c))
-            for i, c in zip(rows, colour_d, strict=True)
+            int(row): CopyMatch(
+                int(row),
+                min(1.0, float(sims[k])),
+                float(c),
+                hamming(query.hashes[query_view[k]], self.hashes[row, ids[k] % self.views]),
+            )
+            for row, k, c in zip(rows, chosen, colour_d, strict=True)
         }
 
     def match_blank(self, colour: np.ndarray, max_colour: float) -> dict[int, CopyMatch]:
         distances = colour_distance(self.colours[self.blank], colour)
         close = distances <= max_colour
         return {
-            int(i): CopyMatch(int(i), 0, float(d), blank=True)
+            int(i): CopyMatch(int(i), 1.0, float(d), blank=True)
             for i, d in zip(self.blank[close], distances[close], strict=True)
         }
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.unpackbits(np.bitwise_xor(a, b)).sum())

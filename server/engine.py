@@ -23,7 +23,7 @@ import numpy as np
 from indexer import index_format as fmt
 from indexer import metadata_db
 from indexer.config import Settings
-from indexer.fingerprint import colour_signature, query_hashes
+from indexer.fingerprint import colour_signature, query_fingerprints
 from indexer.images import BadImage, decode
 from indexer.model import Embedder, ModelSpec
 from server import schemas
@@ -49,6 +49,7 @@ class Candidate:
     idx: int
     match: str
     hash_distance: int | None = None
+    copy_similarity: float | None = None
     matched_fields: list[str] = field(default_factory=list)
 
 
@@ -86,12 +87,16 @@ class Engine:
             "captions": self.read_faiss(fmt.CAPTION_FAISS),
         }
         self.fingerprints = np.load(self.directory / fmt.FINGERPRINTS, mmap_mode="r")
-        self.copies = CopyMatcher(self.fingerprints, np.load(self.directory / fmt.COLOURS))
+        self.copies = CopyMatcher(
+            np.load(self.directory / fmt.DESCRIPTORS),
+            self.fingerprints,
+            np.load(self.directory / fmt.COLOURS),
+        )
         self.optouts = None  # set by the server: server.optouts.OptOuts
         self.thresholds = CopyThresholds(
-            exact=settings.exact_copy_max_distance,
+            exact=settings.exact_copy_min_similarity,
             exact_colour=settings.exact_copy_max_colour,
-            near=settings.near_copy_max_distance,
+            near=settings.near_copy_min_similarity,
         )
         self.local = threading.local()
         groups = self.db().execute("SELECT idx, dup_group FROM items ORDER BY idx").fetchall()
@@ -246,11 +251,11 @@ class Engine:
         """Exact and near copies, closest first; the same bytes beat any hash."""
         colour = colour_signature(image)
         matches = self.copies.match(
-            query_hashes(image), colour, self.thresholds.near, self.thresholds.exact_colour
+            query_fingerprints(image), colour, self.thresholds.near, self.thresholds.exact_colour
         )
         sha = hashlib.sha256(data).hexdigest()
         for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
-            matches[row[0]] = CopyMatch(row[0], 0, 0.0, same_bytes=True)
+            matches[row[0]] = CopyMatch(row[0], 1.0, 0.0, 0, same_bytes=True)
         labelled = [(m, m.label(self.thresholds)) for m in matches.values()]
         ranked = sorted(
             ((m, kind) for m, kind in labelled if kind),
@@ -261,7 +266,9 @@ class Engine:
                 p[0].idx,
             ),
         )
-        return [Candidate(m.idx, kind, None if m.blank else m.distance) for m, kind in ranked]
+        return [
+            Candidate(m.idx, kind, m.hash_distance, round(m.similarity, 4)) for m, kind in ranked
+        ]
 
     def copy_verdict(self, counts: schemas.MatchCounts) -> str:
         found = counts.exact_copy + counts.near_copy
@@ -337,6 +344,7 @@ class Engine:
             match=cand.match,
             score=score,
             hash_distance=cand.hash_distance,
+            copy_similarity=cand.copy_similarity,
             matched_fields=fields,
             caption=row["caption"],
             title=row["title"],

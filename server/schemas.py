@@ -22,8 +22,15 @@ class Result(BaseModel):
     id: str
     match: MatchKind = Field(description="Why this item is in the answer; best kinds first")
     score: float = Field(description="CLIP cosine similarity between the query and the image")
+    copy_similarity: float | None = Field(
+        None,
+        description="Cosine of the perceptual (DCT) fingerprints of the query and this image, "
+        "best over flips, crops and turns; the copy labels are thresholds on it (copies only)",
+    )
     hash_distance: int | None = Field(
-        None, description="Bits differing between perceptual hashes (image queries; 0-64)"
+        None,
+        description="Bits differing between the 256-bit pHashes of the best-matching views "
+        "(copies only; 0-256; absent for near-blank images matched by colour)",
     )
     matched_fields: list[str] = Field(default_factory=list)
     caption: str

@@ -5,13 +5,22 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from indexer.build import build_index
+from indexer.config import Settings
 from indexer.duplicates import duplicate_groups
-from indexer.fingerprint import informative, phash, trim_borders
+from indexer.fingerprint import (
+    DESCRIPTOR_DIM,
+    hash_base,
+    index_fingerprints,
+    informative,
+    query_fingerprints,
+    trim_borders,
+)
 from server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -37,6 +46,7 @@ def test_same_bytes_and_re_encoded_are_exact(engine, dataset) -> None:
     item = dataset[1][3]
     _, first = top(engine, item.path.read_bytes())
     assert (first.match, first.caption, first.hash_distance) == ("exact_copy", item.caption, 0)
+    assert first.copy_similarity == 1.0
     image = Image.open(item.path).convert("RGB")
     _, first = top(engine, encode(image, "PNG"))
     assert first.match == "exact_copy" and first.caption == item.caption
@@ -70,15 +80,44 @@ def test_greyscale_copy_is_near_not_exact(engine, dataset) -> None:
 
 def test_unrelated_image_is_only_similar_and_the_answer_says_so(engine) -> None:
     response, first = top(engine, encode(drawing(424242)))
-    assert first.match == "similar" and first.hash_distance is None
+    assert first.match == "similar" and first.hash_distance is first.copy_similarity is None
     assert response.counts.exact_copy == response.counts.near_copy == 0
     assert response.copy_verdict == f"no copy of this image found among {engine.n} images"
 
 
-def test_uninformative_hashes_are_flagged() -> None:
-    blank = phash(Image.new("RGB", (200, 200), (250, 250, 250)))
-    busy = phash(drawing(1))
-    assert not informative(blank[None])[0] and informative(busy[None])[0]
+def test_uninformative_views_are_flagged() -> None:
+    blank = index_fingerprints(Image.new("RGB", (200, 200), (250, 250, 250))).descriptors
+    busy = index_fingerprints(drawing(1)).descriptors
+    assert not informative(blank).any() and informative(busy).all()
+    assert np.allclose(np.linalg.norm(busy, axis=1), 1.0, atol=1e-5)
+
+
+def test_stored_hash_is_imagehash_phash() -> None:
+    """The export's phash column must be what builders' own imagehash scripts compute."""
+    image = drawing(3, (300, 180))
+    expected = np.packbits(imagehash.phash(hash_base(image), hash_size=16).hash.flatten())
+    assert (index_fingerprints(image).hashes[0] == expected).all()
+
+
+def thin_star(points: int, size: int = 100) -> Image.Image:
+    """Openclipart's hardest case: hair-thin radial lines, symmetric in every direction."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    c = size / 2
+    for k in range(points):
+        angle = 2 * np.pi * k / points
+        draw.line((c, c, c + 0.45 * size * np.cos(angle), c + 0.45 * size * np.sin(angle)), fill=90)
+    return image
+
+
+def test_thin_line_drawing_survives_jpeg() -> None:
+    """pHash bits of such a drawing flip at random under JPEG (most coefficients sit at
+    the median); the descriptor's cosine barely moves."""
+    star = thin_star(72)
+    squeezed = Image.open(io.BytesIO(encode(star, "JPEG", quality=30))).convert("RGB")
+    stored = index_fingerprints(star).descriptors
+    query = query_fingerprints(squeezed).descriptors
+    assert (query @ stored.T).max() >= Settings().near_copy_min_similarity
 
 
 def test_trim_removes_title_bar_and_margins() -> None:
@@ -123,12 +162,12 @@ def test_duplicates_are_grouped_and_collapsed(dup_index: Engine) -> None:
 
 def test_groups_do_not_chain(tmp_path: Path) -> None:
     """A chain a~b~c where a and c are far apart must not become one group."""
-    a = np.zeros((3, 32), np.uint8)
-    a[1, :2] = 0xFF  # 16 bits from a
-    a[2, :4] = 0xFF  # 16 bits from b, 32 from a
-    a[:, 10:] = 0x0F  # make them informative
+    step = np.arccos(0.975)  # a~b and b~c at 0.975; a~c at 0.90
+    vectors = np.zeros((3, DESCRIPTOR_DIM), np.float32)
+    for i in range(3):
+        vectors[i, :2] = np.cos(i * step), np.sin(i * step)
     colours = np.zeros((3, 48), np.uint8)
-    groups = duplicate_groups(a, colours, ["x", "y", "z"], max_distance=16, max_colour=12)
+    groups = duplicate_groups(vectors, colours, ["x", "y", "z"], 0.97, max_colour=12)
     assert groups.tolist() == [0, 0, 2]
 
 

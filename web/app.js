@@ -271,7 +271,9 @@ function card(result, index) {
 
 function scoreLine(result) {
   const parts = [`score ${result.score.toFixed(3)}`];
-  if (result.hash_distance !== null && result.hash_distance !== undefined) parts.push(`hash distance ${result.hash_distance}`);
+  if (result.copy_similarity !== null && result.copy_similarity !== undefined) {
+    parts.push(`fingerprint similarity ${result.copy_similarity.toFixed(3)}`);
+  }
   if (result.duplicates > 1) parts.push(`${result.duplicates} copies in dataset`);
   return parts.join(" · ");
 }
@@ -364,7 +366,9 @@ function openViewer(index) {
   const fields = [
     ["Artist", result.artist || "unknown"], ["Title", result.title], ["Licence", result.license || "unknown"],
     ["Source", result.source], ["URL", result.url], ["Size", `${result.width} × ${result.height}`],
-    ["Score", result.score.toFixed(4)], ["Hash distance", result.hash_distance ?? ""],
+    ["Score", result.score.toFixed(4)],
+    ["Fingerprint similarity", result.copy_similarity?.toFixed(4) ?? ""],
+    ["Hash distance", result.hash_distance ?? ""],
     ["Matched fields", (result.matched_fields || []).join(", ")],
     ["Copies in dataset", result.duplicates > 1 ? String(result.duplicates) : ""],
     ["Opt-out", result.opt_out ? OPT_OUT_LABEL[result.opt_out] : ""], ["Id", result.id],
