@@ -134,19 +134,37 @@ def uniform_lines(values: np.ndarray, tolerance: int) -> np.ndarray:
     return spread.max(axis=1) <= tolerance
 
 
+FAINT_TOLERANCE = 6  # for pictures drawn in lines too pale to stand out at the default
+
+
 def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
     """Strip flat-coloured rows and columns from every edge: padding, letterboxing, a
-    screenshot's title bar and margins, and the blank margin of the picture itself. Rows
-    and columns are tested in turn until nothing changes, so a title bar does not stop
-    the side margins below it from being seen as flat."""
+    screenshot's title bar and margins, and the blank margin of the picture itself. A
+    picture that looks blank at ``tolerance`` (hair-thin pale lines) is tried again at
+    :data:`FAINT_TOLERANCE`, so its frame still goes."""
     pixels = np.asarray(image.convert("RGB"))
+    box = content_box(pixels, tolerance)
+    if box is None and tolerance > FAINT_TOLERANCE:
+        box = content_box(pixels, FAINT_TOLERANCE)
+    if box is None:
+        return image  # blank: nothing to keep
+    top, left, bottom, right = box
+    if (bottom - top) * (right - left) < 0.01 * pixels.shape[0] * pixels.shape[1]:
+        return image  # a speck: trimming would keep noise only
+    return image.crop((left, top, right, bottom))
+
+
+def content_box(pixels: np.ndarray, tolerance: int) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) inside the flat frame, or None when all of it is flat.
+    Rows and columns are tested in turn until nothing changes, so a title bar does not stop
+    the side margins below it from being seen as flat."""
     top, left, bottom, right = 0, 0, pixels.shape[0], pixels.shape[1]
     for _ in range(4):
         box = pixels[top:bottom, left:right]
         rows = ~uniform_lines(box, tolerance)
         cols = ~uniform_lines(box.transpose(1, 0, 2), tolerance)
         if rows.sum() < 2 or cols.sum() < 2:
-            return image  # blank: nothing to keep
+            return None
         new = (
             top + int(np.argmax(rows)),
             left + int(np.argmax(cols)),
@@ -156,9 +174,7 @@ def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
         if new == (top, left, bottom, right):
             break
         top, left, bottom, right = new
-    if (bottom - top) * (right - left) < 0.01 * pixels.shape[0] * pixels.shape[1]:
-        return image  # a speck: trimming would keep noise only
-    return image.crop((left, top, right, bottom))
+    return top, left, bottom, right
 
 
 def index_views(image: Image.Image) -> list[Image.Image]:
@@ -174,12 +190,26 @@ def query_views(image: Image.Image) -> list[Image.Image]:
     trimmed = trim_borders(base)
     out = [b if op is None else b.transpose(op) for b in (base, trimmed) for op in DIHEDRAL]
     out += [centre_crop(base, f) for f in CROPS[1:]]
-    for b in (base, trimmed):
-        corner = b.getpixel((0, 0))
-        for angle in SMALL_ROTATIONS:
-            turned = b.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=corner)
-            out.append(trim_borders(turned))
+    out += [unrotate(base, angle) for angle in SMALL_ROTATIONS]
+    corner = trimmed.getpixel((0, 0))
+    for angle in SMALL_ROTATIONS:
+        turned = trimmed.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=corner)
+        out.append(trim_borders(turned))
     return out
+
+
+def unrotate(image: Image.Image, angle: float) -> Image.Image:
+    """Undo a turn by -``angle`` degrees that enlarged the canvas to fit (what image editors
+    do): turn back and cut out the original rectangle, whose size follows from the canvas.
+    Works for pictures that fill their frame, where trimming the fill cannot."""
+    c, s = abs(np.cos(np.radians(angle))), abs(np.sin(np.radians(angle)))
+    w, h = image.size
+    width, height = (c * w - s * h) / (c * c - s * s), (c * h - s * w) / (c * c - s * s)
+    if width < 8 or height < 8:
+        return image  # too thin to have been turned this way
+    turned = image.rotate(angle, Image.Resampling.BILINEAR, expand=True)
+    left, top = (turned.width - width) / 2, (turned.height - height) / 2
+    return turned.crop((round(left), round(top), round(left + width), round(top + height)))
 
 
 def index_fingerprints(image: Image.Image) -> Fingerprints:

@@ -55,10 +55,11 @@ class CopyMatcher:
     def match(
         self, query: Fingerprints, colour: np.ndarray, min_similarity: float, max_colour: float
     ) -> dict[int, CopyMatch]:
-        """Item row -> its best match with any informative query view. A near-blank query
-        (whole view uninformative) is matched by colour layout among near-blank items."""
+        """Item row -> its best match with any informative query view. A query with none
+        (a near-blank image) is matched by colour layout among near-blank items; a small
+        drawing on a large empty canvas still has its trimmed views."""
         usable = informative(query.descriptors)
-        if not usable[0]:
+        if not usable.any():
             return self.match_blank(colour, max_colour)
         found = np.ascontiguousarray(query.descriptors[usable], dtype=np.float32)
         radius = float(np.nextafter(np.float32(min_similarity), np.float32(-1)))

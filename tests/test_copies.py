@@ -15,12 +15,14 @@ from indexer.config import Settings
 from indexer.duplicates import duplicate_groups
 from indexer.fingerprint import (
     DESCRIPTOR_DIM,
+    Fingerprints,
     hash_base,
     index_fingerprints,
     informative,
     query_fingerprints,
     trim_borders,
 )
+from server.copies import CopyMatcher
 from server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -61,8 +63,10 @@ def test_same_bytes_and_re_encoded_are_exact(engine, dataset) -> None:
         lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
         lambda im: im.transpose(Image.Transpose.ROTATE_90),
         lambda im: ImageOps.expand(im, border=20, fill=(30, 30, 30)),
+        lambda im: im.rotate(5, Image.BICUBIC, expand=True, fillcolor="white"),
+        lambda im: im.rotate(-5, Image.BICUBIC, expand=True, fillcolor="black"),
     ],
-    ids=["resize-50", "jpeg-40", "crop-80", "hflip", "rotate-90", "padding"],
+    ids=["resize-50", "jpeg-40", "crop-80", "hflip", "rotate-90", "padding", "turn-5", "turn+5"],
 )
 def test_transformed_copies_are_found_first(engine, dataset, transform) -> None:
     image, caption = original(dataset)
@@ -99,14 +103,15 @@ def test_stored_hash_is_imagehash_phash() -> None:
     assert (index_fingerprints(image).hashes[0] == expected).all()
 
 
-def thin_star(points: int, size: int = 100) -> Image.Image:
+def thin_star(points: int, size: int = 100, ink: int = 90) -> Image.Image:
     """Openclipart's hardest case: hair-thin radial lines, symmetric in every direction."""
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
     c = size / 2
     for k in range(points):
         angle = 2 * np.pi * k / points
-        draw.line((c, c, c + 0.45 * size * np.cos(angle), c + 0.45 * size * np.sin(angle)), fill=90)
+        end = (c + 0.45 * size * np.cos(angle), c + 0.45 * size * np.sin(angle))
+        draw.line((c, c, *end), fill=(ink, ink, ink))
     return image
 
 
@@ -127,6 +132,14 @@ def test_trim_removes_title_bar_and_margins() -> None:
     canvas.paste(picture, (40, 60))
     # the picture's own flat margins go too, on both sides alike
     assert trim_borders(canvas).size == trim_borders(picture).size
+
+
+def test_trim_finds_a_pale_line_drawing_in_a_screenshot() -> None:
+    star = thin_star(48, 120, ink=240)  # lines within the default tolerance of white
+    canvas = Image.new("RGB", (220, 240), (236, 236, 236))
+    canvas.paste((52, 58, 64), (0, 0, 220, 40))
+    canvas.paste(star, (50, 70))
+    assert trim_borders(canvas).size == trim_borders(star).size < star.size
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +190,19 @@ def test_blank_images_match_by_colour(dup_index: Engine) -> None:
     first = response.results[0]
     assert first.source in ("e_blank.png", "f_blank.png") and first.duplicates == 2
     assert first.match == "exact_copy" and first.hash_distance is None
+
+
+def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
+    """The whole view is too plain to claim anything, but the trimmed one still can."""
+    rng = np.random.default_rng(0)
+    drawing_view = rng.normal(size=DESCRIPTOR_DIM).astype(np.float32)
+    drawing_view /= np.linalg.norm(drawing_view)
+    stored = np.zeros((2, 4, DESCRIPTOR_DIM), np.float32)
+    stored[0, 3] = drawing_view  # item 0: blank whole view, informative trimmed view
+    stored[1, :] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
+    matcher = CopyMatcher(stored, np.zeros((2, 4, 32), np.uint8), np.zeros((2, 48), np.uint8))
+    query = Fingerprints(np.zeros((2, 32), np.uint8), np.zeros((2, DESCRIPTOR_DIM), np.float32))
+    query.descriptors[1] = drawing_view
+    found = matcher.match(query, np.zeros(48, np.uint8), 0.96, 12)
+    assert list(found) == [0] and found[0].similarity == pytest.approx(1.0)
+    assert not found[0].blank
