@@ -15,8 +15,9 @@ upload) is shrunk to 64x64 grey and transformed by a 2-D DCT, exactly as pHash d
 
 Indexed views: the whole image, centre crops (:data:`CROPS`), and the image with a flat frame
 trimmed, so a crop or a padded copy still meets a stored view of the same region. Query
-views: each flip/rotation, as is and trimmed, turned by a few degrees, and centre-cropped (so a
-logo in a corner does not hide it). A 4x4 colour signature tells a recoloured or grey copy
+views: each flip/rotation, as is and trimmed; turned back by a few degrees (the original
+rectangle cut out exactly, :func:`unrotate`, and the trimmed view turned); and centre-cropped
+(so a logo in a corner does not hide it). A 4x4 colour signature tells a recoloured or grey copy
 from the original. Near-blank views (almost no low-frequency contrast) get an all-zero
 descriptor: they never claim a copy; such images are matched by colour layout instead.
 """
