@@ -44,9 +44,11 @@ class Settings(BaseSettings):
 
     # --- copy detection (see scripts/bench_copy_detection.py for the calibration) -------
     # Cosine similarities of DCT descriptors (indexer/fingerprint.py), calibrated on
-    # Openclipart with scripts/bench_copy_detection.py from held-out images' best matches.
+    # Openclipart with scripts/bench_copy_detection.py (held-out images labelled as copies,
+    # all 14 transformations pooled: 2.4% at 0.96, 0.46% at 0.97, 0.11% at 0.99; transformed
+    # copies found: 98.4%, 97.6%, 94.2%).
     exact_copy_min_similarity: float = 0.99
-    near_copy_min_similarity: float = 0.96
+    near_copy_min_similarity: float = 0.97
     duplicate_group_min_similarity: float = 0.97
     duplicate_group_max_colour: float = 12.0  # mean abs difference of 4x4 colour signatures
     exact_copy_max_colour: float = 12.0

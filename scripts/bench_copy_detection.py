@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import multiprocessing
 import random
 import sys
 import time
@@ -35,8 +36,10 @@ from indexer.build import Builder  # noqa: E402
 from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
 from indexer.fingerprint import (  # noqa: E402
+    colour_distance,
     colour_signature,
     index_fingerprints,
+    informative,
     query_fingerprints,
 )
 from indexer.images import BadImage, load_image  # noqa: E402
@@ -148,17 +151,14 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
 
     The groups are deliberately generous (connected components of images whose fingerprints
     come within the near-copy threshold the way the engine compares them: any query view
-    against any stored view), so a held-out image has no copy of any kind left in the index:
-    Openclipart holds mirrored, re-framed and recoloured versions of many drawings.
+    against any stored view; near-blank images by colour layout), so a held-out image has no
+    copy of any kind left in the index: Openclipart holds mirrored, re-framed and recoloured
+    versions of many drawings, and many blank ones.
     """
-    stored, variants, keys = [], [], []
-    for r in records:
-        image = query_image(r, settings)
-        if image is None:
-            continue
-        stored.append(index_fingerprints(image).descriptors)
-        variants.append(query_fingerprints(image).descriptors)
-        keys.append(r.key)
+    with multiprocessing.get_context("spawn").Pool() as pool:
+        found = [f for f in pool.imap(split_prints, [(r, settings) for r in records], 16) if f]
+    keys = [f[0] for f in found]
+    stored, variants = [f[1] for f in found], [f[2] for f in found]
     index = faiss.IndexFlatIP(stored[0].shape[1])
     index.add(np.concatenate(stored))  # every stored view, as the engine matches them
     per_image = len(stored[0])
@@ -167,6 +167,12 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
         _, _, ids = index.range_search(v, settings.near_copy_min_similarity)
         rows.append(np.full(len(ids), i))
         cols.append(ids // per_image)
+    colours = np.stack([f[3] for f in found])
+    blank = np.flatnonzero([not informative(s[:1])[0] for s in stored])
+    for i in np.flatnonzero([not informative(v).any() for v in variants]):
+        close = blank[colour_distance(colours[blank], colours[i]) <= settings.exact_copy_max_colour]
+        rows.append(np.full(len(close), i))
+        cols.append(close)
     n = len(keys)
     graph = coo_matrix(
         (np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
@@ -177,6 +183,20 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
         digest = hashlib.sha1(str(label).encode()).digest()[0] / 256
         (held if digest < holdout else kept).add(key)
     return kept, held
+
+
+def split_prints(args: tuple[Record, Settings]):
+    """(key, stored descriptors, query descriptors, colour) of one record, or None."""
+    record, settings = args
+    image = query_image(record, settings)
+    if image is None:
+        return None
+    return (
+        record.key,
+        index_fingerprints(image).descriptors,
+        query_fingerprints(image).descriptors,
+        colour_signature(image),
+    )
 
 
 def build(source: Path, work: Path, settings: Settings, embedder: Embedder, holdout: float):
