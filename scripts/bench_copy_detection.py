@@ -106,6 +106,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "jpeg q30": lambda im: jpeg(im, 30),
     "crop 80%": lambda im: crop(im, 0.8),
     "crop 60%": lambda im: crop(im, 0.6),
+    "crop 70% (extra)": lambda im: crop(im, 0.7),  # not an issue target: generalisation check
     "hflip": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
     "rotate 5": lambda im: im.rotate(5, Image.BICUBIC, expand=True, fillcolor=WHITE),
     "rotate 90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
