@@ -41,6 +41,9 @@ HASH_BASE = 256  # views are cut from a copy this size: fast, and the DCT needs 
 CROPS = (1.0, 0.9, 0.8, 0.7, 0.6)
 QUERY_CROPS = (0.8, 0.6)  # centre crops of an upload: a logo in a corner does not hide it
 INDEX_VARIANTS = len(CROPS) + 1  # the crops, plus the image with its frame trimmed
+# Views of the whole picture, as is and trimmed (the rest are crops, flips and turns): only a
+# match between two of these can be an exact copy.
+INDEX_WHOLE_VIEWS = (0, INDEX_VARIANTS - 1)
 COLOUR_GRID = 4
 COLOUR_BYTES = COLOUR_GRID * COLOUR_GRID * 3
 SMALL_ROTATIONS = (-5, 5)
@@ -52,6 +55,7 @@ _ORTHO = np.ones((HASH_SIZE, HASH_SIZE))
 _ORTHO[0, :] /= np.sqrt(2)
 _ORTHO[:, 0] /= np.sqrt(2)
 _ORTHO /= 2 * DCT_SIZE
+QUERY_WHOLE_VIEWS = (0, 8)  # the upload as is, and trimmed; see query_views()
 DIHEDRAL = (
     None,
     Image.Transpose.FLIP_LEFT_RIGHT,

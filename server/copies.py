@@ -8,10 +8,17 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from indexer.fingerprint import Fingerprints, colour_distance, informative
+from indexer.fingerprint import (
+    INDEX_WHOLE_VIEWS,
+    QUERY_WHOLE_VIEWS,
+    Fingerprints,
+    colour_distance,
+    informative,
+)
 
 # Similarity one unit of colour difference (0-255 scale) costs when ranking copies.
 COLOUR_WEIGHT = 1 / 2000
+WHOLE_TIE_BREAK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -29,9 +36,11 @@ class CopyMatch:
     hash_distance: int | None = None  # pHash bits between the best-matching views
     same_bytes: bool = False
     blank: bool = False  # matched by colour layout: the image is too plain for its hash
+    whole: bool = True  # matched whole picture to whole picture (not a crop, flip or turn)
 
     def label(self, t: CopyThresholds) -> str | None:
-        if self.same_bytes or (self.similarity >= t.exact and self.colour <= t.exact_colour):
+        same = self.whole and self.similarity >= t.exact and self.colour <= t.exact_colour
+        if self.same_bytes or same:
             return "exact_copy"
         return "near_copy" if self.similarity >= t.near else None
 
@@ -68,7 +77,12 @@ class CopyMatcher:
             return {}
         per_view = np.diff(lims).astype(np.int64)
         query_view = np.flatnonzero(usable)[np.repeat(np.arange(len(found)), per_view)]
-        order = np.argsort(-sims, kind="stable")  # best first: keep each item's first hit
+        whole = np.isin(query_view, QUERY_WHOLE_VIEWS) & np.isin(
+            ids % self.views, INDEX_WHOLE_VIEWS
+        )
+        # Best first, keeping each item's first hit; a whole-picture pair wins a near tie with
+        # a crop pair, so an identical copy is not labelled by the crops that also match it.
+        order = np.argsort(-(sims + WHOLE_TIE_BREAK * whole), kind="stable")
         items = ids[order] // self.views
         _, first = np.unique(items, return_index=True)
         chosen = order[first]
@@ -80,6 +94,7 @@ class CopyMatcher:
                 min(1.0, float(sims[k])),
                 float(c),
                 hamming(query.hashes[query_view[k]], self.hashes[row, ids[k] % self.views]),
+                whole=bool(whole[k]),
             )
             for row, k, c in zip(rows, chosen, colour_d, strict=True)
         }

@@ -15,6 +15,7 @@ from indexer.config import Settings
 from indexer.duplicates import duplicate_groups
 from indexer.fingerprint import (
     DESCRIPTOR_DIM,
+    INDEX_VARIANTS,
     Fingerprints,
     hash_base,
     index_fingerprints,
@@ -22,7 +23,7 @@ from indexer.fingerprint import (
     query_fingerprints,
     trim_borders,
 )
-from server.copies import CopyMatcher
+from server.copies import CopyMatcher, CopyThresholds
 from server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -74,6 +75,20 @@ def test_transformed_copies_are_found_first(engine, dataset, transform) -> None:
     assert first.caption == caption
     assert first.match in ("exact_copy", "near_copy")
     assert response.counts.exact_copy + response.counts.near_copy >= 1
+
+
+def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
+    """Identical crop views with the same colours are still only a near copy."""
+    rng = np.random.default_rng(1)
+    views = rng.normal(size=(1, INDEX_VARIANTS, DESCRIPTOR_DIM)).astype(np.float32)
+    views /= np.linalg.norm(views, axis=-1, keepdims=True)
+    matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
+    query = Fingerprints(np.zeros((22, 32), np.uint8), np.zeros((22, DESCRIPTOR_DIM), np.float32))
+    query.descriptors[0] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
+    query.descriptors[16] = views[0, 3]  # the upload's centre crop is a stored crop
+    match = matcher.match(query, np.zeros(48, np.uint8), 0.97, 12)[0]
+    assert match.similarity == pytest.approx(1.0) and not match.whole
+    assert match.label(CopyThresholds(exact=0.99, exact_colour=12, near=0.97)) == "near_copy"
 
 
 def test_greyscale_copy_is_near_not_exact(engine, dataset) -> None:
