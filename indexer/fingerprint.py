@@ -55,7 +55,6 @@ _ORTHO = np.ones((HASH_SIZE, HASH_SIZE))
 _ORTHO[0, :] /= np.sqrt(2)
 _ORTHO[:, 0] /= np.sqrt(2)
 _ORTHO /= 2 * DCT_SIZE
-QUERY_WHOLE_VIEWS = (0, 8)  # the upload as is, and trimmed; see query_views()
 DIHEDRAL = (
     None,
     Image.Transpose.FLIP_LEFT_RIGHT,
@@ -66,6 +65,7 @@ DIHEDRAL = (
     Image.Transpose.TRANSPOSE,
     Image.Transpose.TRANSVERSE,
 )
+QUERY_WHOLE_VIEWS = (0, len(DIHEDRAL))  # the upload as is, and trimmed; see query_views()
 
 
 @dataclass

@@ -239,11 +239,10 @@ def evaluate(
     rows = []
     for name in transforms:
         hit1 = hit10 = clip1 = clip10 = 0
-        similarities = []
-        started = time.perf_counter()
+        similarities, seconds = [], []
         for idx, image in originals:
             data = query_bytes(name, image)
-            response = engine.search_image(data, k=10, collapse=True)
+            response = timed(seconds, engine.search_image, data, k=10, collapse=True)
             group = engine.groups[idx]
             ids = [engine.groups[row_of(engine, r.id)] for r in response.results]
             hit1 += bool(ids) and ids[0] == group
@@ -260,7 +259,7 @@ def evaluate(
         false_pos, neg_similarities = 0, []
         for image in negatives:
             data = query_bytes(name, image)
-            response = engine.search_image(data, k=1)
+            response = timed(seconds, engine.search_image, data, k=1)
             labelled = response.counts.exact_copy + response.counts.near_copy
             false_pos += labelled > 0
             neg_similarities.append(max(best_matches(engine, data).values(), default=0))
@@ -275,11 +274,20 @@ def evaluate(
                 "clip_r10": clip10 / n,
                 "similarities": similarities,
                 "neg_similarities": neg_similarities,
-                "ms": 1000 * (time.perf_counter() - started) / (n + len(negatives)),
+                "ms": 1000 * float(np.mean(seconds)),
             }
         )
         print(f"  {name}: R@1 {hit1 / n:.3f}", file=sys.stderr)
     return rows
+
+
+def timed(seconds: list[float], search, *args, **kwargs):
+    """``search(*args, **kwargs)``, its wall time appended to ``seconds``: only the engine's
+    own answer is timed, not the benchmark's re-encoding, calibration or CLIP-only lookups."""
+    started = time.perf_counter()
+    result = search(*args, **kwargs)
+    seconds.append(time.perf_counter() - started)
+    return result
 
 
 def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
@@ -373,7 +381,7 @@ def main() -> None:
     print_table(results, (settings.exact_copy_min_similarity, settings.near_copy_min_similarity))
     print_calibration(results)
     print(
-        f"\nmean time per image query (copy + CLIP search): "
+        f"\nmean time per image query (engine.search_image: decode, copy + CLIP search): "
         f"{np.mean([r['ms'] for r in results]):.1f} ms"
     )
 
