@@ -6,16 +6,16 @@ is at least ``min_similarity``, both are informative, and their colour signature
 those looser links form groups by leader clustering in index order (an image joins the
 earliest leader it is linked to), not by connected components: chains of look-alikes (stars
 with 34, 36, 38... points) must not merge into one giant group. The range search is
-exhaustive but runs in FAISS's BLAS code; beyond a few million images use an IVF index.
+indexer/descriptor_index.py's.
 """
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from indexer.descriptor_index import at_least, descriptor_index
 from indexer.fingerprint import colour_distance, informative
 
 STRONG_SIMILARITY = 0.995  # the same picture, re-encoded or re-rendered
@@ -26,12 +26,10 @@ def linked_pairs(vectors: np.ndarray, min_similarity: float, block: int = 16384)
     """CSR adjacency (lims, similarities, ids) of every vector to those at least
     ``min_similarity`` away in cosine (vectors are unit length or zero)."""
     data = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexFlatIP(data.shape[1])
-    index.add(data)
-    radius = float(np.nextafter(np.float32(min_similarity), np.float32(-1)))  # ">=", not ">"
+    index = descriptor_index(data)
     all_lims, all_sims, all_ids, offset = [np.zeros(1, np.int64)], [], [], 0
     for start in range(0, len(data), block):
-        lims, sims, ids = index.range_search(data[start : start + block], radius)
+        lims, sims, ids = at_least(index, data[start : start + block], min_similarity)
         all_lims.append(lims[1:].astype(np.int64) + offset)
         all_sims.append(sims)
         all_ids.append(ids.astype(np.int64))

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
@@ -35,6 +34,7 @@ from scipy.sparse.csgraph import connected_components  # noqa: E402
 from indexer.build import Builder  # noqa: E402
 from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
+from indexer.descriptor_index import at_least, descriptor_index  # noqa: E402
 from indexer.fingerprint import (  # noqa: E402
     colour_distance,
     colour_signature,
@@ -160,12 +160,11 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
         found = [f for f in pool.imap(split_prints, [(r, settings) for r in records], 16) if f]
     keys = [f[0] for f in found]
     stored, variants = [f[1] for f in found], [f[2] for f in found]
-    index = faiss.IndexFlatIP(stored[0].shape[1])
-    index.add(np.concatenate(stored))  # every stored view, as the engine matches them
+    index = descriptor_index(np.concatenate(stored))  # every stored view, as the engine has
     per_image = len(stored[0])
     rows, cols = [], []
     for i, v in enumerate(variants):
-        _, _, ids = index.range_search(v, settings.near_copy_min_similarity)
+        _, _, ids = at_least(index, v, settings.near_copy_min_similarity)
         rows.append(np.full(len(ids), i))
         cols.append(ids // per_image)
     colours = np.stack([f[3] for f in found])

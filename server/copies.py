@@ -1,13 +1,13 @@
-"""Copy detection at query time: cosine search of a query's DCT descriptors in a FAISS
-inner-product index, checked against colour signatures and exact file bytes."""
+"""Copy detection at query time: cosine search of a query's DCT descriptors
+(indexer/descriptor_index.py), checked against colour signatures and exact file bytes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
+from indexer.descriptor_index import at_least, descriptor_index
 from indexer.fingerprint import (
     INDEX_WHOLE_VIEWS,
     QUERY_WHOLE_VIEWS,
@@ -54,12 +54,11 @@ class CopyMatcher:
         (N, COLOUR_BYTES). Only the descriptors are searched; hashes give the distance
         shown beside a match."""
         n, self.views, dim = descriptors.shape
-        flat = np.ascontiguousarray(descriptors.reshape(n * self.views, dim), dtype=np.float32)
+        flat = descriptors.reshape(n * self.views, dim)
         self.hashes = hashes
         self.colours = np.asarray(colours)
         self.blank = np.flatnonzero(~informative(flat[:: self.views]))
-        self.index = faiss.IndexFlatIP(dim)
-        self.index.add(flat)
+        self.index = descriptor_index(flat)
 
     def match(
         self, query: Fingerprints, colour: np.ndarray, min_similarity: float, max_colour: float
@@ -70,9 +69,8 @@ class CopyMatcher:
         usable = informative(query.descriptors)
         if not usable.any():
             return self.match_blank(colour, max_colour)
-        found = np.ascontiguousarray(query.descriptors[usable], dtype=np.float32)
-        radius = float(np.nextafter(np.float32(min_similarity), np.float32(-1)))
-        lims, sims, ids = self.index.range_search(found, radius)
+        found = query.descriptors[usable]
+        lims, sims, ids = at_least(self.index, found, min_similarity)
         if not len(ids):
             return {}
         per_view = np.diff(lims).astype(np.int64)
