@@ -19,7 +19,9 @@ views: each flip/rotation, as is and trimmed; turned back by a few degrees (the 
 rectangle cut out exactly, :func:`unrotate`, and the trimmed view turned); and centre-cropped
 (so a logo in a corner does not hide it). A 4x4 colour signature tells a recoloured or grey copy
 from the original. Near-blank views (almost no low-frequency contrast) get an all-zero
-descriptor: they never claim a copy; such images are matched by colour layout instead.
+descriptor: they never claim a copy. An upload whose framed picture is near-blank is
+compared by colour layout instead, and shown as similar at most: a blank page identifies
+nothing.
 """
 
 from __future__ import annotations
@@ -65,13 +67,17 @@ DIHEDRAL = (
     Image.Transpose.TRANSPOSE,
     Image.Transpose.TRANSVERSE,
 )
-QUERY_WHOLE_VIEWS = (0, len(DIHEDRAL))  # the upload as is, and trimmed; see query_views()
+QUERY_TRIMMED_VIEW = len(DIHEDRAL)  # the upload with its flat frame trimmed; see query_views()
+QUERY_WHOLE_VIEWS = (0, QUERY_TRIMMED_VIEW)  # the upload as is, and trimmed
 
 
 @dataclass
 class Fingerprints:
     hashes: np.ndarray  # uint8 (views, HASH_BYTES): packed pHash bits
     descriptors: np.ndarray  # float32 (views, DESCRIPTOR_DIM): unit length, or all zero
+    # Queries only: the colour layout of the picture inside any flat frame, which is what a
+    # near-blank upload is compared by (see plain()).
+    content_colour: np.ndarray | None = None
 
 
 def hash_base(image: Image.Image) -> Image.Image:
@@ -114,6 +120,13 @@ def fingerprints(views: list[Image.Image]) -> Fingerprints:
 def informative(descriptors: np.ndarray) -> np.ndarray:
     """False for the views too plain to identify an image (stored as zero descriptors)."""
     return np.any(np.asarray(descriptors) != 0, axis=-1)
+
+
+def plain(query: Fingerprints) -> bool:
+    """True when the picture inside the upload's flat frame is too plain to identify: a
+    blank page, or a screenshot of one (whose window chrome alone would otherwise match
+    window-like icons). Such an upload is compared by colour layout, never claimed a copy."""
+    return not informative(query.descriptors[QUERY_TRIMMED_VIEW])
 
 
 def colour_signature(image: Image.Image) -> np.ndarray:
@@ -165,14 +178,15 @@ def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
 def content_box(pixels: np.ndarray, tolerance: int) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right) inside the flat frame, or None when all of it is flat.
     Rows and columns are tested in turn until nothing changes, so a title bar does not stop
-    the side margins below it from being seen as flat."""
+    the side margins below it from being seen as flat. A frame around a flat page (a
+    screenshot of a blank canvas) gives the page."""
     top, left, bottom, right = 0, 0, pixels.shape[0], pixels.shape[1]
-    for _ in range(4):
+    for step in range(4):
         box = pixels[top:bottom, left:right]
         rows = ~uniform_lines(box, tolerance)
         cols = ~uniform_lines(box.transpose(1, 0, 2), tolerance)
         if rows.sum() < 2 or cols.sum() < 2:
-            return None
+            return None if step == 0 else (top, left, bottom, right)
         new = (
             top + int(np.argmax(rows)),
             left + int(np.argmax(cols)),
@@ -225,4 +239,7 @@ def index_fingerprints(image: Image.Image) -> Fingerprints:
 
 
 def query_fingerprints(image: Image.Image) -> Fingerprints:
-    return fingerprints(query_views(image))
+    views = query_views(image)
+    found = fingerprints(views)
+    found.content_colour = colour_signature(views[QUERY_TRIMMED_VIEW])
+    return found

@@ -40,6 +40,7 @@ from indexer.fingerprint import (  # noqa: E402
     colour_signature,
     index_fingerprints,
     informative,
+    plain,
     query_fingerprints,
 )
 from indexer.images import BadImage, load_image  # noqa: E402
@@ -152,9 +153,9 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
 
     The groups are deliberately generous (connected components of images whose fingerprints
     come within the near-copy threshold the way the engine compares them: any query view
-    against any stored view; near-blank images by colour layout), so a held-out image has no
-    copy of any kind left in the index: Openclipart holds mirrored, re-framed and recoloured
-    versions of many drawings, and many blank ones.
+    against any stored view; near-blank images by colour layout, as the engine ranks them),
+    so a held-out image has no copy of any kind left in the index: Openclipart holds
+    mirrored, re-framed and recoloured versions of many drawings, and many blank ones.
     """
     with multiprocessing.get_context("spawn").Pool() as pool:
         found = [f for f in pool.imap(split_prints, [(r, settings) for r in records], 16) if f]
@@ -169,8 +170,9 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
         cols.append(ids // per_image)
     colours = np.stack([f[3] for f in found])
     blank = np.flatnonzero([not informative(s[:1])[0] for s in stored])
-    for i in np.flatnonzero([not informative(v).any() for v in variants]):
-        close = blank[colour_distance(colours[blank], colours[i]) <= settings.exact_copy_max_colour]
+    for i in np.flatnonzero([f[4] for f in found]):
+        near = colour_distance(colours[blank], found[i][5]) <= settings.exact_copy_max_colour
+        close = blank[near]
         rows.append(np.full(len(close), i))
         cols.append(close)
     n = len(keys)
@@ -186,16 +188,20 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
 
 
 def split_prints(args: tuple[Record, Settings]):
-    """(key, stored descriptors, query descriptors, colour) of one record, or None."""
+    """(key, stored descriptors, query descriptors, stored colour, plain, colour a plain query
+    is compared by) of one record, or None."""
     record, settings = args
     image = query_image(record, settings)
     if image is None:
         return None
+    query = query_fingerprints(image)
     return (
         record.key,
         index_fingerprints(image).descriptors,
-        query_fingerprints(image).descriptors,
+        query.descriptors,
         colour_signature(image),
+        plain(query),
+        query.content_colour,
     )
 
 

@@ -14,6 +14,7 @@ from indexer.fingerprint import (
     Fingerprints,
     colour_distance,
     informative,
+    plain,
 )
 
 # Similarity one unit of colour difference (0-255 scale) costs when ranking copies.
@@ -35,12 +36,15 @@ class CopyMatch:
     colour: float
     hash_distance: int | None = None  # pHash bits between the best-matching views
     same_bytes: bool = False
-    blank: bool = False  # matched by colour layout: the image is too plain for its hash
+    blank: bool = False  # matched by colour layout: both too plain to identify
     whole: bool = True  # matched whole picture to whole picture (not a crop, flip or turn)
 
     def label(self, t: CopyThresholds) -> str | None:
-        same = self.whole and self.similarity >= t.exact and self.colour <= t.exact_colour
-        if self.same_bytes or same:
+        if self.same_bytes:
+            return "exact_copy"
+        if self.blank:
+            return "similar"  # two blank pages look alike; neither is a copy of the other
+        if self.whole and self.similarity >= t.exact and self.colour <= t.exact_colour:
             return "exact_copy"
         return "near_copy" if self.similarity >= t.near else None
 
@@ -63,12 +67,14 @@ class CopyMatcher:
     def match(
         self, query: Fingerprints, colour: np.ndarray, min_similarity: float, max_colour: float
     ) -> dict[int, CopyMatch]:
-        """Item row -> its best match with any informative query view. A query with none
-        (a near-blank image) is matched by colour layout among near-blank items; a small
-        drawing on a large empty canvas still has its trimmed views."""
+        """Item row -> its best match with any informative query view. A query whose framed
+        picture is near-blank (:func:`plain`) is matched by that picture's colour layout
+        among near-blank items; a small drawing on a large empty canvas still has its
+        trimmed views."""
+        if plain(query):
+            content = colour if query.content_colour is None else query.content_colour
+            return self.match_blank(content, max_colour)
         usable = informative(query.descriptors)
-        if not usable.any():
-            return self.match_blank(colour, max_colour)
         found = query.descriptors[usable]
         lims, sims, ids = at_least(self.index, found, min_similarity)
         if not len(ids):

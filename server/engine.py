@@ -23,7 +23,7 @@ import numpy as np
 from indexer import index_format as fmt
 from indexer import metadata_db
 from indexer.config import Settings
-from indexer.fingerprint import colour_signature, query_fingerprints
+from indexer.fingerprint import Fingerprints, colour_signature, plain, query_fingerprints
 from indexer.images import BadImage, decode
 from indexer.model import Embedder, ModelSpec
 from server import schemas
@@ -143,13 +143,14 @@ class Engine:
             )
             raise QueryError(status, f"cannot use this upload: {exc.reason}") from None
         vector = self.embedder.encode_images([loaded.image])[0]
-        copies = self.copy_candidates(data, loaded.image, vector)
+        prints = query_fingerprints(loaded.image)
+        copies = self.copy_candidates(data, loaded.image, prints, vector)
         counts = schemas.MatchCounts(
             exact_copy=sum(c.match == "exact_copy" for c in copies),
             near_copy=sum(c.match == "near_copy" for c in copies),
         )
         ranked = self.rank(copies, vector, "images", offset + k, collapse)
-        verdict = self.copy_verdict(counts)
+        verdict = self.copy_verdict(counts, plain(prints))
         desc = f"image upload ({loaded.width}x{loaded.height} {loaded.format})"
         return self.respond(desc, "image", ranked, vector, offset, k, counts, verdict, started)
 
@@ -247,11 +248,14 @@ class Engine:
             out.append(cand)
         return out
 
-    def copy_candidates(self, data: bytes, image, vector: np.ndarray) -> list[Candidate]:
-        """Exact and near copies, closest first; the same bytes beat any hash."""
+    def copy_candidates(
+        self, data: bytes, image, prints: Fingerprints, vector: np.ndarray
+    ) -> list[Candidate]:
+        """Exact and near copies, closest first; the same bytes beat any hash. Blank look-alikes
+        of a blank upload come after them, as similar."""
         colour = colour_signature(image)
         matches = self.copies.match(
-            query_fingerprints(image), colour, self.thresholds.near, self.thresholds.exact_colour
+            prints, colour, self.thresholds.near, self.thresholds.exact_colour
         )
         sha = hashlib.sha256(data).hexdigest()
         for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
@@ -267,11 +271,17 @@ class Engine:
             ),
         )
         return [
-            Candidate(m.idx, kind, m.hash_distance, round(m.similarity, 4)) for m, kind in ranked
+            Candidate(m.idx, kind, m.hash_distance, None if m.blank else round(m.similarity, 4))
+            for m, kind in ranked
         ]
 
-    def copy_verdict(self, counts: schemas.MatchCounts) -> str:
+    def copy_verdict(self, counts: schemas.MatchCounts, blank: bool) -> str:
         found = counts.exact_copy + counts.near_copy
+        if not found and blank:
+            return (
+                f"this image is almost blank, too plain to tell a copy of it from another "
+                f"plain image among {self.n} images"
+            )
         if not found:
             return f"no copy of this image found among {self.n} images"
         return (

@@ -16,10 +16,12 @@ from indexer.duplicates import duplicate_groups
 from indexer.fingerprint import (
     DESCRIPTOR_DIM,
     INDEX_VARIANTS,
+    QUERY_TRIMMED_VIEW,
     Fingerprints,
     hash_base,
     index_fingerprints,
     informative,
+    plain,
     query_fingerprints,
     trim_borders,
 )
@@ -84,7 +86,7 @@ def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
     views /= np.linalg.norm(views, axis=-1, keepdims=True)
     matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
     query = Fingerprints(np.zeros((22, 32), np.uint8), np.zeros((22, DESCRIPTOR_DIM), np.float32))
-    query.descriptors[0] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
+    query.descriptors[[0, QUERY_TRIMMED_VIEW]] = rng.normal(size=DESCRIPTOR_DIM) / 16
     query.descriptors[16] = views[0, 3]  # the upload's centre crop is a stored crop
     match = matcher.match(query, np.zeros(48, np.uint8), 0.97, 12)[0]
     assert match.similarity == pytest.approx(1.0) and not match.whole
@@ -199,12 +201,34 @@ def test_groups_do_not_chain(tmp_path: Path) -> None:
     assert groups.tolist() == [0, 0, 2]
 
 
-def test_blank_images_match_by_colour(dup_index: Engine) -> None:
-    """A near-blank picture has no usable hash; its colour layout still finds its copies."""
+def test_blank_images_match_by_colour_but_are_not_called_copies(dup_index: Engine) -> None:
+    """A near-blank picture has no usable hash; its colour layout still finds blank pages
+    like it, shown first, but a blank page identifies nothing: no copy is claimed."""
     response = dup_index.search_image(encode(Image.new("RGB", (64, 64), "white")), k=3)
     first = response.results[0]
     assert first.source in ("e_blank.png", "f_blank.png") and first.duplicates == 2
-    assert first.match == "exact_copy" and first.hash_distance is None
+    assert first.match == "similar" and first.hash_distance is first.copy_similarity is None
+    assert response.counts.exact_copy == response.counts.near_copy == 0
+    assert response.copy_verdict.startswith("this image is almost blank")
+
+
+def test_a_screenshot_of_a_blank_page_is_blank_not_its_window_chrome(dup_index) -> None:
+    """The title bar and margins alone must not decide: the picture inside them is blank."""
+    canvas = Image.new("RGB", (300, 280), (236, 236, 236))
+    canvas.paste((52, 58, 64), (0, 0, 300, 40))
+    canvas.paste((255, 255, 255), (30, 60, 270, 250))
+    prints = query_fingerprints(canvas)
+    assert informative(prints.descriptors[0]) and plain(prints)
+    response = dup_index.search_image(encode(canvas), k=3)
+    assert response.results[0].source in ("e_blank.png", "f_blank.png")
+    assert response.copy_verdict.startswith("this image is almost blank")
+
+
+def test_identical_bytes_of_a_blank_page_are_an_exact_copy(dup_index: Engine) -> None:
+    row = dup_index.db().execute("SELECT path FROM items WHERE path LIKE '%e_blank.png'").fetchone()
+    response = dup_index.search_image(Path(row["path"]).read_bytes(), k=3)
+    assert response.results[0].source == "e_blank.png"
+    assert response.results[0].match == "exact_copy" and response.counts.exact_copy == 1
 
 
 def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
@@ -216,8 +240,8 @@ def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
     stored[0, 3] = drawing_view  # item 0: blank whole view, informative trimmed view
     stored[1, :] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
     matcher = CopyMatcher(stored, np.zeros((2, 4, 32), np.uint8), np.zeros((2, 48), np.uint8))
-    query = Fingerprints(np.zeros((2, 32), np.uint8), np.zeros((2, DESCRIPTOR_DIM), np.float32))
-    query.descriptors[1] = drawing_view
+    query = Fingerprints(np.zeros((22, 32), np.uint8), np.zeros((22, DESCRIPTOR_DIM), np.float32))
+    query.descriptors[QUERY_TRIMMED_VIEW] = drawing_view
     found = matcher.match(query, np.zeros(48, np.uint8), 0.96, 12)
     assert list(found) == [0] and found[0].similarity == pytest.approx(1.0)
     assert not found[0].blank
