@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components  # noqa: E402
 from indexer.build import Builder  # noqa: E402
 from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
-from indexer.descriptor_index import at_least, descriptor_index  # noqa: E402
+from indexer.descriptor_index import banded_matches, descriptor_index  # noqa: E402
 from indexer.fingerprint import (  # noqa: E402
     colour_distance,
     colour_signature,
@@ -164,8 +164,8 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
     index = descriptor_index(np.concatenate(stored))  # every stored view, as the engine has
     per_image = len(stored[0])
     rows, cols = [], []
-    for i, v in enumerate(variants):
-        _, _, ids = at_least(index, v, settings.near_copy_min_similarity)
+    for i, (v, bands) in enumerate(variants):
+        _, _, ids = banded_matches(index, v, bands, settings.near_copy_min_similarity)
         rows.append(np.full(len(ids), i))
         cols.append(ids // per_image)
     colours = np.stack([f[3] for f in found])
@@ -198,7 +198,7 @@ def split_prints(args: tuple[Record, Settings]):
     return (
         record.key,
         index_fingerprints(image).descriptors,
-        query.descriptors,
+        (query.descriptors, query.bands),
         colour_signature(image),
         plain(query),
         query.content_colour,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.descriptor_index import at_least, descriptor_index
+from indexer.descriptor_index import banded_matches, descriptor_index
 from indexer.fingerprint import (
+    HASH_SIZE,
     INDEX_WHOLE_VIEWS,
     QUERY_WHOLE_VIEWS,
     Fingerprints,
@@ -74,13 +75,16 @@ class CopyMatcher:
         if plain(query):
             content = colour if query.content_colour is None else query.content_colour
             return self.match_blank(content, max_colour)
-        usable = informative(query.descriptors)
-        found = query.descriptors[usable]
-        lims, sims, ids = at_least(self.index, found, min_similarity)
+        usable = np.flatnonzero(informative(query.descriptors))
+        bands = query.bands
+        if bands is None:
+            bands = np.full((len(query.descriptors), 2), HASH_SIZE)
+        hit, sims, ids = banded_matches(
+            self.index, query.descriptors[usable], bands[usable], min_similarity
+        )
         if not len(ids):
             return {}
-        per_view = np.diff(lims).astype(np.int64)
-        query_view = np.flatnonzero(usable)[np.repeat(np.arange(len(found)), per_view)]
+        query_view = usable[hit]
         whole = np.isin(query_view, QUERY_WHOLE_VIEWS) & np.isin(
             ids % self.views, INDEX_WHOLE_VIEWS
         )

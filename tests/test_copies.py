@@ -18,11 +18,13 @@ from indexer.fingerprint import (
     INDEX_VARIANTS,
     QUERY_TRIMMED_VIEW,
     Fingerprints,
+    fingerprints,
     hash_base,
     index_fingerprints,
     informative,
     plain,
     query_fingerprints,
+    query_views,
     trim_borders,
 )
 from server.copies import CopyMatcher, CopyThresholds
@@ -212,11 +214,12 @@ def test_blank_images_match_by_colour_but_are_not_called_copies(dup_index: Engin
     assert response.copy_verdict.startswith("this image is almost blank")
 
 
-def test_a_screenshot_of_a_blank_page_is_blank_not_its_window_chrome(dup_index) -> None:
+@pytest.mark.parametrize("size", [(300, 280), (410, 460)])
+def test_a_screenshot_of_a_blank_page_is_blank_not_its_window_chrome(dup_index, size) -> None:
     """The title bar and margins alone must not decide: the picture inside them is blank."""
-    canvas = Image.new("RGB", (300, 280), (236, 236, 236))
-    canvas.paste((52, 58, 64), (0, 0, 300, 40))
-    canvas.paste((255, 255, 255), (30, 60, 270, 250))
+    canvas = Image.new("RGB", size, (236, 236, 236))
+    canvas.paste((52, 58, 64), (0, 0, size[0], 50))
+    canvas.paste((255, 255, 255), (30, 70, size[0] - 30, size[1] - 40))
     prints = query_fingerprints(canvas)
     assert informative(prints.descriptors[0]) and plain(prints)
     response = dup_index.search_image(encode(canvas), k=3)
@@ -245,3 +248,21 @@ def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
     found = matcher.match(query, np.zeros(48, np.uint8), 0.96, 12)
     assert list(found) == [0] and found[0].similarity == pytest.approx(1.0)
     assert not found[0].blank
+
+
+def test_a_thumbnail_too_small_for_the_top_frequencies_is_compared_in_its_band() -> None:
+    """At 12x9 px a picture holds only the lowest DCT rows and columns: compared on all of
+    them most thumbnails fall below the near-copy similarity, compared on their band none
+    does, and none is taken for another picture."""
+    pictures = [drawing(seed, (160, 120)) for seed in range(300, 340)]
+    stored = np.stack([index_fingerprints(p).descriptors for p in pictures])
+    matcher = CopyMatcher(stored, np.zeros((*stored.shape[:2], 32), np.uint8), np.zeros((40, 48)))
+    near = Settings().near_copy_min_similarity
+    found, broad, wrong = 0, 0, 0
+    for i, picture in enumerate(pictures):
+        views = query_views(picture.resize((12, 9), Image.LANCZOS))
+        banded = matcher.match(fingerprints(views, banded=True), np.zeros(48), near, 12)
+        found += i in banded
+        wrong += len(set(banded) - {i})
+        broad += i in matcher.match(fingerprints(views), np.zeros(48), near, 12)
+    assert found == len(pictures) and wrong == 0 and broad < len(pictures) // 2
