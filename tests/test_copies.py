@@ -70,8 +70,19 @@ def test_same_bytes_and_re_encoded_are_exact(engine, dataset) -> None:
         lambda im: ImageOps.expand(im, border=20, fill=(30, 30, 30)),
         lambda im: im.rotate(5, Image.BICUBIC, expand=True, fillcolor="white"),
         lambda im: im.rotate(-5, Image.BICUBIC, expand=True, fillcolor="black"),
+        lambda im: screenshot(im.resize((im.width * 3 // 4, im.height * 3 // 4)), (260, 220)),
     ],
-    ids=["resize-50", "jpeg-40", "crop-80", "hflip", "rotate-90", "padding", "turn-5", "turn+5"],
+    ids=[
+        "resize-50",
+        "jpeg-40",
+        "crop-80",
+        "hflip",
+        "rotate-90",
+        "padding",
+        "turn-5",
+        "turn+5",
+        "screenshot",
+    ],
 )
 def test_transformed_copies_are_found_first(engine, dataset, transform) -> None:
     image, caption = original(dataset)
@@ -161,6 +172,34 @@ def test_trim_finds_a_pale_line_drawing_in_a_screenshot() -> None:
     assert trim_borders(canvas).size == trim_borders(star).size < star.size
 
 
+def test_trim_keeps_a_small_drawing_on_a_large_canvas() -> None:
+    canvas = Image.new("RGB", (256, 256), "white")
+    canvas.paste(drawing(5, (80, 60)).resize((20, 16)), (150, 40))
+    width, height = trim_borders(canvas).size  # under 1% of the canvas, but no speck
+    assert 8 <= width <= 20 and 8 <= height <= 16
+
+
+def screenshot(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    canvas = Image.new("RGB", size, (236, 236, 236))
+    canvas.paste((52, 58, 64), (0, 0, size[0], 30))
+    left, top = (size[0] - picture.width) // 2, 30 + (size[1] - 30 - picture.height) // 2
+    canvas.paste(picture, (left, top))
+    return canvas
+
+
+def test_a_screenshot_is_not_taken_for_a_window_icon() -> None:
+    """With its title bar and margins, a screenshot of a small picture looks like any icon of
+    a window (0.99 on the whole views); only the picture inside may be compared."""
+    icon = screenshot(drawing(1, (80, 60)).resize((40, 30)), (200, 200))
+    stored = np.stack([index_fingerprints(icon).descriptors])
+    matcher = CopyMatcher(stored, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
+    near = Settings().near_copy_min_similarity
+    for seed in range(3, 13):
+        shot = screenshot(drawing(seed, (80, 60)).resize((40, 30)), (200, 200))
+        assert float(fingerprints([shot]).descriptors[0] @ stored[0, 0]) > near
+        assert not matcher.match(query_fingerprints(shot), np.zeros(48), near, 12)
+
+
 @pytest.fixture(scope="module")
 def dup_index(tmp_path_factory, embedder) -> Engine:
     """Exact duplicates, a resized copy and a recoloured look-alike inside the dataset."""
@@ -221,7 +260,7 @@ def test_a_screenshot_of_a_blank_page_is_blank_not_its_window_chrome(dup_index, 
     canvas.paste((52, 58, 64), (0, 0, size[0], 50))
     canvas.paste((255, 255, 255), (30, 70, size[0] - 30, size[1] - 40))
     prints = query_fingerprints(canvas)
-    assert informative(prints.descriptors[0]) and plain(prints)
+    assert informative(fingerprints([canvas]).descriptors[0]) and plain(prints)
     response = dup_index.search_image(encode(canvas), k=3)
     assert response.results[0].source in ("e_blank.png", "f_blank.png")
     assert response.copy_verdict.startswith("this image is almost blank")
