@@ -38,7 +38,7 @@ class CopyMatch:
     hash_distance: int | None = None  # pHash bits between the best-matching views
     same_bytes: bool = False
     blank: bool = False  # matched by colour layout: both too plain to identify
-    whole: bool = True  # matched whole picture to whole picture (not a crop, flip or turn)
+    whole: bool = True  # whole picture to whole picture, full band (not a crop, flip, turn)
 
     def label(self, t: CopyThresholds) -> str | None:
         if self.same_bytes:
@@ -85,8 +85,12 @@ class CopyMatcher:
         if not len(ids):
             return {}
         query_view = usable[hit]
-        whole = np.isin(query_view, QUERY_WHOLE_VIEWS) & np.isin(
-            ids % self.views, INDEX_WHOLE_VIEWS
+        # Whole picture to whole picture, on every frequency: a thumbnail compared in its
+        # band holds too little to be called the same picture, only a near copy.
+        whole = (
+            np.isin(query_view, QUERY_WHOLE_VIEWS)
+            & np.isin(ids % self.views, INDEX_WHOLE_VIEWS)
+            & (bands[query_view] == HASH_SIZE).all(axis=1)
         )
         # Best first, keeping each item's first hit; a whole-picture pair wins a near tie with
         # a crop pair, so an identical copy is not labelled by the crops that also match it.
