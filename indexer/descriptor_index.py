@@ -45,7 +45,7 @@ def banded_matches(
     proportion to the coefficients it lacks, so a 12x12 band must reach 0.983 to count as
     0.97. The similarity returned is on that common scale."""
     found = []
-    for rows, cols in np.unique(bands.reshape(-1, 2), axis=0):
+    for rows, cols in np.unique(bands, axis=0):
         picked = np.flatnonzero((bands[:, 0] == rows) & (bands[:, 1] == cols))
         strictness = HASH_SIZE * HASH_SIZE / (rows * cols)
         need = 1 - (1 - min_similarity) / strictness

@@ -83,12 +83,16 @@ QUERY_WHOLE_VIEWS = (0, QUERY_TRIMMED_VIEW)  # the upload as is, and trimmed
 class Fingerprints:
     hashes: np.ndarray  # uint8 (views, HASH_BYTES): packed pHash bits
     descriptors: np.ndarray  # float32 (views, DESCRIPTOR_DIM): unit length, or all zero
-    # int (views, 2): the DCT rows and columns each view holds (band()); HASH_SIZE where
-    # all, as for stored views. A descriptor is zero outside its band (band_mask()).
+    # int (views, 2): the DCT rows and columns each view holds (band()); all of them unless
+    # given, as for stored views. A descriptor is zero outside its band (band_mask()).
     bands: np.ndarray | None = None
     # Queries only: the colour layout of the picture inside any flat frame, which is what a
     # near-blank upload is compared by (see plain()).
     content_colour: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.bands is None:
+            self.bands = np.full((len(self.descriptors), 2), HASH_SIZE)
 
 
 def hash_base(image: Image.Image) -> Image.Image:
@@ -140,12 +144,11 @@ def fingerprints(views: list[Image.Image], banded: bool = False) -> Fingerprints
     """Hashes and descriptors of ``views``; ``banded``: each descriptor limited to its view's
     band (queries only: a stored view keeps every frequency, to be compared in any band)."""
     blocks = [low_frequencies(v) for v in views]
-    full = (HASH_SIZE, HASH_SIZE)
-    bands = np.array([band(v) if banded else full for v in views]).reshape(len(views), 2)
+    bands = [band(v) if banded else (HASH_SIZE, HASH_SIZE) for v in views]
     return Fingerprints(
         hashes=np.stack([phash_bits(b) for b in blocks]),
         descriptors=np.stack([descriptor(b, *k) for b, k in zip(blocks, bands, strict=True)]),
-        bands=bands,
+        bands=np.array(bands).reshape(len(views), 2),
     )
 
 
@@ -192,8 +195,6 @@ def uniform_lines(values: np.ndarray, tolerance: int) -> np.ndarray:
 
 
 FAINT_TOLERANCE = 6  # for pictures drawn in lines too pale to stand out at the default
-
-
 MIN_TRIMMED_SIDE = 8  # pixels: a smaller box is a speck, too small to identify
 CHROME_SPREAD = 64  # frame colours this far apart (0-255) are window chrome or a mount
 
@@ -201,7 +202,11 @@ CHROME_SPREAD = 64  # frame colours this far apart (0-255) are window chrome or 
 def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
     """Strip flat-coloured rows and columns from every edge: padding, letterboxing, a
     screenshot's title bar and margins, and the blank margin of the picture itself."""
-    box = frame_box(np.asarray(image.convert("RGB")), tolerance)
+    return cut(image, frame_box(np.asarray(image.convert("RGB")), tolerance))
+
+
+def cut(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
+    """``image`` inside ``box`` (top, left, bottom, right), or all of it for None."""
     return image if box is None else image.crop((box[1], box[0], box[3], box[2]))
 
 
@@ -290,7 +295,7 @@ def query_views(image: Image.Image) -> list[Image.Image]:
     base = hash_base(image)
     pixels = np.asarray(base)
     box = frame_box(pixels)
-    trimmed = base if box is None else base.crop((box[1], box[0], box[3], box[2]))
+    trimmed = cut(base, box)
     if box is not None and in_chrome(pixels, box):
         base = trimmed
     out = [b if op is None else b.transpose(op) for b in (base, trimmed) for op in DIHEDRAL]

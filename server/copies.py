@@ -77,8 +77,6 @@ class CopyMatcher:
             return self.match_blank(content, max_colour)
         usable = np.flatnonzero(informative(query.descriptors))
         bands = query.bands
-        if bands is None:
-            bands = np.full((len(query.descriptors), 2), HASH_SIZE)
         hit, sims, ids = banded_matches(
             self.index, query.descriptors[usable], bands[usable], min_similarity
         )
