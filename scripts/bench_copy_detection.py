@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
@@ -36,6 +37,7 @@ from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
 from indexer.descriptor_index import banded_matches, descriptor_index  # noqa: E402
 from indexer.fingerprint import (  # noqa: E402
+    Fingerprints,
     colour_distance,
     colour_signature,
     index_fingerprints,
@@ -159,22 +161,22 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
     """
     with multiprocessing.get_context("spawn").Pool() as pool:
         found = [f for f in pool.imap(split_prints, [(r, settings) for r in records], 16) if f]
-    keys = [f[0] for f in found]
-    stored, variants = [f[1] for f in found], [f[2] for f in found]
+    stored = [f.stored for f in found]
     index = descriptor_index(np.concatenate(stored))  # every stored view, as the engine has
     per_image = len(stored[0])
-    rows, cols = [], []
-    for i, (v, bands) in enumerate(variants):
-        _, _, ids = banded_matches(index, v, bands, settings.near_copy_min_similarity)
+    rows, cols, near_similarity = [], [], settings.near_copy_min_similarity
+    for i, f in enumerate(found):
+        _, _, ids = banded_matches(index, f.query.descriptors, f.query.bands, near_similarity)
         rows.append(np.full(len(ids), i))
         cols.append(ids // per_image)
-    colours = np.stack([f[3] for f in found])
+    colours = np.stack([f.colour for f in found])
     blank = np.flatnonzero([not informative(s[:1])[0] for s in stored])
-    for i in np.flatnonzero([f[4] for f in found]):
-        near = colour_distance(colours[blank], found[i][5]) <= settings.exact_copy_max_colour
-        close = blank[near]
+    for i in np.flatnonzero([plain(f.query) for f in found]):
+        near = colour_distance(colours[blank], found[i].query.content_colour)
+        close = blank[near <= settings.exact_copy_max_colour]
         rows.append(np.full(len(close), i))
         cols.append(close)
+    keys = [f.key for f in found]
     n = len(keys)
     graph = coo_matrix(
         (np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
@@ -187,22 +189,20 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
     return kept, held
 
 
-def split_prints(args: tuple[Record, Settings]):
-    """(key, stored descriptors, query descriptors, stored colour, plain, colour a plain query
-    is compared by) of one record, or None."""
+class SplitPrints(NamedTuple):
+    key: str
+    stored: np.ndarray  # descriptors of the views the index would store
+    query: Fingerprints  # as the engine would fingerprint the image uploaded
+    colour: np.ndarray  # the colour signature the index would store
+
+
+def split_prints(args: tuple[Record, Settings]) -> SplitPrints | None:
     record, settings = args
     image = query_image(record, settings)
     if image is None:
         return None
-    query = query_fingerprints(image)
-    return (
-        record.key,
-        index_fingerprints(image).descriptors,
-        (query.descriptors, query.bands),
-        colour_signature(image),
-        plain(query),
-        query.content_colour,
-    )
+    stored = index_fingerprints(image).descriptors
+    return SplitPrints(record.key, stored, query_fingerprints(image), colour_signature(image))
 
 
 def build(source: Path, work: Path, settings: Settings, embedder: Embedder, holdout: float):
