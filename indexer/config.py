@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # transformed copies found: 97.4%, 97.2%, 96.4%, 93.8%).
     exact_copy_min_similarity: float = 0.99
     near_copy_min_similarity: float = 0.97
+    # Below the near-copy threshold, items at least this similar are shown first among the
+    # similar results, with their similarity: a copy recoloured past recognition, or a sibling
+    # drawing. They are never labelled copies.
+    lookalike_min_similarity: float = 0.90
     duplicate_group_min_similarity: float = 0.97
     duplicate_group_max_colour: float = 12.0  # mean abs difference of 4x4 colour signatures
     exact_copy_max_colour: float = 12.0

@@ -86,8 +86,12 @@ class Fingerprints:
     # int (views, 2): the DCT rows and columns each view holds (band()); all of them unless
     # given, as for stored views. A descriptor is zero outside its band (band_mask()).
     bands: np.ndarray | None = None
-    # Queries only: the colour layout of the picture inside any flat frame, which is what a
-    # near-blank upload is compared by (see plain()).
+    # Queries only: the colour layout of the upload (of the picture inside, when it is framed
+    # in window chrome: the chrome's colours are not the picture's), which ranks copies and
+    # tells an exact copy from a recoloured one ...
+    colour: np.ndarray | None = None
+    # ... and that of the picture inside any flat frame, which is what a near-blank upload is
+    # compared by (see plain()).
     content_colour: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -149,6 +153,7 @@ def fingerprints(views: list[Image.Image], banded: bool = False) -> Fingerprints
         hashes=np.stack([phash_bits(b) for b in blocks]),
         descriptors=np.stack([descriptor(b, *k) for b, k in zip(blocks, bands, strict=True)]),
         bands=np.array(bands).reshape(len(views), 2),
+        colour=colour_signature(views[0]),
     )
 
 

@@ -298,9 +298,7 @@ def timed(seconds: list[float], search, *args, **kwargs):
 def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
     """Item row -> best fingerprint similarity, down to well below the copy thresholds."""
     image = load_upload(data, engine)
-    found = engine.copies.match(
-        query_fingerprints(image), colour_signature(image), CALIBRATION_FLOOR, 0
-    )
+    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0)
     return {i: m.similarity for i, m in found.items()}
 
 

@@ -28,6 +28,7 @@ class CopyThresholds:
     exact: float  # descriptors at least this similar and ...
     exact_colour: float  # ... colours this close: the same picture
     near: float  # at least this similar: a transformed copy
+    lookalike: float = 1.0  # at least this similar: shown among similar items, as a look-alike
 
 
 @dataclass
@@ -47,7 +48,9 @@ class CopyMatch:
             return "similar"  # two blank pages look alike; neither is a copy of the other
         if self.whole and self.similarity >= t.exact and self.colour <= t.exact_colour:
             return "exact_copy"
-        return "near_copy" if self.similarity >= t.near else None
+        if self.similarity >= t.near:
+            return "near_copy"
+        return "similar" if self.similarity >= t.lookalike else None
 
     def rank_key(self) -> float:
         return -2.0 if self.same_bytes else -self.similarity + COLOUR_WEIGHT * self.colour
@@ -66,15 +69,14 @@ class CopyMatcher:
         self.index = descriptor_index(flat)
 
     def match(
-        self, query: Fingerprints, colour: np.ndarray, min_similarity: float, max_colour: float
+        self, query: Fingerprints, min_similarity: float, max_colour: float
     ) -> dict[int, CopyMatch]:
         """Item row -> its best match with any informative query view. A query whose framed
         picture is near-blank (:func:`plain`) is matched by that picture's colour layout
         among near-blank items; a small drawing on a large empty canvas still has its
         trimmed views."""
         if plain(query):
-            content = colour if query.content_colour is None else query.content_colour
-            return self.match_blank(content, max_colour)
+            return self.match_blank(query.content_colour, max_colour)
         usable = np.flatnonzero(informative(query.descriptors))
         bands = query.bands
         hit, sims, ids = banded_matches(
@@ -97,7 +99,7 @@ class CopyMatcher:
         _, first = np.unique(items, return_index=True)
         chosen = order[first]
         rows = ids[chosen] // self.views
-        colour_d = colour_distance(self.colours[rows], colour)
+        colour_d = colour_distance(self.colours[rows], query.colour)
         return {
             int(row): CopyMatch(
                 int(row),

@@ -23,7 +23,7 @@ import numpy as np
 from indexer import index_format as fmt
 from indexer import metadata_db
 from indexer.config import Settings
-from indexer.fingerprint import Fingerprints, colour_signature, plain, query_fingerprints
+from indexer.fingerprint import Fingerprints, plain, query_fingerprints
 from indexer.images import BadImage, decode
 from indexer.model import Embedder, ModelSpec
 from server import schemas
@@ -97,6 +97,7 @@ class Engine:
             exact=settings.exact_copy_min_similarity,
             exact_colour=settings.exact_copy_max_colour,
             near=settings.near_copy_min_similarity,
+            lookalike=min(settings.lookalike_min_similarity, settings.near_copy_min_similarity),
         )
         self.local = threading.local()
         groups = self.db().execute("SELECT idx, dup_group FROM items ORDER BY idx").fetchall()
@@ -150,7 +151,7 @@ class Engine:
             near_copy=sum(c.match == "near_copy" for c in copies),
         )
         ranked = self.rank(copies, vector, "images", offset + k, collapse)
-        verdict = self.copy_verdict(counts, plain(prints))
+        verdict = self.copy_verdict(counts, plain(prints), copies)
         desc = f"image upload ({loaded.width}x{loaded.height} {loaded.format})"
         return self.respond(desc, "image", ranked, vector, offset, k, counts, verdict, started)
 
@@ -251,12 +252,10 @@ class Engine:
     def copy_candidates(
         self, data: bytes, image, prints: Fingerprints, vector: np.ndarray
     ) -> list[Candidate]:
-        """Exact and near copies, closest first; the same bytes beat any hash. Blank look-alikes
-        of a blank upload come after them, as similar."""
-        colour = colour_signature(image)
-        matches = self.copies.match(
-            prints, colour, self.thresholds.near, self.thresholds.exact_colour
-        )
+        """Exact and near copies, closest first; the same bytes beat any hash. Look-alikes come
+        after them, as similar: fingerprints just under the near-copy threshold (a copy
+        recoloured past recognition, a sibling drawing), or blank items like a blank upload."""
+        matches = self.copies.match(prints, self.thresholds.lookalike, self.thresholds.exact_colour)
         sha = hashlib.sha256(data).hexdigest()
         for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
             matches[row[0]] = CopyMatch(row[0], 1.0, 0.0, 0, same_bytes=True)
@@ -275,19 +274,28 @@ class Engine:
             for m, kind in ranked
         ]
 
-    def copy_verdict(self, counts: schemas.MatchCounts, blank: bool) -> str:
+    def copy_verdict(
+        self, counts: schemas.MatchCounts, blank: bool, copies: list[Candidate]
+    ) -> str:
         found = counts.exact_copy + counts.near_copy
-        if not found and blank:
+        if found:
+            return (
+                f"{counts.exact_copy} exact and {counts.near_copy} near copies of this image "
+                f"found among {self.n} images"
+            )
+        if blank:
             return (
                 f"this image is almost blank, too plain to tell a copy of it from another "
                 f"plain image among {self.n} images"
             )
-        if not found:
-            return f"no copy of this image found among {self.n} images"
-        return (
-            f"{counts.exact_copy} exact and {counts.near_copy} near copies of this image "
-            f"found among {self.n} images"
-        )
+        verdict = f"no copy of this image found among {self.n} images"
+        if copies:  # look-alikes, closest first
+            verdict += (
+                f"; the closest look-alike has fingerprint similarity "
+                f"{copies[0].copy_similarity:.3f}, under the {self.thresholds.near} a near "
+                f"copy needs"
+            )
+        return verdict
 
     # --- answers -------------------------------------------------------------------------
     def respond(

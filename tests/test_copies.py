@@ -8,7 +8,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from indexer.build import build_index
 from indexer.config import Settings
@@ -18,6 +18,8 @@ from indexer.fingerprint import (
     INDEX_VARIANTS,
     QUERY_TRIMMED_VIEW,
     Fingerprints,
+    colour_distance,
+    colour_signature,
     fingerprints,
     hash_base,
     index_fingerprints,
@@ -98,10 +100,14 @@ def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
     views = rng.normal(size=(1, INDEX_VARIANTS, DESCRIPTOR_DIM)).astype(np.float32)
     views /= np.linalg.norm(views, axis=-1, keepdims=True)
     matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
-    query = Fingerprints(np.zeros((22, 32), np.uint8), np.zeros((22, DESCRIPTOR_DIM), np.float32))
+    query = Fingerprints(
+        np.zeros((22, 32), np.uint8),
+        np.zeros((22, DESCRIPTOR_DIM), np.float32),
+        colour=np.zeros(48, np.uint8),
+    )
     query.descriptors[[0, QUERY_TRIMMED_VIEW]] = rng.normal(size=DESCRIPTOR_DIM) / 16
     query.descriptors[16] = views[0, 3]  # the upload's centre crop is a stored crop
-    match = matcher.match(query, np.zeros(48, np.uint8), 0.97, 12)[0]
+    match = matcher.match(query, 0.97, 12)[0]
     assert match.similarity == pytest.approx(1.0) and not match.whole
     assert match.label(CopyThresholds(exact=0.99, exact_colour=12, near=0.97)) == "near_copy"
 
@@ -117,6 +123,37 @@ def test_unrelated_image_is_only_similar_and_the_answer_says_so(engine) -> None:
     assert first.match == "similar" and first.hash_distance is first.copy_similarity is None
     assert response.counts.exact_copy == response.counts.near_copy == 0
     assert response.copy_verdict == f"no copy of this image found among {engine.n} images"
+
+
+def test_a_copy_under_the_near_threshold_comes_first_as_a_look_alike(built, embedder, dataset):
+    """A copy altered past the near-copy threshold is not called a copy, but it is still
+    shown first, with its similarity, and the verdict says how close it came."""
+    strict = Engine(
+        built.index_dir,
+        tiny_settings(exact_copy_min_similarity=0.99999, near_copy_min_similarity=0.9999),
+        embedder,
+    )
+    image, caption = original(dataset)
+    blurred = image.filter(ImageFilter.GaussianBlur(3))
+    response, first = top(strict, encode(blurred, "JPEG", quality=20))
+    assert (first.caption, first.match) == (caption, "similar")
+    assert 0.9 <= first.copy_similarity < 0.9999
+    assert response.counts.exact_copy == response.counts.near_copy == 0
+    assert response.copy_verdict == (
+        f"no copy of this image found among {strict.n} images; the closest look-alike has "
+        f"fingerprint similarity {first.copy_similarity:.3f}, under the 0.9999 a near copy needs"
+    )
+
+
+def test_a_screenshot_is_coloured_as_the_picture_inside() -> None:
+    """The window chrome's colours are not the picture's: they would rank a look-alike in
+    the chrome's colours above the copy, and keep a screenshot from ever being exact."""
+    grain = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    # grainy, so it has no flat margin of its own to trim with the chrome
+    picture = Image.blend(drawing(5, (160, 120)), Image.fromarray(grain), 0.3)
+    shot = screenshot(picture, (260, 220))
+    assert colour_distance(query_fingerprints(shot).colour, colour_signature(picture)) < 6
+    assert colour_distance(colour_signature(shot), colour_signature(picture)) > 20
 
 
 def test_uninformative_views_are_flagged() -> None:
@@ -197,7 +234,7 @@ def test_a_screenshot_is_not_taken_for_a_window_icon() -> None:
     for seed in range(3, 13):
         shot = screenshot(drawing(seed, (80, 60)).resize((40, 30)), (200, 200))
         assert float(fingerprints([shot]).descriptors[0] @ stored[0, 0]) > near
-        assert not matcher.match(query_fingerprints(shot), np.zeros(48), near, 12)
+        assert not matcher.match(query_fingerprints(shot), near, 12)
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +319,13 @@ def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
     stored[0, 3] = drawing_view  # item 0: blank whole view, informative trimmed view
     stored[1, :] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
     matcher = CopyMatcher(stored, np.zeros((2, 4, 32), np.uint8), np.zeros((2, 48), np.uint8))
-    query = Fingerprints(np.zeros((22, 32), np.uint8), np.zeros((22, DESCRIPTOR_DIM), np.float32))
+    query = Fingerprints(
+        np.zeros((22, 32), np.uint8),
+        np.zeros((22, DESCRIPTOR_DIM), np.float32),
+        colour=np.zeros(48, np.uint8),
+    )
     query.descriptors[QUERY_TRIMMED_VIEW] = drawing_view
-    found = matcher.match(query, np.zeros(48, np.uint8), 0.96, 12)
+    found = matcher.match(query, 0.96, 12)
     assert list(found) == [0] and found[0].similarity == pytest.approx(1.0)
     assert not found[0].blank
 
@@ -300,8 +341,8 @@ def test_a_thumbnail_too_small_for_the_top_frequencies_is_compared_in_its_band()
     found, broad, wrong = 0, 0, 0
     for i, picture in enumerate(pictures):
         views = query_views(picture.resize((12, 9), Image.LANCZOS))
-        banded = matcher.match(fingerprints(views, banded=True), np.zeros(48), near, 12)
+        banded = matcher.match(fingerprints(views, banded=True), near, 12)
         found += i in banded and not banded[i].whole  # a thumbnail is a near copy at most
         wrong += len(set(banded) - {i})
-        broad += i in matcher.match(fingerprints(views), np.zeros(48), near, 12)
+        broad += i in matcher.match(fingerprints(views), near, 12)
     assert found == len(pictures) and wrong == 0 and broad < len(pictures) // 2
