@@ -224,6 +224,24 @@ def screenshot(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
     return canvas
 
 
+def test_window_chrome_is_cut_away_but_not_the_picture_s_own_flat_edge() -> None:
+    """A picture whose edge is white (close to a light grey window) or one flat colour
+    (a flag's field) is cut out whole: trimming at the default tolerance took a flag's
+    white half with the chrome, and a screenshot of Malta's flag was taken for red flags."""
+    half_white = Image.new("RGB", (160, 120), "white")
+    half_white.paste((200, 20, 40), (80, 0, 160, 120))
+    half_white.paste((150, 150, 150), (10, 10, 30, 30))
+    flat_field = Image.new("RGB", (160, 120), (0, 0, 102))
+    flat_field.paste((255, 255, 255), (20, 40, 60, 80))
+    for picture in (half_white, flat_field):
+        views = query_views(screenshot(picture, (240, 200)))
+        assert views[0].size == picture.size
+        assert (
+            float(fingerprints(views[:1]).descriptors[0] @ fingerprints([picture]).descriptors[0])
+            > 0.99
+        )
+
+
 def test_a_screenshot_is_not_taken_for_a_window_icon() -> None:
     """With its title bar and margins, a screenshot of a small picture looks like any icon of
     a window (0.99 on the whole views); only the picture inside may be compared."""
