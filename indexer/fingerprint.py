@@ -153,7 +153,6 @@ def fingerprints(views: list[Image.Image], banded: bool = False) -> Fingerprints
         hashes=np.stack([phash_bits(b) for b in blocks]),
         descriptors=np.stack([descriptor(b, *k) for b, k in zip(blocks, bands, strict=True)]),
         bands=np.array(bands).reshape(len(views), 2),
-        colour=colour_signature(views[0]),
     )
 
 
@@ -193,10 +192,10 @@ def uniform_lines(
     values: np.ndarray, tolerance: int, colours: np.ndarray | None = None
 ) -> np.ndarray:
     """True for each row of ``values`` (rows, width, 3) that is one flat colour (and close to
-    one of ``colours``, when given). A row's end
-    pixels are left out: shrinking blends them with the frame cut away before, and that alone
-    kept a screenshot's flat margins (of 120 shots of generated pictures, 89% met the
-    near-copy similarity with them kept, all without)."""
+    one of ``colours``, when given). A row's end pixels are left out: shrinking blends them
+    with the frame cut away before, and that alone kept a screenshot's flat margins (of 120
+    shots of generated pictures, 89% met the near-copy similarity with them kept, all
+    without)."""
     values = values[:, 1:-1] if values.shape[1] > 4 else values
     spread = values.max(axis=1).astype(np.int16) - values.min(axis=1).astype(np.int16)
     flat = spread.max(axis=1) <= tolerance
@@ -360,5 +359,6 @@ def index_fingerprints(image: Image.Image) -> Fingerprints:
 def query_fingerprints(image: Image.Image) -> Fingerprints:
     views = query_views(image)
     found = fingerprints(views, banded=True)
+    found.colour = colour_signature(views[0])
     found.content_colour = colour_signature(views[QUERY_TRIMMED_VIEW])
     return found

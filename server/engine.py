@@ -145,7 +145,7 @@ class Engine:
             raise QueryError(status, f"cannot use this upload: {exc.reason}") from None
         vector = self.embedder.encode_images([loaded.image])[0]
         prints = query_fingerprints(loaded.image)
-        copies = self.copy_candidates(data, loaded.image, prints, vector)
+        copies = self.copy_candidates(data, prints, vector)
         counts = schemas.MatchCounts(
             exact_copy=sum(c.match == "exact_copy" for c in copies),
             near_copy=sum(c.match == "near_copy" for c in copies),
@@ -250,7 +250,7 @@ class Engine:
         return out
 
     def copy_candidates(
-        self, data: bytes, image, prints: Fingerprints, vector: np.ndarray
+        self, data: bytes, prints: Fingerprints, vector: np.ndarray
     ) -> list[Candidate]:
         """Exact and near copies, closest first; the same bytes beat any hash. Look-alikes come
         after them, as similar: fingerprints just under the near-copy threshold (a copy
