@@ -41,7 +41,6 @@ from indexer.descriptor_index import banded_matches, descriptor_index  # noqa: E
 from indexer.fingerprint import (  # noqa: E402
     Fingerprints,
     colour_distance,
-    colour_signature,
     index_fingerprints,
     informative,
     plain,
@@ -185,9 +184,14 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
         (np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
     )
     _, labels = connected_components(graph, directed=False)
+    first: dict[int, str] = {}
+    for key, label in zip(keys, labels, strict=True):
+        first[label] = min(first.get(label, key), key)
     held, kept = set(), set()
     for key, label in zip(keys, labels, strict=True):
-        digest = hashlib.sha1(str(label).encode()).digest()[0] / 256
+        # The group's first key, not its component number: components are renumbered by
+        # any change to the look-alike graph, which would reshuffle the whole sample.
+        digest = hashlib.sha1(first[label].encode()).digest()[0] / 256
         (held if digest < holdout else kept).add(key)
     return kept, held
 
@@ -204,8 +208,8 @@ def split_prints(args: tuple[Record, Settings]) -> SplitPrints | None:
     image = query_image(record, settings)
     if image is None:
         return None
-    stored = index_fingerprints(image).descriptors
-    return SplitPrints(record.key, stored, query_fingerprints(image), colour_signature(image))
+    stored = index_fingerprints(image)
+    return SplitPrints(record.key, stored.descriptors, query_fingerprints(image), stored.colour)
 
 
 def build(source: Path, work: Path, settings: Settings, embedder: Embedder, holdout: float):
@@ -303,7 +307,8 @@ def timed(seconds: list[float], search, *args, **kwargs):
 def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
     """Item row -> best fingerprint similarity, down to well below the copy thresholds."""
     image = load_upload(data, engine)
-    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0)
+    strict = engine.thresholds.exact  # as the engine matches an upload that looks framed
+    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0, strict)
     return {i: m.similarity for i, m in found.items() if not m.blank}  # never a copy
 
 
