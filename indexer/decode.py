@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.fingerprint import colour_signature, index_fingerprints
+from indexer.fingerprint import index_fingerprints
 from indexer.images import BadImage, decode, read_bytes, thumbnail_jpeg
 from indexer.model_input import resize_center_crop
 
@@ -48,7 +48,7 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
             pixels=resize_center_crop(loaded.image, opts.model_image_size),
             hashes=prints.hashes,
             descriptors=prints.descriptors,
-            colour=colour_signature(loaded.image),
+            colour=prints.colour,
             thumbnail=thumbnail_jpeg(loaded.image, opts.thumbnail_size),
             width=loaded.width,
             height=loaded.height,

@@ -242,6 +242,36 @@ def test_window_chrome_is_cut_away_but_not_the_picture_s_own_flat_edge() -> None
         )
 
 
+def warning_sign(seed: int, size: int = 64) -> Image.Image:
+    """A road sign: its flat grey base line and white margin look like window chrome."""
+    sign = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(sign)
+    corners = [(1, size - 7), (size // 2, 3), (size - 2, size - 7)]
+    draw.polygon(corners, fill=(230, 30, 30), outline=(140, 140, 140))
+    draw.polygon([(12, size - 13), (size // 2, 15), (size - 13, size - 13)], fill="white")
+    sign.paste(drawing(seed, (72, 56)).resize((18, 14)), (size // 2 - 9, size - 30))
+    return sign
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_picture_that_looks_framed_is_an_exact_copy_of_itself(seed: int) -> None:
+    """An upload that looks framed is cut as a screenshot; a stored picture is trimmed the
+    same way, or a re-saved road sign meets its own stored views at 0.95 and finds nothing."""
+    stored = index_fingerprints(warning_sign(seed))
+    matcher = CopyMatcher(
+        stored.descriptors[None], np.zeros((1, INDEX_VARIANTS, 32), np.uint8), stored.colour[None]
+    )
+    settings = Settings()
+    thresholds = CopyThresholds(
+        settings.exact_copy_min_similarity,
+        settings.exact_copy_max_colour,
+        settings.near_copy_min_similarity,
+    )
+    resaved = Image.open(io.BytesIO(encode(warning_sign(seed))))
+    found = matcher.match(query_fingerprints(resaved), 0.9, 12)
+    assert found[0].label(thresholds) == "exact_copy"
+
+
 def test_a_screenshot_is_not_taken_for_a_window_icon() -> None:
     """With its title bar and margins, a screenshot of a small picture looks like any icon of
     a window (0.99 on the whole views); only the picture inside may be compared."""
