@@ -9,6 +9,7 @@ index.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -53,6 +54,33 @@ class BuildResult:
     manifest: fmt.Manifest
     index_dir: Path
     skipped: list[dict]
+    reused: bool = False  # the index was already up to date: nothing was built
+
+
+# Settings that change what a build writes (the rest only change how fast it goes).
+CONTENT_SETTINGS = {
+    "precision",
+    "max_image_pixels",
+    "max_image_bytes",
+    "working_size",
+    "thumbnail_size",
+    "faiss_factory",
+    "duplicate_group_min_similarity",
+    "duplicate_group_max_colour",
+}
+
+
+def source_digest(source: Path) -> str:
+    """sha256 over the path, size and modification time of every file under ``source``:
+    an index stays up to date while this does, and no file needs reading to tell."""
+    root = Path(source).expanduser()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        name = path.relative_to(root) if path != root else path.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def default_factory(n: int) -> str:
@@ -91,11 +119,20 @@ def batched(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
 
 class Builder:
     def __init__(
-        self, dataset: Dataset, source: str, out: Path, embedder: Embedder, settings: Settings
+        self,
+        dataset: Dataset,
+        source: str,
+        out: Path,
+        embedder: Embedder,
+        settings: Settings,
+        rebuild: bool = True,
     ) -> None:
+        """``rebuild``: False leaves an index at ``out`` built from the same files with the
+        same model and settings as it is."""
         self.dataset, self.source, self.out = dataset, source, out
         self.embedder, self.settings = embedder, settings
         self.stage = staging_dir(out)
+        self.rebuild = rebuild
         self.bar: tqdm = tqdm(disable=True)  # replaced by the real bar in run()
         self.options = DecodeOptions(
             max_pixels=settings.max_image_pixels,
@@ -114,6 +151,23 @@ class Builder:
             },
             sort_keys=True,
         )
+
+    def content_key(self) -> str:
+        """Everything the index's contents follow from: the build key, the settings that
+        change what is written, and the source files as they are now."""
+        settings = self.settings.model_dump(include=CONTENT_SETTINGS)
+        parts = [self.build_key, json.dumps(settings, sort_keys=True), source_digest(self.source)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def up_to_date(self, key: str) -> BuildResult | None:
+        try:
+            manifest = fmt.read_manifest(self.out)
+        except fmt.IndexError_:
+            return None
+        if manifest.content_key != key:
+            return None
+        report = json.loads((self.out / fmt.REPORT).read_text())
+        return BuildResult(manifest, self.out, report["skipped"], reused=True)
 
     # --- staging and resume --------------------------------------------------------------
     def open_stage(self) -> None:
@@ -146,6 +200,9 @@ class Builder:
     # --- the streaming pass --------------------------------------------------------------
     def run(self) -> BuildResult:
         check_target(self.out)
+        self.key = self.content_key()
+        if not self.rebuild and (done := self.up_to_date(self.key)):
+            return done
         self.open_stage()
         records_done, items_done, chunks_done = self.progress()
         if records_done:
@@ -321,6 +378,7 @@ class Builder:
             ),
             built_at=fmt.now_iso(),
             build_seconds=round(time.time() - started, 1),
+            content_key=self.key,
         )
         (self.stage / fmt.REPORT).write_text(
             json.dumps({"counts": manifest.counts.model_dump(), "skipped": skipped}, indent=2)
@@ -437,7 +495,12 @@ def publish(stage: Path, out: Path) -> None:
 
 
 def build_index(
-    source: str | Path, out: Path, embedder: Embedder, settings: Settings, name: str | None = None
+    source: str | Path,
+    out: Path,
+    embedder: Embedder,
+    settings: Settings,
+    name: str | None = None,
+    rebuild: bool = True,
 ) -> BuildResult:
     dataset = open_dataset(source, name)
-    return Builder(dataset, str(source), Path(out), embedder, settings).run()
+    return Builder(dataset, str(source), Path(out), embedder, settings, rebuild).run()

@@ -68,6 +68,9 @@ class Manifest(BaseModel):
     counts: Counts
     built_at: str
     build_seconds: float
+    # What it was built from and with (indexer/build.py's content key): `hibt index` leaves
+    # an index with the same key as it is. None in indexes from before it was recorded.
+    content_key: str | None = None
 
     def write(self, directory: Path) -> None:
         """Written last, through a rename: its presence marks a complete index."""

@@ -52,8 +52,12 @@ def index(
     faiss_factory: Annotated[str | None, typer.Option(help="FAISS index_factory string")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per encoder batch")] = None,
     workers: Annotated[int | None, typer.Option(help="decoder processes (-1: none)")] = None,
+    rebuild: Annotated[
+        bool, typer.Option(help="build again even when OUT is up to date with SOURCE")
+    ] = False,
 ) -> None:
-    """Embed every image and caption of SOURCE into an index directory (resumable)."""
+    """Embed every image and caption of SOURCE into an index directory (resumable). An
+    index built from the same files with the same model and settings is left as it is."""
     from indexer.build import BuildError, build_index
     from indexer.datasets import DatasetError
     from indexer.model import ModelUnavailable
@@ -69,12 +73,18 @@ def index(
     )
     try:
         embedder = make_embedder(settings)
-        result = build_index(source, out, embedder, settings, name)
+        result = build_index(source, out, embedder, settings, name, rebuild)
     except ModelUnavailable as exc:
         fail(str(exc), MODEL_UNAVAILABLE)
     except (BuildError, DatasetError) as exc:
         fail(str(exc))
     m = result.manifest
+    if result.reused:
+        typer.echo(
+            f"{out} is up to date with {source} ({m.counts.items} images, built "
+            f"{m.built_at}); nothing to do (--rebuild builds it again)"
+        )
+        return
     typer.echo(
         f"indexed {m.counts.items} images into {out} in {m.build_seconds:.0f}s; "
         f"skipped {m.counts.skipped} (see {out / 'report.json'}); "

@@ -133,6 +133,8 @@ def test_sigkill_during_build_then_resume(dataset, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "resuming after" in done.stderr
     assert fmt.read_manifest(out).counts.items == len(dataset[1])
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr
 
 
 def chunks_done(db: Path) -> int:
@@ -151,6 +153,27 @@ def test_rebuild_replaces_an_existing_index(dataset, embedder, tmp_path) -> None
     second = build_index(dataset[0], out, embedder, tiny_settings())
     assert second.manifest.counts == first.manifest.counts
     assert sorted(p.name for p in tmp_path.iterdir()) == ["twice"]
+
+
+def test_an_up_to_date_index_is_left_as_it_is(dataset, embedder, tmp_path) -> None:
+    """Running the demo a second time must not index everything again; a changed file or a
+    setting that changes the contents must."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for item in dataset[1][:6]:
+        (src / item.path.name).write_bytes(item.path.read_bytes())
+    out = tmp_path / "index"
+    first = build_index(src, out, embedder, tiny_settings(), rebuild=False)
+    again = build_index(src, out, embedder, tiny_settings(), rebuild=False)
+    assert not first.reused and again.reused
+    assert again.manifest == first.manifest
+    forced = build_index(src, out, embedder, tiny_settings(), rebuild=True)
+    assert not forced.reused and forced.manifest.built_at >= first.manifest.built_at
+    smaller = build_index(src, out, embedder, tiny_settings(thumbnail_size=64), rebuild=False)
+    assert not smaller.reused
+    (src / dataset[1][7].path.name).write_bytes(dataset[1][7].path.read_bytes())
+    grown = build_index(src, out, embedder, tiny_settings(thumbnail_size=64), rebuild=False)
+    assert not grown.reused and grown.manifest.counts.items == 7
 
 
 def test_empty_dataset_is_an_error(embedder, tmp_path) -> None:
