@@ -230,6 +230,18 @@ def build(source: Path, work: Path, settings: Settings, embedder: Embedder, hold
     return index_dir, [r for r in dataset if r.key in held]
 
 
+def distinct(records: list[Record]) -> list[Record]:
+    """The first record of each distinct file (by its bytes' sha256)."""
+    seen, out = set(), []
+    for record in records:
+        ref = record.image_ref()
+        digest = hashlib.sha256(ref.read_bytes() if isinstance(ref, Path) else ref).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append(record)
+    return out
+
+
 def query_image(record: Record, settings: Settings) -> Image.Image | None:
     try:
         return load_image(
@@ -375,7 +387,13 @@ def main() -> None:
     engine = Engine(index_dir, settings, embedder)
     rng = random.Random(0)
     conn = engine.db()
-    rows = conn.execute("SELECT idx, path FROM items WHERE path IS NOT NULL").fetchall()
+    # One file per picture: Openclipart links many paths to one PNG, and a picture sampled
+    # twice would count twice.
+    rows = conn.execute(
+        "SELECT min(idx) AS idx, path FROM items WHERE path IS NOT NULL GROUP BY sha256 "
+        "ORDER BY idx"
+    ).fetchall()
+    held = distinct(held)
     originals = []
     for row in rng.sample(rows, min(args.samples, len(rows))):
         image = query_image(Record("", "", "", path=Path(row["path"])), settings)
