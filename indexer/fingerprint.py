@@ -77,6 +77,7 @@ DIHEDRAL = (
 )
 QUERY_TRIMMED_VIEW = len(DIHEDRAL)  # the upload with its flat frame trimmed; see query_views()
 QUERY_WHOLE_VIEWS = (0, QUERY_TRIMMED_VIEW)  # the upload as is, and trimmed
+QUERY_VIEWS = 22  # then, when the picture was cut out of a frame, the upload uncut
 
 
 @dataclass
@@ -93,10 +94,16 @@ class Fingerprints:
     # ... and, for queries, that of the picture inside any flat frame, which is what a
     # near-blank upload is compared by (see plain()).
     content_colour: np.ndarray | None = None
+    # Queries only: the views that may claim an item only as the same picture (the upload
+    # uncut, when its picture was cut out of a frame: see query_views()), and their colour.
+    strict: np.ndarray | None = None
+    uncut_colour: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.bands is None:
             self.bands = np.full((len(self.descriptors), 2), HASH_SIZE)
+        if self.strict is None:
+            self.strict = np.arange(len(self.descriptors)) >= QUERY_VIEWS
 
 
 def hash_base(image: Image.Image) -> Image.Image:
@@ -332,10 +339,13 @@ def picture(base: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int] |
 
 
 def query_views(image: Image.Image) -> list[Image.Image]:
-    """22 views of an upload's :func:`picture`: each dihedral transform as is and trimmed,
-    its centre crops, and the picture turned by a few degrees either way, as is and
-    trimmed."""
-    base, box = picture(hash_base(image))
+    """:data:`QUERY_VIEWS` views of an upload's :func:`picture`: each dihedral transform as
+    is and trimmed, its centre crops, and the picture turned by a few degrees either way, as
+    is and trimmed. When the picture was cut out of what looked like a frame, the upload
+    uncut comes last: a crop of a striped flag looks framed too, and only the uncut crop
+    meets the stored crop (see CopyMatcher.match for how far it may claim)."""
+    uncut = hash_base(image)
+    base, box = picture(uncut)
     trimmed = cut(base, box)
     out = [b if op is None else b.transpose(op) for b in (base, trimmed) for op in DIHEDRAL]
     out += [centre_crop(base, f) for f in QUERY_CROPS]
@@ -344,7 +354,7 @@ def query_views(image: Image.Image) -> list[Image.Image]:
     for angle in SMALL_ROTATIONS:
         turned = trimmed.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=corner)
         out.append(trim_borders(turned))
-    return out
+    return out if base.size == uncut.size else [*out, uncut]
 
 
 def unrotate(image: Image.Image, angle: float) -> Image.Image:
@@ -376,4 +386,6 @@ def query_fingerprints(image: Image.Image) -> Fingerprints:
     found = fingerprints(views, banded=True)
     found.colour = colour_signature(views[0])
     found.content_colour = colour_signature(views[QUERY_TRIMMED_VIEW])
+    if len(views) > QUERY_VIEWS:
+        found.uncut_colour = colour_signature(views[QUERY_VIEWS])
     return found

@@ -319,7 +319,8 @@ def timed(seconds: list[float], search, *args, **kwargs):
 def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
     """Item row -> best fingerprint similarity, down to well below the copy thresholds."""
     image = load_upload(data, engine)
-    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0)
+    strict = engine.thresholds.exact  # as the engine counts an uncut upload's view
+    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0, strict)
     return {i: m.similarity for i, m in found.items() if not m.blank}  # never a copy
 
 

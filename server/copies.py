@@ -69,12 +69,18 @@ class CopyMatcher:
         self.index = descriptor_index(flat)
 
     def match(
-        self, query: Fingerprints, min_similarity: float, max_colour: float
+        self,
+        query: Fingerprints,
+        min_similarity: float,
+        max_colour: float,
+        strict_similarity: float = 1.0,
     ) -> dict[int, CopyMatch]:
         """Item row -> its best match with any informative query view. A query whose framed
         picture is near-blank (:func:`plain`) is matched by that picture's colour layout
         among near-blank items; a small drawing on a large empty canvas still has its
-        trimmed views."""
+        trimmed views. The query's strict views (the upload uncut, when its picture was cut
+        out of a frame) count only from ``strict_similarity`` up: a screenshot as a whole
+        looks like a window icon, at 0.97-0.99."""
         if plain(query):
             return self.match_blank(query.content_colour, max_colour)
         usable = np.flatnonzero(informative(query.descriptors))
@@ -82,13 +88,17 @@ class CopyMatcher:
         hit, sims, ids = banded_matches(
             self.index, query.descriptors[usable], bands[usable], min_similarity
         )
+        strict = query.strict[usable[hit]]
+        crop = ~np.isin(ids % self.views, INDEX_WHOLE_VIEWS)
+        keep = ~strict | (crop & (sims >= strict_similarity))
+        hit, sims, ids = hit[keep], sims[keep], ids[keep]
         if not len(ids):
             return {}
         query_view = usable[hit]
         # Whole picture to whole picture, on every frequency: a thumbnail compared in its
         # band holds too little to be called the same picture, only a near copy.
         whole = (
-            np.isin(query_view, QUERY_WHOLE_VIEWS)
+            (np.isin(query_view, QUERY_WHOLE_VIEWS) | query.strict[query_view])
             & np.isin(ids % self.views, INDEX_WHOLE_VIEWS)
             & (bands[query_view] == HASH_SIZE).all(axis=1)
         )
@@ -100,6 +110,9 @@ class CopyMatcher:
         chosen = order[first]
         rows = ids[chosen] // self.views
         colour_d = colour_distance(self.colours[rows], query.colour)
+        uncut = query.strict[query_view[chosen]]
+        if uncut.any():  # an uncut match is of the whole upload, in its own colours
+            colour_d[uncut] = colour_distance(self.colours[rows[uncut]], query.uncut_colour)
         return {
             int(row): CopyMatch(
                 int(row),

@@ -255,7 +255,8 @@ class Engine:
         """Exact and near copies, closest first; the same bytes beat any hash. Look-alikes come
         after them, as similar: fingerprints just under the near-copy threshold (a copy
         recoloured past recognition, a sibling drawing), or blank items like a blank upload."""
-        matches = self.copies.match(prints, self.thresholds.lookalike, self.thresholds.exact_colour)
+        t = self.thresholds
+        matches = self.copies.match(prints, t.lookalike, t.exact_colour, t.exact)
         sha = hashlib.sha256(data).hexdigest()
         for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
             matches[row[0]] = CopyMatch(row[0], 1.0, 0.0, 0, same_bytes=True)
