@@ -14,8 +14,8 @@ upload) is shrunk to 64x64 grey and transformed by a 2-D DCT, exactly as pHash d
   shown beside a match.
 
 Indexed views: the whole image, centre crops (:data:`CROPS`), and its :func:`picture` with a
-flat frame trimmed, so a crop or a padded copy still meets a stored view of the same region. Query
-views: each flip/rotation, as is and trimmed; turned back by a few degrees (the original
+flat frame trimmed, so a crop or a padded copy still meets a stored view of the same region.
+Query views: each flip/rotation, as is and trimmed; turned back by a few degrees (the original
 rectangle cut out exactly, :func:`unrotate`, and the trimmed view turned); and centre-cropped
 (so a logo in a corner does not hide it). A 4x4 colour signature tells a recoloured or grey copy
 from the original. Near-blank views (almost no low-frequency contrast) get an all-zero

@@ -79,8 +79,9 @@ class CopyMatcher:
         picture is near-blank (:func:`plain`) is matched by that picture's colour layout
         among near-blank items; a small drawing on a large empty canvas still has its
         trimmed views. The query's strict views (the upload uncut, when its picture was cut
-        out of a frame) count only from ``strict_similarity`` up: a screenshot as a whole
-        looks like a window icon, at 0.97-0.99."""
+        out of a frame) may claim only a stored crop, and only from ``strict_similarity``
+        up: a screenshot as a whole looks like a window icon (0.97-0.99), and like its crops.
+        """
         if plain(query):
             return self.match_blank(query.content_colour, max_colour)
         usable = np.flatnonzero(informative(query.descriptors))
@@ -98,7 +99,7 @@ class CopyMatcher:
         # Whole picture to whole picture, on every frequency: a thumbnail compared in its
         # band holds too little to be called the same picture, only a near copy.
         whole = (
-            (np.isin(query_view, QUERY_WHOLE_VIEWS) | query.strict[query_view])
+            np.isin(query_view, QUERY_WHOLE_VIEWS)
             & np.isin(ids % self.views, INDEX_WHOLE_VIEWS)
             & (bands[query_view] == HASH_SIZE).all(axis=1)
         )
@@ -111,7 +112,7 @@ class CopyMatcher:
         rows = ids[chosen] // self.views
         colour_d = colour_distance(self.colours[rows], query.colour)
         uncut = query.strict[query_view[chosen]]
-        if uncut.any():  # an uncut match is of the whole upload, in its own colours
+        if uncut.any():  # the upload uncut, in its own colours, not its emblem's
             colour_d[uncut] = colour_distance(self.colours[rows[uncut]], query.uncut_colour)
         return {
             int(row): CopyMatch(
