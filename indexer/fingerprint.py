@@ -94,16 +94,19 @@ class Fingerprints:
     # ... and, for queries, that of the picture inside any flat frame, which is what a
     # near-blank upload is compared by (see plain()).
     content_colour: np.ndarray | None = None
-    # Queries only: the views that may claim an item only as the same picture (the upload
-    # uncut, when its picture was cut out of a frame: see query_views()), and their colour.
-    strict: np.ndarray | None = None
+    # Queries only: the colour layout of the upload uncut, when its picture was cut out of a
+    # frame (see strict).
     uncut_colour: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.bands is None:
             self.bands = np.full((len(self.descriptors), 2), HASH_SIZE)
-        if self.strict is None:
-            self.strict = np.arange(len(self.descriptors)) >= QUERY_VIEWS
+
+    @property
+    def strict(self) -> np.ndarray:
+        """Which views may claim an item only as the same picture: those after the
+        :data:`QUERY_VIEWS` of an upload (its uncut view, see query_views())."""
+        return np.arange(len(self.descriptors)) >= QUERY_VIEWS
 
 
 def hash_base(image: Image.Image) -> Image.Image:
@@ -318,7 +321,9 @@ def inner_run(colours: np.ndarray, tolerance: int) -> tuple[int, int]:
     return start, stop
 
 
-def index_views(base: Image.Image, inner: Image.Image, box) -> list[Image.Image]:
+def index_views(
+    base: Image.Image, inner: Image.Image, box: tuple[int, int, int, int] | None
+) -> list[Image.Image]:
     """The INDEX_VARIANTS views stored for one image (``base``, its :func:`picture` and the
     box inside that): the centre crops, and the picture trimmed as an upload of it is."""
     return [centre_crop(base, f) for f in CROPS] + [cut(inner, box)]
