@@ -94,9 +94,6 @@ class Fingerprints:
     # ... and, for queries, that of the picture inside any flat frame, which is what a
     # near-blank upload is compared by (see plain()).
     content_colour: np.ndarray | None = None
-    # Queries only: the colour layout of the upload uncut, when its picture was cut out of a
-    # frame (see strict).
-    uncut_colour: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.bands is None:
@@ -391,6 +388,4 @@ def query_fingerprints(image: Image.Image) -> Fingerprints:
     found = fingerprints(views, banded=True)
     found.colour = colour_signature(views[0])
     found.content_colour = colour_signature(views[QUERY_TRIMMED_VIEW])
-    if len(views) > QUERY_VIEWS:
-        found.uncut_colour = colour_signature(views[QUERY_VIEWS])
     return found

@@ -111,9 +111,9 @@ class CopyMatcher:
         chosen = order[first]
         rows = ids[chosen] // self.views
         colour_d = colour_distance(self.colours[rows], query.colour)
-        uncut = query.strict[query_view[chosen]]
-        if uncut.any():  # the upload uncut, in its own colours, not its emblem's
-            colour_d[uncut] = colour_distance(self.colours[rows[uncut]], query.uncut_colour)
+        # The upload uncut met a stored crop, whose colours are not stored (the colour
+        # layout is the whole picture's): ranked by its similarity alone.
+        colour_d[query.strict[query_view[chosen]]] = 0.0
         return {
             int(row): CopyMatch(
                 int(row),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from indexer import fingerprint
 from indexer.build import build_index
 from indexer.config import Settings
 from indexer.duplicates import duplicate_groups
@@ -300,6 +301,27 @@ def test_a_crop_that_looks_framed_still_meets_the_stored_crop(seed: int) -> None
     query = query_fingerprints(striped_flag(seed).crop((24, 16, 216, 144)))
     exact = Settings().exact_copy_min_similarity
     assert matcher.match(query, 0.9, 12, exact)[0].similarity > 0.99
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_crop_that_looks_framed_finds_its_flag_before_a_flag_of_its_emblem(seed: int) -> None:
+    """The crop uncut meets the flag's stored crop; its emblem meets another flag that is
+    the same emblem alone. The stored colours are the whole flag's, not its crop's, so they
+    must not rank the flag under the emblem (a crop of Suriname's flag came after Viet Nam's,
+    whose picture is the same star)."""
+    flag = striped_flag(seed)
+    crop = flag.crop((24, 16, 216, 144))
+    emblem = fingerprint.picture(hash_base(crop))[0].point(lambda v: max(0, v - 15))  # re-tinted
+    stored = [index_fingerprints(flag), index_fingerprints(emblem)]
+    matcher = CopyMatcher(
+        np.stack([s.descriptors for s in stored]),
+        np.zeros((2, INDEX_VARIANTS, 32), np.uint8),
+        np.stack([s.colour for s in stored]),
+    )
+    exact = Settings().exact_copy_min_similarity
+    found = matcher.match(query_fingerprints(crop), 0.9, 12, exact)
+    assert found[0].similarity > exact and found[1].similarity > exact
+    assert found[0].rank_key() < found[1].rank_key()
 
 
 def test_a_screenshot_is_not_taken_for_a_window_icon() -> None:
