@@ -37,18 +37,15 @@ from scipy.sparse.csgraph import connected_components  # noqa: E402
 from indexer.build import Builder  # noqa: E402
 from indexer.config import TINY_MODEL, Settings  # noqa: E402
 from indexer.datasets import open_dataset  # noqa: E402
-from indexer.descriptor_index import banded_matches, descriptor_index  # noqa: E402
 from indexer.fingerprint import (  # noqa: E402
     Fingerprints,
-    colour_distance,
     index_fingerprints,
-    informative,
-    plain,
     query_fingerprints,
 )
 from indexer.images import BadImage, load_image  # noqa: E402
 from indexer.model import Embedder, ModelSpec  # noqa: E402
 from indexer.records import Record  # noqa: E402
+from server.copies import CopyMatcher  # noqa: E402
 from server.engine import Engine  # noqa: E402
 
 WHITE = (255, 255, 255)
@@ -153,31 +150,31 @@ class Subset:
 
 
 def split(records: list[Record], settings: Settings, holdout: float) -> tuple[set[str], set[str]]:
-    """Hold out whole groups of look-alikes, chosen by a hash of their first key.
+    """Hold out whole groups of copies, chosen by a hash of their first key.
 
-    The groups are deliberately generous (connected components of images whose fingerprints
-    come within the near-copy threshold the way the engine compares them: any query view
-    against any stored view; near-blank images by colour layout, as the engine ranks them),
-    so a held-out image has no copy of any kind left in the index: Openclipart holds
-    mirrored, re-framed and recoloured versions of many drawings, and many blank ones.
+    The groups are connected components of images the engine would label copies of each
+    other (``CopyMatcher.match`` at the near-copy threshold, each image uploaded as it is),
+    and of near-blank images by colour layout, as the engine ranks them. So a held-out image
+    has no copy left in the index: Openclipart holds mirrored, re-framed and recoloured
+    versions of many drawings, and many blank ones.
     """
     with multiprocessing.get_context("spawn").Pool() as pool:
         found = [f for f in pool.imap(split_prints, [(r, settings) for r in records], 16) if f]
-    stored = [f.stored for f in found]
-    index = descriptor_index(np.concatenate(stored))  # every stored view, as the engine has
-    per_image = len(stored[0])
-    rows, cols, near_similarity = [], [], settings.near_copy_min_similarity
+    matcher = CopyMatcher(
+        np.stack([f.stored.descriptors for f in found]),
+        np.stack([f.stored.hashes for f in found]),
+        np.stack([f.stored.colour for f in found]),
+    )
+    rows, cols = [], []
     for i, f in enumerate(found):
-        _, _, ids = banded_matches(index, f.query.descriptors, f.query.bands, near_similarity)
-        rows.append(np.full(len(ids), i))
-        cols.append(ids // per_image)
-    colours = np.stack([f.colour for f in found])
-    blank = np.flatnonzero([not informative(s[:1])[0] for s in stored])
-    for i in np.flatnonzero([plain(f.query) for f in found]):
-        near = colour_distance(colours[blank], found[i].query.content_colour)
-        close = blank[near <= settings.exact_copy_max_colour]
-        rows.append(np.full(len(close), i))
-        cols.append(close)
+        copies = matcher.match(
+            f.query,
+            settings.near_copy_min_similarity,
+            settings.exact_copy_max_colour,
+            settings.exact_copy_min_similarity,
+        )
+        rows.append(np.full(len(copies), i))
+        cols.append(np.fromiter(copies, int, len(copies)))
     keys = [f.key for f in found]
     n = len(keys)
     graph = coo_matrix(
@@ -190,7 +187,7 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
     held, kept = set(), set()
     for key, label in zip(keys, labels, strict=True):
         # The group's first key, not its component number: components are renumbered by
-        # any change to the look-alike graph, which would reshuffle the whole sample.
+        # any change to the copy graph, which would reshuffle the whole sample.
         digest = hashlib.sha1(first[label].encode()).digest()[0] / 256
         (held if digest < holdout else kept).add(key)
     return kept, held
@@ -198,9 +195,8 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
 
 class SplitPrints(NamedTuple):
     key: str
-    stored: np.ndarray  # descriptors of the views the index would store
+    stored: Fingerprints  # as the index would store the image
     query: Fingerprints  # as the engine would fingerprint the image uploaded
-    colour: np.ndarray  # the colour signature the index would store
 
 
 def split_prints(args: tuple[Record, Settings]) -> SplitPrints | None:
@@ -208,8 +204,7 @@ def split_prints(args: tuple[Record, Settings]) -> SplitPrints | None:
     image = query_image(record, settings)
     if image is None:
         return None
-    stored = index_fingerprints(image)
-    return SplitPrints(record.key, stored.descriptors, query_fingerprints(image), stored.colour)
+    return SplitPrints(record.key, index_fingerprints(image), query_fingerprints(image))
 
 
 def build(source: Path, work: Path, settings: Settings, embedder: Embedder, holdout: float):
