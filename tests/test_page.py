@@ -250,3 +250,10 @@ def test_domain_claim_page_shows_the_challenge(page, base_url) -> None:
     assert page.inner_text("#verify-domain") == "www.example.org"
     assert page.inner_text("#verify-challenge").startswith("hibt-optout-verification=")
     assert "pending" in page.inner_text("#claim-rows")
+
+
+def test_claim_page_with_a_wrong_token_says_so(page, base_url) -> None:
+    page.goto(f"{base_url}/optout.html#receipt=no-such-receipt&token=wrong")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == "Cannot open this claim: unknown receipt or wrong token"
+    assert page.is_hidden("#claim")

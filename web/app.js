@@ -1,6 +1,8 @@
 // The artist's page. Everything the server returns is inserted as text, never as HTML:
 // captions come from the open web.
 
+import { $, el, fetchJSON as fetchAPI, ServerError, showError } from "./common.js";
+
 const PAGE_SIZE = 24;
 const KIND_LABEL = {
   exact_copy: "Exact copy",
@@ -13,7 +15,6 @@ const OPT_OUT_LABEL = {
   verified: "Opted out (verified domain)",
   pending: "Opt-out pending",
 };
-const $ = (id) => document.getElementById(id);
 
 const state = {
   mode: null, // "text" | "image"
@@ -27,52 +28,23 @@ const state = {
   generation: 0, // ignores answers to searches that were replaced by a newer one
 };
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
 function plural(n, one, many) {
   return `${n} ${n === 1 ? one : many}`;
-}
-
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
 }
 
 function setStatus(message) {
   $("status").textContent = message;
 }
 
+// The server's refusals, prefixed with what they mean to someone searching.
 async function fetchJSON(url, options = {}) {
-  let response;
   try {
-    response = await fetch(url, options);
-  } catch {
-    throw new Error("The search server cannot be reached. Check your connection and try again.");
+    return await fetchAPI(url, options);
+  } catch (error) {
+    if (!(error instanceof ServerError)) throw error;
+    const prefix = { 413: "Too large", 415: "Not an image", 400: "Cannot use this", 422: "Invalid search" }[error.status];
+    throw new Error(prefix ? `${prefix}: ${error.message}` : `The server answered ${error.status}: ${error.message}`);
   }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    body = null;
-  }
-  if (!response.ok) {
-    const detail = body && body.detail;
-    const text = typeof detail === "string" ? detail
-      : Array.isArray(detail) ? detail.map((d) => d.msg).join("; ") : response.statusText;
-    const prefix = { 413: "Too large", 415: "Not an image", 400: "Cannot use this", 422: "Invalid search" }[response.status];
-    throw new Error(prefix ? `${prefix}: ${text}` : `The server answered ${response.status}: ${text}`);
-  }
-  return body;
 }
 
 async function loadStats() {

@@ -1,39 +1,17 @@
 // The private page of one opt-out claim. The receipt and token travel in the URL fragment,
 // which browsers never send to the server; the token goes only in an Authorization header.
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, text) {
-  const node = document.createElement(tag);
-  node.textContent = text ?? "";
-  return node;
-}
+import { $, el, fetchJSON, showError } from "./common.js";
 
 function secret() {
   const params = new URLSearchParams(location.hash.slice(1));
   return { receipt: params.get("receipt"), token: params.get("token") };
 }
 
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
-}
-
-async function call(url, { method = "GET", body, token } = {}) {
+function call(url, { method = "GET", body, token } = {}) {
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
-  let response;
-  try {
-    response = await fetch(url, { method, headers, body: body && JSON.stringify(body) });
-  } catch {
-    throw new Error("The server cannot be reached. Try again later.");
-  }
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const detail = typeof data.detail === "string" ? data.detail : response.statusText;
-    throw new Error(detail);
-  }
-  return data;
+  return fetchJSON(url, { method, headers, body: body && JSON.stringify(body) });
 }
 
 async function load() {
@@ -56,7 +34,7 @@ function render(claim) {
     ...claim.domains.map((d) => [`domain ${d.domain}`, d.status, d.created_at, d.withdrawn_at])];
   $("claim-rows").replaceChildren(...rows.map((cells) => {
     const tr = document.createElement("tr");
-    tr.append(...cells.map((c) => el("td", c || "")));
+    tr.append(...cells.map((c) => el("td", { text: c || "" })));
     return tr;
   }));
   const open = claim.domains.find((d) => !d.withdrawn_at && d.status === "pending");
