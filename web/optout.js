@@ -32,11 +32,8 @@ function render(claim) {
     (claim.name ? ` by ${claim.name}` : "") + ".";
   const rows = [...claim.items.map((i) => [i.source || i.item_id, i.status, i.created_at, i.withdrawn_at]),
     ...claim.domains.map((d) => [`domain ${d.domain}`, d.status, d.created_at, d.withdrawn_at])];
-  $("claim-rows").replaceChildren(...rows.map((cells) => {
-    const tr = document.createElement("tr");
-    tr.append(...cells.map((c) => el("td", { text: c || "" })));
-    return tr;
-  }));
+  $("claim-rows").replaceChildren(
+    ...rows.map((cells) => el("tr", {}, ...cells.map((c) => el("td", { text: c || "" })))));
   const open = claim.domains.find((d) => !d.withdrawn_at && d.status === "pending");
   $("verify-box").hidden = !open;
   if (open) {
