@@ -213,6 +213,9 @@ def uniform_lines(
     return flat & near
 
 
+# A line whose colours spread this far (0-255) is flat, in a picture that spans black to
+# white; less in one of lower contrast (frame_tolerance()).
+FRAME_TOLERANCE = 24
 FAINT_TOLERANCE = 6  # for pictures drawn in lines too pale to stand out at the default
 MIN_TRIMMED_SIDE = 8  # pixels: a smaller box is a speck, too small to identify
 CHROME_SPREAD = 64  # frame colours this far apart (0-255) are window chrome or a mount
@@ -222,7 +225,7 @@ CHROME_SPREAD = 64  # frame colours this far apart (0-255) are window chrome or 
 CHROME_TOLERANCE = 12
 
 
-def trim_borders(image: Image.Image, tolerance: int = 24) -> Image.Image:
+def trim_borders(image: Image.Image, tolerance: int | None = None) -> Image.Image:
     """Strip flat-coloured rows and columns from every edge: padding, letterboxing, a
     screenshot's title bar and margins, and the blank margin of the picture itself."""
     return cut(image, frame_box(np.asarray(image.convert("RGB")), tolerance))
@@ -233,16 +236,28 @@ def cut(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Imag
     return image if box is None else image.crop((box[1], box[0], box[3], box[2]))
 
 
-def frame_box(pixels: np.ndarray, tolerance: int = 24) -> tuple[int, int, int, int] | None:
+def frame_box(pixels: np.ndarray, tolerance: int | None = None) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right) of what a flat frame holds, or None when there is nothing
-    to keep (blank, or a speck). A picture that looks blank at ``tolerance`` (hair-thin pale
-    lines) is tried again at :data:`FAINT_TOLERANCE`, so its frame still goes."""
+    to keep (blank, or a speck). A picture that looks blank at ``tolerance`` (default:
+    :func:`frame_tolerance`; hair-thin pale lines) is tried again at
+    :data:`FAINT_TOLERANCE`, so its frame still goes."""
+    tolerance = frame_tolerance(pixels) if tolerance is None else tolerance
     box = content_box(pixels, tolerance)
     if box is None and tolerance > FAINT_TOLERANCE:
         box = content_box(pixels, FAINT_TOLERANCE)
     if box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_TRIMMED_SIDE:
         return None
     return box
+
+
+def frame_tolerance(pixels: np.ndarray) -> int:
+    """:data:`FRAME_TOLERANCE` scaled by the picture's own contrast, so a washed-out copy is
+    trimmed to the same box as its original, as the descriptor is blind to such a change.
+    At a fixed tolerance, brightening and flattening the colours (the benchmark's colour
+    jitter) made the pale outer lines of Openclipart's thin-line stars flat: the upload
+    was trimmed to the star's inner ring, and a sibling star's ring won."""
+    spread = int((pixels.max(axis=(0, 1)).astype(np.int16) - pixels.min(axis=(0, 1))).max())
+    return max(FAINT_TOLERANCE, round(FRAME_TOLERANCE * spread / 255))
 
 
 def in_chrome(pixels: np.ndarray, box: tuple[int, int, int, int]) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from indexer import fingerprint
 from indexer.build import build_index
@@ -208,6 +208,20 @@ def test_trim_finds_a_pale_line_drawing_in_a_screenshot() -> None:
     canvas.paste((52, 58, 64), (0, 0, 220, 40))
     canvas.paste(star, (50, 70))
     assert trim_borders(canvas).size == trim_borders(star).size < star.size
+
+
+def test_trim_finds_the_same_box_in_a_washed_out_copy() -> None:
+    """Brightened and flattened, pale outer lines stand out less than the default
+    tolerance; the tolerance follows the picture's contrast, so they still count."""
+    star = Image.new("RGB", (100, 100), "white")
+    draw = ImageDraw.Draw(star)
+    for k in range(48):
+        a = 2 * np.pi * k / 48
+        spoke = [(50 + r * np.cos(a), 50 + r * np.sin(a)) for r in (10, 40)]
+        draw.line(spoke, fill=(200, 200, 200))  # pale outer lines
+    draw.ellipse((40, 40, 60, 60), outline=(60, 60, 60), width=2)
+    washed = ImageEnhance.Contrast(ImageEnhance.Brightness(star).enhance(1.15)).enhance(0.8)
+    assert trim_borders(washed).size == trim_borders(star).size == (81, 81)
 
 
 def test_trim_keeps_a_small_drawing_on_a_large_canvas() -> None:
