@@ -241,12 +241,18 @@ def frame_box(pixels: np.ndarray, tolerance: int | None = None) -> tuple[int, in
     to keep (blank, or a speck). A picture that looks blank at ``tolerance`` (default:
     :func:`frame_tolerance`; hair-thin pale lines) is tried again at
     :data:`FAINT_TOLERANCE`, so its frame still goes."""
+    box = framed(pixels, tolerance)
+    if box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_TRIMMED_SIDE:
+        return None
+    return box
+
+
+def framed(pixels: np.ndarray, tolerance: int | None = None) -> tuple[int, int, int, int] | None:
+    """What :func:`frame_box` finds, specks included."""
     tolerance = frame_tolerance(pixels) if tolerance is None else tolerance
     box = content_box(pixels, tolerance)
     if box is None and tolerance > FAINT_TOLERANCE:
         box = content_box(pixels, FAINT_TOLERANCE)
-    if box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_TRIMMED_SIDE:
-        return None
     return box
 
 
@@ -348,11 +354,10 @@ def picture(base: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int] |
     emblem: 4% of Openclipart), so stored images are trimmed the same way: a re-saved road
     sign met its stored views at 0.92 otherwise, and was not found."""
     pixels = np.asarray(base)
-    box = frame_box(pixels)
+    box = framed(pixels)  # a speck in chrome too: the chrome alone looks like a two-band flag
     if box is not None and in_chrome(pixels, box):
         base = cut(base, chrome_box(pixels) or box)
-        box = frame_box(np.asarray(base))
-    return base, box
+    return base, frame_box(np.asarray(base))
 
 
 def query_views(image: Image.Image) -> list[Image.Image]:
