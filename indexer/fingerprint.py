@@ -241,7 +241,11 @@ def frame_box(pixels: np.ndarray, tolerance: int | None = None) -> tuple[int, in
     to keep (blank, or a speck). A picture that looks blank at ``tolerance`` (default:
     :func:`frame_tolerance`; hair-thin pale lines) is tried again at
     :data:`FAINT_TOLERANCE`, so its frame still goes."""
-    box = framed(pixels, tolerance)
+    return unspecked(framed(pixels, tolerance))
+
+
+def unspecked(box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+    """``box``, or None when it is a speck (under :data:`MIN_TRIMMED_SIDE`)."""
     if box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_TRIMMED_SIDE:
         return None
     return box
@@ -357,7 +361,8 @@ def picture(base: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int] |
     box = framed(pixels)  # a speck in chrome too: the chrome alone looks like a two-band flag
     if box is not None and in_chrome(pixels, box):
         base = cut(base, chrome_box(pixels) or box)
-    return base, frame_box(np.asarray(base))
+        return base, frame_box(np.asarray(base))
+    return base, unspecked(box)
 
 
 def query_views(image: Image.Image) -> list[Image.Image]:
