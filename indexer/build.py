@@ -38,6 +38,7 @@ from indexer.fingerprint import (
     HASH_BITS,
     HASH_BYTES,
     INDEX_VARIANTS,
+    code_digest,
 )
 from indexer.model import Embedder
 from indexer.records import Record
@@ -147,6 +148,7 @@ class Builder:
                 "dataset": dataset.name,
                 "model": embedder.identity(),
                 "format": fmt.FORMAT_VERSION,
+                "fingerprints": code_digest(),
                 "chunk": settings.chunk_size,
             },
             sort_keys=True,

@@ -26,7 +26,9 @@ nothing.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -414,3 +416,9 @@ def query_fingerprints(image: Image.Image) -> Fingerprints:
     found.colour = colour_signature(views[0])
     found.content_colour = colour_signature(views[QUERY_TRIMMED_VIEW])
     return found
+
+
+def code_digest() -> str:
+    """A digest of this module's source. Stored views trimmed by other code than the
+    upload's would meet it less well, so an index built by it is not reused (build key)."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]

@@ -174,6 +174,13 @@ def test_an_up_to_date_index_is_left_as_it_is(dataset, embedder, tmp_path) -> No
     (src / dataset[1][7].path.name).write_bytes(dataset[1][7].path.read_bytes())
     grown = build_index(src, out, embedder, tiny_settings(thumbnail_size=64), rebuild=False)
     assert not grown.reused and grown.manifest.counts.items == 7
+    changed = "indexer.build.code_digest"  # fingerprints computed another way
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(changed, lambda: "other fingerprint code")
+        refingerprinted = build_index(
+            src, out, embedder, tiny_settings(thumbnail_size=64), rebuild=False
+        )
+    assert not refingerprinted.reused
 
 
 def test_empty_dataset_is_an_error(embedder, tmp_path) -> None:
