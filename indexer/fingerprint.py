@@ -227,10 +227,10 @@ CHROME_SPREAD = 64  # frame colours this far apart (0-255) are window chrome or 
 CHROME_TOLERANCE = 12
 
 
-def trim_borders(image: Image.Image, tolerance: int | None = None) -> Image.Image:
+def trim_borders(image: Image.Image) -> Image.Image:
     """Strip flat-coloured rows and columns from every edge: padding, letterboxing, a
     screenshot's title bar and margins, and the blank margin of the picture itself."""
-    return cut(image, frame_box(np.asarray(image.convert("RGB")), tolerance))
+    return cut(image, frame_box(np.asarray(image.convert("RGB"))))
 
 
 def cut(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
@@ -238,12 +238,12 @@ def cut(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Imag
     return image if box is None else image.crop((box[1], box[0], box[3], box[2]))
 
 
-def frame_box(pixels: np.ndarray, tolerance: int | None = None) -> tuple[int, int, int, int] | None:
+def frame_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right) of what a flat frame holds, or None when there is nothing
-    to keep (blank, or a speck). A picture that looks blank at ``tolerance`` (default:
-    :func:`frame_tolerance`; hair-thin pale lines) is tried again at
-    :data:`FAINT_TOLERANCE`, so its frame still goes."""
-    return unspecked(framed(pixels, tolerance))
+    to keep (blank, or a speck). A picture that looks blank at :func:`frame_tolerance`
+    (hair-thin pale lines) is tried again at :data:`FAINT_TOLERANCE`, so its frame still
+    goes."""
+    return unspecked(framed(pixels))
 
 
 def unspecked(box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
@@ -253,9 +253,9 @@ def unspecked(box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int
     return box
 
 
-def framed(pixels: np.ndarray, tolerance: int | None = None) -> tuple[int, int, int, int] | None:
+def framed(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     """What :func:`frame_box` finds, specks included."""
-    tolerance = frame_tolerance(pixels) if tolerance is None else tolerance
+    tolerance = frame_tolerance(pixels)
     box = content_box(pixels, tolerance)
     if box is None and tolerance > FAINT_TOLERANCE:
         box = content_box(pixels, FAINT_TOLERANCE)
