@@ -225,6 +225,7 @@ CHROME_SPREAD = 64  # frame colours this far apart (0-255) are window chrome or 
 # grey window (255 vs 236) would go with it (a screenshot of Malta's flag lost its white
 # half and was taken for 16 red flags).
 CHROME_TOLERANCE = 12
+EDGE = 1  # pixels around a picture's box that resampling blends with what surrounds it
 
 
 def trim_borders(image: Image.Image) -> Image.Image:
@@ -275,13 +276,18 @@ def frame_tolerance(pixels: np.ndarray) -> int:
 def in_chrome(pixels: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     """True when the frame around ``box`` closes on all four sides and has two or more
     colours: a title bar over margins, padding around a picture's own margin. No stored
-    picture includes such chrome, but with it a screenshot looks like a window icon."""
+    picture includes such chrome, but with it a screenshot looks like a window icon. The
+    line next to the box is left out: it is the picture's own anti-aliased edge, blended
+    with the frame, and alone it made a thick line on white (a pen-width icon, a stroke's
+    grey rim) look like a picture in chrome (38 of 8,121 Openclipart images)."""
     top, left, bottom, right = box
     height, width = pixels.shape[:2]
     if top == 0 or left == 0 or bottom == height or right == width:
         return False
     outside = np.ones((height, width), bool)
-    outside[top:bottom, left:right] = False
+    outside[max(0, top - EDGE) : bottom + EDGE, max(0, left - EDGE) : right + EDGE] = False
+    if outside.sum() == 0:
+        return False
     frame = pixels[outside].astype(np.int16)
     return int((frame.max(axis=0) - frame.min(axis=0)).max()) > CHROME_SPREAD
 

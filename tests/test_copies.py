@@ -257,6 +257,19 @@ def test_window_chrome_is_cut_away_but_not_the_picture_s_own_flat_edge() -> None
         )
 
 
+def test_a_line_s_anti_aliased_rim_is_not_window_chrome() -> None:
+    """A thick line on white has a grey rim above and a pale one below; taken for chrome,
+    the stored picture was the dark line alone, and a brightened copy of the icon (whose
+    rim is no longer dark) was ranked below look-alikes by its colours (146 levels off)."""
+    line = Image.new("RGB", (60, 60), "white")
+    line.paste((98, 98, 98), (7, 28, 53, 29))
+    line.paste((51, 51, 51), (7, 29, 53, 33))
+    line.paste((207, 207, 207), (7, 33, 53, 34))
+    washed = ImageEnhance.Contrast(ImageEnhance.Brightness(line).enhance(1.15)).enhance(0.8)
+    assert fingerprint.picture(hash_base(line))[0].size == line.size
+    assert colour_distance(index_fingerprints(line).colour, query_fingerprints(washed).colour) < 12
+
+
 def warning_sign(seed: int, size: int = 64) -> Image.Image:
     """A road sign: its flat grey base line and white margin look like window chrome."""
     sign = Image.new("RGB", (size, size), "white")
