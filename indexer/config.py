@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     duplicate_group_min_similarity: float = 0.97
     duplicate_group_max_colour: float = 12.0  # mean abs difference of 4x4 colour signatures
     exact_copy_max_colour: float = 12.0
+    # An upload cut out of what looked like window chrome is also compared uncut, and may
+    # then claim a stored crop only from this similarity up: a crop of a striped flag looks
+    # framed, and only the crop uncut meets the flag's stored crop (0.9977-1.0 on the
+    # benchmark, also resized by half or re-saved as JPEG), while a screenshot uncut looks
+    # like a crop of a window icon (Openclipart's view_remove at 0.992).
+    uncut_copy_min_similarity: float = 0.995
 
     # --- serving -------------------------------------------------------------------------
     max_upload_bytes: int = 20_000_000

@@ -171,7 +171,7 @@ def split(records: list[Record], settings: Settings, holdout: float) -> tuple[se
             f.query,
             settings.near_copy_min_similarity,
             settings.exact_copy_max_colour,
-            settings.exact_copy_min_similarity,
+            settings.uncut_copy_min_similarity,
         )
         rows.append(np.full(len(copies), i))
         cols.append(np.fromiter(copies, int, len(copies)))
@@ -315,8 +315,8 @@ def timed(seconds: list[float], search, *args, **kwargs):
 def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
     """Item row -> best fingerprint similarity, down to well below the copy thresholds."""
     image = load_upload(data, engine)
-    strict = engine.thresholds.exact  # as the engine counts an uncut upload's view
-    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0, strict)
+    uncut = engine.thresholds.uncut  # as the engine counts an uncut upload's view
+    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0, uncut)
     return {i: m.similarity for i, m in found.items() if not m.blank}  # never a copy
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.config import Settings
 from indexer.descriptor_index import banded_matches, descriptor_index
 from indexer.fingerprint import (
     HASH_SIZE,
@@ -29,6 +30,17 @@ class CopyThresholds:
     exact_colour: float  # ... colours this close: the same picture
     near: float  # at least this similar: a transformed copy
     lookalike: float = 1.0  # at least this similar: shown among similar items, as a look-alike
+    uncut: float = 1.0  # at least this similar: the upload uncut may claim a stored crop
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CopyThresholds:
+        return cls(
+            exact=settings.exact_copy_min_similarity,
+            exact_colour=settings.exact_copy_max_colour,
+            near=settings.near_copy_min_similarity,
+            lookalike=min(settings.lookalike_min_similarity, settings.near_copy_min_similarity),
+            uncut=settings.uncut_copy_min_similarity,
+        )
 
 
 @dataclass

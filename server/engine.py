@@ -93,12 +93,7 @@ class Engine:
             np.load(self.directory / fmt.COLOURS),
         )
         self.optouts = None  # set by the server: server.optouts.OptOuts
-        self.thresholds = CopyThresholds(
-            exact=settings.exact_copy_min_similarity,
-            exact_colour=settings.exact_copy_max_colour,
-            near=settings.near_copy_min_similarity,
-            lookalike=min(settings.lookalike_min_similarity, settings.near_copy_min_similarity),
-        )
+        self.thresholds = CopyThresholds.from_settings(settings)
         self.local = threading.local()
         groups = self.db().execute("SELECT idx, dup_group FROM items ORDER BY idx").fetchall()
         self.groups = np.array([g["dup_group"] for g in groups], dtype=np.int64)
@@ -256,7 +251,7 @@ class Engine:
         after them, as similar: fingerprints just under the near-copy threshold (a copy
         recoloured past recognition, a sibling drawing), or blank items like a blank upload."""
         t = self.thresholds
-        matches = self.copies.match(prints, t.lookalike, t.exact_colour, t.exact)
+        matches = self.copies.match(prints, t.lookalike, t.exact_colour, t.uncut)
         sha = hashlib.sha256(data).hexdigest()
         for row in self.db().execute("SELECT idx FROM items WHERE sha256 = ?", (sha,)):
             matches[row[0]] = CopyMatch(row[0], 1.0, 0.0, 0, same_bytes=True)
