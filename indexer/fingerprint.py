@@ -13,8 +13,10 @@ upload) is shrunk to 64x64 grey and transformed by a 2-D DCT, exactly as pHash d
   as a compact, widely understood hash for the opt-out export and as the Hamming distance
   shown beside a match.
 
-Indexed views: the whole image, centre crops (:data:`CROPS`), and its :func:`picture` with a
-flat frame trimmed, so a crop or a padded copy still meets a stored view of the same region.
+Indexed views: the whole image, centre crops (:data:`CROPS`), its :func:`picture` with a
+flat frame trimmed, so a crop or a padded copy still meets a stored view of the same region,
+and the whole image :func:`brightened`, so a copy whose pale lines a brighter exposure blew out
+still meets a view that lost them too.
 Query views: each flip/rotation, as is and trimmed; turned back by a few degrees (the original
 rectangle cut out exactly, :func:`unrotate`, and the trimmed view turned); and centre-cropped
 (so a logo in a corner does not hide it). A 4x4 colour signature tells a recoloured or grey copy
@@ -44,10 +46,17 @@ HASH_BASE = 256  # views are cut from a copy this size: fast, and the DCT needs 
 # crop 0.1 away from every stored one fell below the near-copy similarity (70% vs 80%/60%).
 CROPS = (1.0, 0.9, 0.8, 0.7, 0.6)
 QUERY_CROPS = (0.8, 0.6)  # centre crops of an upload: a logo in a corner does not hide it
-INDEX_VARIANTS = len(CROPS) + 1  # the crops, plus the image with its frame trimmed
+INDEX_TRIMMED_VIEW = len(CROPS)  # after the crops: the image with its frame trimmed ...
+INDEX_BRIGHTENED_VIEW = INDEX_TRIMMED_VIEW + 1  # ... and the whole image brightened
+INDEX_VARIANTS = INDEX_BRIGHTENED_VIEW + 1
 # Views of the whole picture, as is and trimmed (the rest are crops, flips and turns): only a
 # match between two of these can be an exact copy.
-INDEX_WHOLE_VIEWS = (0, INDEX_VARIANTS - 1)
+INDEX_WHOLE_VIEWS = (0, INDEX_TRIMMED_VIEW)
+INDEX_CROP_VIEWS = tuple(range(1, len(CROPS)))  # centre crops of the whole image
+# Gain of the brightened view: every level from 255 / 1.12 (228) up turns white. A brighter
+# copy (raised brightness or exposure, from about 1.1 to 1.2) loses the same pale lines, and
+# meets this view at 0.97-1.0 where it met the image as stored at 0.82-0.96 (thin-line stars).
+BRIGHTEN_GAIN = 1.12
 COLOUR_GRID = 4
 COLOUR_BYTES = COLOUR_GRID * COLOUR_GRID * 3
 SMALL_ROTATIONS = (-5, 5)
@@ -355,8 +364,19 @@ def index_views(
     base: Image.Image, inner: Image.Image, box: tuple[int, int, int, int] | None
 ) -> list[Image.Image]:
     """The INDEX_VARIANTS views stored for one image (``base``, its :func:`picture` and the
-    box inside that): the centre crops, and the picture trimmed as an upload of it is."""
-    return [centre_crop(base, f) for f in CROPS] + [cut(inner, box)]
+    box inside that): the centre crops, the picture trimmed as an upload of it is, and the
+    whole image brightened."""
+    return [centre_crop(base, f) for f in CROPS] + [cut(inner, box), brightened(base)]
+
+
+def brightened(image: Image.Image) -> Image.Image:
+    """``image`` with every level scaled by :data:`BRIGHTEN_GAIN`, the top ones clipped to
+    white. Scaling alone leaves the descriptor as it was (it is contrast-free); the clipping
+    is what a brightened copy shares with this view and not with the original: its palest
+    lines are gone, and what is left weighs more. Without it, a brightened thin-line star
+    met sibling stars (0.95-0.98) before its own picture (0.93-0.96)."""
+    table = [min(255, round(v * BRIGHTEN_GAIN)) for v in range(256)]
+    return image.point(table * len(image.getbands()))
 
 
 def picture(base: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int] | None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 TOOL_VERSION = "0.1.0"
 
 MANIFEST = "manifest.json"

@@ -11,6 +11,7 @@ from indexer.config import Settings
 from indexer.descriptor_index import banded_matches, descriptor_index
 from indexer.fingerprint import (
     HASH_SIZE,
+    INDEX_CROP_VIEWS,
     INDEX_WHOLE_VIEWS,
     QUERY_WHOLE_VIEWS,
     Fingerprints,
@@ -102,7 +103,7 @@ class CopyMatcher:
             self.index, query.descriptors[usable], bands[usable], min_similarity
         )
         strict = query.strict[usable[hit]]
-        crop = ~np.isin(ids % self.views, INDEX_WHOLE_VIEWS)
+        crop = np.isin(ids % self.views, INDEX_CROP_VIEWS)
         keep = ~strict | (crop & (sims >= strict_similarity))
         hit, sims, ids = hit[keep], sims[keep], ids[keep]
         if not len(ids):

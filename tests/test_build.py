@@ -30,7 +30,7 @@ def test_manifest_and_counts(built, dataset) -> None:
     assert manifest.model.name == TINY_MODEL and manifest.model.semantic is False
     assert manifest.format_version == fmt.FORMAT_VERSION
     assert manifest.faiss_factory == "Flat"
-    assert manifest.fingerprint == "dct255+phash256 x 6"
+    assert manifest.fingerprint == "dct255+phash256 x 7"
 
 
 def test_bad_files_are_listed_with_reasons(built) -> None:

@@ -224,6 +224,35 @@ def test_trim_finds_the_same_box_in_a_washed_out_copy() -> None:
     assert trim_borders(washed).size == trim_borders(star).size == (81, 81)
 
 
+def pale_shapes(seed: int) -> Image.Image:
+    """A dark ring among pale grey blobs, some so pale that a brighter copy blows them out."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (160, 160), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        grey = int(rng.choice([205, 225, 235]))
+        (x, y), r = rng.integers(5, 120, 2), int(rng.integers(12, 30))
+        draw.ellipse((x, y, x + r, y + r), fill=(grey, grey, grey))
+    draw.ellipse((50, 50, 110, 110), outline=(40, 40, 40), width=3)
+    return image
+
+
+@pytest.mark.parametrize("gain", [1.15, 1.2])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_brighter_copy_whose_pale_parts_blew_out_is_a_near_copy(seed: int, gain: float) -> None:
+    """Brightening clips the palest shapes to white and fades the rest: against the picture
+    as stored, the copy met only 0.94-0.97 and was not labelled. The stored brightened view
+    lost the same shapes (at its own gain, not the copy's)."""
+    stored = index_fingerprints(pale_shapes(seed))
+    matcher = CopyMatcher(
+        stored.descriptors[None], np.zeros((1, INDEX_VARIANTS, 32), np.uint8), stored.colour[None]
+    )
+    brighter = ImageEnhance.Brightness(pale_shapes(seed)).enhance(gain)
+    copy = ImageEnhance.Contrast(brighter).enhance(0.8)
+    found = matcher.match(query_fingerprints(copy), 0.9, 12)
+    assert found[0].label(CopyThresholds.from_settings(Settings())) == "near_copy"
+
+
 def test_trim_keeps_a_small_drawing_on_a_large_canvas() -> None:
     canvas = Image.new("RGB", (256, 256), "white")
     canvas.paste(drawing(5, (80, 60)).resize((20, 16)), (150, 40))
