@@ -89,6 +89,15 @@ DIHEDRAL = (
 QUERY_TRIMMED_VIEW = len(DIHEDRAL)  # the upload with its flat frame trimmed; see query_views()
 QUERY_WHOLE_VIEWS = (0, QUERY_TRIMMED_VIEW)  # the upload as is, and trimmed
 QUERY_VIEWS = 22  # then, when the picture was cut out of a frame, the upload uncut
+# The views of an upload that are turned or flipped top to bottom (mirrored left to right is
+# not among them: a mirrored crop is a common repost): each dihedral turn, as is and trimmed,
+# and the small turns after the two centre crops (see query_views()).
+_SMALL_TURNS = 2 * len(DIHEDRAL) + len(QUERY_CROPS)
+QUERY_TURNED_VIEWS = (
+    *range(2, len(DIHEDRAL)),
+    *range(QUERY_TRIMMED_VIEW + 2, 2 * len(DIHEDRAL)),
+    *range(_SMALL_TURNS, QUERY_VIEWS),
+)
 
 
 @dataclass
