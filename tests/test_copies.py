@@ -96,9 +96,8 @@ def test_transformed_copies_are_found_first(engine, dataset, transform) -> None:
     assert response.counts.exact_copy + response.counts.near_copy >= 1
 
 
-def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
-    """Identical crop views with the same colours are still only a near copy."""
-    rng = np.random.default_rng(1)
+def random_item_and_blank_query(rng: np.random.Generator):
+    """One stored item of random unit views, its matcher, and an upload with no views yet."""
     views = rng.normal(size=(1, INDEX_VARIANTS, DESCRIPTOR_DIM)).astype(np.float32)
     views /= np.linalg.norm(views, axis=-1, keepdims=True)
     matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
@@ -107,6 +106,13 @@ def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
         np.zeros((22, DESCRIPTOR_DIM), np.float32),
         colour=np.zeros(48, np.uint8),
     )
+    return views, matcher, query
+
+
+def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
+    """Identical crop views with the same colours are still only a near copy."""
+    rng = np.random.default_rng(1)
+    views, matcher, query = random_item_and_blank_query(rng)
     query.descriptors[[0, QUERY_TRIMMED_VIEW]] = rng.normal(size=DESCRIPTOR_DIM) / 16
     query.descriptors[16] = views[0, 3]  # the upload's centre crop is a stored crop
     match = matcher.match(query, 0.97, 12)[0]
@@ -133,14 +139,7 @@ def test_a_copy_edited_twice_over_is_not_looked_for(query_view, stored_view, fou
     and most of the benchmark's false ones (a bar cut from an icon, upside down, met a crop
     of a flowchart outline)."""
     rng = np.random.default_rng(2)
-    views = rng.normal(size=(1, INDEX_VARIANTS, DESCRIPTOR_DIM)).astype(np.float32)
-    views /= np.linalg.norm(views, axis=-1, keepdims=True)
-    matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
-    query = Fingerprints(
-        np.zeros((22, 32), np.uint8),
-        np.zeros((22, DESCRIPTOR_DIM), np.float32),
-        colour=np.zeros(48, np.uint8),
-    )
+    views, matcher, query = random_item_and_blank_query(rng)
     query.descriptors[QUERY_TRIMMED_VIEW] = rng.normal(size=DESCRIPTOR_DIM) / 16
     query.descriptors[query_view] = views[0, stored_view]
     assert bool(matcher.match(query, 0.97, 12)) is found
