@@ -24,30 +24,27 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from tqdm import tqdm
-
-from indexer import index_format as fmt
-from indexer import metadata_db
-from indexer.config import Settings
-from indexer.datasets import Dataset, open_dataset
-from indexer.decode import Decoded, DecodeOptions, decode_one
-from indexer.duplicates import duplicate_groups
-from indexer.fingerprint import (
+from hibt.indexer import index_format as fmt
+from hibt.indexer.copies.fingerprint import (
     COLOUR_BYTES,
     DESCRIPTOR_DIM,
     HASH_BITS,
     HASH_BYTES,
-    INDEX_VARIANTS,
     code_digest,
 )
-from indexer.model import Embedder
-from indexer.records import Record
+from hibt.indexer.copies.groups import duplicate_groups
+from hibt.indexer.copies.views import INDEX_VARIANTS
+from hibt.indexer.datasets import Dataset, open_dataset
+from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
+from hibt.indexer.model import Embedder
+from hibt.indexer.records import Record
+from hibt.indexer.store import Store
+from tqdm import tqdm
+
+from hibt.config import Settings
+from hibt.errors import BuildError, IndexUnreadable
 
 CHUNKS = "chunks"
-
-
-class BuildError(RuntimeError):
-    """The build cannot start or finish; the message says why."""
 
 
 @dataclass
@@ -164,7 +161,7 @@ class Builder:
     def up_to_date(self, key: str) -> BuildResult | None:
         try:
             manifest = fmt.read_manifest(self.out)
-        except fmt.IndexError_:
+        except IndexUnreadable:
             return None
         if manifest.content_key != key:
             return None
@@ -175,9 +172,9 @@ class Builder:
     def open_stage(self) -> None:
         db_path = self.stage / fmt.METADATA
         if db_path.is_file():
-            conn = metadata_db.connect(db_path)
-            same = metadata_db.get_state(conn, "build_key") == self.build_key
-            conn.close()
+            staged = Store.open(db_path)
+            same = staged.get_state("build_key") == self.build_key
+            staged.close()
             if not same:
                 print(
                     f"discarding an unfinished build of another configuration in {self.stage}",
@@ -185,18 +182,15 @@ class Builder:
                 )
                 shutil.rmtree(self.stage)
         (self.stage / CHUNKS).mkdir(parents=True, exist_ok=True)
-        self.db = metadata_db.connect(db_path)
-        metadata_db.set_state(self.db, "build_key", self.build_key)
-        metadata_db.set_state(
-            self.db, "started_at", metadata_db.get_state(self.db, "started_at", str(time.time()))
-        )
-        self.db.commit()
+        self.store = Store.open(db_path)
+        self.store.set_state("build_key", self.build_key)
+        self.store.set_state("started_at", self.store.get_state("started_at", str(time.time())))
+        self.store.commit()
 
     def progress(self) -> tuple[int, int, int]:
         """(records done, items kept, chunks written) as last committed."""
         return tuple(
-            int(metadata_db.get_state(self.db, k, "0"))
-            for k in ("records_done", "items_done", "chunks_done")
+            int(self.store.get_state(k, "0")) for k in ("records_done", "items_done", "chunks_done")
         )
 
     # --- the streaming pass --------------------------------------------------------------
@@ -258,7 +252,7 @@ class Builder:
     ) -> int:
         ok: list[tuple[Record, Decoded]] = []
         skipped: list[tuple[Record, str]] = []
-        seen = self.known_ids([r.id for r in chunk])
+        seen = self.store.known_ids([r.id for r in chunk])
         for record, result in zip(chunk, results, strict=True):
             if isinstance(result, str):
                 skipped.append((record, result))
@@ -270,13 +264,6 @@ class Builder:
         self.bar.update(len(skipped))  # kept ones advance it per encoder batch: a smooth ETA
         self.write_chunk(number, base, ok, skipped)
         return len(ok)
-
-    def known_ids(self, ids: list[str]) -> set[str]:
-        """Which of these ids earlier chunks already indexed (one query per chunk)."""
-        rows = self.db.execute(
-            "SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
-        )
-        return {r[0] for r in rows}
 
     def embed(self, ok: list[tuple[Record, Decoded]]) -> tuple[np.ndarray, np.ndarray]:
         dim, bs = self.embedder.dim, self.settings.batch_size
@@ -318,15 +305,9 @@ class Builder:
             colours=colours,
         )
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
-        metadata_db.insert_items(self.db, rows)
-        self.db.executemany(
-            "INSERT INTO thumbnails(idx, jpeg) VALUES(?, ?)",
-            ((base + i, d.thumbnail) for i, (_, d) in enumerate(ok)),
-        )
-        self.db.executemany(
-            "INSERT OR REPLACE INTO skipped(key, source, reason) VALUES(?, ?, ?)",
-            ((r.key, r.source, why) for r, why in skipped),
-        )
+        self.store.insert_items(rows)
+        self.store.insert_thumbnails((base + i, d.thumbnail) for i, (_, d) in enumerate(ok))
+        self.store.record_skipped((r.key, r.source, why) for r, why in skipped)
 
     def commit_progress(self, records: int, items: int, chunks: int) -> None:
         for name, value in (
@@ -334,8 +315,8 @@ class Builder:
             ("items_done", items),
             ("chunks_done", chunks),
         ):
-            metadata_db.set_state(self.db, name, str(value))
-        self.db.commit()
+            self.store.set_state(name, str(value))
+        self.store.commit()
 
     # --- finishing -----------------------------------------------------------------------
     def finalize(self, n: int, chunks: int) -> BuildResult:
@@ -346,23 +327,20 @@ class Builder:
         factory = self.settings.faiss_factory or default_factory(n)
         write_faiss(arrays["image"], factory, self.stage / fmt.IMAGE_FAISS)
         write_faiss(arrays["caption"], factory, self.stage / fmt.CAPTION_FAISS)
-        digests = [r[0] for r in self.db.execute("SELECT sha256 FROM items ORDER BY idx")]
         groups = duplicate_groups(
             arrays["descriptors"][:, 0, :],
             arrays["colours"],
-            digests,
+            self.store.sha256s(),
             self.settings.duplicate_group_min_similarity,
             self.settings.duplicate_group_max_colour,
         )
-        self.store_groups(groups)
-        self.db.executescript(metadata_db.FTS_SCHEMA)
-        skipped = [dict(r) for r in self.db.execute("SELECT key, source, reason FROM skipped")]
-        with_caption = self.db.execute("SELECT count(*) FROM items WHERE caption != ''").fetchone()[
-            0
-        ]
-        started = float(metadata_db.get_state(self.db, "started_at", str(time.time())))
-        self.db.commit()
-        self.db.close()
+        self.store.set_groups(groups)
+        self.store.build_name_index()
+        skipped = self.store.skipped()
+        with_caption = self.store.count_with_caption()
+        started = float(self.store.get_state("started_at", str(time.time())))
+        self.store.commit()
+        self.store.close()
         shutil.rmtree(self.stage / CHUNKS)
         manifest = fmt.Manifest(
             format_version=fmt.FORMAT_VERSION,
@@ -421,13 +399,6 @@ class Builder:
         for array in arrays.values():
             array.flush()
         return arrays
-
-    def store_groups(self, groups: np.ndarray) -> None:
-        counts = np.bincount(groups)
-        self.db.executemany(
-            "UPDATE items SET dup_group = ?, dup_count = ? WHERE idx = ?",
-            ((int(g), int(counts[g]), i) for i, g in enumerate(groups)),
-        )
 
 
 class _Inline:

@@ -13,17 +13,11 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from hibt.errors import BadImage
+
 # Pillow's own bomb check is replaced by an explicit pixel limit checked before decoding.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-
-class BadImage(ValueError):
-    """The input is not a usable image; ``reason`` is a short, user-facing explanation."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -41,14 +35,14 @@ def read_bytes(ref: Path | bytes, max_bytes: int) -> bytes:
         try:
             size = ref.stat().st_size
             if size > max_bytes:
-                raise BadImage(f"file is {size} bytes, over the limit of {max_bytes}")
+                raise BadImage("too_large", f"file is {size} bytes, over the limit of {max_bytes}")
             data = ref.read_bytes()
         except OSError as exc:
-            raise BadImage(f"cannot read file ({exc.strerror or exc})") from None
+            raise BadImage("corrupt", f"cannot read file ({exc.strerror or exc})") from None
     if not data:
-        raise BadImage("empty file")
+        raise BadImage("corrupt", "empty file")
     if len(data) > max_bytes:
-        raise BadImage(f"file is {len(data)} bytes, over the limit of {max_bytes}")
+        raise BadImage("too_large", f"file is {len(data)} bytes, over the limit of {max_bytes}")
     return data
 
 
@@ -73,10 +67,11 @@ def decode(data: bytes, max_pixels: int, working_size: int) -> LoadedImage:
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(
-                    f"image is {width}x{height} pixels, over the limit of {max_pixels} pixels"
+                    "too_large",
+                    f"image is {width}x{height} pixels, over the limit of {max_pixels} pixels",
                 )
             if width < 1 or height < 1:
-                raise BadImage("image has no pixels")
+                raise BadImage("corrupt", "image has no pixels")
             fmt = image.format or "unknown"
             image.draft("RGB", (working_size, working_size))  # JPEG: decode at reduced size
             image.load()
@@ -84,9 +79,9 @@ def decode(data: bytes, max_pixels: int, working_size: int) -> LoadedImage:
     except BadImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise BadImage("not a recognised image file") from None
+        raise BadImage("not_image", "not a recognised image file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImage(f"corrupt or truncated image ({exc})") from None
+        raise BadImage("corrupt", f"corrupt or truncated image ({exc})") from None
     if max(image.size) > working_size:
         image.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
     return LoadedImage(image=image, width=width, height=height, format=fmt)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from hibt.errors import IndexUnreadable
+
 FORMAT_VERSION = 5
 TOOL_VERSION = "0.1.0"
 
@@ -35,10 +37,6 @@ REQUIRED_FILES = (
     COLOURS,
     METADATA,
 )
-
-
-class IndexError_(RuntimeError):
-    """An index directory that cannot be opened; the message says why and what to do."""
 
 
 class ModelInfo(BaseModel):
@@ -86,24 +84,24 @@ def now_iso() -> str:
 def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST
     if not directory.is_dir():
-        raise IndexError_(f"{directory} is not an index directory (it does not exist)")
+        raise IndexUnreadable(f"{directory} is not an index directory (it does not exist)")
     if not path.is_file():
-        raise IndexError_(
+        raise IndexUnreadable(
             f"{directory} has no {MANIFEST}: it is not an index, or its build did not finish "
             "(run `hibt index` again; it resumes)"
         )
     try:
         manifest = Manifest.model_validate(json.loads(path.read_text()))
     except ValueError as exc:
-        raise IndexError_(f"{path} is unreadable: {exc}") from exc
+        raise IndexUnreadable(f"{path} is unreadable: {exc}") from exc
     if manifest.format_version != FORMAT_VERSION:
-        raise IndexError_(
+        raise IndexUnreadable(
             f"{directory} uses index format {manifest.format_version}; this version of hibt "
             f"reads format {FORMAT_VERSION}. Rebuild it with `hibt index`."
         )
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
     if missing:
-        raise IndexError_(f"{directory} is incomplete: missing {', '.join(missing)}")
+        raise IndexUnreadable(f"{directory} is incomplete: missing {', '.join(missing)}")
     return manifest
 
 
@@ -117,7 +115,7 @@ def check_model(manifest: Manifest, identity: dict) -> None:
         and built.dim == identity["dim"]
     )
     if not same:
-        raise IndexError_(
+        raise IndexUnreadable(
             f"index was built with model {built.name} "
             f"({built.pretrained or built.checkpoint_sha256}), but the server loaded "
             f"{identity['name']} ({identity['pretrained'] or identity['checkpoint_sha256']}); "

@@ -16,18 +16,15 @@ from urllib.parse import urlparse
 import numpy as np
 import open_clip
 import torch
+from hibt.indexer.model_input import resize_center_crop
+from hibt.indexer.precision import resolve_precision
 from PIL import Image
 
-from indexer.config import RANDOM_WEIGHTS, TINY_MODEL
-from indexer.model_input import resize_center_crop
-from indexer.precision import resolve_precision
+from hibt.config import RANDOM_WEIGHTS, TINY_MODEL, Settings
+from hibt.errors import ModelUnavailable
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_SEED = 0
-
-
-class ModelUnavailable(RuntimeError):
-    """The requested weights cannot be loaded; the message says how to get them."""
 
 
 @dataclass(frozen=True)
@@ -213,3 +210,14 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     if projection is None:
         return x
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
+def embedder_from(settings: Settings, built=None) -> Embedder:
+    """The one way to get an embedder: the model the settings name, or, to query an index,
+    the model that built it (``built``: its manifest's ModelInfo), with the configured local
+    checkpoint in either case. The tiny test model has no pretrained tag."""
+    name, pretrained = (
+        (built.name, built.pretrained) if built else (settings.model, settings.pretrained)
+    )
+    spec = ModelSpec(name, None if name == TINY_MODEL else pretrained, settings.checkpoint)
+    return Embedder(spec, precision=settings.precision)

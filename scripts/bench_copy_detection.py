@@ -31,22 +31,22 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scipy.sparse import coo_matrix  # noqa: E402
-from scipy.sparse.csgraph import connected_components  # noqa: E402
-
-from indexer.build import Builder  # noqa: E402
-from indexer.config import TINY_MODEL, Settings  # noqa: E402
-from indexer.datasets import open_dataset  # noqa: E402
-from indexer.fingerprint import (  # noqa: E402
+from hibt.indexer.build import Builder  # noqa: E402
+from hibt.indexer.copies.fingerprint import (  # noqa: E402
     Fingerprints,
     index_fingerprints,
     query_fingerprints,
 )
-from indexer.images import BadImage, load_image  # noqa: E402
-from indexer.model import Embedder, ModelSpec  # noqa: E402
-from indexer.records import Record  # noqa: E402
-from server.copies import CopyMatcher  # noqa: E402
-from server.engine import Engine  # noqa: E402
+from hibt.indexer.copies.matching import CopyMatcher  # noqa: E402
+from hibt.indexer.datasets import open_dataset  # noqa: E402
+from hibt.indexer.images import BadImage, load_image  # noqa: E402
+from hibt.indexer.model import Embedder, ModelSpec  # noqa: E402
+from hibt.indexer.records import Record  # noqa: E402
+from hibt.server.engine import Engine  # noqa: E402
+from scipy.sparse import coo_matrix  # noqa: E402
+from scipy.sparse.csgraph import connected_components  # noqa: E402
+
+from hibt.config import TINY_MODEL, Settings  # noqa: E402
 
 WHITE = (255, 255, 255)
 
@@ -316,7 +316,7 @@ def best_matches(engine: Engine, data: bytes) -> dict[int, float]:
     """Item row -> best fingerprint similarity, down to well below the copy thresholds."""
     image = load_upload(data, engine)
     uncut = engine.thresholds.uncut  # as the engine counts an uncut upload's view
-    found = engine.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0, uncut)
+    found = engine.index.copies.match(query_fingerprints(image), CALIBRATION_FLOOR, 0, uncut)
     return {i: m.similarity for i, m in found.items() if not m.blank}  # never a copy
 
 
@@ -326,7 +326,7 @@ _rows: dict[str, int] = {}
 
 def row_of(engine: Engine, item_id: str) -> int:
     if item_id not in _rows:
-        _rows[item_id] = engine.row_by_id(item_id)["idx"]
+        _rows[item_id] = engine.index.store().by_id(item_id)["idx"]
     return _rows[item_id]
 
 
@@ -387,15 +387,11 @@ def main() -> None:
     settings = Settings(model=args.model, pretrained=None)
     embedder = Embedder(ModelSpec(args.model))
     index_dir, held = build(args.source, args.work, settings, embedder, args.holdout)
-    engine = Engine(index_dir, settings, embedder)
+    engine = Engine.open(index_dir, settings, embedder)
     rng = random.Random(0)
-    conn = engine.db()
     # One file per picture: Openclipart links many paths to one PNG, and a picture sampled
     # twice would count twice.
-    rows = conn.execute(
-        "SELECT min(idx) AS idx, path FROM items WHERE path IS NOT NULL GROUP BY sha256 "
-        "ORDER BY idx"
-    ).fetchall()
+    rows = engine.index.store().distinct_files()
     held = distinct(held)
     originals = []
     for row in rng.sample(rows, min(args.samples, len(rows))):

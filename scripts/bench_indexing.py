@@ -89,9 +89,10 @@ def run_baseline(source: Path, batch: int) -> dict:
 
 
 def run_hibt(source: Path, precision: str) -> dict:
-    from indexer.build import build_index
-    from indexer.config import RANDOM_WEIGHTS, Settings
-    from indexer.model import Embedder, ModelSpec
+    from hibt.indexer.build import build_index
+    from hibt.indexer.model import Embedder, ModelSpec
+
+    from hibt.config import RANDOM_WEIGHTS, Settings
 
     settings = Settings(model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision)
     embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision)
@@ -115,10 +116,10 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 def query_side(source: Path, reps: int) -> dict:
     """Encode latency of single queries, and agreement of each precision with fp32."""
     import torch
+    from hibt.indexer.images import load_image
+    from hibt.indexer.model import Embedder, ModelSpec
 
-    from indexer.config import RANDOM_WEIGHTS
-    from indexer.images import load_image
-    from indexer.model import Embedder, ModelSpec
+    from hibt.config import RANDOM_WEIGHTS
 
     spec = ModelSpec(MODEL, RANDOM_WEIGHTS)
     images = [load_image(p, 10**9, 10**9, 512).image for p in sorted(source.glob("*.jpg"))[:32]]
@@ -209,7 +210,7 @@ def main() -> None:
     if args.source is None:
         args.source = Path(tempfile.mkdtemp()) / "images"
         make_images(args.source, args.images)
-    from indexer.precision import cpu_flags, resolve_precision
+    from hibt.indexer.precision import cpu_flags, resolve_precision
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2")))
     print(

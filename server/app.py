@@ -1,21 +1,24 @@
 """HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from hibt.indexer.model import Embedder, embedder_from
+from hibt.server import schemas
+from hibt.server.engine import Engine
+from hibt.server.index import OpenIndex
+from hibt.server.optouts import OptOuts, open_optouts
+from hibt.server.ratelimit import RateLimiter
 
-from indexer.config import Settings
-from server import schemas
-from server.domain_proof import ProofError
-from server.engine import Engine, QueryError
-from server.optouts import OptOuts
-from server.ratelimit import RateLimiter
-from server.registry import RegistryError
+from hibt import __version__
+from hibt.config import Settings
+from hibt.errors import HibtError, QueryError, RegistryError
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(str(files("hibt.web")))
 ERRORS = {
     400: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
@@ -29,39 +32,37 @@ UPLOAD_BLOCK = 1 << 20
 def read_upload(upload: UploadFile, limit: int) -> bytes:
     """Read at most ``limit`` bytes; one copy in memory, refused as soon as it is too big."""
     if upload.size is not None and upload.size > limit:
-        raise QueryError(413, f"upload is larger than the limit of {limit} bytes")
+        raise QueryError(f"upload is larger than the limit of {limit} bytes", 413)
     buffer = bytearray()
     while block := upload.file.read(UPLOAD_BLOCK):
         buffer += block
         if len(buffer) > limit:
-            raise QueryError(413, f"upload is larger than the limit of {limit} bytes")
+            raise QueryError(f"upload is larger than the limit of {limit} bytes", 413)
     if not buffer:
-        raise QueryError(400, "the upload is empty")
+        raise QueryError("the upload is empty", 400)
     return bytes(buffer)
 
 
 def bearer(authorization: str) -> str:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise RegistryError(401, "send the private token as 'Authorization: Bearer TOKEN'")
+        raise RegistryError("send the private token as 'Authorization: Bearer TOKEN'", 401)
     return token.strip()
 
 
 def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = None) -> FastAPI:
     app = FastAPI(
         title="hibt: is my work in this training set?",
-        version="0.1.0",
+        version=__version__,
         description="Search an image-caption dataset by text, image or embedding. Results say "
         "whether they are copies of an uploaded image, name matches or merely similar.",
     )
     app.state.engine = engine
 
-    def refused(_: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(HibtError)
+    def refused(_: Request, exc: HibtError) -> JSONResponse:
         """Every refusal is JSON with a message a person can act on."""
-        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
-
-    for error in (QueryError, RegistryError, ProofError):
-        app.add_exception_handler(error, refused)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -140,14 +141,12 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
 
 
 def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> None:
-    engine = optouts.engine
-    engine.optouts = optouts
     limiter = RateLimiter(settings.writes_per_minute)
 
     def limited(request: Request) -> None:
         client = request.client.host if request.client else "unknown"
         if not limiter.allow(client):
-            raise RegistryError(429, "too many opt-out requests from this address; wait a minute")
+            raise RegistryError("too many opt-out requests from this address; wait a minute", 429)
 
     write = [Depends(limited)]
     creates = {"status_code": 201, "dependencies": write, "responses": ERRORS}
@@ -169,22 +168,42 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
     def check(body: schemas.CheckRequest) -> schemas.CheckResponse:
         return optouts.check(body)
 
-    @app.get("/api/optouts/{receipt}", responses=ERRORS)
-    def view(receipt: str, authorization: Annotated[str, Header()] = "") -> dict:
-        return optouts.registry.view(receipt, bearer(authorization))
+    @app.get("/api/optouts/{receipt}", response_model=schemas.OptOutView, responses=ERRORS)
+    def view(receipt: str, authorization: Annotated[str, Header()] = "") -> schemas.OptOutView:
+        return schemas.OptOutView(**optouts.registry.view(receipt, bearer(authorization)))
 
-    @app.post("/api/optouts/{receipt}/withdraw", dependencies=write, responses=ERRORS)
+    @app.post(
+        "/api/optouts/{receipt}/withdraw",
+        response_model=schemas.Withdrawn,
+        dependencies=write,
+        responses=ERRORS,
+    )
     def withdraw(
         receipt: str, body: schemas.WithdrawRequest, authorization: Annotated[str, Header()] = ""
-    ) -> dict:
-        return optouts.registry.withdraw(receipt, bearer(authorization), body.item_ids)
+    ) -> schemas.Withdrawn:
+        token = bearer(authorization)
+        return schemas.Withdrawn(**optouts.registry.withdraw(receipt, token, body.item_ids))
 
     @app.post("/api/domains", response_model=schemas.DomainClaim, **creates)
     def claim_domain(body: schemas.DomainClaimRequest) -> schemas.DomainClaim:
         return optouts.claim_domain(body)
 
-    @app.post("/api/domains/{domain}/verify", dependencies=write, responses=ERRORS)
+    @app.post(
+        "/api/domains/{domain}/verify",
+        response_model=schemas.DomainVerified,
+        dependencies=write,
+        responses=ERRORS,
+    )
     def verify_domain(
         domain: str, body: schemas.DomainVerifyRequest, authorization: Annotated[str, Header()] = ""
-    ) -> dict:
+    ) -> schemas.DomainVerified:
         return optouts.verify_domain(domain, body.receipt, bearer(authorization))
+
+
+def open_app(index_dir: Path, settings: Settings, embedder: Embedder | None = None) -> FastAPI:
+    """The whole service over one index directory, as `hibt serve` runs it: the index, its
+    opt-out registry (which decides what the engine hides and marks) and the HTTP app."""
+    index = OpenIndex(index_dir, settings)
+    optouts = open_optouts(index, settings)
+    embedder = embedder or embedder_from(settings, index.manifest.model)
+    return create_app(Engine(index, settings, embedder, optouts), settings, optouts)

@@ -16,8 +16,9 @@ import socket
 from urllib.parse import urlsplit
 
 import httpx
+from hibt.indexer.records import host_of
 
-from indexer.records import host_of
+from hibt.errors import ProofError
 
 WELL_KNOWN = "/.well-known/hibt-optout.txt"
 DNS_LABEL = "_hibt-optout"
@@ -26,10 +27,6 @@ TIMEOUT = 5.0
 HOST = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
-
-
-class ProofError(ValueError):
-    """Verification could not be done or did not succeed; the message says why."""
 
 
 def normalise_domain(raw: str) -> str:

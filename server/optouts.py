@@ -10,10 +10,13 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from indexer.config import Settings
-from indexer.records import host_of
-from server import domain_proof, schemas
-from server.registry import Registry, RegistryError
+from hibt.indexer.records import host_of
+from hibt.server import domain_proof, schemas
+from hibt.server.index import OpenIndex
+from hibt.server.registry import Registry
+
+from hibt.config import Settings
+from hibt.errors import RegistryError
 
 EXPORT_FIELDS = (
     "kind",
@@ -47,18 +50,20 @@ def registry_path(index_dir: Path, settings: Settings) -> Path:
 
 
 class OptOuts:
-    def __init__(self, engine, registry: Registry, settings: Settings) -> None:
-        self.engine, self.registry, self.settings = engine, registry, settings
+    """The engine's :class:`~hibt.server.engine.Visibility`, and the registry's endpoints."""
+
+    def __init__(self, index: OpenIndex, registry: Registry, settings: Settings) -> None:
+        self.index, self.registry, self.settings = index, registry, settings
 
     # --- writes --------------------------------------------------------------------------
     def register(self, request: schemas.OptOutRequest) -> schemas.OptOutReceipt:
         ids = list(dict.fromkeys(request.item_ids))
         if len(ids) > self.settings.max_optout_items:
-            raise RegistryError(422, f"at most {self.settings.max_optout_items} items per request")
-        rows = self.rows_by_id(ids)
+            raise RegistryError(f"at most {self.settings.max_optout_items} items per request", 422)
+        rows = self.index.store().by_ids(ids)
         missing = [i for i in ids if i not in rows]
         if missing:
-            raise RegistryError(404, f"no items with ids {', '.join(missing[:10])}")
+            raise RegistryError(f"no items with ids {', '.join(missing[:10])}", 404)
         items = [self.describe(rows[i]) for i in ids]
         done = self.registry.register(items, request.name, request.contact, request.note)
         return schemas.OptOutReceipt(
@@ -76,36 +81,24 @@ class OptOuts:
         )
         return schemas.DomainClaim(**done, instructions=instructions)
 
-    def verify_domain(self, domain: str, receipt: str, token: str) -> dict:
+    def verify_domain(self, domain: str, receipt: str, token: str) -> schemas.DomainVerified:
         domain = domain_proof.normalise_domain(domain)
         claim = self.registry.domain_claim(receipt, token, domain)
         if claim["status"] == "verified":
-            return {"domain": domain, "status": "verified"}
+            return schemas.DomainVerified(domain=domain)
         how = domain_proof.verify(domain, claim["challenge"], self.settings.verify_allow_private)
         self.registry.mark_verified(receipt, domain, how)
-        return {"domain": domain, "status": "verified", "how": how}
+        return schemas.DomainVerified(domain=domain, how=how)
 
     # --- reads ---------------------------------------------------------------------------
-    def rows_by_id(self, ids: list[str]) -> dict[str, sqlite3.Row]:
-        rows = (
-            self.engine.db()
-            .execute(
-                "SELECT idx, id, source, url, host, sha256 FROM items "
-                "WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(ids),),
-            )
-            .fetchall()
-        )
-        return {r["id"]: r for r in rows}
-
     def describe(self, row: sqlite3.Row) -> dict:
         return {
             "id": row["id"],
-            "dataset": self.engine.manifest.dataset,
+            "dataset": self.index.dataset,
             "source": row["source"],
             "url": row["url"],
             "sha256": row["sha256"],
-            "phash": self.engine.copies_hash_hex(row["idx"]),
+            "phash": self.index.phash_hex(row["idx"]),
         }
 
     def statuses(self, rows: list[sqlite3.Row]) -> dict[str, str]:
@@ -127,27 +120,12 @@ class OptOuts:
         if not self.settings.hide_opted_out:
             return set()
         items = self.registry.active_items()
-        db = self.engine.db()
-        rows = db.execute(
-            "SELECT idx FROM items WHERE id IN (SELECT value FROM json_each(?)) "
-            "OR sha256 IN (SELECT value FROM json_each(?))",
-            (json.dumps([r["item_id"] for r in items]), json.dumps([r["sha256"] for r in items])),
-        ).fetchall()
-        hidden = {r[0] for r in rows}
+        store = self.index.store()
+        hidden = store.idxs_of([r["item_id"] for r in items], [r["sha256"] for r in items])
         for domain, status in self.registry.active_domains().items():
             if status == "verified":
-                hidden |= {r[0] for r in self.domain_rows(domain)}
+                hidden |= {r["idx"] for r in store.by_host(domain)}
         return hidden
-
-    def domain_rows(self, domain: str) -> list[sqlite3.Row]:
-        return (
-            self.engine.db()
-            .execute(
-                "SELECT idx, id, source, url, sha256 FROM items WHERE host = ? OR host LIKE ?",
-                (domain, f"%.{domain}"),
-            )
-            .fetchall()
-        )
 
     def check(self, request: schemas.CheckRequest) -> schemas.CheckResponse:
         items = self.registry.active_items()
@@ -175,21 +153,18 @@ class OptOuts:
     def export_rows(self) -> Iterator[dict]:
         for r in self.registry.active_items():
             yield export_row("item", **dict(r), domain=host_of(r["url"]))
-        claims = self.registry.conn().execute(
-            "SELECT domain, status, created_at FROM domains WHERE withdrawn_at IS NULL ORDER BY seq"
-        )
-        for claim in claims.fetchall():
-            yield export_row("domain", **dict(claim))
-            for row in self.domain_rows(claim["domain"]):
+        for claim in self.registry.domain_claims():
+            yield export_row("domain", **claim)
+            for row in self.index.store().by_host(claim["domain"]):
                 yield export_row(
                     "domain_item",
-                    **dict(claim),
-                    dataset=self.engine.manifest.dataset,
+                    **claim,
+                    dataset=self.index.dataset,
                     item_id=row["id"],
                     source=row["source"],
                     url=row["url"],
                     sha256=row["sha256"],
-                    phash=self.engine.copies_hash_hex(row["idx"]),
+                    phash=self.index.phash_hex(row["idx"]),
                 )
 
     def export(self, kind: str) -> str:
@@ -203,5 +178,5 @@ class OptOuts:
         return buffer.getvalue()
 
 
-def open_optouts(engine, index_dir: Path, settings: Settings) -> OptOuts:
-    return OptOuts(engine, Registry(registry_path(index_dir, settings)), settings)
+def open_optouts(index: OpenIndex, settings: Settings) -> OptOuts:
+    return OptOuts(index, Registry(registry_path(index.directory, settings)), settings)

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hibt.errors import RegistryError
+
 SCHEMA = """
 PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS claims (
@@ -70,13 +72,6 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 """
 
 
-class RegistryError(ValueError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -124,7 +119,7 @@ class Registry:
         row = self.conn().execute("SELECT * FROM claims WHERE id = ?", (claim_id,)).fetchone()
         expected = row["token_sha256"] if row else token_digest(secrets.token_urlsafe(24))
         if not hmac.compare_digest(expected, token_digest(token or "")) or row is None:
-            raise RegistryError(403, "unknown receipt or wrong token")
+            raise RegistryError("unknown receipt or wrong token", 403)
         return row
 
     def audit(self, conn: sqlite3.Connection, action: str, claim_id: str, detail: dict) -> None:
@@ -209,7 +204,7 @@ class Registry:
                 "SELECT status FROM domains WHERE domain = ? AND withdrawn_at IS NULL", (domain,)
             ).fetchone()
             if existing:
-                raise RegistryError(409, f"{domain} already has a {existing[0]} opt-out claim")
+                raise RegistryError(f"{domain} already has a {existing[0]} opt-out claim", 409)
             claim_id, token = self.new_claim(conn, name, contact, "")
             challenge = f"hibt-optout-verification={secrets.token_urlsafe(18)}"
             conn.execute(
@@ -230,7 +225,7 @@ class Registry:
             .fetchone()
         )
         if row is None:
-            raise RegistryError(404, f"this receipt has no open claim on {domain}")
+            raise RegistryError(f"this receipt has no open claim on {domain}", 404)
         return row
 
     def mark_verified(self, claim_id: str, domain: str, how: str) -> None:
@@ -246,6 +241,13 @@ class Registry:
     def active_domains(self) -> dict[str, str]:
         rows = self.conn().execute("SELECT domain, status FROM domains WHERE withdrawn_at IS NULL")
         return {r["domain"]: r["status"] for r in rows}
+
+    def domain_claims(self) -> list[dict]:
+        """Active domain claims, oldest first, as the export lists them."""
+        rows = self.conn().execute(
+            "SELECT domain, status, created_at FROM domains WHERE withdrawn_at IS NULL ORDER BY seq"
+        )
+        return [dict(r) for r in rows]
 
     def status_of(self, item_ids: Iterable[str], digests: Iterable[str]) -> dict[str, str]:
         """Active opt-out status by item id and by content hash (one query)."""

@@ -174,3 +174,44 @@ class CheckHit(BaseModel):
 
 class CheckResponse(BaseModel):
     opted_out: list[CheckHit]
+
+
+class DomainVerified(BaseModel):
+    domain: str
+    status: Literal["verified"] = "verified"
+    how: str | None = Field(
+        None, description="How control was shown: 'file' (well-known file) or 'dns'"
+    )
+
+
+class ClaimedItem(BaseModel):
+    item_id: str
+    source: str
+    url: str
+    status: str
+    created_at: str
+    withdrawn_at: str | None
+
+
+class ClaimedDomain(BaseModel):
+    domain: str
+    status: str
+    challenge: str
+    created_at: str
+    verified_at: str | None
+    withdrawn_at: str | None
+
+
+class OptOutView(BaseModel):
+    receipt: str
+    name: str
+    contact: str
+    note: str
+    created_at: str
+    items: list[ClaimedItem]
+    domains: list[ClaimedDomain]
+
+
+class Withdrawn(BaseModel):
+    items: list[str] = Field(description="Item ids withdrawn by this request")
+    domains: list[str] = Field(description="Domain claims withdrawn by this request")

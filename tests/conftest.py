@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hibt.indexer.build import BuildResult, build_index
+from hibt.indexer.model import Embedder, ModelSpec
 
-from indexer.build import BuildResult, build_index
-from indexer.config import TINY_MODEL, Settings
-from indexer.model import Embedder, ModelSpec
+from hibt.config import TINY_MODEL, Settings
 from tests.datagen import Item, make_dataset
 
 os.environ.setdefault("HIBT_OFFLINE", "1")  # tests never wait on a model hub
@@ -47,9 +47,9 @@ def built(tmp_path_factory, dataset, embedder) -> BuildResult:
 
 @pytest.fixture(scope="session")
 def engine(built, embedder):
-    from server.engine import Engine
+    from hibt.server.engine import Engine
 
-    return Engine(built.index_dir, tiny_settings(), embedder)
+    return Engine.open(built.index_dir, tiny_settings(), embedder)
 
 
 def free_port() -> int:
@@ -63,7 +63,7 @@ def serving(index_dir: Path, **env: str) -> Iterator[str]:
     """`hibt serve` as a user starts it, on a free loopback port; yields its base URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", str(index_dir), "--port", str(port)],
+        [sys.executable, "-m", "hibt", "serve", str(index_dir), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hibt.indexer import index_format as fmt
+from hibt.indexer.build import Builder, build_index, staging_dir
+from hibt.indexer.datasets import open_dataset
 
-from indexer import index_format as fmt
-from indexer.build import Builder, BuildError, build_index, staging_dir
-from indexer.config import TINY_MODEL
-from indexer.datasets import open_dataset
+from hibt.config import TINY_MODEL
+from hibt.errors import BuildError, IndexUnreadable
 from tests.conftest import tiny_settings
 from tests.datagen import BROKEN
 
@@ -87,7 +88,7 @@ def test_crash_midway_leaves_no_index_and_resume_matches_clean_build(
     monkeypatch.setattr(Builder, "write_chunk", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         build_index(dataset[0], out, embedder, tiny_settings())
-    with pytest.raises(fmt.IndexError_):
+    with pytest.raises(IndexUnreadable):
         fmt.read_manifest(out)  # nothing a server could open
     monkeypatch.setattr(Builder, "write_chunk", original)
 
@@ -111,7 +112,7 @@ def test_sigkill_during_build_then_resume(dataset, tmp_path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "server.cli",
+        "hibt",
         "index",
         str(dataset[0]),
         "--out",
@@ -174,7 +175,7 @@ def test_an_up_to_date_index_is_left_as_it_is(dataset, embedder, tmp_path) -> No
     (src / dataset[1][7].path.name).write_bytes(dataset[1][7].path.read_bytes())
     grown = build_index(src, out, embedder, tiny_settings(thumbnail_size=64), rebuild=False)
     assert not grown.reused and grown.manifest.counts.items == 7
-    changed = "indexer.build.code_digest"  # fingerprints computed another way
+    changed = "hibt.indexer.build.code_digest"  # fingerprints computed another way
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(changed, lambda: "other fingerprint code")
         refingerprinted = build_index(
@@ -202,7 +203,7 @@ def test_opening_with_another_format_version_fails(built, tmp_path) -> None:
     copy.mkdir()
     manifest["format_version"] = 999
     (copy / fmt.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(fmt.IndexError_, match="format 999"):
+    with pytest.raises(IndexUnreadable, match="format 999"):
         fmt.read_manifest(copy)
 
 
@@ -214,5 +215,5 @@ def test_opening_with_another_model_fails(built) -> None:
         "checkpoint_sha256": None,
         "dim": 512,
     }
-    with pytest.raises(fmt.IndexError_, match="not be comparable"):
+    with pytest.raises(IndexUnreadable, match="not be comparable"):
         fmt.check_model(manifest, other)

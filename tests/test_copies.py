@@ -8,33 +8,41 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
-
-from indexer import fingerprint
-from indexer.build import build_index
-from indexer.config import Settings
-from indexer.duplicates import duplicate_groups
-from indexer.fingerprint import (
+from hibt.indexer.build import build_index
+from hibt.indexer.copies import framing
+from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
-    INDEX_BRIGHTENED_VIEW,
-    INDEX_VARIANTS,
-    QUERY_TRIMMED_VIEW,
     Fingerprints,
     colour_distance,
     colour_signature,
     fingerprints,
-    hash_base,
     index_fingerprints,
     informative,
     plain,
     query_fingerprints,
-    query_views,
-    trim_borders,
 )
-from server.copies import CopyMatcher, CopyThresholds
-from server.engine import Engine
+from hibt.indexer.copies.framing import trim_borders
+from hibt.indexer.copies.groups import duplicate_groups
+from hibt.indexer.copies.matching import CopyMatcher, CopyThresholds
+from hibt.indexer.copies.views import (
+    INDEX_VARIANTS,
+    INDEX_VIEWS,
+    QUERY_TRIMMED_VIEW,
+    QUERY_VIEWS,
+    Scene,
+    hash_base,
+    position,
+    query_views,
+    views_of,
+)
+from hibt.server.engine import Engine
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from hibt.config import Settings
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
+
+INDEX_BRIGHTENED_VIEW = position(INDEX_VIEWS, "brightened")
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -105,6 +113,7 @@ def random_item_and_blank_query(rng: np.random.Generator):
         np.zeros((22, 32), np.uint8),
         np.zeros((22, DESCRIPTOR_DIM), np.float32),
         colour=np.zeros(48, np.uint8),
+        views=[v for v in QUERY_VIEWS if not v.strict],
     )
     return views, matcher, query
 
@@ -161,7 +170,7 @@ def test_unrelated_image_is_only_similar_and_the_answer_says_so(engine) -> None:
 def test_a_copy_under_the_near_threshold_comes_first_as_a_look_alike(built, embedder, dataset):
     """A copy altered past the near-copy threshold is not called a copy, but it is still
     shown first, with its similarity, and the verdict says how close it came."""
-    strict = Engine(
+    strict = Engine.open(
         built.index_dir,
         tiny_settings(exact_copy_min_similarity=0.99999, near_copy_min_similarity=0.9999),
         embedder,
@@ -327,7 +336,7 @@ def test_a_line_s_anti_aliased_rim_is_not_window_chrome() -> None:
     line.paste((51, 51, 51), (7, 29, 53, 33))
     line.paste((207, 207, 207), (7, 33, 53, 34))
     washed = ImageEnhance.Contrast(ImageEnhance.Brightness(line).enhance(1.15)).enhance(0.8)
-    assert fingerprint.picture(hash_base(line))[0].size == line.size
+    assert framing.picture(hash_base(line))[0].size == line.size
     assert colour_distance(index_fingerprints(line).colour, query_fingerprints(washed).colour) < 12
 
 
@@ -394,7 +403,7 @@ def test_a_crop_that_looks_framed_finds_its_flag_before_a_flag_of_its_emblem(see
     whose picture is the same star)."""
     flag = striped_flag(seed)
     crop = flag.crop((24, 16, 216, 144))
-    emblem = fingerprint.picture(hash_base(crop))[0].point(lambda v: max(0, v - 15))  # re-tinted
+    emblem = framing.picture(hash_base(crop))[0].point(lambda v: max(0, v - 15))  # re-tinted
     stored = [index_fingerprints(flag), index_fingerprints(emblem)]
     matcher = CopyMatcher(
         np.stack([s.descriptors for s in stored]),
@@ -451,7 +460,7 @@ def test_a_screenshot_uncut_does_not_claim_a_crop_of_a_window_icon(tmp_path, emb
     for seed in range(3):
         save(drawing(seed), root / f"other_{seed}.png")
     build_index(root, tmp_path / "index", embedder, tiny_settings())
-    engine = Engine(tmp_path / "index", tiny_settings(), embedder)
+    engine = Engine.open(tmp_path / "index", tiny_settings(), embedder)
     counts = engine.search_image(encode(shot), k=3).counts
     assert counts.exact_copy == counts.near_copy == 0
 
@@ -471,7 +480,7 @@ def dup_index(tmp_path_factory, embedder) -> Engine:
     save(Image.new("RGB", (300, 200), (255, 255, 255)), root / "f_blank.png")
     out = tmp_path_factory.mktemp("dup-index") / "index"
     build_index(root, out, embedder, tiny_settings())
-    return Engine(out, tiny_settings(), embedder)
+    return Engine.open(out, tiny_settings(), embedder)
 
 
 def test_duplicates_are_grouped_and_collapsed(dup_index: Engine) -> None:
@@ -523,7 +532,11 @@ def test_a_screenshot_of_a_blank_page_is_blank_not_its_window_chrome(dup_index, 
 
 
 def test_identical_bytes_of_a_blank_page_are_an_exact_copy(dup_index: Engine) -> None:
-    row = dup_index.db().execute("SELECT path FROM items WHERE path LIKE '%e_blank.png'").fetchone()
+    row = (
+        dup_index.index.store()
+        .conn.execute("SELECT path FROM items WHERE path LIKE '%e_blank.png'")
+        .fetchone()
+    )
     response = dup_index.search_image(Path(row["path"]).read_bytes(), k=3)
     assert response.results[0].source == "e_blank.png"
     assert response.results[0].match == "exact_copy" and response.counts.exact_copy == 1
@@ -542,6 +555,7 @@ def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
         np.zeros((22, 32), np.uint8),
         np.zeros((22, DESCRIPTOR_DIM), np.float32),
         colour=np.zeros(48, np.uint8),
+        views=[v for v in QUERY_VIEWS if not v.strict],
     )
     query.descriptors[QUERY_TRIMMED_VIEW] = drawing_view
     found = matcher.match(query, 0.96, 12)
@@ -563,7 +577,10 @@ def test_a_thumbnail_too_small_for_the_top_frequencies_is_compared_in_its_band()
         banded = matcher.match(query_fingerprints(thumbnail), near, 12)
         found += i in banded and not banded[i].whole  # a thumbnail is a near copy at most
         wrong += len(set(banded) - {i})
-        unbanded = fingerprints(query_views(thumbnail))
+        scene = Scene.of(thumbnail)
+        views = views_of(scene, QUERY_VIEWS)
+        unbanded = fingerprints([v.make(scene) for v in views])  # every view on all frequencies
+        unbanded.views = views
         unbanded.colour = np.zeros(48, np.uint8)
         broad += i in matcher.match(unbanded, near, 12)
     assert found == len(pictures) and wrong == 0 and broad < len(pictures) // 2

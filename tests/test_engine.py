@@ -6,10 +6,10 @@ import sqlite3
 
 import numpy as np
 import pytest
+from hibt.indexer import index_format as fmt
+from hibt.server import schemas
 
-from indexer import index_format as fmt
-from server import schemas
-from server.engine import QueryError
+from hibt.errors import QueryError
 
 
 def test_every_indexed_image_finds_itself_first(engine, dataset) -> None:
@@ -27,7 +27,7 @@ def test_same_embedding_through_every_code_path(engine, built, dataset) -> None:
     conn = sqlite3.connect(built.index_dir / fmt.METADATA)
     for item in dataset[1][:6]:
         idx = conn.execute("SELECT idx FROM items WHERE key = ?", (item.path.name,)).fetchone()[0]
-        from indexer.images import load_image
+        from hibt.indexer.images import load_image
 
         loaded = load_image(item.path, 10**8, 10**8, engine.settings.working_size)
         query = engine.embedder.encode_images([loaded.image])[0]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hibt.indexer.model import Embedder, ModelSpec
 
-from indexer.config import TINY_MODEL
-from indexer.model import Embedder, ModelSpec, ModelUnavailable
+from hibt.config import TINY_MODEL
+from hibt.errors import ModelUnavailable
 from tests.datagen import drawing
 
 
@@ -75,8 +76,7 @@ def test_local_checkpoint_is_loaded(tmp_path) -> None:
 def test_trimmed_text_encoding_is_exact(embedder) -> None:
     """Cutting the padding after the end-of-text token changes nothing."""
     import torch
-
-    from indexer.model import encode_text_trimmed
+    from hibt.indexer.model import encode_text_trimmed
 
     tokens = embedder.tokenizer(["a fox", "a much longer caption about a lighthouse at night", ""])
     with torch.inference_mode():
@@ -86,7 +86,7 @@ def test_trimmed_text_encoding_is_exact(embedder) -> None:
 
 
 def test_auto_precision_is_a_real_choice() -> None:
-    from indexer.precision import resolve_precision
+    from hibt.indexer.precision import resolve_precision
 
     assert resolve_precision("auto") in ("bf16", "int8", "fp32")
     assert resolve_precision("fp32") == "fp32"

@@ -15,11 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hibt.indexer.build import build_index
+from hibt.server.app import open_app
+from hibt.server.optouts import registry_path
 
-from indexer.build import build_index
-from server.app import create_app
-from server.engine import Engine
-from server.optouts import open_optouts, registry_path
 from tests.conftest import free_port, serving, tiny_settings
 from tests.datagen import drawing, save
 
@@ -62,8 +61,7 @@ def web_index(tmp_path_factory, site, embedder):
 
 def make_client(index_dir: Path, embedder, **settings) -> TestClient:
     config = tiny_settings(**{"verify_allow_private": True, "writes_per_minute": 1000, **settings})
-    engine = Engine(index_dir, config, embedder)
-    return TestClient(create_app(engine, config, open_optouts(engine, index_dir, config)))
+    return TestClient(open_app(index_dir, config, embedder))
 
 
 @pytest.fixture
@@ -171,8 +169,7 @@ def test_export_round_trip_and_batch_check(client, built) -> None:
 
 def test_rate_limit_on_writes(built, embedder, tmp_path) -> None:
     config = tiny_settings(writes_per_minute=3, registry=str(tmp_path / "r.sqlite"))
-    engine = Engine(built.index_dir, config, embedder)
-    app = TestClient(create_app(engine, config, open_optouts(engine, built.index_dir, config)))
+    app = TestClient(open_app(built.index_dir, config, embedder))
     ids = ids_for(app, "owl", 1)
     statuses = [app.post("/api/optouts", json={"item_ids": ids}).status_code for _ in range(4)]
     assert statuses == [201, 201, 201, 429]
@@ -248,8 +245,7 @@ def test_domain_check_refuses_private_addresses_and_redirects(
 ) -> None:
     _, port = site
     config = tiny_settings(registry=str(tmp_path / "a.sqlite"))  # private addresses refused
-    engine = Engine(web_index[1], config, embedder)
-    strict = TestClient(create_app(engine, config, open_optouts(engine, web_index[1], config)))
+    strict = TestClient(open_app(web_index[1], config, embedder))
     claim = strict.post("/api/domains", json={"domain": f"localhost:{port}"}).json()
     refused = strict.post(
         f"/api/domains/localhost:{port}/verify",

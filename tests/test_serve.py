@@ -29,7 +29,7 @@ def test_real_server_answers(served, dataset) -> None:
 
 def test_serve_refuses_a_missing_index(tmp_path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", str(tmp_path / "none")],
+        [sys.executable, "-m", "hibt", "serve", str(tmp_path / "none")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from indexer.records import Record
+from hibt.indexer.records import Record
+
+from hibt.errors import DatasetError
+
+__all__ = ["Dataset", "DatasetError", "open_dataset"]
 
 
 class Dataset(Protocol):
@@ -17,15 +21,11 @@ class Dataset(Protocol):
     def estimated_size(self) -> int | None: ...
 
 
-class DatasetError(ValueError):
-    """The source cannot be read as any supported dataset."""
-
-
 def open_dataset(source: str | Path, name: str | None = None) -> Dataset:
     """Pick the reader from what is on disk; the order matters (most specific first)."""
-    from indexer.datasets.folder import FolderDataset
-    from indexer.datasets.openclipart import OpenclipartDataset
-    from indexer.datasets.webdataset import WebDataset
+    from hibt.indexer.datasets.folder import FolderDataset
+    from hibt.indexer.datasets.openclipart import OpenclipartDataset
+    from hibt.indexer.datasets.webdataset import WebDataset
 
     path = Path(source).expanduser()
     if not path.exists():

@@ -8,8 +8,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from indexer.datasets.folder import fields_from_mapping
-from indexer.records import Record
+from hibt.indexer.datasets.folder import fields_from_mapping
+from hibt.indexer.records import Record
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     checkpoint: str | None = None
     # auto, fp32, bf16 or int8; "auto" is bf16 where the CPU has native bf16 units (AMX or
     # AVX512-BF16), else int8 dynamic quantisation where torch has a quantised CPU engine,
-    # else fp32 (see indexer/precision.py and scripts/bench_indexing.py).
+    # else fp32 (indexer/precision.py).
     precision: str = "auto"
 
     # --- reading images ----------------------------------------------------------------
@@ -42,28 +42,19 @@ class Settings(BaseSettings):
     decode_workers: int = 0  # 0: chosen from the CPU count
     faiss_factory: str | None = None  # None: chosen from the number of vectors
 
-    # --- copy detection (see scripts/bench_copy_detection.py for the calibration) -------
-    # Cosine similarities of DCT descriptors (indexer/fingerprint.py), calibrated on
-    # Openclipart with scripts/bench_copy_detection.py: the near-copy threshold is the
-    # lowest at which held-out images (all transformations pooled) are labelled copies less
-    # than 0.5% of the time. With the brightened view (551 held-out pictures on a
-    # fresh split, 15 transformations) that is 0.98: 0.41% labelled at 0.98 and 2.0% at 0.97;
-    # transformed copies found: 99.1% at 0.98 and 99.3% at 0.97. Earlier runs, without it,
-    # gave 0.975. What 0.975-0.98 labels is mostly sibling icons and the same drawing twice.
+    # --- copy detection -------------------------------------------------------------------
+    # Cosines of DCT descriptors (indexer/copies/fingerprint.py). How each threshold was
+    # calibrated, with the figures and commands: docs/copy-detection.md.
     exact_copy_min_similarity: float = 0.99
     near_copy_min_similarity: float = 0.98
     # Below the near-copy threshold, items at least this similar are shown first among the
-    # similar results, with their similarity: a copy recoloured past recognition, or a sibling
-    # drawing. They are never labelled copies.
+    # similar results, with their similarity; they are never labelled copies.
     lookalike_min_similarity: float = 0.90
     duplicate_group_min_similarity: float = 0.97
     duplicate_group_max_colour: float = 12.0  # mean abs difference of 4x4 colour signatures
     exact_copy_max_colour: float = 12.0
     # An upload cut out of what looked like window chrome is also compared uncut, and may
-    # then claim a stored crop only from this similarity up: a crop of a striped flag looks
-    # framed, and only the crop uncut meets the flag's stored crop (0.9977-1.0 on the
-    # benchmark, also resized by half or re-saved as JPEG), while a screenshot uncut looks
-    # like a crop of a window icon (Openclipart's view_remove at 0.992).
+    # then claim a stored crop only from this similarity up.
     uncut_copy_min_similarity: float = 0.995
 
     # --- serving -------------------------------------------------------------------------

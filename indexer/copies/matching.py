@@ -1,26 +1,27 @@
-"""Copy detection at query time: cosine search of a query's DCT descriptors
-(indexer/descriptor_index.py), checked against colour signatures and exact file bytes."""
+"""Copy matching at query time: cosine search of an upload's view descriptors against every
+stored view (search.py), read through the view catalogue (views.py), checked against colour
+signatures; the labels are thresholds on the best pair."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-from indexer.config import Settings
-from indexer.descriptor_index import banded_matches, descriptor_index
-from indexer.fingerprint import (
+from hibt.indexer.copies.fingerprint import (
     HASH_SIZE,
-    INDEX_BRIGHTENED_VIEW,
-    INDEX_CROP_VIEWS,
-    INDEX_WHOLE_VIEWS,
-    QUERY_TURNED_VIEWS,
-    QUERY_WHOLE_VIEWS,
     Fingerprints,
     colour_distance,
     informative,
     plain,
 )
+from hibt.indexer.copies.search import banded_matches, descriptor_index
+from hibt.indexer.copies.views import INDEX_VIEWS, flagged
+
+from hibt.config import Settings
+
+STORED_CROP = flagged(INDEX_VIEWS, "crop")
+STORED_WHOLE = flagged(INDEX_VIEWS, "whole")
+STORED_BRIGHTENED = flagged(INDEX_VIEWS, "brightened")
 
 # Similarity one unit of colour difference (0-255 scale) costs when ranking copies.
 COLOUR_WEIGHT = 1 / 2000
@@ -104,10 +105,10 @@ class CopyMatcher:
         hit, sims, ids = banded_matches(
             self.index, query.descriptors[usable], bands[usable], min_similarity
         )
-        strict = query.strict[usable[hit]]
-        crop = np.isin(ids % self.views, INDEX_CROP_VIEWS)
-        keep = ~strict | (crop & (sims >= strict_similarity))
-        keep &= single_edit(usable[hit], ids % self.views, crop)
+        query_view, stored_view = usable[hit], ids % self.views
+        crop = np.isin(stored_view, STORED_CROP)
+        keep = ~query.strict[query_view] | (crop & (sims >= strict_similarity))
+        keep &= single_edit(query, query_view, stored_view)
         hit, sims, ids = hit[keep], sims[keep], ids[keep]
         if not len(ids):
             return {}
@@ -115,8 +116,8 @@ class CopyMatcher:
         # Whole picture to whole picture, on every frequency: a thumbnail compared in its
         # band holds too little to be called the same picture, only a near copy.
         whole = (
-            np.isin(query_view, QUERY_WHOLE_VIEWS)
-            & np.isin(ids % self.views, INDEX_WHOLE_VIEWS)
+            query.flags("whole")[query_view]
+            & np.isin(ids % self.views, STORED_WHOLE)
             & (bands[query_view] == HASH_SIZE).all(axis=1)
         )
         # Best first, keeping each item's first hit; a whole-picture pair wins a near tie with
@@ -150,13 +151,13 @@ class CopyMatcher:
         }
 
 
-def single_edit(query_view: np.ndarray, stored_view: np.ndarray, crop: np.ndarray) -> np.ndarray:
+def single_edit(query: Fingerprints, query_view: np.ndarray, stored_view: np.ndarray) -> np.ndarray:
     """False for the pairs that would find a copy edited twice over: turned and cropped, or
     brightened and turned or cropped. Such pairs found few copies and most of the benchmark's
-    false copies: a bar cut from an icon, turned upside down, met a stored crop of a flowchart
-    outline (0.985-0.999); a leaf symbol turned by 5 degrees met a star's brightened view."""
-    turned_crop = crop & np.isin(query_view, QUERY_TURNED_VIEWS)
-    brightened = (stored_view == INDEX_BRIGHTENED_VIEW) & ~np.isin(query_view, QUERY_WHOLE_VIEWS)
+    false ones (docs/copy-detection.md)."""
+    crop = np.isin(stored_view, STORED_CROP)
+    turned_crop = crop & query.flags("turned")[query_view]
+    brightened = np.isin(stored_view, STORED_BRIGHTENED) & ~query.flags("whole")[query_view]
     return ~(turned_crop | brightened)
 
 

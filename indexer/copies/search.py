@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
-
-from indexer.fingerprint import HASH_SIZE, band_mask
+from hibt.indexer.copies.fingerprint import HASH_SIZE, band_mask
 
 
 def descriptor_index(vectors: np.ndarray) -> faiss.IndexFlatIP:

@@ -1,20 +1,22 @@
-"""The ``hibt`` command: index a dataset, search an index, serve it over HTTP."""
+"""The ``hibt`` command: index a dataset, search an index, serve it over HTTP. Heavy imports
+wait inside each command, so ``hibt --help`` answers at once."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from indexer.config import TINY_MODEL, Settings, get_settings
+from hibt.config import Settings, get_settings
+from hibt.errors import HibtError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Reverse-image search over AI training sets."
 )
-
-MODEL_UNAVAILABLE = 3  # exit status scripts can test for (scripts/demo.sh does)
 
 ModelOpt = Annotated[str | None, typer.Option(help="open_clip model name, or tiny-test")]
 PretrainedOpt = Annotated[str | None, typer.Option(help="open_clip pretrained tag")]
@@ -24,6 +26,16 @@ CheckpointOpt = Annotated[Path | None, typer.Option(help="local open_clip checkp
 def fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Any refusal becomes one error line and its exit status (ModelUnavailable: 3, which
+    scripts/demo.sh tests for), never a traceback."""
+    try:
+        yield
+    except HibtError as exc:
+        fail(exc.message, exc.exit_code)
 
 
 def settings_with(**overrides: object) -> Settings:
@@ -58,9 +70,8 @@ def index(
 ) -> None:
     """Embed every image and caption of SOURCE into an index directory (resumable). An
     index built from the same files with the same model and settings is left as it is."""
-    from indexer.build import BuildError, build_index
-    from indexer.datasets import DatasetError
-    from indexer.model import ModelUnavailable
+    from hibt.indexer.build import build_index
+    from hibt.indexer.model import embedder_from
 
     settings = settings_with(
         model=model,
@@ -71,13 +82,11 @@ def index(
         batch_size=batch_size,
         decode_workers=workers,
     )
-    try:
-        embedder = make_embedder(settings)
+    with refusals():
+        embedder = embedder_from(settings)
+        if not embedder.spec.semantic:
+            non_semantic_warning(settings.model)
         result = build_index(source, out, embedder, settings, name, rebuild)
-    except ModelUnavailable as exc:
-        fail(str(exc), MODEL_UNAVAILABLE)
-    except (BuildError, DatasetError) as exc:
-        fail(str(exc))
     m = result.manifest
     if result.reused:
         typer.echo(
@@ -92,30 +101,12 @@ def index(
     )
 
 
-def make_embedder(settings: Settings):
-    from indexer.model import Embedder, ModelSpec
+def warn_if_not_semantic(index_dir: Path) -> None:
+    from hibt.indexer.index_format import read_manifest
 
-    tiny = settings.model == TINY_MODEL
-    spec = ModelSpec(settings.model, None if tiny else settings.pretrained, settings.checkpoint)
-    if not spec.semantic:
-        non_semantic_warning(settings.model)
-    return Embedder(spec, precision=settings.precision)
-
-
-def open_engine(index_dir: Path, settings: Settings):
-    from indexer.index_format import IndexError_
-    from indexer.model import ModelUnavailable
-    from server.engine import Engine
-
-    try:
-        engine = Engine(index_dir, settings)
-    except IndexError_ as exc:
-        fail(str(exc))
-    except ModelUnavailable as exc:
-        fail(str(exc), MODEL_UNAVAILABLE)
-    if not engine.manifest.model.semantic:
-        non_semantic_warning(engine.manifest.model.name)
-    return engine
+    built = read_manifest(index_dir).model
+    if not built.semantic:
+        non_semantic_warning(built.name)
 
 
 @app.command()
@@ -128,20 +119,19 @@ def search(
     checkpoint: CheckpointOpt = None,
 ) -> None:
     """Print the nearest neighbours of a text or an image."""
-    from server.engine import QueryError
+    from hibt.server.engine import Engine
 
     if (query is None) == (image is None):
         fail("give either a text QUERY or --image PATH")
-    engine = open_engine(index_dir, settings_with(checkpoint=checkpoint and str(checkpoint)))
-    try:
+    if image is not None and not image.is_file():
+        fail(f"{image} is not a file")
+    with refusals():
+        warn_if_not_semantic(index_dir)
+        engine = Engine.open(index_dir, settings_with(checkpoint=checkpoint and str(checkpoint)))
         if image is not None:
-            if not image.is_file():
-                fail(f"{image} is not a file")
             response = engine.search_image(image.read_bytes(), k)
         else:
             response = engine.search_text(query or "", k)
-    except QueryError as exc:
-        fail(exc.message)
     if as_json:
         typer.echo(response.model_dump_json(indent=2))
         return
@@ -172,29 +162,29 @@ def serve(
     """Serve the JSON API and the web page for an index."""
     import uvicorn
 
-    from server.app import create_app
-    from server.optouts import open_optouts
+    from hibt.server.app import open_app
+    from hibt.server.optouts import registry_path
 
     settings = settings_with(checkpoint=checkpoint and str(checkpoint))
-    engine = open_engine(index_dir, settings)
-    optouts = open_optouts(engine, index_dir, settings)
+    with refusals():
+        warn_if_not_semantic(index_dir)
+        app_ = open_app(index_dir, settings)
+    items = app_.state.engine.n
     typer.echo(
-        f"serving {engine.n} images from {index_dir} at http://{host}:{port}/ (API docs at /docs)",
+        f"serving {items} images from {index_dir} at http://{host}:{port}/ (API docs at /docs)",
         err=True,
     )
-    typer.echo(f"opt-out registry: {optouts.registry.path}", err=True)
-    uvicorn.run(create_app(engine, settings, optouts), host=host, port=port, log_level="info")
+    typer.echo(f"opt-out registry: {registry_path(index_dir, settings)}", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 @app.command()
 def info(index_dir: Annotated[Path, typer.Argument(help="index directory")]) -> None:
     """Print an index's manifest."""
-    from indexer.index_format import IndexError_, read_manifest
+    from hibt.indexer.index_format import read_manifest
 
-    try:
+    with refusals():
         typer.echo(read_manifest(index_dir).model_dump_json(indent=2))
-    except IndexError_ as exc:
-        fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,2 @@
+"""Copy detection in one place: the catalogue of views, fingerprints, framing, matching and
+duplicate groups (docs/copy-detection.md)."""

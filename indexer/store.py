@@ -1,0 +1,243 @@
+"""The index's SQLite file, and the only home of its SQL: item metadata, thumbnails, skipped
+files, build state and the FTS5 name index. (The opt-out registry's SQL lives in
+server/registry.py: a separate file with a separate life.)
+
+Row ``idx`` of ``items`` is row ``idx`` of every vector file and the id in every FAISS index.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+ITEM_COLUMNS = (
+    "idx",
+    "id",
+    "key",
+    "source",
+    "path",
+    "url",
+    "host",
+    "caption",
+    "title",
+    "artist",
+    "license",
+    "keywords",
+    "width",
+    "height",
+    "sha256",
+    "dup_group",
+    "dup_count",
+)
+FTS_COLUMNS = ("artist", "title", "caption", "keywords", "source", "url")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    idx INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    path TEXT,
+    url TEXT NOT NULL DEFAULT '',
+    host TEXT NOT NULL DEFAULT '',
+    caption TEXT NOT NULL DEFAULT '',
+    title TEXT NOT NULL DEFAULT '',
+    artist TEXT NOT NULL DEFAULT '',
+    license TEXT NOT NULL DEFAULT '',
+    keywords TEXT NOT NULL DEFAULT '',
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    dup_group INTEGER,
+    dup_count INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
+CREATE INDEX IF NOT EXISTS items_host ON items(host);
+CREATE TABLE IF NOT EXISTS thumbnails (idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS skipped (
+    key TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS build_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# unicode61 folds case and (with remove_diacritics 2) accents, and splits on punctuation, so
+# "Zoë O'Brien", "zoe obrien" and "@zoe" all meet the same tokens.
+FTS_SCHEMA = f"""
+DROP TABLE IF EXISTS items_fts;
+CREATE VIRTUAL TABLE items_fts USING fts5(
+    {", ".join(FTS_COLUMNS)}, content='items', content_rowid='idx',
+    tokenize="unicode61 remove_diacritics 2"
+);
+INSERT INTO items_fts(items_fts) VALUES('rebuild');
+"""
+
+
+# FTS5 bm25 weights, in FTS_COLUMNS order: a hit on the artist field counts most.
+BM25_WEIGHTS = (10.0, 4.0, 2.0, 1.0, 1.0, 1.0)
+ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"
+IN_LIST = "IN (SELECT value FROM json_each(?))"  # one bound JSON array, any length
+
+
+def as_json(values: Iterable) -> str:
+    return json.dumps(list(values))
+
+
+class Store:
+    """Named reads and writes over one connection (one per thread on the server)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path, readonly: bool = False) -> Store:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(path)
+            conn.executescript(SCHEMA)
+        conn.row_factory = sqlite3.Row
+        return cls(conn)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- build state -------------------------------------------------------------------
+    def get_state(self, name: str, default: str = "") -> str:
+        row = self.conn.execute("SELECT value FROM build_state WHERE name = ?", (name,)).fetchone()
+        return row["value"] if row else default
+
+    def set_state(self, name: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO build_state(name, value) VALUES(?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    # --- writes (build) ----------------------------------------------------------------
+    def insert_items(self, rows: Iterable[dict]) -> None:
+        columns = [c for c in ITEM_COLUMNS if c not in ("dup_group", "dup_count")]
+        self.conn.executemany(
+            f"INSERT INTO items({', '.join(columns)}) VALUES({', '.join('?' * len(columns))})",
+            ([row[c] for c in columns] for row in rows),
+        )
+
+    def insert_thumbnails(self, pairs: Iterable[tuple[int, bytes]]) -> None:
+        self.conn.executemany("INSERT INTO thumbnails(idx, jpeg) VALUES(?, ?)", pairs)
+
+    def record_skipped(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """(key, source, reason) of files that could not be indexed."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO skipped(key, source, reason) VALUES(?, ?, ?)", rows
+        )
+
+    def set_groups(self, groups: np.ndarray) -> None:
+        counts = np.bincount(groups)
+        self.conn.executemany(
+            "UPDATE items SET dup_group = ?, dup_count = ? WHERE idx = ?",
+            ((int(g), int(counts[g]), i) for i, g in enumerate(groups)),
+        )
+
+    def build_name_index(self) -> None:
+        self.conn.executescript(FTS_SCHEMA)
+
+    # --- reads ---------------------------------------------------------------------------
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these ids are already stored (one query for many)."""
+        rows = self.conn.execute(f"SELECT id FROM items WHERE id {IN_LIST}", (as_json(ids),))
+        return {r[0] for r in rows}
+
+    def items(self, idxs: Sequence[int]) -> dict[int, sqlite3.Row]:
+        """Metadata of many rows in one indexed query (not one query per result)."""
+        if not idxs:
+            return {}
+        rows = self.conn.execute(
+            f"{ITEM_SELECT} WHERE idx {IN_LIST}", (as_json(int(i) for i in idxs),)
+        ).fetchall()
+        return {row["idx"]: row for row in rows}
+
+    def by_id(self, item_id: str) -> sqlite3.Row | None:
+        return self.conn.execute(f"{ITEM_SELECT} WHERE id = ?", (item_id,)).fetchone()
+
+    def by_ids(self, ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+        rows = self.conn.execute(f"{ITEM_SELECT} WHERE id {IN_LIST}", (as_json(ids),))
+        return {r["id"]: r for r in rows}
+
+    def idxs_by_sha256(self, sha256: str) -> list[int]:
+        return [
+            r[0] for r in self.conn.execute("SELECT idx FROM items WHERE sha256 = ?", (sha256,))
+        ]
+
+    def idxs_of(self, ids: Sequence[str], digests: Sequence[str]) -> set[int]:
+        """Rows named by item id or by file sha256."""
+        rows = self.conn.execute(
+            f"SELECT idx FROM items WHERE id {IN_LIST} OR sha256 {IN_LIST}",
+            (as_json(ids), as_json(digests)),
+        )
+        return {r[0] for r in rows}
+
+    def by_host(self, domain: str) -> list[sqlite3.Row]:
+        """Items from ``domain`` or any of its subdomains."""
+        return self.conn.execute(
+            f"{ITEM_SELECT} WHERE host = ? OR host LIKE ?", (domain, f"%.{domain}")
+        ).fetchall()
+
+    def name_matches(self, match: str, limit: int) -> tuple[list[int], int]:
+        """(rows whose metadata matches the FTS5 ``match``, best bm25 first; how many)."""
+        total = self.conn.execute(
+            "SELECT count(*) FROM items_fts WHERE items_fts MATCH ?", (match,)
+        ).fetchone()[0]
+        weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+        rows = self.conn.execute(
+            f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? "
+            f"ORDER BY bm25(items_fts, {weights}), rowid LIMIT ?",
+            (match, limit),
+        )
+        return [r[0] for r in rows], total
+
+    def duplicate_ids(self, row: sqlite3.Row, limit: int = 100) -> list[str]:
+        """Ids of the other members of ``row``'s duplicate group, in index order."""
+        rows = self.conn.execute(
+            "SELECT id FROM items WHERE dup_group = ? AND idx != ? ORDER BY idx LIMIT ?",
+            (row["dup_group"], row["idx"], limit),
+        )
+        return [r[0] for r in rows]
+
+    def thumbnail(self, idx: int) -> bytes | None:
+        row = self.conn.execute("SELECT jpeg FROM thumbnails WHERE idx = ?", (idx,)).fetchone()
+        return row[0] if row else None
+
+    def largest_groups(self, limit: int = 10) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT dup_group, dup_count, min(id) AS example FROM items WHERE dup_count > 1 "
+            "GROUP BY dup_group ORDER BY dup_count DESC, dup_group LIMIT ?",
+            (limit,),
+        )
+        return [{"size": r["dup_count"], "example_id": r["example"]} for r in rows]
+
+    def groups(self) -> np.ndarray:
+        """The duplicate group of every row, in row order."""
+        rows = self.conn.execute("SELECT dup_group FROM items ORDER BY idx")
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def sha256s(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT sha256 FROM items ORDER BY idx")]
+
+    def distinct_files(self) -> list[sqlite3.Row]:
+        """(idx, path) of the first item of each distinct local file, in index order."""
+        return self.conn.execute(
+            "SELECT min(idx) AS idx, path FROM items WHERE path IS NOT NULL GROUP BY sha256 "
+            "ORDER BY idx"
+        ).fetchall()
+
+    def skipped(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT key, source, reason FROM skipped")]
+
+    def count_with_caption(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM items WHERE caption != ''").fetchone()[0]

@@ -1,0 +1,197 @@
+"""Shaping answers: a ranked page of candidates into results with metadata, scores and
+opt-out status; the copy verdict in words; item detail and index statistics."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from hibt.indexer.store import FTS_COLUMNS
+from hibt.server import schemas
+from hibt.server.names import contains_phrase, normalise_tokens
+
+from hibt.errors import QueryError
+
+if TYPE_CHECKING:
+    from hibt.server.engine import Engine
+
+
+@dataclass
+class Candidate:
+    """An item in a ranked answer, with the evidence that put it there."""
+
+    idx: int
+    match: str
+    hash_distance: int | None = None
+    copy_similarity: float | None = None
+
+
+@dataclass
+class Page:
+    """What a query asked for, beside the ranked candidates."""
+
+    query: str
+    query_type: str
+    vector: np.ndarray
+    offset: int
+    k: int
+    counts: schemas.MatchCounts
+    verdict: str | None
+    started: float
+    return_vectors: bool = False
+
+
+def respond(engine: Engine, ranked: list[Candidate], page: Page) -> schemas.SearchResponse:
+    shown = ranked[page.offset : page.offset + page.k]
+    phrase = normalise_tokens(page.query) if page.query_type == "text" else []
+    more = len(ranked) == page.offset + page.k and page.offset + page.k < engine.n
+    return schemas.SearchResponse(
+        query=page.query,
+        query_type=page.query_type,
+        model=model_summary(engine),
+        total_items=engine.n,
+        counts=page.counts,
+        copy_verdict=page.verdict,
+        offset=page.offset,
+        k=page.k,
+        next_offset=page.offset + page.k if more else None,
+        results=results(engine, shown, page.vector, phrase, page.return_vectors),
+        took_ms=round((time.perf_counter() - page.started) * 1000, 2),
+    )
+
+
+def results(
+    engine: Engine,
+    shown: list[Candidate],
+    vector: np.ndarray,
+    phrase: list[str],
+    return_vectors: bool,
+) -> list[schemas.Result]:
+    index = engine.index
+    rows = index.store().items([c.idx for c in shown])
+    idxs = sorted(rows)  # memory-mapped rows read in file order
+    scores = np.asarray(index.image_vectors[idxs], np.float32) @ vector if idxs else []
+    score_of = dict(zip(idxs, np.asarray(scores).tolist(), strict=True))
+    opted = engine.visibility.statuses(list(rows.values()))
+    out = []
+    for cand in shown:
+        row = rows[cand.idx]
+        fields = [f for f in FTS_COLUMNS if phrase and contains_phrase(row[f], phrase)]
+        vec = index.image_vectors[cand.idx].astype(float).tolist() if return_vectors else None
+        result = result_of(row, cand, round(score_of[cand.idx], 5), fields, vec)
+        result.opt_out = opted.get(row["id"])
+        out.append(result)
+    return out
+
+
+def result_of(
+    row: sqlite3.Row, cand: Candidate, score: float, fields: list[str], vector: list[float] | None
+) -> schemas.Result:
+    return schemas.Result(
+        id=row["id"],
+        match=cand.match,
+        score=score,
+        hash_distance=cand.hash_distance,
+        copy_similarity=cand.copy_similarity,
+        matched_fields=fields,
+        caption=row["caption"],
+        title=row["title"],
+        artist=row["artist"],
+        license=row["license"],
+        source=row["source"],
+        url=row["url"],
+        width=row["width"],
+        height=row["height"],
+        duplicates=row["dup_count"],
+        thumbnail_url=f"/api/items/{row['id']}/thumbnail",
+        image_url=f"/api/items/{row['id']}/image",
+        vector=vector,
+    )
+
+
+def copy_verdict(
+    engine: Engine, counts: schemas.MatchCounts, blank: bool, copies: list[Candidate]
+) -> str:
+    n = engine.n
+    if counts.exact_copy + counts.near_copy:
+        return (
+            f"{counts.exact_copy} exact and {counts.near_copy} near copies of this image "
+            f"found among {n} images"
+        )
+    if blank:
+        return (
+            f"this image is almost blank, too plain to tell a copy of it from another "
+            f"plain image among {n} images"
+        )
+    verdict = f"no copy of this image found among {n} images"
+    if copies:  # look-alikes, closest first
+        verdict += (
+            f"; the closest look-alike has fingerprint similarity "
+            f"{copies[0].copy_similarity:.3f}, under the {engine.thresholds.near} a near "
+            f"copy needs"
+        )
+    return verdict
+
+
+def model_summary(engine: Engine) -> schemas.ModelSummary:
+    info = engine.manifest.model
+    return schemas.ModelSummary(
+        name=info.name, pretrained=info.pretrained, dim=info.dim, semantic=info.semantic
+    )
+
+
+# --- items ---------------------------------------------------------------------------------
+def row_by_id(engine: Engine, item_id: str) -> sqlite3.Row:
+    row = engine.index.store().by_id(item_id)
+    if row is None:
+        raise QueryError(f"no item with id {item_id!r}", 404)
+    return row
+
+
+def item(engine: Engine, item_id: str) -> schemas.ItemDetail:
+    row = row_by_id(engine, item_id)
+    base = result_of(row, Candidate(row["idx"], "similar"), 1.0, [], None)
+    return schemas.ItemDetail(
+        **base.model_dump(),
+        key=row["key"],
+        sha256=row["sha256"],
+        keywords=row["keywords"],
+        duplicate_ids=engine.index.store().duplicate_ids(row),
+    )
+
+
+def thumbnail(engine: Engine, item_id: str) -> bytes:
+    jpeg = engine.index.store().thumbnail(row_by_id(engine, item_id)["idx"])
+    if jpeg is None:
+        raise QueryError("this item has no thumbnail", 404)
+    return jpeg
+
+
+def original_path(engine: Engine, item_id: str) -> Path:
+    """The indexed file, from the index's own record: never a path a client sent."""
+    row = row_by_id(engine, item_id)
+    path = Path(row["path"]) if row["path"] else None
+    if path is None or not path.is_file():
+        raise QueryError("the original file is not available on this server", 404)
+    return path
+
+
+def stats(engine: Engine) -> schemas.Stats:
+    m = engine.manifest
+    return schemas.Stats(
+        dataset=m.dataset,
+        items=m.counts.items,
+        skipped=m.counts.skipped,
+        with_caption=m.counts.with_caption,
+        duplicate_groups=m.counts.duplicate_groups,
+        largest_duplicate_groups=engine.index.store().largest_groups(),
+        model=model_summary(engine),
+        faiss_factory=m.faiss_factory,
+        fingerprint=m.fingerprint,
+        built_at=m.built_at,
+        format_version=m.format_version,
+    )

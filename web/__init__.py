@@ -1,0 +1,1 @@
+"""The artist's page: static files the server mounts at /."""
