@@ -7,7 +7,8 @@ recall@1 and recall@10 of the original's group (as the engine ranks: copies, the
 fingerprint look-alikes, then CLIP neighbours), copy@1 (the first result is the original's
 group and labelled a copy), the false-positive rate of the exact/near copy label on
 held-out images, and the same recalls for CLIP-only matching. Also prints the
-fingerprint similarities seen, from which the thresholds in indexer/config.py were calibrated.
+fingerprint similarities seen, from which the thresholds in hibt/config.py were calibrated
+(docs/copy-detection.md).
 
     python scripts/bench_copy_detection.py data/openclipart/usr/share/openclipart --samples 300
 """

@@ -32,9 +32,10 @@ KIND_ORDER = {"exact_copy": 0, "near_copy": 1, "name_match": 2, "similar": 3}
 
 
 class Visibility(Protocol):
-    """What the opt-out registry tells the engine: rows to hide, and each item's status."""
+    """What the opt-out registry tells the engine: which of some rows to hide, and each
+    item's status. Asked about the candidates of one answer, never the whole registry."""
 
-    def hidden(self) -> set[int]: ...
+    def hidden_among(self, idxs: list[int]) -> set[int]: ...
 
     def statuses(self, rows: list[sqlite3.Row]) -> dict[str, str]: ...
 
@@ -42,7 +43,7 @@ class Visibility(Protocol):
 class NoOptOuts:
     """Visibility without a registry: nothing hidden, nothing marked."""
 
-    def hidden(self) -> set[int]:
+    def hidden_among(self, idxs: list[int]) -> set[int]:
         return set()
 
     def statuses(self, rows: list[sqlite3.Row]) -> dict[str, str]:
@@ -195,11 +196,12 @@ class Engine:
         self, strong: list[Candidate], vector: np.ndarray, target: str, need: int, collapse: bool
     ) -> list[Candidate]:
         """Strong evidence first, then CLIP neighbours, each item and group once."""
-        hidden = self.visibility.hidden()
         count = min(self.n, need * 2 + 64)
         while True:
             similar = [Candidate(i, "similar") for i, _ in self.knn(vector, target, count)]
-            ranked = self.dedupe(strong + similar, collapse, hidden)
+            candidates = strong + similar
+            hidden = self.visibility.hidden_among([c.idx for c in candidates])
+            ranked = self.dedupe(candidates, collapse, hidden)
             if len(ranked) >= need or count >= self.n:
                 return ranked[:need]
             count = min(self.n, count * 4)

@@ -115,17 +115,13 @@ class OptOuts:
                 out[r["id"]] = status
         return out
 
-    def hidden(self) -> set[int]:
-        """Index rows to leave out of answers when the operator hides opt-outs."""
-        if not self.settings.hide_opted_out:
+    def hidden_among(self, idxs: list[int]) -> set[int]:
+        """Which of these rows to leave out of an answer when the operator hides opt-outs."""
+        if not self.settings.hide_opted_out or not idxs:
             return set()
-        items = self.registry.active_items()
-        store = self.index.store()
-        hidden = store.idxs_of([r["item_id"] for r in items], [r["sha256"] for r in items])
-        for domain, status in self.registry.active_domains().items():
-            if status == "verified":
-                hidden |= {r["idx"] for r in store.by_host(domain)}
-        return hidden
+        rows = list(self.index.store().items(idxs).values())
+        opted = self.statuses(rows)
+        return {r["idx"] for r in rows if opted.get(r["id"]) in ("unverified", "verified")}
 
     def check(self, request: schemas.CheckRequest) -> schemas.CheckResponse:
         items = self.registry.active_items()

@@ -6,7 +6,7 @@ is at least ``min_similarity``, both are informative, and their colour signature
 those looser links form groups by leader clustering in index order (an image joins the
 earliest leader it is linked to), not by connected components: chains of look-alikes (stars
 with 34, 36, 38... points) must not merge into one giant group. The range search is
-indexer/descriptor_index.py's.
+search.py's.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def banded_matches(
     """(query row, similarity, stored id) of every pair at least ``min_similarity`` alike.
 
     A query with a band narrower than the full block (``bands``: its DCT rows and columns,
-    zero outside them, see indexer/fingerprint.py) is compared with the stored view's part
+    zero outside them, see fingerprint.py) is compared with the stored view's part
     inside the same band, and held to a stricter standard: its 1 - cosine counts in
     proportion to the coefficients it lacks, so a 12x12 band must reach 0.983 to count as
     0.97. The similarity returned is on that common scale."""
