@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.server import schemas
@@ -155,17 +155,33 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
     def register(body: schemas.OptOutRequest) -> schemas.OptOutReceipt:
         return optouts.register(body)
 
-    @app.get("/api/optouts/export", response_class=PlainTextResponse)
-    def export(format: Annotated[str, Query(pattern="^(jsonl|csv)$")] = "jsonl") -> Response:
+    @app.get(
+        "/api/optouts/export",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    )
+    def export(
+        format: Annotated[str, Query(pattern="^(jsonl|csv)$")] = "jsonl",
+        include_pending: Annotated[
+            bool,
+            Query(
+                description="Also list domain claims still pending verification (anyone can "
+                "make one; it proves nothing) and the items they cover"
+            ),
+        ] = False,
+    ) -> StreamingResponse:
+        """The whole registry for dataset builders, streamed from one snapshot of it (a
+        registry of any size is never held in memory)."""
         media = "application/x-ndjson" if format == "jsonl" else "text/csv"
-        return Response(
-            optouts.export(format),
+        return StreamingResponse(
+            optouts.export(format, include_pending),
             media_type=media,
             headers={"Content-Disposition": f'attachment; filename="optouts.{format}"'},
         )
 
     @app.post("/api/optouts/check", response_model=schemas.CheckResponse)
     def check(body: schemas.CheckRequest) -> schemas.CheckResponse:
+        """Which of up to 10,000 URLs, hashes and ids each are opted out (indexed lookups)."""
         return optouts.check(body)
 
     @app.get("/api/optouts/{receipt}", response_model=schemas.OptOutView, responses=ERRORS)
@@ -184,7 +200,13 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
         token = bearer(authorization)
         return schemas.Withdrawn(**optouts.registry.withdraw(receipt, token, body.item_ids))
 
-    @app.post("/api/domains", response_model=schemas.DomainClaim, **creates)
+    claimed = {409: {"model": schemas.ErrorBody}, 410: {"model": schemas.ErrorBody}}
+
+    @app.post(
+        "/api/domains",
+        response_model=schemas.DomainClaim,
+        **{**creates, "responses": {**ERRORS, **claimed}},
+    )
     def claim_domain(body: schemas.DomainClaimRequest) -> schemas.DomainClaim:
         return optouts.claim_domain(body)
 
@@ -192,7 +214,7 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
         "/api/domains/{domain}/verify",
         response_model=schemas.DomainVerified,
         dependencies=write,
-        responses=ERRORS,
+        responses={**ERRORS, **claimed},
     )
     def verify_domain(
         domain: str, body: schemas.DomainVerifyRequest, authorization: Annotated[str, Header()] = ""

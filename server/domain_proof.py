@@ -53,9 +53,23 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+def suffixes(host: str) -> list[str]:
+    """The names whose claims cover ``host``, most specific first: ``a.b.example.com`` is
+    covered by claims on itself, ``b.example.com``, ``example.com`` and ``com``. A port stays
+    on each (``art.localhost:8000`` -> ``localhost:8000``); an IP address has no parents."""
+    if not host:
+        return []
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if (":" in name or name.replace(".", "").isdigit()) and _is_ip(name):
+        return [host]
+    labels = name.split(".")
+    tail = f":{port}" if port else ""
+    return [".".join(labels[i:]) + tail for i in range(len(labels)) if labels[i]]
+
+
 def covers(domain: str, host: str) -> bool:
     """A domain opt-out covers the domain itself and every subdomain."""
-    return bool(host) and (host == domain or host.endswith("." + domain))
+    return domain in suffixes(host)
 
 
 def check_address(host: str, allow_private: bool) -> None:

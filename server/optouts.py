@@ -7,7 +7,9 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 from hibt.indexer.records import host_of
@@ -32,13 +34,35 @@ EXPORT_FIELDS = (
 )
 
 
-def domain_status(domains: dict[str, str], host: str) -> str | None:
-    """Status of the active domain claim that covers ``host``, if any."""
-    return next((s for d, s in domains.items() if domain_proof.covers(d, host)), None)
+EXPORT_BATCH = 1000  # rows per block of a streamed export, and index rows per look-up
+HOSTS_REMEMBERED = 200_000  # hosts whose covering claim an export keeps while it runs
 
 
-def export_row(kind: str, **fields: str) -> dict:
-    return {"kind": kind, **dict.fromkeys(EXPORT_FIELDS[1:], ""), **fields}
+def batched(rows: Iterable, size: int) -> Iterator[list]:
+    it = iter(rows)
+    while block := list(islice(it, size)):
+        yield block
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def to_json(row: dict) -> str:
+    return _encode(row) + "\n"
+
+
+@lru_cache(maxsize=1 << 16)
+def _host_of_origin(origin: str) -> str:
+    return host_of(origin)
+
+
+def url_host(url: str) -> str:
+    """host_of(url), parsed once per ``scheme://host`` (an export names a few thousand hosts
+    a hundred million times)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return host_of(url)
+    return _host_of_origin(scheme + sep + rest.split("/", 1)[0])
 
 
 def registry_path(index_dir: Path, settings: Settings) -> Path:
@@ -77,7 +101,9 @@ class OptOuts:
             f"Publish a file at https://{domain}{domain_proof.WELL_KNOWN} (or http://) whose "
             f"text contains the challenge, or a DNS TXT record on {domain_proof.DNS_LABEL}."
             f"{domain.split(':')[0]} with it, then call POST /api/domains/{domain}/verify with "
-            "your receipt and token. Until then the claim is pending."
+            "your receipt and token. Until then the claim is pending (shown on this site's "
+            "search, but not to dataset builders unless they ask for pending claims), and "
+            f"unless verified by {done['expires_at']} it lapses."
         )
         return schemas.DomainClaim(**done, instructions=instructions)
 
@@ -101,14 +127,34 @@ class OptOuts:
             "phash": self.index.phash_hex(row["idx"]),
         }
 
+    def covering_claims(
+        self, hosts: Iterable[str], pending: bool, conn: sqlite3.Connection | None = None
+    ) -> dict[str, tuple[str, str, str]]:
+        """For each host, (domain, status, created_at) of the claim that covers it: a verified
+        claim on it or a parent domain if there is one, else the most specific pending one
+        (when asked). Each host's own name and its parents are looked up by name, so the cost
+        follows the number of hosts, never the number of claims."""
+        names = {host: domain_proof.suffixes(host) for host in set(hosts) if host}
+        wanted = (n for ns in names.values() for n in ns)
+        claimed = self.registry.claimed_domains(wanted, pending, conn)
+        out = {}
+        for host, candidates in names.items():
+            found = [(d, *claimed[d]) for d in candidates if d in claimed]
+            if found:
+                out[host] = next((f for f in found if f[1] == "verified"), found[0])
+        return out
+
     def statuses(self, rows: list[sqlite3.Row]) -> dict[str, str]:
-        """Opt-out status per item id for a page of results (one registry query)."""
+        """Opt-out status per item id for a page of results (two indexed registry queries).
+        The artist's page shows pending domain claims too; they hide nothing."""
+        if not rows:
+            return {}
         found = self.registry.status_of([r["id"] for r in rows], [r["sha256"] for r in rows])
-        domains = self.registry.active_domains()
+        domains = self.covering_claims((r["host"] for r in rows), pending=True)
         out = {}
         for r in rows:
             status = found.get(r["id"]) or found.get(f"sha256:{r['sha256']}")
-            by_domain = domain_status(domains, r["host"])
+            by_domain = domains[r["host"]][1] if r["host"] in domains else None
             if by_domain == "verified" or (by_domain and not status):
                 status = by_domain
             if status:
@@ -124,11 +170,14 @@ class OptOuts:
         return {r["idx"] for r in rows if opted.get(r["id"]) in ("unverified", "verified")}
 
     def check(self, request: schemas.CheckRequest) -> schemas.CheckResponse:
-        items = self.registry.active_items()
-        by_id = {r["item_id"]: r["status"] for r in items}
-        by_url = {r["url"]: r["status"] for r in items if r["url"]}
-        by_sha = {r["sha256"]: r["status"] for r in items if r["sha256"]}
-        domains = self.registry.active_domains()
+        """Which of these ids, hashes and URLs are opted out: indexed lookups, so the answer
+        takes as long for a registry of a hundred million opt-outs as for a small one. A URL
+        only a pending domain claim covers is reported when the request asks for those."""
+        by_id = self.registry.opted_out_by("item_id", request.ids)
+        by_sha = self.registry.opted_out_by("sha256", [s.lower() for s in request.sha256])
+        by_url = self.registry.opted_out_by("url", request.urls)
+        hosts = {url: url_host(url) for url in request.urls if url not in by_url}
+        domains = self.covering_claims(hosts.values(), request.include_pending)
         hits = [
             schemas.CheckHit(query=i, by="id", status=by_id[i]) for i in request.ids if i in by_id
         ]
@@ -140,38 +189,88 @@ class OptOuts:
         for url in request.urls:
             if url in by_url:
                 hits.append(schemas.CheckHit(query=url, by="url", status=by_url[url]))
-                continue
-            status = domain_status(domains, host_of(url))
-            if status:
+            elif hosts[url] in domains:
+                status = domains[hosts[url]][1]
                 hits.append(schemas.CheckHit(query=url, by="domain", status=status))
         return schemas.CheckResponse(opted_out=hits)
 
-    def export_rows(self) -> Iterator[dict]:
-        for r in self.registry.active_items():
-            yield export_row("item", **dict(r), domain=host_of(r["url"]))
-        for claim in self.registry.domain_claims():
-            yield export_row("domain", **claim)
-            for row in self.index.store().by_host(claim["domain"]):
-                yield export_row(
-                    "domain_item",
-                    **claim,
-                    dataset=self.index.dataset,
-                    item_id=row["id"],
-                    source=row["source"],
-                    url=row["url"],
-                    sha256=row["sha256"],
-                    phash=self.index.phash_hex(row["idx"]),
+    def export_rows(self, pending: bool = False) -> Iterator[tuple[str, ...]]:
+        """The export, row by row (values in EXPORT_FIELDS order) from one snapshot of the
+        registry: item opt-outs oldest first, then each claimed domain, then the items of
+        this index its claims cover. Pending domain claims only when asked."""
+        with self.registry.snapshot() as conn:
+            for (
+                item_id,
+                dataset,
+                source,
+                url,
+                sha256,
+                phash,
+                status,
+                created,
+            ) in self.registry.export_items(conn):
+                domain = url_host(url)
+                yield (
+                    "item",
+                    dataset,
+                    item_id,
+                    source,
+                    url,
+                    domain,
+                    sha256,
+                    phash,
+                    status,
+                    created,
                 )
+            claims = 0
+            for domain, status, created in self.registry.export_domains(conn, pending):
+                claims += 1
+                yield ("domain", "", "", "", "", domain, "", "", status, created)
+            if claims:
+                yield from self.domain_items(pending, conn)
 
-    def export(self, kind: str) -> str:
-        rows = list(self.export_rows())
+    def domain_items(self, pending: bool, conn: sqlite3.Connection) -> Iterator[tuple[str, ...]]:
+        """The index's items that a domain claim covers, in index order: one pass over the
+        index in batches, each batch's hosts looked up by name (so however many claims
+        there are, they cost one pass, not one pass each)."""
+        dataset = self.index.dataset
+        known: dict[str, tuple[str, str, str] | None] = {}  # host -> its claim, this export
+        for start in range(0, self.index.n, EXPORT_BATCH):
+            # The store of whichever thread runs this step; nothing is held between steps.
+            rows = self.index.store().items(range(start, min(start + EXPORT_BATCH, self.index.n)))
+            new = {r["host"] for r in rows.values()} - known.keys()
+            if len(known) + len(new) > HOSTS_REMEMBERED:
+                known.clear()
+            found = self.covering_claims(new, pending, conn)
+            known.update((host, found.get(host)) for host in new)
+            for idx in sorted(rows):
+                row = rows[idx]
+                if claim := known[row["host"]]:
+                    domain, status, created = claim
+                    phash = self.index.phash_hex(idx)
+                    yield (
+                        "domain_item",
+                        *(dataset, row["id"], row["source"], row["url"], domain),
+                        *(row["sha256"], phash, status, created),
+                    )
+
+    def export(self, kind: str, pending: bool = False) -> Iterator[str]:
+        """The export as text in blocks of EXPORT_BATCH rows, for a streamed response."""
+        rows = self.export_rows(pending)
         if kind == "jsonl":
-            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            for block in batched(rows, EXPORT_BATCH):
+                yield "".join(to_json(dict(zip(EXPORT_FIELDS, r, strict=True))) for r in block)
+            return
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_FIELDS)
+        for block in batched(rows, EXPORT_BATCH):
+            writer.writerows(block)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        if buffer.tell():
+            yield buffer.getvalue()
 
 
 def open_optouts(index: OpenIndex, settings: Settings) -> OptOuts:

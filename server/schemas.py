@@ -132,8 +132,12 @@ class OptOutReceipt(BaseModel):
     receipt: str
     token: str = Field(description="Shown once; keep it to view or withdraw these opt-outs")
     manage_url: str
-    added: list[str]
-    already: list[str] = Field(description="Items that were already opted out")
+    added: list[str] = Field(description="Items this request opted out that were not before")
+    already: list[str] = Field(
+        description="Items already opted out by an earlier claim. This claim on them is "
+        "recorded too (it is listed under this receipt), so they stay opted out while any "
+        "claim on them stands, whoever withdraws"
+    )
     status: Literal["unverified"] = "unverified"
 
 
@@ -153,6 +157,10 @@ class DomainClaim(BaseModel):
     domain: str
     challenge: str
     status: Literal["pending"] = "pending"
+    expires_at: str = Field(
+        description="Unless verified by then (UTC, ISO 8601) the claim lapses; others may "
+        "claim the domain meanwhile, and the first claim verified wins"
+    )
     instructions: str
 
 
@@ -164,6 +172,11 @@ class CheckRequest(BaseModel):
     urls: list[str] = Field(default_factory=list, max_length=10000)
     sha256: list[str] = Field(default_factory=list, max_length=10000)
     ids: list[str] = Field(default_factory=list, max_length=10000)
+    include_pending: bool = Field(
+        False,
+        description="Also report URLs covered only by a domain claim still pending "
+        "verification (status 'pending': anyone can make one, it proves nothing)",
+    )
 
 
 class CheckHit(BaseModel):
@@ -200,6 +213,9 @@ class ClaimedDomain(BaseModel):
     created_at: str
     verified_at: str | None
     withdrawn_at: str | None
+    expires_at: str | None = Field(
+        None, description="When a pending claim lapses unless verified (UTC, ISO 8601)"
+    )
 
 
 class OptOutView(BaseModel):

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from hibt.indexer.build import build_index
 from hibt.server.app import open_app
-from hibt.server.optouts import registry_path
+from hibt.server.optouts import EXPORT_FIELDS, registry_path
+from hibt.server.registry import PENDING_DOMAIN_TTL
 
 from tests.conftest import free_port, serving, tiny_settings
 from tests.datagen import drawing, save
@@ -204,7 +206,9 @@ def test_domain_opt_out_with_proof(site, web_index, embedder, tmp_path) -> None:
     claim = client.post("/api/domains", json={"domain": f"http://LOCALHOST:{port}/any/path"}).json()
     domain = f"localhost:{port}"
     assert claim["domain"] == domain and claim["status"] == "pending"
-    assert client.post("/api/domains", json={"domain": domain}).status_code == 409
+    # A pending claim locks nobody out: a squatter's claim cannot stop the owner's.
+    rival = client.post("/api/domains", json={"domain": domain})
+    assert rival.status_code == 201 and rival.json()["receipt"] != claim["receipt"]
 
     results = client.get("/api/search", params={"q": "web drawing", "k": 20}).json()["results"]
     pending = {r["url"] for r in results if r["opt_out"] == "pending"}
@@ -220,6 +224,14 @@ def test_domain_opt_out_with_proof(site, web_index, embedder, tmp_path) -> None:
     assert failed.status_code == 422 and "could not fetch" in failed.json()["detail"]
     (root / ".well-known" / "hibt-optout.txt").write_text(f"{claim['challenge']}\n")
     assert verify().json()["status"] == "verified"
+    # The first claim verified wins: the rival's cannot be verified, and no new claim is taken.
+    rival_verify = client.post(
+        f"/api/domains/{domain}/verify",
+        json={"receipt": rival.json()["receipt"]},
+        headers=auth(rival.json()["token"]),
+    )
+    assert rival_verify.status_code == 409
+    assert client.post("/api/domains", json={"domain": domain}).status_code == 409
 
     results = client.get("/api/search", params={"q": "web drawing", "k": 20}).json()["results"]
     covered = {r["url"] for r in results if r["opt_out"] == "verified"}
@@ -323,3 +335,105 @@ def test_fifty_parallel_opt_outs_through_the_real_server(built, dataset, tmp_pat
     assert conn.execute("SELECT count(*) FROM optouts").fetchone()[0] == len(set(wanted))
     assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 50
     assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 50
+
+
+def test_every_claimant_keeps_their_opt_out(client) -> None:
+    """Two artists opt out the same item: each claim is recorded, and the item stays opted
+    out until the last of them is withdrawn."""
+    ids = ids_for(client, "Mira Tanaka", 2)
+    first = client.post("/api/optouts", json={"item_ids": ids[:1], "name": "A"}).json()
+    second = client.post("/api/optouts", json={"item_ids": ids, "name": "B"}).json()
+    assert second["added"] == ids[1:] and second["already"] == ids[:1]
+    view = client.get(f"/api/optouts/{second['receipt']}", headers=auth(second["token"])).json()
+    assert [i["item_id"] for i in view["items"]] == ids
+
+    gone = client.post(
+        f"/api/optouts/{first['receipt']}/withdraw", json={}, headers=auth(first["token"])
+    ).json()
+    assert gone["items"] == ids[:1]
+    results = client.get("/api/search", params={"q": "Mira Tanaka", "k": 20}).json()["results"]
+    assert {r["id"]: r["opt_out"] for r in results if r["id"] in ids} == dict.fromkeys(
+        ids, "unverified"
+    )
+    check = client.post("/api/optouts/check", json={"ids": ids}).json()
+    assert [h["query"] for h in check["opted_out"]] == ids
+    view = client.get(f"/api/optouts/{second['receipt']}", headers=auth(second["token"])).json()
+    assert [(i["item_id"], i["withdrawn_at"]) for i in view["items"]] == [(i, None) for i in ids]
+    view = client.get(f"/api/optouts/{first['receipt']}", headers=auth(first["token"])).json()
+    assert view["items"][0]["withdrawn_at"] is not None
+    export = client.get("/api/optouts/export").text.splitlines()
+    assert sorted(json.loads(line)["item_id"] for line in export) == sorted(ids)
+
+    client.post(
+        f"/api/optouts/{second['receipt']}/withdraw",
+        json={"item_ids": ids[:1]},
+        headers=auth(second["token"]),
+    )
+    check = client.post("/api/optouts/check", json={"ids": ids}).json()
+    assert [h["query"] for h in check["opted_out"]] == ids[1:]
+    again = client.post("/api/optouts", json={"item_ids": ids[:1], "name": "C"}).json()
+    assert again["added"] == ids[:1]  # opted out afresh once no claim stood
+
+
+def test_pending_claims_are_not_opt_outs_for_builders(site, web_index, embedder, tmp_path) -> None:
+    _, port = site
+    client = make_client(web_index[1], embedder, registry=str(tmp_path / "r.sqlite"))
+    client.post("/api/domains", json={"domain": f"localhost:{port}"})
+    urls = {"urls": [f"http://localhost:{port}/art/w0.png", f"http://art.localhost:{port}/x.png"]}
+    assert client.post("/api/optouts/check", json=urls).json()["opted_out"] == []
+    asked = client.post("/api/optouts/check", json={**urls, "include_pending": True}).json()
+    assert [(h["by"], h["status"]) for h in asked["opted_out"]] == [("domain", "pending")] * 2
+    assert client.get("/api/optouts/export").text == ""
+    assert client.get("/api/optouts/export?format=csv").text.splitlines() == [
+        ",".join(EXPORT_FIELDS)
+    ]
+    rows = [
+        json.loads(line)
+        for line in client.get("/api/optouts/export?include_pending=true").text.splitlines()
+    ]
+    assert [r["kind"] for r in rows] == ["domain"] + ["domain_item"] * 4
+    assert {r["status"] for r in rows} == {"pending"}
+
+
+def test_pending_domain_claims_lapse(site, web_index, embedder, tmp_path) -> None:
+    """A claim never verified lapses after PENDING_DOMAIN_TTL: it marks nothing any more,
+    cannot be verified, and the domain is anyone's to claim."""
+    root, port = site
+    client = make_client(web_index[1], embedder, registry=str(tmp_path / "r.sqlite"))
+    domain = f"localhost:{port}"
+    squat = client.post("/api/domains", json={"domain": domain}).json()
+    lapses = datetime.fromisoformat(squat["expires_at"]) - datetime.now(UTC)
+    assert abs(lapses - PENDING_DOMAIN_TTL) < timedelta(minutes=1)
+
+    def marks() -> set[str | None]:
+        results = client.get("/api/search", params={"q": "web drawing", "k": 20}).json()
+        return {r["opt_out"] for r in results["results"]}
+
+    assert "pending" in marks()
+    week_ago = (datetime.now(UTC) - PENDING_DOMAIN_TTL).isoformat(timespec="seconds")
+    with sqlite3.connect(tmp_path / "r.sqlite") as conn:
+        conn.execute("UPDATE domains SET created_at = ?", (week_ago,))
+    conn.close()
+    assert marks() == {None}
+    check = {"urls": [f"http://localhost:{port}/art/w0.png"], "include_pending": True}
+    assert client.post("/api/optouts/check", json=check).json()["opted_out"] == []
+    assert client.get("/api/optouts/export?include_pending=true").text == ""
+    (root / ".well-known" / "hibt-optout.txt").write_text(f"{squat['challenge']}\n")
+    late = client.post(
+        f"/api/domains/{domain}/verify",
+        json={"receipt": squat["receipt"]},
+        headers=auth(squat["token"]),
+    )
+    assert late.status_code == 410 and "lapsed" in late.json()["detail"]
+    view = client.get(f"/api/optouts/{squat['receipt']}", headers=auth(squat["token"])).json()
+    assert view["domains"][0]["expires_at"] <= datetime.now(UTC).isoformat()
+    owner = client.post("/api/domains", json={"domain": domain}).json()
+    (root / ".well-known" / "hibt-optout.txt").write_text(f"{owner['challenge']}\n")
+    verified = client.post(
+        f"/api/domains/{domain}/verify",
+        json={"receipt": owner["receipt"]},
+        headers=auth(owner["token"]),
+    )
+    assert verified.json()["status"] == "verified"
+    assert marks() >= {"verified"}
+    (root / ".well-known" / "hibt-optout.txt").unlink()
