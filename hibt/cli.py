@@ -54,7 +54,13 @@ def non_semantic_warning(model: str) -> None:
 
 @app.command()
 def index(
-    source: Annotated[Path, typer.Argument(help="image folder, Openclipart tree or .tar shards")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="image folder, Openclipart tree, .tar shards, or published embeddings "
+            "(img_emb/ + metadata/ parts, as LAION publishes them)"
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="index directory to write")],
     name: Annotated[str | None, typer.Option(help="dataset name (part of every item id)")] = None,
     model: ModelOpt = None,
@@ -68,10 +74,11 @@ def index(
         bool, typer.Option(help="build again even when OUT is up to date with SOURCE")
     ] = False,
 ) -> None:
-    """Embed every image and caption of SOURCE into an index directory (resumable). An
-    index built from the same files with the same model and settings is left as it is."""
+    """Embed every image and caption of SOURCE into an index directory (resumable), or
+    ingest published embeddings (then --model/--pretrained name the model that made them).
+    An index built from the same files with the same model and settings is left as is."""
     from hibt.indexer.build import build_index
-    from hibt.indexer.model import embedder_from
+    from hibt.indexer.model import spec_from
 
     settings = settings_with(
         model=model,
@@ -82,11 +89,10 @@ def index(
         batch_size=batch_size,
         decode_workers=workers,
     )
+    if not spec_from(settings).semantic:
+        non_semantic_warning(settings.model)
     with refusals():
-        embedder = embedder_from(settings)
-        if not embedder.spec.semantic:
-            non_semantic_warning(settings.model)
-        result = build_index(source, out, embedder, settings, name, rebuild)
+        result = build_index(source, out, None, settings, name, rebuild)
     m = result.manifest
     if result.reused:
         typer.echo(
@@ -95,7 +101,7 @@ def index(
         )
         return
     typer.echo(
-        f"indexed {m.counts.items} images into {out} in {m.build_seconds:.0f}s; "
+        f"indexed {m.counts.items} items into {out} in {m.build_seconds:.0f}s; "
         f"skipped {m.counts.skipped} (see {out / 'report.json'}); "
         f"{m.counts.duplicate_groups} distinct after grouping near-duplicates"
     )

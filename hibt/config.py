@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     chunk_size: int = 512  # records per resumable unit of work
     decode_workers: int = 0  # 0: chosen from the CPU count
     faiss_factory: str | None = None  # None: chosen from the number of vectors
+    # Compressed (IVF-PQ) indexes: inverted lists searched per query, and how many of their
+    # best candidates are re-scored exactly from the float16 vectors (docs/scale.md).
+    nprobe: int = 64
+    rerank: int = 400
 
     # --- copy detection -------------------------------------------------------------------
     # Cosines of DCT descriptors (indexer/copies/fingerprint.py). How each threshold was
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     # An upload cut out of what looked like window chrome is also compared uncut, and may
     # then claim a stored crop only from this similarity up.
     uncut_copy_min_similarity: float = 0.995
+    # Items known only by URL and embedding (published embeddings) have no fingerprint: an
+    # upload is called a likely copy of one from this CLIP image-embedding cosine up. Not
+    # calibrated here (no real weights can be loaded); clip-retrieval deduplicates at 0.94.
+    likely_copy_min_similarity: float = 0.95
 
     # --- serving -------------------------------------------------------------------------
     max_upload_bytes: int = 20_000_000
@@ -63,10 +71,16 @@ class Settings(BaseSettings):
     max_k: int = 1000
     default_k: int = 60
     max_query_chars: int = 500
+    # Counts of name and site matches stop here, and are then reported as at least this many:
+    # an exact count of a common word over 10 million captions costs a scan.
+    max_count: int = 10_000
 
     # --- opt-out registry ----------------------------------------------------------------
     registry: str | None = None  # None: INDEX_DIR.optouts.sqlite beside the index directory
     hide_opted_out: bool = False  # hide opted-out items from results instead of marking them
+    # A file of items removed from the dataset since it was indexed (one id, URL, sha256 or
+    # md5 a line, as Re-LAION's removal lists give them): hidden from every answer.
+    removed: str | None = None
     max_optout_items: int = 1000  # per request
     writes_per_minute: int = 30  # per client address, on the registry's write endpoints
     verify_allow_private: bool = False  # let domain checks fetch from private addresses

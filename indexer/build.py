@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -22,8 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
+from tqdm import tqdm
+
+from hibt.config import Settings
+from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import (
     COLOUR_BYTES,
@@ -36,13 +38,10 @@ from hibt.indexer.copies.groups import duplicate_groups
 from hibt.indexer.copies.views import INDEX_VARIANTS
 from hibt.indexer.datasets import Dataset, open_dataset
 from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
-from hibt.indexer.model import Embedder
+from hibt.indexer.model import Embedder, declared_identity, embedder_from, spec_from
 from hibt.indexer.records import Record
-from hibt.indexer.store import Store
-from tqdm import tqdm
-
-from hibt.config import Settings
-from hibt.errors import BuildError, IndexUnreadable
+from hibt.indexer.store import Store, Thumbnails
+from hibt.indexer.vector_index import default_factory, write_index
 
 CHUNKS = "chunks"
 
@@ -79,14 +78,6 @@ def source_digest(source: Path) -> str:
         name = path.relative_to(root) if path != root else path.name
         digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def default_factory(n: int) -> str:
-    """Exact search while it is cheap, then inverted lists (the autofaiss rule of thumb)."""
-    if n <= 200_000:
-        return "Flat"
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return f"IVF{nlist},SQ8" if n <= 5_000_000 else f"OPQ64_256,IVF{nlist}_HNSW32,PQ64"
 
 
 def staging_dir(out: Path) -> Path:
@@ -129,6 +120,7 @@ class Builder:
         same model and settings as it is."""
         self.dataset, self.source, self.out = dataset, source, out
         self.embedder, self.settings = embedder, settings
+        self.identity = embedder.identity()
         self.stage = staging_dir(out)
         self.rebuild = rebuild
         self.bar: tqdm = tqdm(disable=True)  # replaced by the real bar in run()
@@ -139,14 +131,18 @@ class Builder:
             thumbnail_size=settings.thumbnail_size,
             model_image_size=embedder.image_size,
         )
-        self.build_key = json.dumps(
+        self.build_key = self.key_of(code_digest())
+
+    def key_of(self, code: str) -> str:
+        """What an unfinished build in the staging directory must share to be resumed."""
+        return json.dumps(
             {
-                "source": source,
-                "dataset": dataset.name,
-                "model": embedder.identity(),
+                "source": self.source,
+                "dataset": self.dataset.name,
+                "model": self.identity,
                 "format": fmt.FORMAT_VERSION,
-                "fingerprints": code_digest(),
-                "chunk": settings.chunk_size,
+                "code": code,
+                "chunk": self.settings.chunk_size,
             },
             sort_keys=True,
         )
@@ -183,6 +179,7 @@ class Builder:
                 shutil.rmtree(self.stage)
         (self.stage / CHUNKS).mkdir(parents=True, exist_ok=True)
         self.store = Store.open(db_path)
+        self.thumbnails = Thumbnails.open(self.stage / fmt.THUMBNAILS)
         self.store.set_state("build_key", self.build_key)
         self.store.set_state("started_at", self.store.get_state("started_at", str(time.time())))
         self.store.commit()
@@ -305,8 +302,10 @@ class Builder:
             colours=colours,
         )
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
+        # Thumbnails first: a chunk whose metadata is committed has its thumbnails on disk.
+        self.thumbnails.insert((base + i, d.thumbnail) for i, (_, d) in enumerate(ok))
+        self.thumbnails.conn.commit()
         self.store.insert_items(rows)
-        self.store.insert_thumbnails((base + i, d.thumbnail) for i, (_, d) in enumerate(ok))
         self.store.record_skipped((r.key, r.source, why) for r, why in skipped)
 
     def commit_progress(self, records: int, items: int, chunks: int) -> None:
@@ -323,33 +322,32 @@ class Builder:
         if n == 0:
             raise BuildError(f"no usable image found in {self.source}; nothing to index")
         print(f"finishing: writing vectors and FAISS indexes for {n} items", file=sys.stderr)
-        arrays = self.concatenate(n, chunks)
-        factory = self.settings.faiss_factory or default_factory(n)
-        write_faiss(arrays["image"], factory, self.stage / fmt.IMAGE_FAISS)
-        write_faiss(arrays["caption"], factory, self.stage / fmt.CAPTION_FAISS)
-        groups = duplicate_groups(
-            arrays["descriptors"][:, 0, :],
-            arrays["colours"],
-            self.store.sha256s(),
-            self.settings.duplicate_group_min_similarity,
-            self.settings.duplicate_group_max_colour,
-        )
-        self.store.set_groups(groups)
-        self.store.build_name_index()
+        arrays = self.final_arrays(n, chunks)
+        factory = self.settings.faiss_factory or default_factory(n, self.identity["dim"])
+        write_index(arrays["image"], factory, self.stage / fmt.IMAGE_FAISS)
+        if "caption" in arrays:
+            write_index(arrays["caption"], factory, self.stage / fmt.CAPTION_FAISS)
+        print("finishing: duplicate groups and the name index", file=sys.stderr)
+        groups = self.groups(arrays)
+        np.save(self.stage / fmt.GROUPS, groups)
+        self.store.build_indexes()
         skipped = self.store.skipped()
         with_caption = self.store.count_with_caption()
         started = float(self.store.get_state("started_at", str(time.time())))
         self.store.commit()
         self.store.close()
-        shutil.rmtree(self.stage / CHUNKS)
+        self.thumbnails.conn.close()
+        shutil.rmtree(self.stage / CHUNKS, ignore_errors=True)
         manifest = fmt.Manifest(
             format_version=fmt.FORMAT_VERSION,
             tool_version=fmt.TOOL_VERSION,
             dataset=self.dataset.name,
             source=self.source,
-            model=fmt.ModelInfo(**self.embedder.identity()),
+            model=fmt.ModelInfo(**self.identity),
+            kind=self.kind,
+            captions="caption" in arrays,
             faiss_factory=factory,
-            fingerprint=f"dct{DESCRIPTOR_DIM}+phash{HASH_BITS} x {INDEX_VARIANTS}",
+            fingerprint=self.fingerprint_scheme(),
             counts=fmt.Counts(
                 items=n,
                 skipped=len(skipped),
@@ -367,9 +365,30 @@ class Builder:
         publish(self.stage, self.out)
         return BuildResult(manifest=manifest, index_dir=self.out, skipped=skipped)
 
+    kind: fmt.Kind = "images"
+
+    def fingerprint_scheme(self) -> str:
+        return f"dct{DESCRIPTOR_DIM}+phash{HASH_BITS} x {INDEX_VARIANTS}"
+
+    def final_arrays(self, n: int, chunks: int) -> dict[str, np.ndarray]:
+        return self.concatenate(n, chunks)
+
+    def groups(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Near-duplicate group (its leader's row) of every row; stored in the metadata for
+        item pages and as groups.npy for collapsing answers."""
+        groups = duplicate_groups(
+            arrays["descriptors"][:, 0, :],
+            arrays["colours"],
+            self.store.sha256s(),
+            self.settings.duplicate_group_min_similarity,
+            self.settings.duplicate_group_max_colour,
+        )
+        self.store.set_groups(groups)
+        return groups
+
     def outputs(self) -> dict[str, tuple[str, type, tuple[int, ...]]]:
         """npz key in a chunk -> (final file, dtype, shape of one row)."""
-        dim = self.embedder.dim
+        dim = self.identity["dim"]
         return {
             "image": (fmt.IMAGE_VECTORS, np.float16, (dim,)),
             "caption": (fmt.CAPTION_VECTORS, np.float16, (dim,)),
@@ -432,6 +451,7 @@ def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
         "path": str(record.path.resolve()) if record.path else None,
         "url": record.url,
         "host": record.host,
+        "site": record.site,
         "caption": record.caption,
         "title": record.title,
         "artist": record.artist,
@@ -440,19 +460,8 @@ def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
         "width": decoded.width,
         "height": decoded.height,
         "sha256": decoded.sha256,
+        "extra": "",
     }
-
-
-def write_faiss(vectors: np.ndarray, factory: str, path: Path, block: int = 65536) -> None:
-    """Inner product on unit vectors is cosine similarity."""
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(len(vectors), min(len(vectors), 200_000), replace=False))
-        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
-    for start in range(0, len(vectors), block):
-        index.add(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32))
-    faiss.write_index(index, str(path))
 
 
 def publish(stage: Path, out: Path) -> None:
@@ -470,10 +479,20 @@ def publish(stage: Path, out: Path) -> None:
 def build_index(
     source: str | Path,
     out: Path,
-    embedder: Embedder,
+    embedder: Embedder | None,
     settings: Settings,
     name: str | None = None,
     rebuild: bool = True,
 ) -> BuildResult:
+    """Index ``source`` into ``out``. Image datasets are embedded with ``embedder`` (the
+    settings' model when None); published embeddings need no model loaded: the settings
+    (or ``embedder``) name the model that made them."""
+    from hibt.indexer.datasets.embeddings import EmbeddingsDataset
+    from hibt.indexer.ingest import EmbeddingBuilder
+
     dataset = open_dataset(source, name)
+    if isinstance(dataset, EmbeddingsDataset):
+        identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
+        return EmbeddingBuilder(dataset, str(source), Path(out), identity, settings, rebuild).run()
+    embedder = embedder or embedder_from(settings)
     return Builder(dataset, str(source), Path(out), embedder, settings, rebuild).run()

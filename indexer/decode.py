@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from hibt.indexer.copies.fingerprint import index_fingerprints
 from hibt.indexer.images import BadImage, decode, read_bytes, thumbnail_jpeg
 from hibt.indexer.model_input import resize_center_crop

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
 from hibt.errors import IndexUnreadable
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 TOOL_VERSION = "0.1.0"
 
 MANIFEST = "manifest.json"
@@ -26,17 +27,21 @@ FINGERPRINTS = "fingerprints.npy"
 DESCRIPTORS = "descriptors.npy"
 COLOURS = "colours.npy"
 METADATA = "metadata.sqlite"
+THUMBNAILS = "thumbnails.sqlite"
+GROUPS = "groups.npy"
 REPORT = "report.json"
-REQUIRED_FILES = (
-    IMAGE_VECTORS,
-    CAPTION_VECTORS,
-    IMAGE_FAISS,
-    CAPTION_FAISS,
-    FINGERPRINTS,
-    DESCRIPTORS,
-    COLOURS,
-    METADATA,
-)
+# Copy search at scale (indexer/copies/search.py): present only in indexes of many items,
+# where copy search reads them instead of scanning every stored view.
+COPY_INDEX = "copy_index.faiss"  # inverted file over the stored views' descriptors
+COPY_INDEX_DATA = "copy_index.ivfdata"  # its lists, memory-mapped
+COPY_BLANK = "copy_blank.npy"  # rows of the items too plain to identify (matched by colour)
+# What every index has, and what only an index built from image files has (copy
+# fingerprints and thumbnails); an index of published embeddings has captions only when
+# text embeddings were published.
+COMMON_FILES = (IMAGE_VECTORS, IMAGE_FAISS, GROUPS, METADATA)
+IMAGE_FILES = (FINGERPRINTS, DESCRIPTORS, COLOURS, THUMBNAILS)
+CAPTION_FILES = (CAPTION_VECTORS, CAPTION_FAISS)
+Kind = Literal["images", "embeddings"]
 
 
 class ModelInfo(BaseModel):
@@ -61,6 +66,10 @@ class Manifest(BaseModel):
     dataset: str
     source: str
     model: ModelInfo
+    # "images": built from image files (copy fingerprints, thumbnails); "embeddings": from
+    # published vectors and URLs (indexer/datasets/embeddings.py).
+    kind: Kind = "images"
+    captions: bool = True  # caption vectors and their FAISS index are present
     faiss_factory: str
     fingerprint: str
     counts: Counts
@@ -99,10 +108,15 @@ def read_manifest(directory: Path) -> Manifest:
             f"{directory} uses index format {manifest.format_version}; this version of hibt "
             f"reads format {FORMAT_VERSION}. Rebuild it with `hibt index`."
         )
-    missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
+    missing = [name for name in required_files(manifest) if not (directory / name).is_file()]
     if missing:
         raise IndexUnreadable(f"{directory} is incomplete: missing {', '.join(missing)}")
     return manifest
+
+
+def required_files(manifest: Manifest) -> tuple[str, ...]:
+    files = COMMON_FILES + (IMAGE_FILES if manifest.kind == "images" else ())
+    return files + (CAPTION_FILES if manifest.captions else ())
 
 
 def check_model(manifest: Manifest, identity: dict) -> None:

@@ -16,12 +16,12 @@ from urllib.parse import urlparse
 import numpy as np
 import open_clip
 import torch
-from hibt.indexer.model_input import resize_center_crop
-from hibt.indexer.precision import resolve_precision
 from PIL import Image
 
 from hibt.config import RANDOM_WEIGHTS, TINY_MODEL, Settings
 from hibt.errors import ModelUnavailable
+from hibt.indexer.model_input import resize_center_crop
+from hibt.indexer.precision import resolve_precision
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_SEED = 0
@@ -212,12 +212,35 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
-def embedder_from(settings: Settings, built=None) -> Embedder:
-    """The one way to get an embedder: the model the settings name, or, to query an index,
-    the model that built it (``built``: its manifest's ModelInfo), with the configured local
-    checkpoint in either case. The tiny test model has no pretrained tag."""
+def spec_from(settings: Settings, built=None) -> ModelSpec:
+    """The model the settings name or, to query an index, the model that built it (``built``:
+    its manifest's ModelInfo), with the configured local checkpoint in either case. The tiny
+    test model has no pretrained tag."""
     name, pretrained = (
         (built.name, built.pretrained) if built else (settings.model, settings.pretrained)
     )
-    spec = ModelSpec(name, None if name == TINY_MODEL else pretrained, settings.checkpoint)
-    return Embedder(spec, precision=settings.precision)
+    return ModelSpec(name, None if name == TINY_MODEL else pretrained, settings.checkpoint)
+
+
+def embedder_from(settings: Settings, built=None) -> Embedder:
+    """The one way to get an embedder from settings (see :func:`spec_from`)."""
+    return Embedder(spec_from(settings, built), precision=settings.precision)
+
+
+def declared_identity(spec: ModelSpec) -> dict:
+    """The identity an Embedder of ``spec`` would report, from open_clip's model config
+    alone: enough to record which model made published embeddings without loading weights."""
+    if spec.name == TINY_MODEL:
+        open_clip.add_model_config(CONFIG_DIR / f"{TINY_MODEL}.json")
+    config = open_clip.get_model_config(spec.name)
+    if config is None:
+        raise ModelUnavailable(f"unknown open_clip model {spec.name!r}")
+    size = config["vision_cfg"].get("image_size", 224)
+    return {
+        "name": spec.name,
+        "pretrained": None if spec.checkpoint else spec.pretrained,
+        "checkpoint_sha256": checkpoint_digest(spec.checkpoint) if spec.checkpoint else None,
+        "dim": int(config["embed_dim"]),
+        "image_size": int(size[0] if isinstance(size, list | tuple) else size),
+        "semantic": spec.semantic,
+    }

@@ -24,6 +24,31 @@ def host_of(url: str) -> str:
         return ""
 
 
+def site_of(url: str) -> str:
+    """The URL as a site key: host reversed by label, without ``www.``, then the path, so
+    that one index range holds a domain with its subdomains (``com.example`` to
+    ``com.example0``) or a folder of a site (``com.artstation/janedoe``)."""
+    host = host_of(url)
+    if not host:
+        return ""
+    name = host.split(":")[0].removeprefix("www.")
+    path = urlsplit(url.strip()).path or "/"
+    return ".".join(reversed(name.split("."))) + path
+
+
+def site_range(site: str) -> tuple[str, str]:
+    """[low, high) of the site keys under ``site``: ``example.com`` covers the domain and its
+    subdomains, ``example.com/jane`` what is in the folder /jane/ of example.com (or
+    www.example.com). ``.`` < ``/`` < ``0``, so each is one range of one index."""
+    text = site.strip().lower().removeprefix("https://").removeprefix("http://")
+    host, _, path = text.partition("/")
+    key = ".".join(reversed(host.split(":")[0].removeprefix("www.").split(".")))
+    path = path.strip("/")
+    if path:
+        return f"{key}/{path}/", f"{key}/{path}0"
+    return key + ".", key + "0"
+
+
 @dataclass
 class Record:
     dataset: str
@@ -41,6 +66,10 @@ class Record:
     @property
     def host(self) -> str:
         return host_of(self.url) or host_of(self.source)
+
+    @property
+    def site(self) -> str:
+        return site_of(self.url or self.source)
 
     @property
     def id(self) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hibt.indexer.records import site_range
+
 ITEM_COLUMNS = (
     "idx",
     "id",
@@ -22,6 +24,7 @@ ITEM_COLUMNS = (
     "path",
     "url",
     "host",
+    "site",
     "caption",
     "title",
     "artist",
@@ -30,6 +33,7 @@ ITEM_COLUMNS = (
     "width",
     "height",
     "sha256",
+    "extra",
     "dup_group",
     "dup_count",
 )
@@ -44,6 +48,7 @@ CREATE TABLE IF NOT EXISTS items (
     path TEXT,
     url TEXT NOT NULL DEFAULT '',
     host TEXT NOT NULL DEFAULT '',
+    site TEXT NOT NULL DEFAULT '',
     caption TEXT NOT NULL DEFAULT '',
     title TEXT NOT NULL DEFAULT '',
     artist TEXT NOT NULL DEFAULT '',
@@ -52,12 +57,10 @@ CREATE TABLE IF NOT EXISTS items (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
+    extra TEXT NOT NULL DEFAULT '',
     dup_group INTEGER,
     dup_count INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
-CREATE INDEX IF NOT EXISTS items_host ON items(host);
-CREATE TABLE IF NOT EXISTS thumbnails (idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
     key TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL
 );
@@ -67,6 +70,9 @@ CREATE TABLE IF NOT EXISTS build_state (name TEXT PRIMARY KEY, value TEXT NOT NU
 # unicode61 folds case and (with remove_diacritics 2) accents, and splits on punctuation, so
 # "Zoë O'Brien", "zoe obrien" and "@zoe" all meet the same tokens.
 FTS_SCHEMA = f"""
+CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
+CREATE INDEX IF NOT EXISTS items_host ON items(host);
+CREATE INDEX IF NOT EXISTS items_site ON items(site);
 DROP TABLE IF EXISTS items_fts;
 CREATE VIRTUAL TABLE items_fts USING fts5(
     {", ".join(FTS_COLUMNS)}, content='items', content_rowid='idx',
@@ -122,14 +128,12 @@ class Store:
 
     # --- writes (build) ----------------------------------------------------------------
     def insert_items(self, rows: Iterable[dict]) -> None:
-        columns = [c for c in ITEM_COLUMNS if c not in ("dup_group", "dup_count")]
+        """Rows as dicts of ITEM_COLUMNS; dup_group may wait for set_groups()."""
+        columns = [c for c in ITEM_COLUMNS if c != "dup_count"]
         self.conn.executemany(
             f"INSERT INTO items({', '.join(columns)}) VALUES({', '.join('?' * len(columns))})",
-            ([row[c] for c in columns] for row in rows),
+            ([row.get(c) for c in columns] for row in rows),
         )
-
-    def insert_thumbnails(self, pairs: Iterable[tuple[int, bytes]]) -> None:
-        self.conn.executemany("INSERT INTO thumbnails(idx, jpeg) VALUES(?, ?)", pairs)
 
     def record_skipped(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """(key, source, reason) of files that could not be indexed."""
@@ -144,7 +148,9 @@ class Store:
             ((int(g), int(counts[g]), i) for i, g in enumerate(groups)),
         )
 
-    def build_name_index(self) -> None:
+    def build_indexes(self) -> None:
+        """The lookup indexes and the FTS5 name index, made once after the bulk inserts (an
+        index kept up to date row by row slows a large build several times over)."""
         self.conn.executescript(FTS_SCHEMA)
 
     # --- reads ---------------------------------------------------------------------------
@@ -183,23 +189,57 @@ class Store:
         return {r[0] for r in rows}
 
     def by_host(self, domain: str) -> list[sqlite3.Row]:
-        """Items from ``domain`` or any of its subdomains."""
+        """Items from ``domain`` or any of its subdomains. A plain domain is one range of the
+        site index; one with a port or a www. prefix is matched by host, as claimed."""
+        if ":" in domain or domain.startswith("www."):
+            return self.conn.execute(
+                f"{ITEM_SELECT} WHERE host = ? OR host LIKE ?", (domain, f"%.{domain}")
+            ).fetchall()
+        return self.in_site(*site_range(domain))
+
+    def in_site(self, low: str, high: str, limit: int = -1, offset: int = 0) -> list[sqlite3.Row]:
+        """Items whose site key is in [low, high) (records.site_range), in site order."""
         return self.conn.execute(
-            f"{ITEM_SELECT} WHERE host = ? OR host LIKE ?", (domain, f"%.{domain}")
+            f"{ITEM_SELECT} WHERE site >= ? AND site < ? ORDER BY site, idx LIMIT ? OFFSET ?",
+            (low, high, limit, offset),
         ).fetchall()
 
-    def name_matches(self, match: str, limit: int) -> tuple[list[int], int]:
-        """(rows whose metadata matches the FTS5 ``match``, best bm25 first; how many)."""
-        total = self.conn.execute(
-            "SELECT count(*) FROM items_fts WHERE items_fts MATCH ?", (match,)
+    def count_in_site(self, low: str, high: str, cap: int) -> int:
+        """How many items are in [low, high), counted up to ``cap``."""
+        return self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM items WHERE site >= ? AND site < ? LIMIT ?)",
+            (low, high, cap),
         ).fetchone()[0]
-        weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+
+    def name_matches(self, match: str, limit: int, cap: int) -> tuple[list[int], int]:
+        """(rows whose metadata matches the FTS5 ``match``, best first; how many, counted up
+        to ``cap``). Under ``cap`` matches they are ranked by bm25; a query that matches more
+        (a common word over millions of captions) takes them in row order, as ranking them
+        all would cost a scan of every match."""
+        total = self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM items_fts WHERE items_fts MATCH ? LIMIT ?)",
+            (match, cap),
+        ).fetchone()[0]
+        if total < cap:
+            weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+            order = f"bm25(items_fts, {weights}), rowid"
+        else:
+            order = "rowid"
         rows = self.conn.execute(
-            f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? "
-            f"ORDER BY bm25(items_fts, {weights}), rowid LIMIT ?",
+            f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY {order} LIMIT ?",
             (match, limit),
         )
         return [r[0] for r in rows], total
+
+    def hosts_of_matches(self, match: str, cap: int, limit: int = 10) -> list[tuple[str, int]]:
+        """The hosts most of the first ``cap`` name matches come from, with their counts."""
+        rows = self.conn.execute(
+            "SELECT host, count(*) AS n FROM items WHERE idx IN (SELECT rowid FROM items_fts "
+            "WHERE items_fts MATCH ? LIMIT ?) AND host != '' GROUP BY host "
+            "ORDER BY n DESC, host LIMIT ?",
+            (match, cap, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def duplicate_ids(self, row: sqlite3.Row, limit: int = 100) -> list[str]:
         """Ids of the other members of ``row``'s duplicate group, in index order."""
@@ -208,10 +248,6 @@ class Store:
             (row["dup_group"], row["idx"], limit),
         )
         return [r[0] for r in rows]
-
-    def thumbnail(self, idx: int) -> bytes | None:
-        row = self.conn.execute("SELECT jpeg FROM thumbnails WHERE idx = ?", (idx,)).fetchone()
-        return row[0] if row else None
 
     def largest_groups(self, limit: int = 10) -> list[dict]:
         rows = self.conn.execute(
@@ -241,3 +277,29 @@ class Store:
 
     def count_with_caption(self) -> int:
         return self.conn.execute("SELECT count(*) FROM items WHERE caption != ''").fetchone()[0]
+
+
+class Thumbnails:
+    """The thumbnails' own SQLite file: JPEG bytes by row, kept out of the metadata so that
+    stays small and hot."""
+
+    SCHEMA = "CREATE TABLE IF NOT EXISTS thumbnails (idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path, readonly: bool = False) -> Thumbnails:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(path)
+            conn.execute(cls.SCHEMA)
+        return cls(conn)
+
+    def insert(self, pairs: Iterable[tuple[int, bytes]]) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO thumbnails(idx, jpeg) VALUES(?, ?)", pairs)
+
+    def get(self, idx: int) -> bytes | None:
+        row = self.conn.execute("SELECT jpeg FROM thumbnails WHERE idx = ?", (idx,)).fetchone()
+        return row[0] if row else None

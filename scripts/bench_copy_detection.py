@@ -32,6 +32,10 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scipy.sparse import coo_matrix  # noqa: E402
+from scipy.sparse.csgraph import connected_components  # noqa: E402
+
+from hibt.config import TINY_MODEL, Settings  # noqa: E402
 from hibt.indexer.build import Builder  # noqa: E402
 from hibt.indexer.copies.fingerprint import (  # noqa: E402
     Fingerprints,
@@ -44,10 +48,6 @@ from hibt.indexer.images import BadImage, load_image  # noqa: E402
 from hibt.indexer.model import Embedder, ModelSpec  # noqa: E402
 from hibt.indexer.records import Record  # noqa: E402
 from hibt.server.engine import Engine  # noqa: E402
-from scipy.sparse import coo_matrix  # noqa: E402
-from scipy.sparse.csgraph import connected_components  # noqa: E402
-
-from hibt.config import TINY_MODEL, Settings  # noqa: E402
 
 WHITE = (255, 255, 255)
 

@@ -89,10 +89,9 @@ def run_baseline(source: Path, batch: int) -> dict:
 
 
 def run_hibt(source: Path, precision: str) -> dict:
+    from hibt.config import RANDOM_WEIGHTS, Settings
     from hibt.indexer.build import build_index
     from hibt.indexer.model import Embedder, ModelSpec
-
-    from hibt.config import RANDOM_WEIGHTS, Settings
 
     settings = Settings(model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision)
     embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision)
@@ -116,10 +115,10 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 def query_side(source: Path, reps: int) -> dict:
     """Encode latency of single queries, and agreement of each precision with fp32."""
     import torch
-    from hibt.indexer.images import load_image
-    from hibt.indexer.model import Embedder, ModelSpec
 
     from hibt.config import RANDOM_WEIGHTS
+    from hibt.indexer.images import load_image
+    from hibt.indexer.model import Embedder, ModelSpec
 
     spec = ModelSpec(MODEL, RANDOM_WEIGHTS)
     images = [load_image(p, 10**9, 10**9, 512).image for p in sorted(source.glob("*.jpg"))[:32]]

@@ -3,6 +3,7 @@ opt-out status; the copy verdict in words; item detail and index statistics."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -10,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from hibt.errors import QueryError
 from hibt.indexer.store import FTS_COLUMNS
 from hibt.server import schemas
 from hibt.server.names import contains_phrase, normalise_tokens
-
-from hibt.errors import QueryError
 
 if TYPE_CHECKING:
     from hibt.server.engine import Engine
@@ -36,7 +37,7 @@ class Page:
 
     query: str
     query_type: str
-    vector: np.ndarray
+    vector: np.ndarray | None  # None for site queries: no CLIP score to give
     offset: int
     k: int
     counts: schemas.MatchCounts
@@ -45,10 +46,16 @@ class Page:
     return_vectors: bool = False
 
 
-def respond(engine: Engine, ranked: list[Candidate], page: Page) -> schemas.SearchResponse:
-    shown = ranked[page.offset : page.offset + page.k]
+def respond(
+    engine: Engine, ranked: list[Candidate], page: Page, more: bool | None = None
+) -> schemas.SearchResponse:
+    """``ranked`` from the first result on; or, with ``more`` given, this page alone."""
+    if more is None:
+        shown = ranked[page.offset : page.offset + page.k]
+        more = len(ranked) == page.offset + page.k and page.offset + page.k < engine.n
+    else:
+        shown = ranked[: page.k]
     phrase = normalise_tokens(page.query) if page.query_type == "text" else []
-    more = len(ranked) == page.offset + page.k and page.offset + page.k < engine.n
     return schemas.SearchResponse(
         query=page.query,
         query_type=page.query_type,
@@ -67,30 +74,38 @@ def respond(engine: Engine, ranked: list[Candidate], page: Page) -> schemas.Sear
 def results(
     engine: Engine,
     shown: list[Candidate],
-    vector: np.ndarray,
+    vector: np.ndarray | None,
     phrase: list[str],
     return_vectors: bool,
 ) -> list[schemas.Result]:
     index = engine.index
     rows = index.store().items([c.idx for c in shown])
     idxs = sorted(rows)  # memory-mapped rows read in file order
-    scores = np.asarray(index.image_vectors[idxs], np.float32) @ vector if idxs else []
-    score_of = dict(zip(idxs, np.asarray(scores).tolist(), strict=True))
+    score_of: dict[int, float | None] = dict.fromkeys(idxs)
+    if vector is not None and idxs:
+        scores = np.asarray(index.image_vectors[idxs], np.float32) @ vector
+        score_of = dict(zip(idxs, (round(s, 5) for s in scores.tolist()), strict=True))
     opted = engine.visibility.statuses(list(rows.values()))
     out = []
     for cand in shown:
         row = rows[cand.idx]
         fields = [f for f in FTS_COLUMNS if phrase and contains_phrase(row[f], phrase)]
         vec = index.image_vectors[cand.idx].astype(float).tolist() if return_vectors else None
-        result = result_of(row, cand, round(score_of[cand.idx], 5), fields, vec)
+        result = result_of(row, cand, score_of[cand.idx], fields, vec)
         result.opt_out = opted.get(row["id"])
         out.append(result)
     return out
 
 
 def result_of(
-    row: sqlite3.Row, cand: Candidate, score: float, fields: list[str], vector: list[float] | None
+    row: sqlite3.Row,
+    cand: Candidate,
+    score: float | None,
+    fields: list[str],
+    vector: list[float] | None,
 ) -> schemas.Result:
+    local = row["path"] is not None or row["sha256"] != ""  # an image file was indexed
+    ours = f"/api/items/{row['id']}"
     return schemas.Result(
         id=row["id"],
         match=cand.match,
@@ -107,8 +122,10 @@ def result_of(
         width=row["width"],
         height=row["height"],
         duplicates=row["dup_count"],
-        thumbnail_url=f"/api/items/{row['id']}/thumbnail",
-        image_url=f"/api/items/{row['id']}/image",
+        thumbnail_url=f"{ours}/thumbnail" if local else row["url"],
+        image_url=f"{ours}/image" if local else row["url"],
+        url_only=not local,
+        extra=json.loads(row["extra"]) if row["extra"] else {},
         vector=vector,
     )
 
@@ -117,6 +134,18 @@ def copy_verdict(
     engine: Engine, counts: schemas.MatchCounts, blank: bool, copies: list[Candidate]
 ) -> str:
     n = engine.n
+    if counts.likely_copy:
+        return (
+            f"{counts.likely_copy} likely copies of this image among {n} items known by URL: "
+            f"their CLIP image embeddings are at least "
+            f"{engine.settings.likely_copy_min_similarity} alike (a threshold not calibrated "
+            "on this dataset)"
+        )
+    if not engine.index.has_images:
+        return (
+            f"no likely copy among {n} items known by URL (none has a CLIP image embedding "
+            f"{engine.settings.likely_copy_min_similarity} or more alike)"
+        )
     if counts.exact_copy + counts.near_copy:
         return (
             f"{counts.exact_copy} exact and {counts.near_copy} near copies of this image "
@@ -165,7 +194,8 @@ def item(engine: Engine, item_id: str) -> schemas.ItemDetail:
 
 
 def thumbnail(engine: Engine, item_id: str) -> bytes:
-    jpeg = engine.index.store().thumbnail(row_by_id(engine, item_id)["idx"])
+    row = row_by_id(engine, item_id)
+    jpeg = engine.index.thumbnails().get(row["idx"]) if engine.index.has_images else None
     if jpeg is None:
         raise QueryError("this item has no thumbnail", 404)
     return jpeg

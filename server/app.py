@@ -7,16 +7,17 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from hibt.indexer.model import Embedder, embedder_from
-from hibt.server import schemas
-from hibt.server.engine import Engine
-from hibt.server.index import OpenIndex
-from hibt.server.optouts import OptOuts, open_optouts
-from hibt.server.ratelimit import RateLimiter
 
 from hibt import __version__
 from hibt.config import Settings
 from hibt.errors import HibtError, QueryError, RegistryError
+from hibt.indexer.model import Embedder, embedder_from
+from hibt.server import schemas
+from hibt.server.engine import Engine, Visibility
+from hibt.server.index import OpenIndex
+from hibt.server.optouts import OptOuts, open_optouts
+from hibt.server.ratelimit import RateLimiter
+from hibt.server.removals import Removals, read_keys
 
 WEB_DIR = Path(str(files("hibt.web")))
 ERRORS = {
@@ -92,6 +93,16 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         collapse: bool = True,
     ) -> schemas.SearchResponse:
         return engine.search_text(q, k, offset, target, collapse)
+
+    @app.get("/api/search/site", response_model=schemas.SearchResponse, responses=ERRORS)
+    def search_site(
+        site: Annotated[
+            str, Query(description="A domain (with its subdomains) or a folder: example.com/jane")
+        ],
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> schemas.SearchResponse:
+        return engine.search_site(site, k, offset)
 
     @app.post("/api/search/batch", response_model=schemas.BatchResponse, responses=ERRORS)
     def search_batch(body: schemas.BatchTextQuery) -> schemas.BatchResponse:
@@ -227,5 +238,8 @@ def open_app(index_dir: Path, settings: Settings, embedder: Embedder | None = No
     opt-out registry (which decides what the engine hides and marks) and the HTTP app."""
     index = OpenIndex(index_dir, settings)
     optouts = open_optouts(index, settings)
+    visibility: Visibility = optouts
+    if settings.removed:
+        visibility = Removals(read_keys(Path(settings.removed)), index, optouts)
     embedder = embedder or embedder_from(settings, index.manifest.model)
-    return create_app(Engine(index, settings, embedder, optouts), settings, optouts)
+    return create_app(Engine(index, settings, embedder, visibility), settings, optouts)

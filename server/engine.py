@@ -15,20 +15,21 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from hibt.config import Settings
+from hibt.errors import BadImage, QueryError
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.images import decode
 from hibt.indexer.model import Embedder, embedder_from
+from hibt.indexer.records import site_range
 from hibt.server import answers, schemas
 from hibt.server.answers import Candidate
 from hibt.server.index import OpenIndex
 from hibt.server.names import normalise_tokens
 
-from hibt.config import Settings
-from hibt.errors import BadImage, QueryError
-
-KIND_ORDER = {"exact_copy": 0, "near_copy": 1, "name_match": 2, "similar": 3}
+KIND_ORDER = {"exact_copy": 0, "near_copy": 1, "likely_copy": 1, "name_match": 2, "similar": 3}
 
 
 class Visibility(Protocol):
@@ -96,12 +97,18 @@ class Engine:
         started = time.perf_counter()
         query = self.check_text(query)
         self.check_page(k, offset)
+        self.check_target(target)
         vector = self.embedder.encode_texts([query])[0]
-        names, name_total = self.name_matches(normalise_tokens(query), offset + k)
+        phrase = normalise_tokens(query)
+        names, name_total = self.name_matches(phrase, offset + k)
         ranked = self.rank(names, vector, target, offset + k, collapse)
-        counts = schemas.MatchCounts(name_match=name_total)
+        counts = schemas.MatchCounts(
+            name_match=name_total, name_match_capped=name_total >= self.settings.max_count
+        )
         page = answers.Page(query, "text", vector, offset, k, counts, None, started)
-        return answers.respond(self, ranked, page)
+        response = answers.respond(self, ranked, page)
+        response.sites = self.sites_of(phrase) if name_total else []
+        return response
 
     def search_image(
         self, data: bytes, k: int, offset: int = 0, collapse: bool = True
@@ -113,14 +120,18 @@ class Engine:
         except BadImage as exc:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
-        prints = query_fingerprints(loaded.image)
-        copies = self.copy_candidates(data, prints, vector)
+        if self.index.has_images:
+            prints = query_fingerprints(loaded.image)
+            copies, blank = self.copy_candidates(data, prints, vector), plain(prints)
+        else:
+            copies, blank = self.likely_copies(vector), False
         counts = schemas.MatchCounts(
             exact_copy=sum(c.match == "exact_copy" for c in copies),
             near_copy=sum(c.match == "near_copy" for c in copies),
+            likely_copy=sum(c.match == "likely_copy" for c in copies),
         )
         ranked = self.rank(copies, vector, "images", offset + k, collapse)
-        verdict = answers.copy_verdict(self, counts, plain(prints), copies)
+        verdict = answers.copy_verdict(self, counts, blank, copies)
         desc = f"image upload ({loaded.width}x{loaded.height} {loaded.format})"
         page = answers.Page(desc, "image", vector, offset, k, counts, verdict, started)
         return answers.respond(self, ranked, page)
@@ -149,6 +160,26 @@ class Engine:
         )
         return answers.respond(self, ranked, page)
 
+    def search_site(self, site: str, k: int, offset: int = 0) -> schemas.SearchResponse:
+        """Every item from a domain (with its subdomains) or a folder of a site, in URL order:
+        an artist's portfolio as the dataset holds it."""
+        started = time.perf_counter()
+        self.check_page(k, offset)
+        site = self.check_text(site)
+        low, high = site_range(site)
+        if "." not in low.split("/")[0].strip("."):
+            raise QueryError("give a site as a domain, optionally with a path: example.com/jane")
+        store = self.index.store()
+        rows = store.in_site(low, high, k + 1, offset)
+        hidden = self.visibility.hidden_among([r["idx"] for r in rows])
+        shown = [Candidate(r["idx"], "site_match") for r in rows if r["idx"] not in hidden]
+        total = store.count_in_site(low, high, self.settings.max_count)
+        counts = schemas.MatchCounts(
+            site_match=total, site_match_capped=total >= self.settings.max_count
+        )
+        page = answers.Page(site, "site", None, offset, k, counts, None, started)
+        return answers.respond(self, shown, page, more=len(rows) > k)
+
     # --- items and statistics (shaped in answers.py) ----------------------------------
     def item(self, item_id: str) -> schemas.ItemDetail:
         return answers.item(self, item_id)
@@ -171,6 +202,13 @@ class Engine:
             raise QueryError(f"the query is longer than {self.settings.max_query_chars} characters")
         return cleaned
 
+    def check_target(self, target: str) -> None:
+        if target not in self.index.faiss:
+            raise QueryError(
+                f"this index has no {target} to search (its dataset published no caption "
+                "embeddings); use target=images"
+            )
+
     def check_page(self, k: int, offset: int) -> None:
         if not 1 <= k <= self.settings.max_k:
             raise QueryError(f"k must be between 1 and {self.settings.max_k}")
@@ -182,12 +220,19 @@ class Engine:
         """Items whose metadata contains the query as a phrase, best bm25 first."""
         if not phrase:
             return [], 0
-        rows, total = self.index.store().name_matches('"' + " ".join(phrase) + '"', limit)
+        match = '"' + " ".join(phrase) + '"'
+        rows, total = self.index.store().name_matches(match, limit, self.settings.max_count)
         return [Candidate(r, "name_match") for r in rows], total
 
+    def sites_of(self, phrase: list[str]) -> list[schemas.SiteCount]:
+        """Where the name matches come from: the hosts with the most of them."""
+        match = '"' + " ".join(phrase) + '"'
+        pairs = self.index.store().hosts_of_matches(match, self.settings.max_count)
+        return [schemas.SiteCount(site=host, count=n) for host, n in pairs]
+
     def knn(self, vector: np.ndarray, target: str, count: int) -> list[tuple[int, float]]:
-        scores, ids = self.index.faiss[target].search(vector[None, :].astype(np.float32), count)
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        ids, scores = self.index.faiss[target].search(vector, count)
+        pairs = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
         if target == "captions":  # items without a caption have a zero caption vector
             pairs = [(i, s) for i, s in pairs if s != 0.0]
         return sorted(pairs, key=lambda p: (-round(p[1], 6), p[0]))
@@ -220,6 +265,15 @@ class Engine:
             seen_groups.add(group)
             out.append(cand)
         return out
+
+    def likely_copies(self, vector: np.ndarray) -> list[Candidate]:
+        """Items known only by URL and embedding whose image embedding is at least the
+        likely-copy cosine from the upload's: the only copy evidence such items allow."""
+        need = self.settings.likely_copy_min_similarity
+        pairs = self.knn(vector, "images", 100)
+        return [
+            Candidate(i, "likely_copy", copy_similarity=round(s, 4)) for i, s in pairs if s >= need
+        ]
 
     def copy_candidates(
         self, data: bytes, prints: Fingerprints, vector: np.ndarray

@@ -1,20 +1,19 @@
-"""An index directory opened for reading: manifest, vectors, FAISS indexes, copy matcher and
-the metadata store. What answers queries over it is engine.py."""
+"""An index directory opened for reading: manifest, vectors, vector indexes, copy matcher and
+the metadata store, all memory-mapped or opened lazily so that start-up costs the same at
+ten thousand items and at ten million. What answers queries over it is engine.py."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-import faiss
 import numpy as np
-from hibt.indexer import index_format as fmt
-from hibt.indexer.copies.matching import CopyMatcher
-from hibt.indexer.store import Store
 
 from hibt.config import Settings
-
-NPROBE = 32  # inverted lists searched per query, for IVF indexes
+from hibt.indexer import index_format as fmt
+from hibt.indexer.copies.matching import CopyMatcher
+from hibt.indexer.store import Store, Thumbnails
+from hibt.indexer.vector_index import VectorIndex
 
 
 class OpenIndex:
@@ -24,28 +23,29 @@ class OpenIndex:
         self.manifest = fmt.read_manifest(self.directory)
         self.n = self.manifest.counts.items
         self.image_vectors = np.load(self.directory / fmt.IMAGE_VECTORS, mmap_mode="r")
-        self.faiss = {
-            "images": self.read_faiss(fmt.IMAGE_FAISS),
-            "captions": self.read_faiss(fmt.CAPTION_FAISS),
-        }
-        self.hashes = np.load(self.directory / fmt.FINGERPRINTS, mmap_mode="r")
-        self.copies = CopyMatcher(
-            np.load(self.directory / fmt.DESCRIPTORS),
-            self.hashes,
-            np.load(self.directory / fmt.COLOURS),
-        )
+        self.faiss = {"images": self.vector_index(fmt.IMAGE_FAISS, self.image_vectors)}
+        if self.manifest.captions:
+            captions = np.load(self.directory / fmt.CAPTION_VECTORS, mmap_mode="r")
+            self.faiss["captions"] = self.vector_index(fmt.CAPTION_FAISS, captions)
+        self.groups = np.load(self.directory / fmt.GROUPS, mmap_mode="r")
+        self.has_images = self.manifest.kind == "images"
+        self.hashes = self.copies = None
+        if self.has_images:
+            self.hashes = np.load(self.directory / fmt.FINGERPRINTS, mmap_mode="r")
+            self.copies = CopyMatcher(
+                np.load(self.directory / fmt.DESCRIPTORS),
+                self.hashes,
+                np.load(self.directory / fmt.COLOURS),
+            )
         self.local = threading.local()
-        self.groups = self.store().groups()
 
     @property
     def dataset(self) -> str:
         return self.manifest.dataset
 
-    def read_faiss(self, name: str) -> faiss.Index:
-        index = faiss.read_index(str(self.directory / name))
-        if "IVF" in self.manifest.faiss_factory:
-            faiss.ParameterSpace().set_index_parameter(index, "nprobe", NPROBE)
-        return index
+    def vector_index(self, name: str, vectors: np.ndarray) -> VectorIndex:
+        s = self.settings
+        return VectorIndex(self.directory / name, vectors, s.nprobe, s.rerank)
 
     def store(self) -> Store:
         """One read-only connection per thread (FastAPI runs sync endpoints in a pool)."""
@@ -55,6 +55,14 @@ class OpenIndex:
             self.local.store = store
         return store
 
+    def thumbnails(self) -> Thumbnails:
+        thumbs = getattr(self.local, "thumbnails", None)
+        if thumbs is None:
+            thumbs = Thumbnails.open(self.directory / fmt.THUMBNAILS, readonly=True)
+            self.local.thumbnails = thumbs
+        return thumbs
+
     def phash_hex(self, idx: int) -> str:
-        """The whole-image perceptual hash, as builders' filter scripts compare it."""
-        return bytes(self.hashes[idx, 0]).hex()
+        """The whole-image perceptual hash, as builders' filter scripts compare it; empty for
+        items known only by URL."""
+        return bytes(self.hashes[idx, 0]).hex() if self.hashes is not None else ""

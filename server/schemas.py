@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-MatchKind = Literal["exact_copy", "near_copy", "name_match", "similar"]
+MatchKind = Literal["exact_copy", "near_copy", "likely_copy", "name_match", "site_match", "similar"]
 
 
 class ModelSummary(BaseModel):
@@ -21,7 +21,9 @@ class ModelSummary(BaseModel):
 class Result(BaseModel):
     id: str
     match: MatchKind = Field(description="Why this item is in the answer; best kinds first")
-    score: float = Field(description="CLIP cosine similarity between the query and the image")
+    score: float | None = Field(
+        description="CLIP cosine similarity between the query and the image (none for site queries)"
+    )
     copy_similarity: float | None = Field(
         None,
         description="Cosine of the perceptual (DCT) fingerprints of the query and this image, "
@@ -42,8 +44,19 @@ class Result(BaseModel):
     width: int
     height: int
     duplicates: int = Field(description="Near-identical images in the dataset, this one included")
-    thumbnail_url: str
+    thumbnail_url: str = Field(
+        description="The server's thumbnail, or for an item known only by URL its source URL "
+        "(the server fetches nothing; the link may be dead)"
+    )
     image_url: str
+    url_only: bool = Field(
+        False, description="Known by URL and embedding only: no copy fingerprint, no thumbnail"
+    )
+    extra: dict = Field(
+        default_factory=dict,
+        description="Published columns kept as they were (similarity, NSFW, punsafe, "
+        "pwatermark, md5, the dataset's own key)",
+    )
     vector: list[float] | None = None
     opt_out: Literal["unverified", "verified", "pending"] | None = Field(
         None,
@@ -55,12 +68,23 @@ class Result(BaseModel):
 class MatchCounts(BaseModel):
     exact_copy: int = 0
     near_copy: int = 0
+    likely_copy: int = Field(0, description="Items known by URL whose image embedding is close")
     name_match: int = 0
+    name_match_capped: bool = Field(
+        False, description="The name matches were counted up to the limit: there are at least"
+    )
+    site_match: int = 0
+    site_match_capped: bool = False
+
+
+class SiteCount(BaseModel):
+    site: str
+    count: int
 
 
 class SearchResponse(BaseModel):
     query: str
-    query_type: Literal["text", "image", "vector"]
+    query_type: Literal["text", "image", "vector", "site"]
     model: ModelSummary
     total_items: int
     counts: MatchCounts
@@ -71,6 +95,10 @@ class SearchResponse(BaseModel):
     k: int
     next_offset: int | None
     results: list[Result]
+    sites: list[SiteCount] = Field(
+        default_factory=list,
+        description="Text queries: the hosts most name matches come from, with their counts",
+    )
     took_ms: float
 
 

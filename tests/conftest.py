@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hibt.indexer.build import BuildResult, build_index
-from hibt.indexer.model import Embedder, ModelSpec
 
 from hibt.config import TINY_MODEL, Settings
+from hibt.indexer.build import BuildResult, build_index
+from hibt.indexer.model import Embedder, ModelSpec
 from tests.datagen import Item, make_dataset
 
 os.environ.setdefault("HIBT_OFFLINE", "1")  # tests never wait on a model hub
@@ -70,7 +70,7 @@ def serving(index_dir: Path, **env: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # a busy 2-core machine imports torch slowly
         while True:
             if proc.poll() is not None:
                 raise AssertionError(proc.stdout.read().decode() if proc.stdout else "died")

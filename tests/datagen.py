@@ -114,3 +114,24 @@ def make_dataset(root: Path, n: int = 36) -> list[Item]:
     whole = items[1].path.read_bytes()
     (root / "broken" / "truncated.png").write_bytes(whole[: len(whole) // 2])
     return items
+
+
+def write_published(root: Path, parts: list[list[dict]], embedder, text: bool = True) -> None:
+    """LAION's published layout for ``parts`` of rows ({image, caption, url, ...extra}):
+    img_emb/img_emb_N.npy (float16), text_emb/text_emb_N.npy, metadata/metadata_N.parquet,
+    the vectors made by ``embedder`` as a dataset's publisher made them with theirs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for folder in ("img_emb", "text_emb", "metadata") if text else ("img_emb", "metadata"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for number, rows in enumerate(parts):
+        images = embedder.encode_images([r["image"] for r in rows])
+        np.save(root / "img_emb" / f"img_emb_{number:04d}.npy", images.astype(np.float16))
+        if text:
+            texts = embedder.encode_texts([r["caption"] for r in rows])
+            np.save(root / "text_emb" / f"text_emb_{number:04d}.npy", texts.astype(np.float16))
+        table = [{k: v for k, v in r.items() if k != "image"} for r in rows]
+        pq.write_table(
+            pa.Table.from_pylist(table), root / "metadata" / f"metadata_{number:04d}.parquet"
+        )

@@ -6,8 +6,8 @@ import io
 
 import pytest
 from fastapi.testclient import TestClient
-from hibt.server.app import create_app
 
+from hibt.server.app import create_app
 from tests.conftest import tiny_settings
 from tests.datagen import BROKEN, drawing
 

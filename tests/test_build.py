@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hibt.indexer import index_format as fmt
-from hibt.indexer.build import Builder, build_index, staging_dir
-from hibt.indexer.datasets import open_dataset
 
 from hibt.config import TINY_MODEL
 from hibt.errors import BuildError, IndexUnreadable
+from hibt.indexer import index_format as fmt
+from hibt.indexer.build import Builder, build_index, staging_dir
+from hibt.indexer.datasets import open_dataset
 from tests.conftest import tiny_settings
 from tests.datagen import BROKEN
 

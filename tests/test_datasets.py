@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from hibt.errors import DatasetError
 from hibt.indexer.datasets import open_dataset
 from hibt.indexer.datasets.folder import FolderDataset
 from hibt.indexer.datasets.openclipart import OpenclipartDataset, parse_svg_metadata
 from hibt.indexer.datasets.webdataset import WebDataset
-
-from hibt.errors import DatasetError
 from tests.datagen import drawing, save
 
 SVG = """<?xml version="1.0" encoding="UTF-8" standalone="no"?>

@@ -6,10 +6,10 @@ import sqlite3
 
 import numpy as np
 import pytest
-from hibt.indexer import index_format as fmt
-from hibt.server import schemas
 
 from hibt.errors import QueryError
+from hibt.indexer import index_format as fmt
+from hibt.server import schemas
 
 
 def test_every_indexed_image_finds_itself_first(engine, dataset) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from hibt.indexer.images import decode, load_image
 from PIL import Image
 
 from hibt.errors import BadImage
+from hibt.indexer.images import decode, load_image
 from tests.datagen import BROKEN, drawing
 
 LIMITS = {"max_pixels": 50_000_000, "working_size": 1024}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hibt.indexer.model import Embedder, ModelSpec
 
 from hibt.config import TINY_MODEL
 from hibt.errors import ModelUnavailable
+from hibt.indexer.model import Embedder, ModelSpec
 from tests.datagen import drawing
 
 
@@ -76,6 +76,7 @@ def test_local_checkpoint_is_loaded(tmp_path) -> None:
 def test_trimmed_text_encoding_is_exact(embedder) -> None:
     """Cutting the padding after the end-of-text token changes nothing."""
     import torch
+
     from hibt.indexer.model import encode_text_trimmed
 
     tokens = embedder.tokenizer(["a fox", "a much longer caption about a lighthouse at night", ""])

@@ -7,7 +7,9 @@ const PAGE_SIZE = 24;
 const KIND_LABEL = {
   exact_copy: "Exact copy",
   near_copy: "Near copy",
+  likely_copy: "Likely copy",
   name_match: "Name match",
+  site_match: "From this site",
   similar: "Similar",
 };
 const OPT_OUT_LABEL = {
@@ -169,13 +171,20 @@ function renderSummary(response) {
   const c = response.counts;
   const parts = [];
   if (response.query_type === "text") {
+    const atLeast = c.name_match_capped ? "At least " : "";
     parts.push(c.name_match
-      ? `${plural(c.name_match, "image credits", "images credit")} “${response.query}” in its caption or metadata.`
+      ? `${atLeast}${plural(c.name_match, "image credits", "images credit")} “${response.query}” in its caption or metadata.`
       : `No caption or metadata names “${response.query}”; below are the closest images by content.`);
+    if (response.sites.length) {
+      parts.push("Most come from " + response.sites.slice(0, 3)
+        .map((s) => `${s.site} (${s.count})`).join(", ") + ".");
+    }
   } else {
     const copies = c.exact_copy + c.near_copy;
     if (copies) parts.push(`${plural(copies, "image looks", "images look")} like copies of your image ` +
       `(${c.exact_copy} exact, ${c.near_copy} near).`);
+    if (c.likely_copy) parts.push(`${plural(c.likely_copy, "image known only by its URL looks", "images known only by their URLs look")} ` +
+      "like your image by CLIP embedding.");
   }
   $("verdict").textContent = response.copy_verdict
     ? capitalise(response.copy_verdict) + "."
@@ -183,6 +192,10 @@ function renderSummary(response) {
   $("verdict").hidden = !response.copy_verdict;
   $("counts").textContent = parts.join(" ");
   $("summary").hidden = false;
+}
+
+function isCopy(result) {
+  return ["exact_copy", "near_copy", "likely_copy"].includes(result.match);
 }
 
 function capitalise(text) {
@@ -242,9 +255,10 @@ function card(result, index) {
 }
 
 function scoreLine(result) {
-  const parts = [`score ${result.score.toFixed(3)}`];
+  const parts = result.score === null ? [] : [`score ${result.score.toFixed(3)}`];
   if (result.copy_similarity !== null && result.copy_similarity !== undefined) {
-    parts.push(`fingerprint similarity ${result.copy_similarity.toFixed(3)}`);
+    const what = result.url_only ? "embedding similarity" : "fingerprint similarity";
+    parts.push(`${what} ${result.copy_similarity.toFixed(3)}`);
   }
   if (result.duplicates > 1) parts.push(`${result.duplicates} copies in dataset`);
   return parts.join(" · ");
@@ -266,7 +280,7 @@ function selectWhere(predicate) {
 function updateSelection() {
   $("selected-count").textContent = `${state.selected.size} selected`;
   $("optout-open").disabled = state.selected.size === 0;
-  $("select-copies").hidden = !state.results.some((r) => r.match === "exact_copy" || r.match === "near_copy");
+  $("select-copies").hidden = !state.results.some((r) => isCopy(r));
   $("select-names").hidden = !state.results.some((r) => r.match === "name_match");
   for (const li of $("grid").children) {
     const on = state.selected.has(li.dataset.id);
@@ -338,7 +352,7 @@ function openViewer(index) {
   const fields = [
     ["Artist", result.artist || "unknown"], ["Title", result.title], ["Licence", result.license || "unknown"],
     ["Source", result.source], ["URL", result.url], ["Size", `${result.width} × ${result.height}`],
-    ["Score", result.score.toFixed(4)],
+    ["Score", result.score?.toFixed(4) ?? ""],
     ["Fingerprint similarity", result.copy_similarity?.toFixed(4) ?? ""],
     ["Hash distance", result.hash_distance ?? ""],
     ["Matched fields", (result.matched_fields || []).join(", ")],
@@ -431,7 +445,7 @@ function wire() {
     }
   });
   $("more").addEventListener("click", () => run(state.nextOffset));
-  $("select-copies").addEventListener("click", () => selectWhere((r) => r.match === "exact_copy" || r.match === "near_copy"));
+  $("select-copies").addEventListener("click", () => selectWhere(isCopy));
   $("select-names").addEventListener("click", () => selectWhere((r) => r.match === "name_match"));
   $("select-none").addEventListener("click", () => {
     state.selected.clear();

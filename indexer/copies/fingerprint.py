@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from scipy.fft import dct
+
 from hibt.indexer.copies.views import (
     INDEX_VIEWS,
     QUERY_TRIMMED_VIEW,
@@ -34,8 +37,6 @@ from hibt.indexer.copies.views import (
     View,
     views_of,
 )
-from PIL import Image
-from scipy.fft import dct
 
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE

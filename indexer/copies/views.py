@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from hibt.indexer.copies.framing import Box, cut, picture, trim_borders
 from PIL import Image
+
+from hibt.indexer.copies.framing import Box, cut, picture, trim_borders
 
 HASH_BASE = 256  # views are cut from a copy this size: fast, and the DCT needs only 64x64
 # Centre crops kept per stored image, as fractions of each side: steps of 0.1, so a crop of

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from hibt.indexer.records import Record
-
 from hibt.errors import DatasetError
+from hibt.indexer.records import Record
 
 __all__ = ["Dataset", "DatasetError", "open_dataset"]
 
@@ -23,6 +22,7 @@ class Dataset(Protocol):
 
 def open_dataset(source: str | Path, name: str | None = None) -> Dataset:
     """Pick the reader from what is on disk; the order matters (most specific first)."""
+    from hibt.indexer.datasets.embeddings import EmbeddingsDataset
     from hibt.indexer.datasets.folder import FolderDataset
     from hibt.indexer.datasets.openclipart import OpenclipartDataset
     from hibt.indexer.datasets.webdataset import WebDataset
@@ -30,6 +30,8 @@ def open_dataset(source: str | Path, name: str | None = None) -> Dataset:
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset source {path} does not exist")
+    if EmbeddingsDataset.accepts(path):
+        return EmbeddingsDataset(path, name)
     if WebDataset.accepts(path):
         return WebDataset(path, name)
     if OpenclipartDataset.accepts(path):
@@ -37,5 +39,6 @@ def open_dataset(source: str | Path, name: str | None = None) -> Dataset:
     if path.is_dir():
         return FolderDataset(path, name)
     raise DatasetError(
-        f"{path} is neither a folder of images, an Openclipart tree nor webdataset .tar shards"
+        f"{path} is neither a folder of images, an Openclipart tree, webdataset .tar shards "
+        "nor published embeddings (img_emb/, metadata/)"
     )

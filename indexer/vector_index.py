@@ -1,0 +1,147 @@
+"""The CLIP vector indexes: written at build time, opened memory-mapped at serve time.
+
+Small indexes are exact (``Flat``). Large ones follow LAION's own recipe (autofaiss and
+clip-retrieval): a compressed IVF-PQ index trained once on a sample, vectors added part by
+part into separate files, the inverted lists then merged on disk into one ``.ivfdata`` file
+that the server memory-maps, so RAM holds little more than the coarse quantiser. A
+compressed index ranks near-identical items badly (its quantisation error exceeds their
+differences), so the top candidates are re-scored exactly from the float16 vectors on disk
+(:meth:`VectorIndex.search`). The measured figures are in docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+EXACT_LIMIT = 200_000  # up to this many vectors an exact index is fast enough
+TRAIN_PER_LIST = 40  # k-means wants about this many training points per inverted list
+MAX_TRAIN = 500_000
+ADD_BLOCK = 65_536
+PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk merge
+
+
+def default_factory(n: int, dim: int) -> str:
+    """Exact while it is cheap, then IVF-PQ with an HNSW coarse quantiser (the autofaiss rule
+    of thumb for nlist: about 4 sqrt(n), a power of two) and 8 dimensions per PQ byte."""
+    if n <= EXACT_LIMIT:
+        return "Flat"
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    return f"IVF{nlist}_HNSW32,PQ{dim // 8}x8"
+
+
+def is_exact(factory: str) -> bool:
+    return factory == "Flat"
+
+
+def as_float32(block: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def train_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
+    """Rows spread over the whole file, read in order (a memory map reads them cheaply)."""
+    n = len(vectors)
+    size = min(n, max(TRAIN_PER_LIST * nlist, 50_000), MAX_TRAIN)
+    rows = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+    return as_float32(vectors[rows])
+
+
+def trained(vectors: np.ndarray, factory: str) -> faiss.Index:
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        ivf = faiss.extract_index_ivf(index) if "IVF" in factory else None
+        nlist = ivf.nlist if ivf is not None else 1024
+        index.train(train_sample(vectors, nlist))
+    return index
+
+
+def add_blocks(index: faiss.Index, vectors: np.ndarray, start: int, stop: int) -> None:
+    for at in range(start, stop, ADD_BLOCK):
+        block = vectors[at : min(stop, at + ADD_BLOCK)]
+        index.add_with_ids(as_float32(block), np.arange(at, at + len(block), dtype=np.int64))
+
+
+def write_index(vectors: np.ndarray, factory: str, path: Path) -> None:
+    """Write the index over ``vectors`` (rows are ids) to ``path``; a compressed one also
+    writes ``path`` with ``.ivfdata``. Parts already written by an interrupted run are kept."""
+    if is_exact(factory) or "IVF" not in factory:
+        index = trained(vectors, factory)
+        for at in range(0, len(vectors), ADD_BLOCK):
+            index.add(as_float32(vectors[at : at + ADD_BLOCK]))
+        faiss.write_index(index, str(path))
+        return
+    work = path.parent / f"{path.name}.parts"
+    work.mkdir(exist_ok=True)
+    empty = work / "trained.index"
+    if not empty.is_file():
+        print(f"training {factory} on a sample", file=sys.stderr)
+        faiss.write_index(trained(vectors, factory), str(empty))
+    parts = []
+    for number, start in enumerate(range(0, len(vectors), PART_ROWS)):
+        part = work / f"part_{number:05d}.index"
+        if not part.is_file():
+            index = faiss.read_index(str(empty))
+            add_blocks(index, vectors, start, min(len(vectors), start + PART_ROWS))
+            faiss.write_index(index, str(part) + ".tmp")
+            Path(str(part) + ".tmp").replace(part)
+            print(
+                f"  vectors {start:,}-{min(len(vectors), start + PART_ROWS):,} added",
+                file=sys.stderr,
+            )
+        parts.append(part)
+    merge_on_disk(empty, parts, path)
+    shutil.rmtree(work)
+
+
+def merge_on_disk(empty: Path, parts: list[Path], path: Path) -> None:
+    """One index whose inverted lists live in ``path``.ivfdata, found beside it on load."""
+    from faiss.contrib.ondisk import merge_ondisk
+
+    index = faiss.read_index(str(empty))
+    data = path.with_suffix(path.suffix + ".ivfdata")
+    data.unlink(missing_ok=True)
+    merge_ondisk(index, [str(p) for p in parts], str(data))
+    faiss.write_index(index, str(path))
+
+
+class VectorIndex:
+    """A vector index opened for search, with exact re-ranking for compressed ones."""
+
+    def __init__(self, path: Path, vectors: np.ndarray, nprobe: int, rerank: int) -> None:
+        # An index with lists on disk finds its .ivfdata beside it; others are memory-mapped
+        # whole (the two flags together crash on an on-disk index).
+        on_disk = path.with_suffix(path.suffix + ".ivfdata").is_file()
+        flag = faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk else faiss.IO_FLAG_MMAP
+        self.index = faiss.read_index(str(path), flag)
+        self.vectors = vectors  # float16, memory-mapped
+        self.exact = isinstance(self.index, faiss.IndexFlat)
+        self.rerank = 0 if self.exact else rerank
+        if not self.exact:
+            params = faiss.ParameterSpace()
+            params.set_index_parameter(self.index, "nprobe", nprobe)
+            if isinstance(faiss.extract_index_ivf(self.index).quantizer, faiss.IndexHNSW):
+                params.set_index_parameter(self.index, "quantizer_efSearch", max(64, nprobe * 2))
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, cosines) of the ``count`` nearest rows, best first; exact cosines."""
+        want = min(self.ntotal, max(count, self.rerank))
+        scores, ids = self.index.search(as_float32(query[None, :]), want)
+        ids, scores = ids[0], scores[0]
+        keep = ids >= 0
+        ids, scores = ids[keep], scores[keep]
+        if self.rerank and len(ids):
+            order = np.argsort(ids)  # memory-mapped rows read in file order
+            exact = np.empty(len(ids), np.float32)
+            exact[order] = as_float32(self.vectors[ids[order]]) @ as_float32(query)
+            scores = exact
+        best = np.argsort(-scores, kind="stable")[:count]
+        return ids[best], scores[best]
