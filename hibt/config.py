@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     faiss_factory: str | None = None  # None: chosen from the number of vectors
     # Compressed (IVF-PQ) indexes: inverted lists searched per query, and how many of their
     # best candidates are re-scored exactly from the float16 vectors (docs/scale.md).
-    nprobe: int = 64
-    rerank: int = 400
+    nprobe: int = 128
+    rerank: int = 500
 
     # --- copy detection -------------------------------------------------------------------
     # Cosines of DCT descriptors (indexer/copies/fingerprint.py). How each threshold was

@@ -13,7 +13,7 @@ from hibt.config import Settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.matching import CopyMatcher
 from hibt.indexer.store import Store, Thumbnails
-from hibt.indexer.vector_index import VectorIndex
+from hibt.indexer.vector_index import VectorIndex, VectorRows
 
 
 class OpenIndex:
@@ -22,10 +22,10 @@ class OpenIndex:
         self.settings = settings
         self.manifest = fmt.read_manifest(self.directory)
         self.n = self.manifest.counts.items
-        self.image_vectors = np.load(self.directory / fmt.IMAGE_VECTORS, mmap_mode="r")
+        self.image_vectors = VectorRows(self.directory / fmt.IMAGE_VECTORS)
         self.faiss = {"images": self.vector_index(fmt.IMAGE_FAISS, self.image_vectors)}
         if self.manifest.captions:
-            captions = np.load(self.directory / fmt.CAPTION_VECTORS, mmap_mode="r")
+            captions = VectorRows(self.directory / fmt.CAPTION_VECTORS)
             self.faiss["captions"] = self.vector_index(fmt.CAPTION_FAISS, captions)
         self.groups = np.load(self.directory / fmt.GROUPS, mmap_mode="r")
         self.has_images = self.manifest.kind == "images"
@@ -43,7 +43,7 @@ class OpenIndex:
     def dataset(self) -> str:
         return self.manifest.dataset
 
-    def vector_index(self, name: str, vectors: np.ndarray) -> VectorIndex:
+    def vector_index(self, name: str, vectors: VectorRows) -> VectorIndex:
         s = self.settings
         return VectorIndex(self.directory / name, vectors, s.nprobe, s.rerank)
 

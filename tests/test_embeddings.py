@@ -19,7 +19,7 @@ from hibt.indexer import vector_index
 from hibt.indexer.build import build_index
 from hibt.indexer.datasets import open_dataset
 from hibt.indexer.datasets.embeddings import EmbeddingsDataset
-from hibt.indexer.vector_index import VectorIndex, write_index
+from hibt.indexer.vector_index import VectorIndex, VectorRows, write_index
 from hibt.server.app import open_app
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
@@ -272,7 +272,10 @@ def test_compressed_on_disk_index_reranked_matches_exact_search(tmp_path, monkey
     write_index(mapped, "IVF32,PQ8x8", tmp_path / "image.faiss")
     assert (tmp_path / "image.faiss.ivfdata").is_file()
     assert not (tmp_path / "image.faiss.parts").exists()
-    index = VectorIndex(tmp_path / "image.faiss", mapped, nprobe=8, rerank=200)
+    rows = VectorRows(tmp_path / "v.npy")
+    picked = [3999, 0, 17, 17, 2500]
+    assert np.array_equal(rows[picked], vectors[picked]) and np.array_equal(rows[5], vectors[5])
+    index = VectorIndex(tmp_path / "image.faiss", rows, nprobe=8, rerank=200)
     assert not index.exact and index.ntotal == 4000
     rng = np.random.default_rng(1)
     exact = vectors.astype(np.float32)
