@@ -339,3 +339,34 @@ def test_items_on_a_removal_list_are_hidden_without_a_rebuild(
     assert rows[1]["url"] not in urls and rows[3]["url"] not in urls and rows[5]["url"] in urls
     site = client.get("/api/search/site", params={"site": "artstation.com", "k": 100}).json()
     assert rows[1]["url"] not in {r["url"] for r in site["results"]}
+
+
+# --- the page --------------------------------------------------------------------------------
+@pytest.mark.browser
+def test_the_page_shows_url_only_items_from_their_source_and_a_site(laion_index, published):
+    """Live links load from the source site; dead ones show the placeholder; a site typed in
+    the search box lists what the dataset holds from it."""
+    from tests.conftest import serving
+    from tests.test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serving(laion_index) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{base}/?q=Jane+Doe")
+        page.wait_for_selector("#grid li")
+        live = published[1][3]["url"]  # served by the loopback site
+        page.wait_for_function(
+            f"document.querySelector('#grid li img[src=\"{live}\"]')?.naturalWidth === 160"
+        )
+        page.wait_for_selector("#grid li .placeholder")  # the dead links
+        assert "Most come from" in page.inner_text("#counts")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "url-only-results.png"), full_page=True)
+        page.fill("#q", "artstation.com/janedoe")
+        page.press("#q", "Enter")
+        page.wait_for_selector("#counts:has-text('came from artstation.com/janedoe')")
+        badges = page.locator("#grid li .badge").all_inner_texts()
+        expected = sum("/janedoe/work" in r["url"] for r in published[1])
+        assert badges == ["From this site"] * expected
+        browser.close()

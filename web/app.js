@@ -70,7 +70,15 @@ async function loadStats() {
 
 // --- searching ------------------------------------------------------------------------
 
+// A query that is a site (a domain, maybe with a path: "artstation.com/janedoe") lists what
+// the dataset holds from it; anything else is a name or words.
+const SITE = /^(https?:\/\/)?[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?(\/\S*)?$/i;
+
 function searchUrl(offset) {
+  if (SITE.test(state.query)) {
+    const params = new URLSearchParams({ site: state.query, k: PAGE_SIZE, offset });
+    return `/api/search/site?${params}`;
+  }
   const params = new URLSearchParams({ q: state.query, k: PAGE_SIZE, offset });
   return `/api/search?${params}`;
 }
@@ -170,7 +178,12 @@ function render(response, append) {
 function renderSummary(response) {
   const c = response.counts;
   const parts = [];
-  if (response.query_type === "text") {
+  if (response.query_type === "site") {
+    const atLeast = c.site_match_capped ? "At least " : "";
+    parts.push(c.site_match
+      ? `${atLeast}${plural(c.site_match, "image", "images")} in this dataset came from ${response.query}.`
+      : `Nothing in this dataset came from ${response.query}.`);
+  } else if (response.query_type === "text") {
     const atLeast = c.name_match_capped ? "At least " : "";
     parts.push(c.name_match
       ? `${atLeast}${plural(c.name_match, "image credits", "images credit")} “${response.query}” in its caption or metadata.`
