@@ -16,9 +16,9 @@ import socket
 from urllib.parse import urlsplit
 
 import httpx
-from hibt.indexer.records import host_of
 
 from hibt.errors import ProofError
+from hibt.indexer.records import host_of
 
 WELL_KNOWN = "/.well-known/hibt-optout.txt"
 DNS_LABEL = "_hibt-optout"

@@ -12,13 +12,12 @@ from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
+from hibt.config import Settings
+from hibt.errors import RegistryError
 from hibt.indexer.records import host_of
 from hibt.server import domain_proof, schemas
 from hibt.server.index import OpenIndex
 from hibt.server.registry import Registry
-
-from hibt.config import Settings
-from hibt.errors import RegistryError
 
 EXPORT_FIELDS = (
     "kind",
@@ -96,6 +95,9 @@ class OptOuts:
 
     def claim_domain(self, request: schemas.DomainClaimRequest) -> schemas.DomainClaim:
         domain = domain_proof.normalise_domain(request.domain)
+        if "." not in domain and ":" not in domain:
+            # A claim on "com" would mark every .com item pending until it lapsed.
+            raise RegistryError(f"{domain} is not a site's domain; claim one like example.com", 422)
         done = self.registry.claim_domain(domain, request.name, request.contact)
         instructions = (
             f"Publish a file at https://{domain}{domain_proof.WELL_KNOWN} (or http://) whose "

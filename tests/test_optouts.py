@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+
 from hibt.indexer.build import build_index
 from hibt.server.app import open_app
 from hibt.server.optouts import EXPORT_FIELDS, registry_path
 from hibt.server.registry import PENDING_DOMAIN_TTL
-
 from tests.conftest import free_port, serving, tiny_settings
 from tests.datagen import drawing, save
 
@@ -393,6 +393,8 @@ def test_pending_claims_are_not_opt_outs_for_builders(site, web_index, embedder,
     ]
     assert [r["kind"] for r in rows] == ["domain"] + ["domain_item"] * 4
     assert {r["status"] for r in rows} == {"pending"}
+    # Nor may one claim a whole top-level domain, marking all its items pending meanwhile.
+    assert client.post("/api/domains", json={"domain": "com"}).status_code == 422
 
 
 def test_pending_domain_claims_lapse(site, web_index, embedder, tmp_path) -> None:
