@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hibt.config import Settings
 from hibt.errors import RegistryError
-from hibt.indexer.records import host_of
+from hibt.indexer.records import host_of, site_range
 from hibt.server import domain_proof, schemas
 from hibt.server.index import OpenIndex
 from hibt.server.registry import Registry
@@ -35,6 +35,9 @@ EXPORT_FIELDS = (
 
 EXPORT_BATCH = 1000  # rows per block of a streamed export, and index rows per look-up
 HOSTS_REMEMBERED = 200_000  # hosts whose covering claim an export keeps while it runs
+# An export finds a claim's items in the index by the claim's range of site keys while
+# there are fewer than one claim per PER_CLAIM_ROWS index items, else in one pass.
+PER_CLAIM_ROWS = 20
 
 
 def batched(rows: Iterable, size: int) -> Iterator[list]:
@@ -201,60 +204,72 @@ class OptOuts:
         registry: item opt-outs oldest first, then each claimed domain, then the items of
         this index its claims cover. Pending domain claims only when asked."""
         with self.registry.snapshot() as conn:
-            for (
-                item_id,
-                dataset,
-                source,
-                url,
-                sha256,
-                phash,
-                status,
-                created,
-            ) in self.registry.export_items(conn):
+            for row in self.registry.export_items(conn):
+                item_id, dataset, source, url, *hashes, status, created = row
                 domain = url_host(url)
-                yield (
-                    "item",
-                    dataset,
-                    item_id,
-                    source,
-                    url,
-                    domain,
-                    sha256,
-                    phash,
-                    status,
-                    created,
-                )
+                yield ("item", dataset, item_id, source, url, domain, *hashes, status, created)
             claims = 0
             for domain, status, created in self.registry.export_domains(conn, pending):
-                claims += 1
                 yield ("domain", "", "", "", "", domain, "", "", status, created)
+                claims += 1
             if claims:
-                yield from self.domain_items(pending, conn)
+                yield from self.domain_items(claims, pending, conn)
 
-    def domain_items(self, pending: bool, conn: sqlite3.Connection) -> Iterator[tuple[str, ...]]:
-        """The index's items that a domain claim covers, in index order: one pass over the
-        index in batches, each batch's hosts looked up by name (so however many claims
-        there are, they cost one pass, not one pass each)."""
+    def domain_items(
+        self, claims: int, pending: bool, conn: sqlite3.Connection
+    ) -> Iterator[tuple[str, ...]]:
+        """The index's items that the claims cover, each once under the claim that decides
+        it (as covering_claims says). Few claims over a large index: each claim's range of
+        the index's site key (records.site_range; a port or a www. prefix widens it, and
+        the hosts are then sifted). Many: one pass over the whole index. Either way each
+        batch's hosts are looked up by name, so the cost never grows as claims times items."""
         dataset = self.index.dataset
         known: dict[str, tuple[str, str, str] | None] = {}  # host -> its claim, this export
-        for start in range(0, self.index.n, EXPORT_BATCH):
-            # The store of whichever thread runs this step; nothing is held between steps.
-            rows = self.index.store().items(range(start, min(start + EXPORT_BATCH, self.index.n)))
-            new = {r["host"] for r in rows.values()} - known.keys()
+        for claimed, rows in self.claimed_rows(claims, pending, conn):
+            new = {r["host"] for r in rows} - known.keys()
             if len(known) + len(new) > HOSTS_REMEMBERED:
                 known.clear()
             found = self.covering_claims(new, pending, conn)
             known.update((host, found.get(host)) for host in new)
-            for idx in sorted(rows):
-                row = rows[idx]
-                if claim := known[row["host"]]:
+            for row in rows:
+                claim = known[row["host"]]
+                if claim and claimed in (None, claim[0]):
                     domain, status, created = claim
-                    phash = self.index.phash_hex(idx)
+                    phash = self.index.phash_hex(row["idx"])
                     yield (
                         "domain_item",
                         *(dataset, row["id"], row["source"], row["url"], domain),
                         *(row["sha256"], phash, status, created),
                     )
+
+    def claimed_rows(
+        self, claims: int, pending: bool, conn: sqlite3.Connection
+    ) -> Iterator[tuple[str | None, list]]:
+        """(the claimed domain, or None for any, and a batch of index rows) to sift for
+        domain items. Each batch is read from the store of whichever thread runs that step
+        of a streamed answer; nothing is held between steps."""
+        n = self.index.n
+        if claims * PER_CLAIM_ROWS >= n:
+            for start in range(0, n, EXPORT_BATCH):
+                rows = self.index.store().items(range(start, min(start + EXPORT_BATCH, n)))
+                yield None, [rows[idx] for idx in sorted(rows)]
+            return
+        for domain, *_ in self.registry.export_domains(conn, pending):
+            low, high = site_range(domain)
+            key, skip = low, 0  # rows at site key `key` already given, which come first
+            while True:
+                page = self.index.store().in_site(key, high, EXPORT_BATCH + skip)
+                rows = page[skip:]
+                if rows:
+                    yield domain, rows
+                if len(page) < EXPORT_BATCH + skip:
+                    break
+                last = rows[-1]["site"]
+                same = next(
+                    (i for i, r in enumerate(reversed(rows)) if r["site"] != last), len(rows)
+                )
+                skip = same + (skip if last == key else 0)
+                key = last
 
     def export(self, kind: str, pending: bool = False) -> Iterator[str]:
         """The export as text in blocks of EXPORT_BATCH rows, for a streamed response."""

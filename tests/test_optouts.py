@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hibt.indexer.build import build_index
+from hibt.server import optouts as optouts_module
 from hibt.server.app import open_app
 from hibt.server.optouts import EXPORT_FIELDS, registry_path
 from hibt.server.registry import PENDING_DOMAIN_TTL
@@ -439,3 +440,23 @@ def test_pending_domain_claims_lapse(site, web_index, embedder, tmp_path) -> Non
     assert verified.json()["status"] == "verified"
     assert marks() >= {"verified"}
     (root / ".well-known" / "hibt-optout.txt").unlink()
+
+
+@pytest.mark.parametrize("per_claim_rows", [1, 1000], ids=["claim-by-claim", "one-pass"])
+def test_export_lists_each_claimed_item_once(
+    site, web_index, embedder, tmp_path, monkeypatch, per_claim_rows
+) -> None:
+    """A claim's items are found by its range of the site index, or in one pass over the
+    index when claims are many; either way each item once, under the claim that decides it
+    (the most specific one here: all are pending)."""
+    monkeypatch.setattr(optouts_module, "PER_CLAIM_ROWS", per_claim_rows)
+    _, port = site
+    client = make_client(web_index[1], embedder, registry=str(tmp_path / "r.sqlite"))
+    claims = [f"localhost:{port}", f"art.localhost:{port}", f"127.0.0.1:{port}"]
+    for domain in claims:
+        assert client.post("/api/domains", json={"domain": domain}).status_code == 201
+    lines = client.get("/api/optouts/export?include_pending=true").text.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["domain"] for r in rows if r["kind"] == "domain"] == claims
+    found = sorted((r["url"].rsplit("/", 1)[1], r["domain"]) for r in rows[3:])
+    assert found == sorted((f"w{i}.png", claims[i % 4]) for i in range(8) if i % 4 < 3), found
