@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+
+from hibt.config import Settings
 from hibt.server import registry as registry_module
 from hibt.server import schemas
 from hibt.server.domain_proof import covers, suffixes
 from hibt.server.optouts import OptOuts
 from hibt.server.registry import SCHEMA_VERSION, Registry, now, token_digest
-
-from hibt.config import Settings
 
 HOSTS = 200
 BATCH = 1000  # items per claim, as the API allows
