@@ -73,6 +73,10 @@ def index(
     rebuild: Annotated[
         bool, typer.Option(help="build again even when OUT is up to date with SOURCE")
     ] = False,
+    add: Annotated[
+        bool,
+        typer.Option(help="published embeddings: append the parts OUT does not hold yet"),
+    ] = False,
 ) -> None:
     """Embed every image and caption of SOURCE into an index directory (resumable), or
     ingest published embeddings (then --model/--pretrained name the model that made them).
@@ -92,7 +96,7 @@ def index(
     if not spec_from(settings).semantic:
         non_semantic_warning(settings.model)
     with refusals():
-        result = build_index(source, out, None, settings, name, rebuild)
+        result = build_index(source, out, None, settings, name, rebuild, add)
     m = result.manifest
     if result.reused:
         typer.echo(

@@ -483,16 +483,23 @@ def build_index(
     settings: Settings,
     name: str | None = None,
     rebuild: bool = True,
+    add: bool = False,
 ) -> BuildResult:
     """Index ``source`` into ``out``. Image datasets are embedded with ``embedder`` (the
     settings' model when None); published embeddings need no model loaded: the settings
-    (or ``embedder``) name the model that made them."""
+    (or ``embedder``) name the model that made them, and ``add`` appends the parts the
+    index does not hold yet."""
     from hibt.indexer.datasets.embeddings import EmbeddingsDataset
     from hibt.indexer.ingest import EmbeddingBuilder
 
     dataset = open_dataset(source, name)
     if isinstance(dataset, EmbeddingsDataset):
         identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
-        return EmbeddingBuilder(dataset, str(source), Path(out), identity, settings, rebuild).run()
+        builder = EmbeddingBuilder(
+            dataset, str(source), Path(out), identity, settings, rebuild, add
+        )
+        return builder.run()
+    if add:
+        raise BuildError("--add appends parts of published embeddings; rebuild an image index")
     embedder = embedder or embedder_from(settings)
     return Builder(dataset, str(source), Path(out), embedder, settings, rebuild).run()

@@ -5,6 +5,9 @@ ingest resumes at the next part; finishing is the image build's (build.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,10 +15,14 @@ import numpy as np
 from tqdm import tqdm
 
 from hibt.config import Settings
-from hibt.errors import BuildError
+from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import Builder, BuildResult, check_target, staging_dir
 from hibt.indexer.datasets.embeddings import EmbeddingsDataset, Part
+from hibt.indexer.store import Store
+from hibt.indexer.vector_index import parts_dir
+
+SAMPLE = 1 << 16  # bytes read at each end of a part's files for its signature
 
 
 class EmbeddingBuilder(Builder):
@@ -29,8 +36,10 @@ class EmbeddingBuilder(Builder):
         identity: dict,
         settings: Settings,
         rebuild: bool = True,
+        add: bool = False,
     ) -> None:
-        """``identity``: the model that made the vectors, as the manifest records it."""
+        """``identity``: the model that made the vectors, as the manifest records it;
+        ``add``: append the parts that the index at ``out`` does not hold yet."""
         if identity["dim"] != dataset.dim:
             raise BuildError(
                 f"{source} holds {dataset.dim}-d vectors, but {identity['name']} makes "
@@ -40,20 +49,25 @@ class EmbeddingBuilder(Builder):
         self.dataset, self.source, self.out = dataset, source, out
         self.settings, self.identity = settings, identity
         self.stage = staging_dir(out)
-        self.rebuild = rebuild
+        self.rebuild = rebuild and not add
+        self.add = add
         self.build_key = self.key_of("embeddings")
 
     def fingerprint_scheme(self) -> str:
         return "none (items known by URL and embedding)"
 
+    def files(self) -> dict[str, str]:
+        """Vector file per kind of vector this dataset publishes."""
+        files = {"image": fmt.IMAGE_VECTORS}
+        if self.dataset.has_text:
+            files["caption"] = fmt.CAPTION_VECTORS
+        return files
+
     def arrays(self, mode: str) -> dict[str, np.ndarray]:
         n, dim = self.dataset.estimated_size(), self.dataset.dim
-        kinds = {"image": fmt.IMAGE_VECTORS}
-        if self.dataset.has_text:
-            kinds["caption"] = fmt.CAPTION_VECTORS
         return {
             kind: np.lib.format.open_memmap(self.stage / name, mode, np.float16, (n, dim))
-            for kind, name in kinds.items()
+            for kind, name in self.files().items()
         }
 
     def run(self) -> BuildResult:
@@ -61,7 +75,10 @@ class EmbeddingBuilder(Builder):
         self.key = self.content_key()
         if not self.rebuild and (done := self.up_to_date(self.key)):
             return done
+        if self.add and not (self.stage / fmt.METADATA).is_file():
+            self.stage_from_index()
         self.open_stage()
+        self.check_parts_unchanged()
         _, items_done, parts_done = self.progress()
         mode = "r+" if (self.stage / fmt.IMAGE_VECTORS).is_file() else "w+"
         arrays = self.arrays(mode)
@@ -77,12 +94,73 @@ class EmbeddingBuilder(Builder):
         )
         for part in self.dataset.parts[parts_done:]:
             self.ingest(part, items_done, arrays)
+            self.store.set_state(f"part_{part.number}", self.signature(part))
             items_done += part.rows
             parts_done += 1
             self.commit_progress(items_done, items_done, parts_done)
             bar.update(part.rows)
         bar.close()
         return self.finalize(items_done, parts_done)
+
+    @staticmethod
+    def signature(part: Part) -> str:
+        """The part's rows, and a digest of its files' sizes, heads and tails: a changed
+        or re-generated part shows, without reading gigabytes."""
+        digest = hashlib.sha256(str(part.rows).encode())
+        for path in (part.image, part.metadata):
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                digest.update(f"{size}".encode() + f.read(SAMPLE))
+                f.seek(max(0, size - SAMPLE))
+                digest.update(f.read(SAMPLE))
+        return digest.hexdigest()
+
+    def check_parts_unchanged(self) -> None:
+        """Rows are tied to their part and position: a part that changed since it was
+        ingested would misalign every row after it."""
+        done = int(self.store.get_state("chunks_done", "0"))
+        for part in self.dataset.parts[:done]:
+            if self.store.get_state(f"part_{part.number}") != self.signature(part):
+                raise BuildError(
+                    f"part {part.number} of {self.source} changed since it was indexed; "
+                    "index it again without --add"
+                )
+
+    def stage_from_index(self) -> None:
+        """The staging directory as the published index, with room for the new parts: its
+        metadata copied, its vectors copied into larger files, its vector index parts
+        linked (they are reused, not trained or added again)."""
+        try:
+            manifest = fmt.read_manifest(self.out)
+        except IndexUnreadable as exc:
+            raise BuildError(f"--add needs an index at {self.out}: {exc.message}") from None
+        if manifest.kind != "embeddings":
+            raise BuildError("--add appends parts of published embeddings; rebuild this index")
+        self.stage.mkdir(parents=True)
+        shutil.copy2(self.out / fmt.METADATA, self.stage / fmt.METADATA)
+        staged = Store.open(self.stage / fmt.METADATA)
+        same = staged.get_state("build_key") == self.build_key
+        staged.close()
+        if not same:
+            shutil.rmtree(self.stage)
+            raise BuildError(
+                f"{self.out} was built from another source or model; --add needs the same"
+            )
+        arrays = self.arrays("w+")
+        for kind, name in self.files().items():
+            old, array = np.load(self.out / name, mmap_mode="r"), arrays[kind]
+            for at in range(0, len(old), 1_000_000):
+                stop = min(len(old), at + 1_000_000)
+                array[at:stop] = old[at:stop]
+            array.flush()
+        for name in (fmt.IMAGE_FAISS, fmt.CAPTION_FAISS):
+            old_parts = parts_dir(self.out / name)
+            if old_parts.is_dir():
+                new_parts = parts_dir(self.stage / name)
+                new_parts.mkdir()
+                for f in old_parts.iterdir():
+                    os.link(f, new_parts / f.name)
+        print(f"adding to {self.out}: {manifest.counts.items} items kept", file=sys.stderr)
 
     def ingest(self, part: Part, base: int, arrays: dict[str, np.ndarray]) -> None:
         """One part's vectors (unit length, float16) and metadata rows."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -70,36 +69,41 @@ def add_blocks(index: faiss.Index, vectors: np.ndarray, start: int, stop: int) -
         index.add_with_ids(as_float32(block), np.arange(at, at + len(block), dtype=np.int64))
 
 
+def parts_dir(path: Path) -> Path:
+    return path.parent / f"{path.name}.parts"
+
+
 def write_index(vectors: np.ndarray, factory: str, path: Path) -> None:
     """Write the index over ``vectors`` (rows are ids) to ``path``; a compressed one also
-    writes ``path`` with ``.ivfdata``. Parts already written by an interrupted run are kept."""
+    writes ``path`` with ``.ivfdata``. A compressed index keeps its trained quantiser and
+    its parts (``path``.parts/, each named by its rows) beside it: an interrupted run, or
+    ``hibt index --add`` with more rows, trains nothing again and adds only the rows no
+    part holds yet."""
     if is_exact(factory) or "IVF" not in factory:
         index = trained(vectors, factory)
         for at in range(0, len(vectors), ADD_BLOCK):
             index.add(as_float32(vectors[at : at + ADD_BLOCK]))
         faiss.write_index(index, str(path))
         return
-    work = path.parent / f"{path.name}.parts"
+    work = parts_dir(path)
     work.mkdir(exist_ok=True)
     empty = work / "trained.index"
     if not empty.is_file():
         print(f"training {factory} on a sample", file=sys.stderr)
         faiss.write_index(trained(vectors, factory), str(empty))
-    parts = []
-    for number, start in enumerate(range(0, len(vectors), PART_ROWS)):
-        part = work / f"part_{number:05d}.index"
+    wanted = [(a, min(len(vectors), a + PART_ROWS)) for a in range(0, len(vectors), PART_ROWS)]
+    names = {work / f"rows_{a:012d}_{b:012d}.index" for a, b in wanted}
+    for stale in set(work.glob("rows_*.index")) - names:
+        stale.unlink()  # a last part that has since grown
+    for start, stop in wanted:
+        part = work / f"rows_{start:012d}_{stop:012d}.index"
         if not part.is_file():
             index = faiss.read_index(str(empty))
-            add_blocks(index, vectors, start, min(len(vectors), start + PART_ROWS))
+            add_blocks(index, vectors, start, stop)
             faiss.write_index(index, str(part) + ".tmp")
             Path(str(part) + ".tmp").replace(part)
-            print(
-                f"  vectors {start:,}-{min(len(vectors), start + PART_ROWS):,} added",
-                file=sys.stderr,
-            )
-        parts.append(part)
-    merge_on_disk(empty, parts, path)
-    shutil.rmtree(work)
+            print(f"  vectors {start:,}-{stop:,} added", file=sys.stderr)
+    merge_on_disk(empty, sorted(names), path)
 
 
 def merge_on_disk(empty: Path, parts: list[Path], path: Path) -> None:

@@ -271,7 +271,8 @@ def test_compressed_on_disk_index_reranked_matches_exact_search(tmp_path, monkey
     mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
     write_index(mapped, "IVF32,PQ8x8", tmp_path / "image.faiss")
     assert (tmp_path / "image.faiss.ivfdata").is_file()
-    assert not (tmp_path / "image.faiss.parts").exists()
+    kept = sorted(f.name for f in (tmp_path / "image.faiss.parts").iterdir())
+    assert kept[-1] == "trained.index" and len(kept) == 4  # for --add: three row ranges
     rows = VectorRows(tmp_path / "v.npy")
     picked = [3999, 0, 17, 17, 2500]
     assert np.array_equal(rows[picked], vectors[picked]) and np.array_equal(rows[5], vectors[5])
@@ -370,3 +371,81 @@ def test_the_page_shows_url_only_items_from_their_source_and_a_site(laion_index,
         expected = sum("/janedoe/work" in r["url"] for r in published[1])
         assert badges == ["From this site"] * expected
         browser.close()
+
+
+# --- adding parts ----------------------------------------------------------------------------
+def first_part_only(published, tmp_path: Path) -> Path:
+    root = broken_copy(published, tmp_path)
+    for folder, suffix in (("img_emb", "npy"), ("text_emb", "npy"), ("metadata", "parquet")):
+        (root / folder / f"{folder}_0001.{suffix}").rename(tmp_path / f"{folder}_0001.{suffix}")
+    return root
+
+
+def restore_second_part(root: Path, tmp_path: Path) -> None:
+    for folder, suffix in (("img_emb", "npy"), ("text_emb", "npy"), ("metadata", "parquet")):
+        (tmp_path / f"{folder}_0001.{suffix}").rename(root / folder / f"{folder}_0001.{suffix}")
+
+
+def test_add_appends_new_parts_without_redoing_the_old(
+    published, embedder, laion_index, tmp_path, monkeypatch
+) -> None:
+    """The index of part 0, plus part 1 with --add, is the index of both parts; part 0 is
+    neither ingested nor added to the vector index again, and nothing is trained again."""
+    from hibt.indexer.ingest import EmbeddingBuilder
+
+    monkeypatch.setattr(vector_index, "PART_ROWS", 8)  # vector index parts of 8 rows
+    settings = tiny_settings(faiss_factory="IVF4,Flat")
+    root, out = first_part_only(published, tmp_path), tmp_path / "index"
+    build_index(root, out, embedder, settings)
+    assert fmt.read_manifest(out).counts.items == ROWS
+    restore_second_part(root, tmp_path)
+    ingested, added, trained = [], [], []
+    for module, name, log in (
+        (EmbeddingBuilder, "ingest", ingested),
+        (vector_index, "add_blocks", added),
+        (vector_index, "trained", trained),
+    ):
+        original = getattr(module, name)
+
+        def spy(*args, original=original, log=log):
+            log.append(args)
+            return original(*args)
+
+        monkeypatch.setattr(module, name, spy)
+    build_index(root, out, embedder, settings, add=True)
+    assert [args[1].number for args in ingested] == [1]
+    assert not trained and sorted((a[2], a[3]) for a in added) == [
+        (8, 16),
+        (8, 16),
+        (16, 24),
+        (16, 24),
+    ]
+    assert fmt.read_manifest(out).counts.items == PARTS * ROWS
+    for name in (fmt.IMAGE_VECTORS, fmt.CAPTION_VECTORS):
+        assert np.array_equal(np.load(out / name), np.load(laion_index / name))
+    grown = Engine.open(out, settings, embedder)
+    whole = Engine.open(laion_index, tiny_settings(), embedder)
+    names = [grown.search_text("Jane Doe", k=24), whole.search_text("Jane Doe", k=24)]
+    urls = [[r.url for r in n.results if r.match == "name_match"] for n in names]
+    assert urls[0] == urls[1] and len(urls[0]) == PARTS * ROWS // 2
+    image = png(published[1][ROWS + 2]["image"])  # an item of the added part
+    assert grown.search_image(image, k=1).results[0].url == published[1][ROWS + 2]["url"]
+    again = build_index(root, out, embedder, settings, add=True)
+    assert again.reused  # nothing new to add
+
+
+def test_add_refuses_a_changed_part_and_image_indexes(published, embedder, built, tmp_path):
+    root, out = first_part_only(published, tmp_path), tmp_path / "index"
+    build_index(root, out, embedder, tiny_settings())
+    restore_second_part(root, tmp_path)
+    np.save(root / "img_emb" / "img_emb_0000.npy", np.zeros((ROWS, 64), np.float16) + 0.1)
+    with pytest.raises(BuildError, match=r"part 0 of .* changed since it was indexed"):
+        build_index(root, out, embedder, tiny_settings(), add=True)
+    with pytest.raises(BuildError, match="--add appends parts of published embeddings"):
+        build_index(
+            built.source if hasattr(built, "source") else built.manifest.source,
+            tmp_path / "img",
+            embedder,
+            tiny_settings(),
+            add=True,
+        )
