@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hibt.indexer.records import site_range
-
 ITEM_COLUMNS = (
     "idx",
     "id",
@@ -180,23 +178,6 @@ class Store:
             r[0] for r in self.conn.execute("SELECT idx FROM items WHERE sha256 = ?", (sha256,))
         ]
 
-    def idxs_of(self, ids: Sequence[str], digests: Sequence[str]) -> set[int]:
-        """Rows named by item id or by file sha256."""
-        rows = self.conn.execute(
-            f"SELECT idx FROM items WHERE id {IN_LIST} OR sha256 {IN_LIST}",
-            (as_json(ids), as_json(digests)),
-        )
-        return {r[0] for r in rows}
-
-    def by_host(self, domain: str) -> list[sqlite3.Row]:
-        """Items from ``domain`` or any of its subdomains. A plain domain is one range of the
-        site index; one with a port or a www. prefix is matched by host, as claimed."""
-        if ":" in domain or domain.startswith("www."):
-            return self.conn.execute(
-                f"{ITEM_SELECT} WHERE host = ? OR host LIKE ?", (domain, f"%.{domain}")
-            ).fetchall()
-        return self.in_site(*site_range(domain))
-
     def in_site(self, low: str, high: str, limit: int = -1, offset: int = 0) -> list[sqlite3.Row]:
         """Items whose site key is in [low, high) (records.site_range), in site order."""
         return self.conn.execute(
@@ -256,11 +237,6 @@ class Store:
             (limit,),
         )
         return [{"size": r["dup_count"], "example_id": r["example"]} for r in rows]
-
-    def groups(self) -> np.ndarray:
-        """The duplicate group of every row, in row order."""
-        rows = self.conn.execute("SELECT dup_group FROM items ORDER BY idx")
-        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def sha256s(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT sha256 FROM items ORDER BY idx")]
