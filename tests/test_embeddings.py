@@ -269,7 +269,7 @@ def test_compressed_on_disk_index_reranked_matches_exact_search(tmp_path, monkey
     vectors = clustered(4000, 64)
     np.save(tmp_path / "v.npy", vectors)
     mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
-    write_index(mapped, "IVF32,PQ8x8", tmp_path / "image.faiss")
+    write_index(mapped, "IVF32,PQ8x4np", tmp_path / "image.faiss")
     assert (tmp_path / "image.faiss.ivfdata").is_file()
     kept = sorted(f.name for f in (tmp_path / "image.faiss.parts").iterdir())
     assert kept[-1] == "trained.index" and len(kept) == 4  # for --add: three row ranges
