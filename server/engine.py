@@ -105,9 +105,10 @@ class Engine:
         counts = schemas.MatchCounts(
             name_match=name_total, name_match_capped=name_total >= self.settings.max_count
         )
+        sites = self.sites_of(phrase) if name_total else []
         page = answers.Page(query, "text", vector, offset, k, counts, None, started)
         response = answers.respond(self, ranked, page)
-        response.sites = self.sites_of(phrase) if name_total else []
+        response.sites = sites
         return response
 
     def search_image(
