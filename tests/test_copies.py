@@ -8,6 +8,9 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from hibt.config import Settings
 from hibt.indexer.build import build_index
 from hibt.indexer.copies import framing
 from hibt.indexer.copies.fingerprint import (
@@ -36,9 +39,6 @@ from hibt.indexer.copies.views import (
     views_of,
 )
 from hibt.server.engine import Engine
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
-
-from hibt.config import Settings
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
 

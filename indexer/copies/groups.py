@@ -12,10 +12,11 @@ search.py's.
 from __future__ import annotations
 
 import numpy as np
-from hibt.indexer.copies.fingerprint import colour_distance, informative
-from hibt.indexer.copies.search import at_least, descriptor_index
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from hibt.indexer.copies.fingerprint import colour_distance, informative
+from hibt.indexer.copies.search import at_least, descriptor_index
 
 STRONG_SIMILARITY = 0.995  # the same picture, re-encoded or re-rendered
 STRONG_COLOUR = 4.0

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from hibt.config import Settings
 from hibt.indexer.copies.fingerprint import (
     HASH_SIZE,
     Fingerprints,
@@ -16,8 +18,6 @@ from hibt.indexer.copies.fingerprint import (
 )
 from hibt.indexer.copies.search import banded_matches, descriptor_index
 from hibt.indexer.copies.views import INDEX_VIEWS, flagged
-
-from hibt.config import Settings
 
 STORED_CROP = flagged(INDEX_VIEWS, "crop")
 STORED_WHOLE = flagged(INDEX_VIEWS, "whole")

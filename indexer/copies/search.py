@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+
 from hibt.indexer.copies.fingerprint import HASH_SIZE, band_mask
 
 
