@@ -78,7 +78,16 @@ class EmbeddingBuilder(Builder):
         if self.add and not (self.stage / fmt.METADATA).is_file():
             self.stage_from_index()
         self.open_stage()
-        self.check_parts_unchanged()
+        if (changed := self.changed_part()) is not None:
+            if self.add:
+                raise BuildError(
+                    f"part {changed} of {self.source} changed since it was indexed; "
+                    "index it again without --add"
+                )
+            print(f"part {changed} changed since it was staged: starting afresh", file=sys.stderr)
+            self.store.close()
+            shutil.rmtree(self.stage)
+            self.open_stage()
         _, items_done, parts_done = self.progress()
         mode = "r+" if (self.stage / fmt.IMAGE_VECTORS).is_file() else "w+"
         arrays = self.arrays(mode)
@@ -115,16 +124,14 @@ class EmbeddingBuilder(Builder):
                 digest.update(f.read(SAMPLE))
         return digest.hexdigest()
 
-    def check_parts_unchanged(self) -> None:
-        """Rows are tied to their part and position: a part that changed since it was
-        ingested would misalign every row after it."""
+    def changed_part(self) -> int | None:
+        """The first part ingested already whose files have changed since: rows are tied to
+        their part and position, so it would misalign every row after it."""
         done = int(self.store.get_state("chunks_done", "0"))
         for part in self.dataset.parts[:done]:
             if self.store.get_state(f"part_{part.number}") != self.signature(part):
-                raise BuildError(
-                    f"part {part.number} of {self.source} changed since it was indexed; "
-                    "index it again without --add"
-                )
+                return part.number
+        return None
 
     def stage_from_index(self) -> None:
         """The staging directory as the published index, with room for the new parts: its

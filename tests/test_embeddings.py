@@ -449,3 +449,29 @@ def test_add_refuses_a_changed_part_and_image_indexes(published, embedder, built
             tiny_settings(),
             add=True,
         )
+
+
+def test_a_part_changed_during_an_interrupted_ingest_starts_it_afresh(
+    published, embedder, tmp_path, monkeypatch
+) -> None:
+    from hibt.indexer.ingest import EmbeddingBuilder
+
+    root, out = broken_copy(published, tmp_path), tmp_path / "index"
+    original = EmbeddingBuilder.ingest
+
+    def killed_in_part_1(self, part, base, arrays):
+        if part.number == 1:
+            raise KeyboardInterrupt
+        return original(self, part, base, arrays)
+
+    monkeypatch.setattr(EmbeddingBuilder, "ingest", killed_in_part_1)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(root, out, embedder, tiny_settings())
+    monkeypatch.setattr(EmbeddingBuilder, "ingest", original)
+    first = np.load(root / "img_emb" / "img_emb_0000.npy")
+    np.save(root / "img_emb" / "img_emb_0000.npy", first[::-1])  # re-published differently
+    build_index(root, out, embedder, tiny_settings())
+    stored = np.load(out / fmt.IMAGE_VECTORS)[:ROWS].astype(np.float32)
+    expected = first[::-1].astype(np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(stored, expected, atol=1e-3)
