@@ -35,6 +35,7 @@ REPORT = "report.json"
 COPY_INDEX = "copy_index.faiss"  # inverted file over the stored views' descriptors
 COPY_INDEX_DATA = "copy_index.ivfdata"  # its lists, memory-mapped
 COPY_BLANK = "copy_blank.npy"  # rows of the items too plain to identify (matched by colour)
+COPY_BAND_NORMS = "copy_band_norms.npy"  # per stored view, its energy in low bands (floors)
 # What every index has, and what only an index built from image files has (copy
 # fingerprints and thumbnails); an index of published embeddings has captions only when
 # text embeddings were published.

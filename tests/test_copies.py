@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
+import faiss
 import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from hibt.config import Settings
+from hibt.indexer import index_format as fmt
 from hibt.indexer.build import build_index
-from hibt.indexer.copies import framing
+from hibt.indexer.copies import framing, search
 from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
     Fingerprints,
+    band_mask,
     colour_distance,
     colour_signature,
     fingerprints,
@@ -25,7 +31,7 @@ from hibt.indexer.copies.fingerprint import (
     query_fingerprints,
 )
 from hibt.indexer.copies.framing import trim_borders
-from hibt.indexer.copies.groups import duplicate_groups
+from hibt.indexer.copies.groups import STRONG_COLOUR, blank_pairs, duplicate_groups
 from hibt.indexer.copies.matching import CopyMatcher, CopyThresholds
 from hibt.indexer.copies.views import (
     INDEX_VARIANTS,
@@ -584,3 +590,217 @@ def test_a_thumbnail_too_small_for_the_top_frequencies_is_compared_in_its_band()
         unbanded.colour = np.zeros(48, np.uint8)
         broad += i in matcher.match(unbanded, near, 12)
     assert found == len(pictures) and wrong == 0 and broad < len(pictures) // 2
+
+
+# Copy search at scale: the candidate index (search.py) must find what exhaustive search
+# finds, with the same similarities; scripts/bench_copy_scale.py measures it at 1M items.
+
+
+def tiled_index(folder: Path, pictures: list[Image.Image], n: int, seed: int = 0) -> np.ndarray:
+    """An index directory's copy files for ``n`` items: the pictures' stored fingerprints,
+    then look-alikes made from them (a share of another picture and noise, re-normalised)."""
+    prints = [index_fingerprints(p) for p in pictures]
+    real = np.stack([f.descriptors for f in prints])
+    rng = np.random.default_rng(seed)
+    source = np.concatenate([np.arange(len(real)), rng.integers(0, len(real), n - len(real))])
+    vectors = real[source].copy()
+    fake = np.arange(n) >= len(real)
+    other = real[rng.integers(0, len(real), fake.sum())]
+    noise = rng.normal(size=other.shape) * rng.uniform(0.0, 0.1, (fake.sum(), 1, 1))
+    moved = (vectors[fake] + rng.uniform(0, 1, (fake.sum(), 1, 1)) * other + noise) * (
+        vectors[fake] != 0
+    ).any(axis=-1, keepdims=True)
+    norms = np.linalg.norm(moved, axis=-1, keepdims=True)
+    vectors[fake] = np.where(norms > 0, moved / np.maximum(norms, 1e-9), 0)
+    descriptors = vectors.astype(np.float16)
+    np.save(folder / fmt.DESCRIPTORS, descriptors)
+    np.save(folder / fmt.FINGERPRINTS, np.stack([f.hashes for f in prints])[source])
+    np.save(folder / fmt.COLOURS, np.stack([f.colour for f in prints])[source])
+    return descriptors
+
+
+@pytest.fixture(scope="module")
+def scale_index(tmp_path_factory) -> tuple[Path, list[Image.Image]]:
+    """2000 items in an index directory with a candidate index, and the 30 pictures
+    (plus 5 blank-ish and held-out ones) they were made from."""
+    folder = tmp_path_factory.mktemp("scale-index")
+    pictures = [drawing(seed, (60 + 13 * (seed % 9), 50 + 11 * (seed % 7))) for seed in range(30)]
+    pictures.append(Image.new("RGB", (90, 70), (250, 250, 250)))  # a blank item
+    descriptors = tiled_index(folder, pictures, 2000)
+    search.write_copy_index(folder, np.load(folder / fmt.DESCRIPTORS, mmap_mode="r"), 0)
+    assert descriptors.shape == (2000, INDEX_VARIANTS, DESCRIPTOR_DIM)
+    return folder, pictures
+
+
+def uploads(pictures: list[Image.Image]) -> list[Fingerprints]:
+    """Copies of the pictures as people post them, tiny thumbnails (compared in their band)
+    among them, and pictures that are not in the index."""
+    edits = [
+        lambda im: im,
+        lambda im: im.resize((im.width // 2, im.height // 2), Image.LANCZOS),
+        lambda im: Image.open(io.BytesIO(encode(im, "JPEG", quality=30))),
+        lambda im: ImageOps.crop(im, border=(im.width // 8, im.height // 8)),
+        lambda im: im.transpose(Image.Transpose.ROTATE_90),
+        lambda im: im.resize((14, 11), Image.LANCZOS),
+    ]
+    found = [query_fingerprints(edit(p).convert("RGB")) for p in pictures[::3] for edit in edits]
+    found += [query_fingerprints(drawing(seed, (90, 70))) for seed in range(500, 505)]
+    return found
+
+
+def same_matches(a: dict, b: dict) -> bool:
+    """The same items, labels and pairs; similarities equal but for float rounding (the
+    candidate index sums the same float16 terms in another order)."""
+    return a.keys() == b.keys() and all(
+        abs(a[k].similarity - b[k].similarity) < 1e-5
+        and (a[k].whole, a[k].blank, a[k].colour, a[k].hash_distance)
+        == (b[k].whole, b[k].blank, b[k].colour, b[k].hash_distance)
+        for k in a
+    )
+
+
+def test_the_candidate_index_finds_what_exhaustive_search_finds(scale_index) -> None:
+    folder, pictures = scale_index
+    indexed = CopyMatcher.open(folder)
+    assert isinstance(indexed.search, search.CandidateIndex)
+    descriptors = np.load(folder / fmt.DESCRIPTORS)
+    exhaustive = CopyMatcher(
+        descriptors, np.load(folder / fmt.FINGERPRINTS), np.load(folder / fmt.COLOURS)
+    )
+    queries = uploads(pictures)
+    assert any((q.bands < 16).any() for q in queries)  # thumbnails: searched in their band
+    found = {}
+    for floor in (0.85, Settings().lookalike_min_similarity):  # the benchmark's, the engine's
+        for query in queries:
+            a, b = exhaustive.match(query, floor, 12, 0.995), indexed.match(query, floor, 12, 0.995)
+            assert same_matches(a, b)
+            found[floor] = found.get(floor, 0) + len(a)
+    assert found[0.85] > 1000  # the look-alikes were there to be found
+    # Scanning a single list per view finds less: the check above has teeth.
+    indexed.search.nprobe = indexed.search.nprobe_narrow = 1
+    assert sum(len(indexed.match(q, 0.85, 12, 0.995)) for q in queries) < found[0.85]
+
+
+def test_an_index_directory_moved_after_its_build_still_opens(scale_index, tmp_path) -> None:
+    """The build writes into a staging folder and renames it into place."""
+    folder, pictures = scale_index
+    moved = tmp_path / "published"
+    shutil.copytree(folder, moved)
+    matcher = CopyMatcher.open(moved)
+    query = query_fingerprints(pictures[4])
+    assert matcher.match(query, 0.98, 12)[4].label(CopyThresholds(0.99, 12, 0.98)) == "exact_copy"
+
+
+def test_a_small_index_has_no_candidate_index_and_is_searched_exhaustively(tmp_path) -> None:
+    pictures = [drawing(seed, (80, 60)) for seed in range(20, 26)]
+    descriptors = tiled_index(tmp_path, pictures, 50)
+    assert search.write_copy_index(tmp_path, descriptors) is None
+    assert not (tmp_path / fmt.COPY_INDEX).exists()
+    matcher = CopyMatcher.open(tmp_path)
+    assert isinstance(matcher.search, search.Exhaustive)
+    found = matcher.match(query_fingerprints(pictures[2]), 0.98, 12)
+    assert found[2].label(CopyThresholds(0.99, 12, 0.98)) == "exact_copy"
+
+
+def test_many_uploads_searched_together_match_each_searched_alone(scale_index) -> None:
+    folder, pictures = scale_index
+    matcher = CopyMatcher.open(folder)
+    queries = [*uploads(pictures[:9]), query_fingerprints(pictures[-1])]  # and a blank one
+    together = matcher.match_many(queries, 0.9, 12, 0.995)
+    assert together == [matcher.match(q, 0.9, 12, 0.995) for q in queries]
+    assert together[-1] and all(m.blank for m in together[-1].values())
+
+
+def test_duplicate_groups_through_the_candidate_index_are_the_exhaustive_ones(
+    scale_index,
+) -> None:
+    folder, _ = scale_index
+    descriptors = np.load(folder / fmt.DESCRIPTORS, mmap_mode="r")
+    colours = np.load(folder / fmt.COLOURS)
+    digests = [f"file {i % 1900}" for i in range(len(descriptors))]  # some same bytes
+    args = (descriptors[:, 0, :], colours, digests, 0.97, 12)
+    exhaustive = duplicate_groups(*args)
+    indexed = duplicate_groups(*args, candidates=CopyMatcher.open(folder).search)
+    assert len(np.unique(exhaustive)) < len(descriptors) and np.array_equal(exhaustive, indexed)
+
+
+def test_blank_images_are_linked_as_if_every_two_were_compared() -> None:
+    rng = np.random.default_rng(5)
+    layouts = rng.integers(0, 256, (30, 48))
+    colours = (layouts[rng.integers(0, 30, 400)] + rng.integers(-3, 4, (400, 48))).clip(0, 255)
+    colours[::7] = colours[0]  # many of one layout
+    blank = np.sort(rng.choice(400, 300, replace=False))
+    rows, cols = blank_pairs(colours, blank)
+    every = colour_distance(colours[blank][:, None], colours[blank][None]) <= STRONG_COLOUR
+    pairs_r, pairs_c = np.nonzero(every)
+
+    def components(r, c) -> np.ndarray:
+        graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(400, 400))
+        return connected_components(graph, directed=False)[1][blank]
+
+    expected = components(blank[pairs_r], blank[pairs_c])
+    found = components(rows, cols)
+    assert len(rows) < len(pairs_r)
+    # The same partition of the blank images (labels may be numbered differently).
+    assert len({(a, b) for a, b in zip(expected, found, strict=True)}) == len(set(expected))
+    assert len(set(expected)) == len(set(found))
+
+
+def test_band_floors_never_exceed_a_stored_view_s_norm_in_a_band() -> None:
+    """The candidate index skips a thumbnail's candidates by these floors without reading
+    them: a floor above the true norm would lose a copy."""
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(500, DESCRIPTOR_DIM)) * np.linspace(3, 0.1, DESCRIPTOR_DIM)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    stored = vectors.astype(np.float16)  # as descriptors.npy holds them
+    floors = search.band_floors(stored) / 255
+    for rows in range(6, 16):
+        for cols in range(6, 16):
+            inside = np.linalg.norm(stored.astype(np.float32)[:, band_mask(rows, cols)], axis=1)
+            floor = floors[:, min(rows, cols) - 6]
+            assert (floor <= inside).all()
+            if rows == cols:  # the square itself: the floor is its norm, rounded down
+                assert (inside - floor).max() < 1.01 / 255
+
+
+def test_the_candidate_index_keeps_every_informative_view(monkeypatch, tmp_path) -> None:
+    """Built a block and a shard at a time (here blocks of 1000 views and shards of 4000):
+    every informative view is in some list, each at most SPILL times; blank ones in none."""
+    monkeypatch.setattr(search, "BLOCK_ROWS", 1000)
+    rng = np.random.default_rng(3)
+    descriptors = rng.normal(size=(1500, INDEX_VARIANTS, DESCRIPTOR_DIM))
+    descriptors /= np.linalg.norm(descriptors, axis=-1, keepdims=True)
+    descriptors[::10] = 0  # blank items
+    descriptors[1::10, 2] = 0  # a blank crop
+    index = search.CandidateIndex.build(tmp_path, descriptors.astype(np.float16))
+    lists = faiss.downcast_InvertedLists(index.ivf.invlists)
+    ids = np.concatenate(
+        [
+            faiss.rev_swig_ptr(lists.get_ids(j), int(lists.list_size(j))).copy()
+            for j in range(index.ivf.nlist)
+            if lists.list_size(j)
+        ]
+    )
+    kept, copies = np.unique(ids, return_counts=True)
+    flat = descriptors.reshape(-1, DESCRIPTOR_DIM)
+    assert np.array_equal(kept, np.flatnonzero(informative(flat)))
+    assert copies.max() <= search.SPILL
+    assert index.blank.tolist() == list(range(0, 1500, 10))
+
+
+def test_exhaustive_search_a_block_at_a_time_finds_what_it_finds_in_memory(
+    scale_index, monkeypatch
+) -> None:
+    """A large index without a candidate index is read a block at a time (and thumbnails'
+    candidates are cut by their norm in the band as they are read): the same matches."""
+    folder, pictures = scale_index
+    monkeypatch.setattr(search, "BLOCK_ENTRIES", 1 << 16)  # many blocks
+    descriptors = np.load(folder / fmt.DESCRIPTORS, mmap_mode="r")
+    hashes, colours = np.load(folder / fmt.FINGERPRINTS), np.load(folder / fmt.COLOURS)
+    in_memory = CopyMatcher(np.asarray(descriptors), hashes, colours)
+    streamed = CopyMatcher(
+        descriptors, hashes, colours, search=search.Exhaustive(descriptors, in_memory=False)
+    )
+    for query in uploads(pictures[::2]):
+        a, b = in_memory.match(query, 0.85, 12, 0.995), streamed.match(query, 0.85, 12, 0.995)
+        assert same_matches(a, b)

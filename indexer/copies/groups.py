@@ -11,25 +11,49 @@ search.py's.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from hibt.indexer.copies.fingerprint import colour_distance, informative
-from hibt.indexer.copies.search import at_least, descriptor_index
+from hibt.indexer.copies.fingerprint import COLOUR_BYTES, colour_distance, informative
+from hibt.indexer.copies.search import (
+    CANDIDATE_MIN_ITEMS,
+    CandidateIndex,
+    at_least,
+    descriptor_index,
+)
+from hibt.indexer.copies.views import INDEX_VIEWS, position
 
 STRONG_SIMILARITY = 0.995  # the same picture, re-encoded or re-rendered
 STRONG_COLOUR = 4.0
+WHOLE_VIEW = position(INDEX_VIEWS, "whole")  # the stored view groups are made of
+BLOCK_PAIRS = 1 << 20  # pairs (or images) whose colours are compared at a time
 
 
-def linked_pairs(vectors: np.ndarray, min_similarity: float, block: int = 16384):
+def linked_pairs(
+    vectors: np.ndarray,
+    min_similarity: float,
+    block: int = 16384,
+    candidates: CandidateIndex | None = None,
+):
     """CSR adjacency (lims, similarities, ids) of every vector to those at least
-    ``min_similarity`` away in cosine (vectors are unit length or zero)."""
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = descriptor_index(data)
+    ``min_similarity`` away in cosine (vectors are unit length or zero), ids in order.
+
+    Through ``candidates`` when given (the index's candidate index, whose
+    :data:`WHOLE_VIEW` views are ``vectors``: each vector meets only those in the lists it
+    probes), else exhaustively (quadratic: small datasets)."""
+    index = descriptor_index(vectors) if candidates is None else None
     all_lims, all_sims, all_ids, offset = [np.zeros(1, np.int64)], [], [], 0
-    for start in range(0, len(data), block):
-        lims, sims, ids = at_least(index, data[start : start + block], min_similarity)
+    for start in range(0, len(vectors), block):
+        queries = np.asarray(vectors[start : start + block], dtype=np.float32)
+        if candidates is None:
+            lims, sims, ids = at_least(index, queries, min_similarity)
+        else:
+            lims, sims, ids = candidates.candidates(queries, min_similarity, view=WHOLE_VIEW)
+            ids = ids // candidates.views
         all_lims.append(lims[1:].astype(np.int64) + offset)
         all_sims.append(sims)
         all_ids.append(ids.astype(np.int64))
@@ -39,12 +63,26 @@ def linked_pairs(vectors: np.ndarray, min_similarity: float, block: int = 16384)
 
 def blank_pairs(colours: np.ndarray, blank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of near-blank images (zero descriptors) whose colour layouts all but agree: the
-    only evidence that two plain images are the same. One row at a time: memory stays flat."""
-    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for i in blank:
-        close = blank[colour_distance(colours[blank], colours[i]) <= STRONG_COLOUR]
-        rows.append(np.full(len(close), i, np.int64))
-        cols.append(close.astype(np.int64))
+    only evidence that two plain images are the same. Enough pairs for the same connected
+    components as all of them, found without comparing every two: images of one colour
+    layout are linked to the first of them, and a layout is compared only with those whose
+    sum of colour values is within reach (the sum moves no more than the distance)."""
+    blank = np.asarray(blank, np.int64)
+    if not len(blank):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    signatures = np.asarray(colours[blank]).astype(np.int16)
+    layouts, first, which = np.unique(signatures, axis=0, return_index=True, return_inverse=True)
+    rows, cols = [blank], [blank[first[which.reshape(-1)]]]
+    sums = layouts.sum(axis=1, dtype=np.int64)
+    order = np.argsort(sums, kind="stable")
+    reach = int(STRONG_COLOUR * COLOUR_BYTES)
+    low = np.searchsorted(sums[order], sums[order] - reach, "left")
+    high = np.searchsorted(sums[order], sums[order] + reach, "right")
+    for k, i in enumerate(order):
+        window = order[low[k] : high[k]]
+        close = window[colour_distance(layouts[window], layouts[i]) <= STRONG_COLOUR]
+        rows.append(np.full(len(close), blank[first[i]], np.int64))
+        cols.append(blank[first[close]])
     return np.concatenate(rows), np.concatenate(cols)
 
 
@@ -61,8 +99,12 @@ def strong_roots(
     at this similarity is harmless."""
     n = len(usable)
     rows = np.repeat(np.arange(n), np.diff(lims))
-    strong = sims >= STRONG_SIMILARITY
-    strong &= colour_distance(colours[rows], colours[ids]) <= STRONG_COLOUR
+    strong = np.flatnonzero(sims >= STRONG_SIMILARITY)
+    for start in range(0, len(strong), BLOCK_PAIRS):  # memory stays flat
+        part = strong[start : start + BLOCK_PAIRS]
+        far = colour_distance(colours[rows[part]], colours[ids[part]]) > STRONG_COLOUR
+        strong[start : start + BLOCK_PAIRS][far] = -1
+    strong = strong[strong >= 0]
     blank_r, blank_c = blank_pairs(colours, np.flatnonzero(~usable))
     first_with: dict[str, int] = {}
     same = [(i, first_with.setdefault(d, i)) for i, d in enumerate(digests)]
@@ -85,11 +127,28 @@ def duplicate_groups(
     digests: list[str],
     min_similarity: float,
     max_colour: float,
+    candidates: CandidateIndex | None = None,
 ) -> np.ndarray:
-    """Group label per row: the row index of the group's leader (its first member)."""
+    """Group label per row: the row index of the group's leader (its first member).
+
+    ``descriptors``: the whole-image descriptors (items, dim), best memory-mapped.
+    ``candidates``: the index's candidate index (search.write_copy_index), which finds each
+    image's links without comparing it with every other. Without one, images are compared
+    exhaustively below search.CANDIDATE_MIN_ITEMS, and through a candidate index built for
+    the purpose (in a temporary folder) from there up."""
     n = len(descriptors)
-    usable = informative(descriptors)
-    lims, sims, ids = linked_pairs(descriptors, min(min_similarity, STRONG_SIMILARITY))
+    if candidates is None and n >= CANDIDATE_MIN_ITEMS:
+        with tempfile.TemporaryDirectory(prefix="hibt-groups-") as work:
+            whole = CandidateIndex.build(Path(work), descriptors[:, None, :])
+            return duplicate_groups(
+                descriptors, colours, digests, min_similarity, max_colour, whole
+            )
+    colours = np.asarray(colours)
+    usable = np.concatenate(
+        [informative(descriptors[i : i + BLOCK_PAIRS]) for i in range(0, max(n, 1), BLOCK_PAIRS)]
+    )
+    threshold = min(min_similarity, STRONG_SIMILARITY)
+    lims, sims, ids = linked_pairs(descriptors, threshold, candidates=candidates)
     roots = strong_roots(colours, digests, lims, sims, ids, usable)
     leader = np.arange(n)
     for i in range(n):

@@ -5,10 +5,12 @@ signatures; the labels are thresholds on the best pair."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from hibt.config import Settings
+from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import (
     HASH_SIZE,
     Fingerprints,
@@ -16,7 +18,12 @@ from hibt.indexer.copies.fingerprint import (
     informative,
     plain,
 )
-from hibt.indexer.copies.search import banded_matches, descriptor_index
+from hibt.indexer.copies.search import (
+    CandidateIndex,
+    Exhaustive,
+    banded_matches,
+    open_search,
+)
 from hibt.indexer.copies.views import INDEX_VIEWS, flagged
 
 STORED_CROP = flagged(INDEX_VIEWS, "crop")
@@ -73,16 +80,41 @@ class CopyMatch:
 
 
 class CopyMatcher:
-    def __init__(self, descriptors: np.ndarray, hashes: np.ndarray, colours: np.ndarray) -> None:
+    def __init__(
+        self,
+        descriptors: np.ndarray,
+        hashes: np.ndarray,
+        colours: np.ndarray,
+        search: Exhaustive | CandidateIndex | None = None,
+        blank: np.ndarray | None = None,
+    ) -> None:
         """``descriptors``: (N, views, dim); ``hashes``: (N, views, bytes); ``colours``:
-        (N, COLOUR_BYTES). Only the descriptors are searched; hashes give the distance
-        shown beside a match."""
-        n, self.views, dim = descriptors.shape
-        flat = descriptors.reshape(n * self.views, dim)
+        (N, COLOUR_BYTES). Only the descriptors are searched, by ``search`` (exhaustive
+        unless given: search.py); hashes give the distance shown beside a match. ``blank``:
+        the rows of near-blank items, when known (else read from the descriptors)."""
+        self.views = descriptors.shape[1]
         self.hashes = hashes
-        self.colours = np.asarray(colours)
-        self.blank = np.flatnonzero(~informative(flat[:: self.views]))
-        self.index = descriptor_index(flat)
+        self.colours = colours
+        if blank is None:
+            blank = np.flatnonzero(~informative(descriptors[:, 0]))
+        self.blank = blank
+        self.search = search if search is not None else Exhaustive(descriptors)
+
+    @classmethod
+    def open(cls, directory: Path) -> CopyMatcher:
+        """The matcher of an index directory: its descriptors, fingerprints and colours
+        memory-mapped, searched through its candidate index when it has one (an index of
+        many items, search.write_copy_index), else exhaustively."""
+        directory = Path(directory)
+        descriptors = np.load(directory / fmt.DESCRIPTORS, mmap_mode="r")
+        search = open_search(directory, descriptors)
+        return cls(
+            descriptors,
+            np.load(directory / fmt.FINGERPRINTS, mmap_mode="r"),
+            np.load(directory / fmt.COLOURS, mmap_mode="r"),
+            search=search,
+            blank=getattr(search, "blank", None),
+        )
 
     def match(
         self,
@@ -98,21 +130,61 @@ class CopyMatcher:
         out of a frame) may claim only a stored crop, and only from ``strict_similarity``
         up: a screenshot as a whole looks like a window icon (0.97-0.99), and like its crops.
         """
-        if plain(query):
-            return self.match_blank(query.content_colour, max_colour)
-        usable = np.flatnonzero(informative(query.descriptors))
-        bands = query.bands
+        return self.match_many([query], min_similarity, max_colour, strict_similarity)[0]
+
+    def match_many(
+        self,
+        queries: list[Fingerprints],
+        min_similarity: float,
+        max_colour: float,
+        strict_similarity: float = 1.0,
+    ) -> list[dict[int, CopyMatch]]:
+        """:meth:`match` for each of ``queries``, searched together: one pass over the
+        stored views when search is exhaustive (benchmarks, the benchmark's split)."""
+        found: list[dict[int, CopyMatch]] = [{} for _ in queries]
+        descriptors, bands, owners, views = [], [], [], []
+        for number, query in enumerate(queries):
+            if plain(query):
+                found[number] = self.match_blank(query.content_colour, max_colour)
+                continue
+            usable = np.flatnonzero(informative(query.descriptors))
+            descriptors.append(query.descriptors[usable])
+            bands.append(query.bands[usable])
+            owners.append(np.full(len(usable), number))
+            views.append(usable)
+        if not views:
+            return found
         hit, sims, ids = banded_matches(
-            self.index, query.descriptors[usable], bands[usable], min_similarity
+            self.search, np.concatenate(descriptors), np.concatenate(bands), min_similarity
         )
-        query_view, stored_view = usable[hit], ids % self.views
+        owner, view = np.concatenate(owners)[hit], np.concatenate(views)[hit]
+        # Each query's pairs in the order it would have had searched alone.
+        order = np.argsort(owner, kind="stable")
+        starts = np.searchsorted(owner[order], np.arange(len(queries) + 1))
+        for number in np.unique(owner):
+            mine = order[starts[number] : starts[number + 1]]
+            found[number] = self.best(
+                queries[number], view[mine], sims[mine], ids[mine], strict_similarity
+            )
+        return found
+
+    def best(
+        self,
+        query: Fingerprints,
+        query_view: np.ndarray,
+        sims: np.ndarray,
+        ids: np.ndarray,
+        strict_similarity: float,
+    ) -> dict[int, CopyMatch]:
+        """Each item's best allowed pair among (query view, similarity, stored id)."""
+        bands = query.bands
+        stored_view = ids % self.views
         crop = np.isin(stored_view, STORED_CROP)
         keep = ~query.strict[query_view] | (crop & (sims >= strict_similarity))
         keep &= single_edit(query, query_view, stored_view)
-        hit, sims, ids = hit[keep], sims[keep], ids[keep]
+        query_view, sims, ids = query_view[keep], sims[keep], ids[keep]
         if not len(ids):
             return {}
-        query_view = usable[hit]
         # Whole picture to whole picture, on every frequency: a thumbnail compared in its
         # band holds too little to be called the same picture, only a near copy.
         whole = (
@@ -127,7 +199,7 @@ class CopyMatcher:
         _, first = np.unique(items, return_index=True)
         chosen = order[first]
         rows = ids[chosen] // self.views
-        colour_d = colour_distance(self.colours[rows], query.colour)
+        colour_d = colour_distance(np.asarray(self.colours[rows]), query.colour)
         # The upload uncut met a stored crop, whose colours are not stored (the colour
         # layout is the whole picture's): ranked by its similarity alone.
         colour_d[query.strict[query_view[chosen]]] = 0.0
