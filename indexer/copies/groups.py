@@ -43,17 +43,20 @@ def linked_pairs(
     ``min_similarity`` away in cosine (vectors are unit length or zero), ids in order.
 
     Through ``candidates`` when given (the index's candidate index, whose
-    :data:`WHOLE_VIEW` views are ``vectors``: each vector meets only those in the lists it
-    probes), else exhaustively (quadratic: small datasets)."""
-    index = descriptor_index(vectors) if candidates is None else None
+    :data:`WHOLE_VIEW` views are ``vectors``): only vectors that share one of its lists
+    are compared, which is linear in the number of vectors (CandidateIndex.view_pairs);
+    else exhaustively (quadratic: small datasets)."""
+    if candidates is not None:
+        rows, ids, sims = candidates.view_pairs(WHOLE_VIEW, min_similarity)
+        order = np.lexsort((ids, rows))
+        lims = np.zeros(len(vectors) + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(vectors)), out=lims[1:])
+        return lims, sims[order], ids[order]
+    index = descriptor_index(vectors)
     all_lims, all_sims, all_ids, offset = [np.zeros(1, np.int64)], [], [], 0
     for start in range(0, len(vectors), block):
         queries = np.asarray(vectors[start : start + block], dtype=np.float32)
-        if candidates is None:
-            lims, sims, ids = at_least(index, queries, min_similarity)
-        else:
-            lims, sims, ids = candidates.candidates(queries, min_similarity, view=WHOLE_VIEW)
-            ids = ids // candidates.views
+        lims, sims, ids = at_least(index, queries, min_similarity)
         all_lims.append(lims[1:].astype(np.int64) + offset)
         all_sims.append(sims)
         all_ids.append(ids.astype(np.int64))

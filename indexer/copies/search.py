@@ -46,6 +46,7 @@ SPILL = 3  # lists a stored view may be kept in ...
 SPILL_MARGIN = 0.05  # ... when their centroid is this nearly as alike as its nearest list's
 SPILL_CELLS = 8  # top-level cells whose lists a view is compared with (Lists.assign)
 PADDED_DIM = 256  # FAISS scans float16 codes with SIMD only when the width is a multiple of 8
+GROUP_NEIGHBOURS = 4  # lists whose views duplicate grouping compares with a list's own
 BLOCK_ROWS = 262_144  # stored views read, converted or added at a time
 BLOCK_ENTRIES = 1 << 25  # query x stored similarities computed at a time (128 MB)
 
@@ -267,7 +268,6 @@ class CandidateIndex:
         self.centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)[:, :dim]
         self.band_norms: dict[tuple[int, int], np.ndarray] = {}
         self.nprobe, self.nprobe_narrow = NPROBE, NPROBE_NARROW
-        self.view_filters: dict[int, tuple[np.ndarray, faiss.IDSelector]] = {}
 
     @classmethod
     def open(cls, directory: Path, descriptors: np.ndarray) -> CandidateIndex:
@@ -365,36 +365,23 @@ class CandidateIndex:
         keys = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
         return keys.astype(np.int64), np.take_along_axis(dots, keys, axis=1)
 
-    def view_filter(self, view: int) -> faiss.IDSelector:
-        """A selector of the ids of one stored view (for duplicate grouping: whole images)."""
-        if view not in self.view_filters:
-            bits = np.zeros(len(self.flat), bool)
-            bits[view :: self.views] = True
-            packed = np.packbits(bits, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-            self.view_filters[view] = (packed, selector)  # the selector reads packed
-        return self.view_filters[view][1]
-
     def candidates(
         self,
         queries: np.ndarray,
         min_similarity: float,
         band: tuple[int, int] = FULL_BAND,
         need: float | None = None,
-        view: int | None = None,
     ):
         """(lims, similarities, ids): per query row, the stored views at least
         ``min_similarity`` alike in the lists it probes (:meth:`probes`), ordered as
-        :class:`Exhaustive` orders them; only stored view ``view`` when given. With
-        ``need`` (a query in a narrow ``band``), only those whose floor in the band
-        (:func:`band_floors`) leaves the rescaled similarity a chance to reach it."""
+        :class:`Exhaustive` orders them. With ``need`` (a query in a narrow ``band``),
+        only those whose floor in the band (:func:`band_floors`) leaves the rescaled
+        similarity a chance to reach it."""
         q = np.ascontiguousarray(queries, np.float32)
         narrow = tuple(band) != FULL_BAND
         keys, dots = self.probes(q, band, self.nprobe_narrow if narrow else self.nprobe)
         keys, dots = np.ascontiguousarray(keys), np.ascontiguousarray(dots, np.float32)
         params = faiss.SearchParametersIVF(nprobe=keys.shape[1])
-        if view is not None:
-            params.sel = self.view_filter(view)
         result = faiss.RangeSearchResult(len(q))
         q = padded(q)
         self.ivf.range_search_preassigned_c(
@@ -415,6 +402,49 @@ class CandidateIndex:
             maybe = sims >= np.float32(need) * self.band_floor(ids, band)
             rows, sims, ids = rows[maybe], sims[maybe], ids[maybe]
         return by_row(rows, sims, ids, len(q))
+
+    def view_pairs(self, view: int, min_similarity: float, neighbours: int = GROUP_NEIGHBOURS):
+        """(item, item, similarity) of every two items whose stored views ``view`` are at
+        least ``min_similarity`` alike and lie in one list or in lists whose centroids are
+        among each other's ``neighbours`` nearest; each item with itself, each pair both
+        ways round, once. Linear in the number of items, a list at a time: views this alike
+        (duplicate grouping's 0.97 and up) are rarely farther apart, as the benchmark checks
+        against exhaustive search (scripts/bench_copy_scale.py)."""
+        lists = faiss.downcast_InvertedLists(self.ivf.invlists)
+        members = []
+        for number in range(self.ivf.nlist):
+            ids = faiss.rev_swig_ptr(lists.get_ids(number), int(lists.list_size(number)))
+            members.append(np.sort(ids[ids % self.views == view]))
+        near = self.nearest_lists(neighbours)
+        threshold = np.float32(min_similarity)
+        found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for number, mine in enumerate(members):
+            if not len(mine):
+                continue
+            others = np.unique(np.concatenate([members[k] for k in near[number]]))
+            a, b = np.nonzero(self.vectors(mine) @ self.vectors(others).T >= threshold)
+            found_a.append(mine[a])
+            found_b.append(others[b])
+        a, b = np.concatenate(found_a), np.concatenate(found_b)
+        a, b = np.concatenate([a, b]), np.concatenate([b, a])  # both ways round
+        _, first = np.unique(a * len(self.flat) + b, return_index=True)
+        a, b = a[first], b[first]
+        alike = np.zeros(len(a), np.float32)
+        for start in range(0, len(a), BLOCK_ROWS):
+            part = slice(start, start + BLOCK_ROWS)
+            alike[part] = np.einsum("ij,ij->i", self.vectors(a[part]), self.vectors(b[part]))
+        return a // self.views, b // self.views, alike
+
+    def nearest_lists(self, k: int) -> np.ndarray:
+        """int (lists, k + 1): each list and the ``k`` lists whose centroids are nearest."""
+        k = min(k + 1, len(self.centroids))
+        near = np.empty((len(self.centroids), k), np.int64)
+        step = max(1, BLOCK_ENTRIES // len(self.centroids))
+        for start in range(0, len(self.centroids), step):
+            alike = self.centroids[start : start + step] @ self.centroids.T
+            alike[np.arange(len(alike)), np.arange(start, start + len(alike))] = np.inf
+            near[start : start + step] = np.argpartition(-alike, k - 1, axis=1)[:, :k]
+        return near
 
     def band_floor(self, ids: np.ndarray, band: tuple[int, int]) -> np.ndarray:
         """A lower bound of the norm of each stored view's part inside ``band``."""
