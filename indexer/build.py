@@ -35,6 +35,7 @@ from hibt.indexer.copies.fingerprint import (
     code_digest,
 )
 from hibt.indexer.copies.groups import duplicate_groups
+from hibt.indexer.copies.search import write_copy_index
 from hibt.indexer.copies.views import INDEX_VARIANTS
 from hibt.indexer.datasets import Dataset, open_dataset
 from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
@@ -376,12 +377,14 @@ class Builder:
     def groups(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Near-duplicate group (its leader's row) of every row; stored in the metadata for
         item pages and as groups.npy for collapsing answers."""
+        candidates = write_copy_index(self.stage, arrays["descriptors"])
         groups = duplicate_groups(
             arrays["descriptors"][:, 0, :],
             arrays["colours"],
             self.store.sha256s(),
             self.settings.duplicate_group_min_similarity,
             self.settings.duplicate_group_max_colour,
+            candidates,
         )
         self.store.set_groups(groups)
         return groups

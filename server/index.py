@@ -29,14 +29,8 @@ class OpenIndex:
             self.faiss["captions"] = self.vector_index(fmt.CAPTION_FAISS, captions)
         self.groups = np.load(self.directory / fmt.GROUPS, mmap_mode="r")
         self.has_images = self.manifest.kind == "images"
-        self.hashes = self.copies = None
-        if self.has_images:
-            self.hashes = np.load(self.directory / fmt.FINGERPRINTS, mmap_mode="r")
-            self.copies = CopyMatcher(
-                np.load(self.directory / fmt.DESCRIPTORS),
-                self.hashes,
-                np.load(self.directory / fmt.COLOURS),
-            )
+        self.copies = CopyMatcher.open(self.directory) if self.has_images else None
+        self.hashes = self.copies.hashes if self.copies else None
         self.local = threading.local()
 
     @property
