@@ -102,6 +102,11 @@ def decode_workers(settings: Settings) -> int:
     return max(1, min(4, os.cpu_count() or 2))
 
 
+def progress_bar(total: int | None, done: int, unit: str, what: str) -> tqdm:
+    """Rate and ETA on the terminal, counted from where a resumed build left off."""
+    return tqdm(total=total, initial=done, unit=unit, desc=what, dynamic_ncols=True, smoothing=0.1)
+
+
 def batched(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
@@ -202,14 +207,7 @@ class Builder:
         if records_done:
             print(f"resuming after {records_done} records ({items_done} indexed)", file=sys.stderr)
         records = itertools.islice(iter(self.dataset), records_done, None)
-        self.bar = tqdm(
-            total=self.dataset.estimated_size(),
-            initial=records_done,
-            unit="img",
-            desc="indexing",
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )
+        self.bar = progress_bar(self.dataset.estimated_size(), records_done, "img", "indexing")
         workers = decode_workers(self.settings)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers) if workers > 0 else _Inline() as pool:

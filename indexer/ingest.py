@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from hibt.config import Settings
 from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
-from hibt.indexer.build import Builder, BuildResult, check_target, staging_dir
+from hibt.indexer.build import Builder, BuildResult, check_target, progress_bar, staging_dir
 from hibt.indexer.datasets.embeddings import EmbeddingsDataset, Part
 from hibt.indexer.store import Store
 from hibt.indexer.vector_index import parts_dir
@@ -93,14 +92,7 @@ class EmbeddingBuilder(Builder):
         arrays = self.arrays(mode)
         if parts_done:
             print(f"resuming after {parts_done} parts ({items_done} items)", file=sys.stderr)
-        bar = tqdm(
-            total=self.dataset.estimated_size(),
-            initial=items_done,
-            unit="item",
-            desc="ingesting",
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )
+        bar = progress_bar(self.dataset.estimated_size(), items_done, "item", "ingesting")
         for part in self.dataset.parts[parts_done:]:
             self.ingest(part, items_done, arrays)
             self.store.set_state(f"part_{part.number}", self.signature(part))

@@ -86,6 +86,15 @@ ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"
 IN_LIST = "IN (SELECT value FROM json_each(?))"  # one bound JSON array, any length
 
 
+def connect(path: Path, readonly: bool, schema: str) -> sqlite3.Connection:
+    """Read-only for the server (any thread may use it), or writable with ``schema`` made."""
+    if readonly:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    conn = sqlite3.connect(path)
+    conn.executescript(schema)
+    return conn
+
+
 def as_json(values: Iterable) -> str:
     return json.dumps(list(values))
 
@@ -98,11 +107,7 @@ class Store:
 
     @classmethod
     def open(cls, path: Path, readonly: bool = False) -> Store:
-        if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(path)
-            conn.executescript(SCHEMA)
+        conn = connect(path, readonly, SCHEMA)
         conn.row_factory = sqlite3.Row
         return cls(conn)
 
@@ -266,12 +271,7 @@ class Thumbnails:
 
     @classmethod
     def open(cls, path: Path, readonly: bool = False) -> Thumbnails:
-        if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(path)
-            conn.execute(cls.SCHEMA)
-        return cls(conn)
+        return cls(connect(path, readonly, cls.SCHEMA))
 
     def insert(self, pairs: Iterable[tuple[int, bytes]]) -> None:
         self.conn.executemany("INSERT OR REPLACE INTO thumbnails(idx, jpeg) VALUES(?, ?)", pairs)
