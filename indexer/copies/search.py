@@ -44,7 +44,7 @@ LIST_SIZE = 256  # stored views per inverted list, about
 TRAIN_PER_LIST = 24  # k-means sample: this many stored views per inverted list
 SPILL = 3  # lists a stored view may be kept in ...
 SPILL_MARGIN = 0.05  # ... when their centroid is this nearly as alike as its nearest list's
-SPILL_CELLS = 8  # top-level cells whose lists a view is compared with (Lists.assign)
+SPILL_CELLS = 4  # top-level cells whose lists a view is compared with (Lists.assign)
 PADDED_DIM = 256  # FAISS scans float16 codes with SIMD only when the width is a multiple of 8
 GROUP_NEIGHBOURS = 4  # lists whose views duplicate grouping compares with a list's own
 BLOCK_ROWS = 262_144  # stored views read, converted or added at a time
@@ -223,7 +223,11 @@ class Lists:
                     ],
                     1,
                 )
-                keep = np.argsort(-scores, axis=1, kind="stable")[:, :spill]
+                if scores.shape[1] > spill:  # the best few, then in order
+                    top = np.argpartition(-scores, spill - 1, axis=1)[:, :spill]
+                    scores = np.take_along_axis(scores, top, 1)
+                    ids = np.take_along_axis(ids, top, 1)
+                keep = np.argsort(-scores, axis=1, kind="stable")
                 best[rows] = np.take_along_axis(scores, keep, 1)
                 lists[rows] = np.take_along_axis(ids, keep, 1)
         lists[best < best[:, :1] - SPILL_MARGIN] = -1
