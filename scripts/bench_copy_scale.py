@@ -41,6 +41,7 @@ from hibt.indexer import index_format as fmt  # noqa: E402
 from hibt.indexer.copies import search  # noqa: E402
 from hibt.indexer.copies.fingerprint import (  # noqa: E402
     index_fingerprints,
+    plain,
     query_fingerprints,
 )
 from hibt.indexer.copies.groups import duplicate_groups  # noqa: E402
@@ -402,10 +403,15 @@ def main() -> None:
         matcher.match(prints, *engine_args)
         seconds.append(time.perf_counter() - started)
     print(f"candidate index, per upload:  {percentiles(seconds)}  ({memory()})")
+    full = [s for s, (_, p) in zip(seconds, uploads, strict=True) if not narrow(p) | plain(p)]
+    print(f"  full band only (no blank):   {percentiles(full)}")
     thin_seconds = [s for s, (_, p) in zip(seconds, uploads, strict=True) if narrow(p)]
     if thin_seconds:
         print(f"  uploads with a narrow band:  {percentiles(thin_seconds)}")
-    timed = uploads[: args.timed] if args.timed is not None else uploads
+    timed = uploads
+    if args.timed is not None:  # spread over the uploads, none of them blank
+        searched = [u for u in uploads if not plain(u[1])]
+        timed = searched[:: max(1, len(searched) // max(1, args.timed))][: args.timed]
     seconds = []
     for _, prints in timed:
         started = time.perf_counter()
