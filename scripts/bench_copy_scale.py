@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import multiprocessing
 import os
+import pickle
 import random
 import sys
 import time
@@ -422,9 +423,16 @@ def main() -> None:
 
     prints_only = [p for _, p in uploads]
     if not args.no_reference:
-        started = time.perf_counter()
-        reference = exhaustive.match_many(prints_only, *floor_args)
-        print(f"exhaustive reference at {CALIBRATION_FLOOR}: {time.perf_counter() - started:.0f} s")
+        cache = folder / f"reference-{args.originals}-{args.held}.pickle"
+        if cache.exists():  # the same uploads over the same items: reused for sweeps
+            reference = pickle.loads(cache.read_bytes())
+            print(f"exhaustive reference at {CALIBRATION_FLOOR}: read from {cache.name}")
+        else:
+            started = time.perf_counter()
+            reference = exhaustive.match_many(prints_only, *floor_args)
+            took = time.perf_counter() - started
+            print(f"exhaustive reference at {CALIBRATION_FLOOR}: {took:.0f} s")
+            cache.write_bytes(pickle.dumps(reference))
         candidate = [matcher.match(p, *floor_args) for p in prints_only]
         for floor in (CALIBRATION_FLOOR, t.lookalike):  # the benchmark's floor, the engine's
             total, same, largest, notes = compare(
