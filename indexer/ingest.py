@@ -170,10 +170,10 @@ class EmbeddingBuilder(Builder):
                 norms = np.linalg.norm(block, axis=1, keepdims=True)
                 array[base + at : base + at + len(block)] = block / np.maximum(norms, 1e-12)
             array.flush()
-        rows = self.dataset.item_rows(part, base)
-        for row in rows:
-            row["dup_group"] = row["idx"]  # no fingerprints: each item is its own group
-        self.store.insert_items(rows)
+        for rows in self.dataset.item_rows(part, base):
+            for row in rows:
+                row["dup_group"] = row["idx"]  # no fingerprints: each item is its own group
+            self.store.insert_items(rows)
 
     def final_arrays(self, n: int, chunks: int) -> dict[str, np.ndarray]:
         return self.arrays("r")

@@ -83,6 +83,7 @@ INSERT INTO items_fts(items_fts) VALUES('rebuild');
 # FTS5 bm25 weights, in FTS_COLUMNS order: a hit on the artist field counts most.
 BM25_WEIGHTS = (10.0, 4.0, 2.0, 1.0, 1.0, 1.0)
 ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"
+BUILD_CACHE_KB = 256 * 1024
 IN_LIST = "IN (SELECT value FROM json_each(?))"  # one bound JSON array, any length
 
 
@@ -91,6 +92,9 @@ def connect(path: Path, readonly: bool, schema: str) -> sqlite3.Connection:
     if readonly:
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     conn = sqlite3.connect(path)
+    # A build inserts millions of rows into the id and site indexes at random places: with
+    # SQLite's default 2 MB page cache every insert would re-read its index pages.
+    conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KB}")
     conn.executescript(schema)
     return conn
 

@@ -21,7 +21,8 @@ import numpy as np
 
 EXACT_LIMIT = 200_000  # up to this many vectors an exact index is fast enough
 TRAIN_PER_LIST = 40  # k-means wants about this many training points per inverted list
-MAX_TRAIN = 500_000
+MAX_TRAIN = 327_680  # 20 a list at 16,384 lists: k-means costs sample x lists x dim
+HNSW_LISTS = 16_384
 ADD_BLOCK = 65_536
 PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk merge
 
@@ -29,12 +30,13 @@ PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk 
 def default_factory(n: int, dim: int) -> str:
     """Exact while it is cheap, then IVF-PQ (the autofaiss rule of thumb for nlist: about
     4 sqrt(n), a power of two) with 8 dimensions per PQ byte; "np" skips polysemous training,
-    minutes of work a re-ranked index never uses. The coarse quantiser is flat until it would
-    scan more than 64 MB a query, then HNSW."""
+    minutes of work a re-ranked index never uses. The coarse quantiser is flat up to 8,192
+    lists, then HNSW: assigning every vector to 16,384 flat centroids would cost more than
+    all the rest of a 10M build."""
     if n <= EXACT_LIMIT:
         return "Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    quantiser = "_HNSW32" if nlist >= 32_768 else ""
+    quantiser = "_HNSW32" if nlist >= HNSW_LISTS else ""
     return f"IVF{nlist}{quantiser},PQ{dim // 8}x8np"
 
 

@@ -112,7 +112,7 @@ def test_rows_are_tied_by_part_and_position(published) -> None:
     dataset = open_dataset(root)
     assert isinstance(dataset, EmbeddingsDataset)
     assert dataset.estimated_size() == PARTS * ROWS and dataset.has_text
-    second = dataset.item_rows(dataset.parts[1], ROWS)
+    second = [r for rows in dataset.item_rows(dataset.parts[1], ROWS, batch=3) for r in rows]
     assert [r["key"] for r in second[:2]] == ["1:0", "1:1"]
     assert [r["url"] for r in second] == [r["url"] for r in rows[ROWS:]]
     assert second[0]["idx"] == ROWS and '"punsafe"' in second[0]["extra"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hibt.errors import DatasetError
@@ -43,6 +44,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 # Kept per item as JSON: LAION's safety and quality columns, and the published hashes.
 EXTRA = ("similarity", "NSFW", "punsafe", "pwatermark", "aesthetic", "md5", "hash", "key")
 VECTOR_DTYPES = (np.float16, np.float32)
+ROW_BATCH = 65_536  # metadata rows turned into Python objects at a time
 
 
 @dataclass(frozen=True)
@@ -131,27 +133,35 @@ class EmbeddingsDataset:
 
     def __iter__(self) -> Iterator[dict]:
         for part in self.parts:
-            yield from self.item_rows(part, 0)
+            for rows in self.item_rows(part, 0):
+                yield from rows
 
     def vectors(self, part: Part, kind: str = "image") -> np.ndarray:
         """The part's vectors, memory-mapped."""
         path = part.image if kind == "image" else part.text
         return np.load(path, mmap_mode="r")
 
-    def item_rows(self, part: Part, base: int) -> list[dict]:
-        """The store's rows for one part, numbered from ``base``; tied by part and position."""
-        table = pq.read_table(part.metadata)
-        columns = {c: table.column(c).to_pylist() for c in table.column_names}
+    def item_rows(self, part: Part, base: int, batch: int = ROW_BATCH) -> Iterator[list[dict]]:
+        """The store's rows for one part, numbered from ``base`` and tied by part and
+        position, in batches: a published part holds about a million rows, too many to
+        hold as Python objects at once."""
+        at = 0
+        for record_batch in pq.ParquetFile(part.metadata).iter_batches(batch):
+            yield self.batch_rows(part, base + at, at, record_batch)
+            at += record_batch.num_rows
+
+    def batch_rows(self, part: Part, base: int, first: int, batch: pa.RecordBatch) -> list[dict]:
+        columns = {c: batch.column(c).to_pylist() for c in batch.schema.names}
         fields = {
             f: next((columns[c] for c in names if c in columns), None)
             for f, names in COLUMNS.items()
         }
         extras = [c for c in EXTRA if c in columns]
         rows = []
-        for i in range(part.rows):
+        for i in range(batch.num_rows):
             value = {f: (col[i] if col is not None else None) for f, col in fields.items()}
             url = str(value["url"] or "")
-            key = f"{part.number}:{i}"
+            key = f"{part.number}:{first + i}"
             extra = {c: columns[c][i] for c in extras if columns[c][i] is not None}
             rows.append(
                 {
