@@ -3,6 +3,7 @@ wait inside each command, so ``hibt --help`` answers at once."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,10 @@ import typer
 
 from hibt.config import Settings, get_settings
 from hibt.errors import HibtError
+
+# OpenMP threads that spin while they wait (libgomp's default) stall FAISS training for tens
+# of minutes when another process holds the cores; set before torch or faiss loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Reverse-image search over AI training sets."

@@ -362,6 +362,7 @@ def test_the_page_shows_url_only_items_from_their_source_and_a_site(laion_index,
         )
         page.wait_for_selector("#grid li .placeholder")  # the dead links
         assert "Most come from" in page.inner_text("#counts")
+        assert "published CLIP embeddings" in page.inner_text("#how-copies")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "url-only-results.png"), full_page=True)
         page.fill("#q", "artstation.com/janedoe")

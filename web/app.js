@@ -62,6 +62,12 @@ async function loadStats() {
         "found without the model and are reliable.";
       warning.hidden = false;
     }
+    if (stats.fingerprint.startsWith("none")) {
+      $("how-copies").textContent =
+        "This index holds links and published CLIP embeddings, not the images: an upload is " +
+        "matched by embedding similarity (a likely copy, not a verified one), and names with " +
+        "full-text search.";
+    }
   } catch (error) {
     $("dataset-line").textContent = "";
     showError(error.message);
