@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     decode_workers: int = 0  # 0: chosen from the CPU count
     faiss_factory: str | None = None  # None: chosen from the number of vectors
     # Compressed (IVF-PQ) indexes: inverted lists searched per query, and how many of their
-    # best candidates are re-scored exactly from the float16 vectors (docs/scale.md).
-    nprobe: int = 128
+    # best candidates are re-scored exactly from the float16 vectors (docs/scale.md). nprobe
+    # None: a fixed share of the lists, so recall holds as the index grows.
+    nprobe: int | None = None
     rerank: int = 500
 
     # --- copy detection -------------------------------------------------------------------

@@ -23,6 +23,8 @@ EXACT_LIMIT = 200_000  # up to this many vectors an exact index is fast enough
 TRAIN_PER_LIST = 40  # k-means wants about this many training points per inverted list
 MAX_TRAIN = 327_680  # 20 a list at 16,384 lists: k-means costs sample x lists x dim
 HNSW_LISTS = 16_384
+PROBE_SHARE = 16  # by default one list in this many is searched (docs/scale.md)
+MIN_NPROBE, MAX_NPROBE = 64, 1024
 ADD_BLOCK = 65_536
 PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk merge
 
@@ -38,6 +40,12 @@ def default_factory(n: int, dim: int) -> str:
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
     quantiser = "_HNSW32" if nlist >= HNSW_LISTS else ""
     return f"IVF{nlist}{quantiser},PQ{dim // 8}x8np"
+
+
+def default_nprobe(nlist: int) -> int:
+    """A fixed share of the lists: the share of a query's true neighbours found depends on
+    the share of lists searched, so a fixed nprobe loses recall as nlist grows with N."""
+    return min(nlist, MAX_NPROBE, max(MIN_NPROBE, nlist // PROBE_SHARE))
 
 
 def is_exact(factory: str) -> bool:
@@ -158,7 +166,7 @@ class VectorRows:
 class VectorIndex:
     """A vector index opened for search, with exact re-ranking for compressed ones."""
 
-    def __init__(self, path: Path, vectors: VectorRows, nprobe: int, rerank: int) -> None:
+    def __init__(self, path: Path, vectors: VectorRows, nprobe: int | None, rerank: int) -> None:
         # An index with lists on disk finds its .ivfdata beside it; others are memory-mapped
         # whole (the two flags together crash on an on-disk index).
         on_disk = path.with_suffix(path.suffix + ".ivfdata").is_file()
@@ -168,9 +176,11 @@ class VectorIndex:
         self.exact = isinstance(self.index, faiss.IndexFlat)
         self.rerank = 0 if self.exact else rerank
         if not self.exact:
+            ivf = faiss.extract_index_ivf(self.index)
+            nprobe = nprobe or default_nprobe(ivf.nlist)
             params = faiss.ParameterSpace()
             params.set_index_parameter(self.index, "nprobe", nprobe)
-            quantiser = faiss.downcast_index(faiss.extract_index_ivf(self.index).quantizer)
+            quantiser = faiss.downcast_index(ivf.quantizer)
             if isinstance(quantiser, faiss.IndexHNSW):
                 params.set_index_parameter(self.index, "quantizer_efSearch", max(64, nprobe * 2))
 

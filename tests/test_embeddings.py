@@ -10,6 +10,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -290,6 +291,19 @@ def test_compressed_on_disk_index_reranked_matches_exact_search(tmp_path, monkey
         assert np.allclose(scores, exact[ids] @ query, atol=1e-5)
         hits += len(set(ids) & set(truth))
     assert hits / 500 >= 0.95
+
+
+def test_the_default_nprobe_is_a_share_of_the_lists(tmp_path) -> None:
+    """A fixed nprobe would search a smaller share of a larger index and lose recall."""
+    vectors = clustered(4000, 64)
+    np.save(tmp_path / "v.npy", vectors)
+    rows = VectorRows(tmp_path / "v.npy")
+    nprobes = {}
+    for nlist in (16, 2048):
+        write_index(np.load(tmp_path / "v.npy"), f"IVF{nlist},PQ8x4np", tmp_path / f"{nlist}.faiss")
+        index = VectorIndex(tmp_path / f"{nlist}.faiss", rows, nprobe=None, rerank=50)
+        nprobes[nlist] = faiss.extract_index_ivf(index.index).nprobe
+    assert nprobes == {16: 16, 2048: 2048 // vector_index.PROBE_SHARE}
 
 
 def test_an_interrupted_ingest_resumes_at_the_next_part(
