@@ -12,7 +12,7 @@ from hibt import __version__
 from hibt.config import Settings
 from hibt.errors import HibtError, QueryError, RegistryError
 from hibt.indexer.model import Embedder, embedder_from
-from hibt.server import schemas
+from hibt.server import do_not_train, schemas
 from hibt.server.engine import Engine, Visibility
 from hibt.server.index import OpenIndex
 from hibt.server.optouts import OptOuts, open_optouts
@@ -146,6 +146,7 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
 
     if optouts is not None:
         add_optout_routes(app, optouts, settings)
+        app.include_router(do_not_train.router(optouts, settings))
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
