@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # fetch any address a client names. When on, private and loopback addresses, redirects
     # to them and bodies over max_upload_bytes are refused, as for a domain proof.
     clip_fetch_image_urls: bool = False
+    clip_fetch_private: bool = False  # and from private addresses too (tests, an intranet)
+    # num_images and num_result_ids at most (the clip-retrieval front-end asks 3,000 ids,
+    # and 10,000 results for its download button).
+    clip_max_results: int = 10_000
 
 
 @lru_cache(maxsize=1)

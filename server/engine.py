@@ -92,13 +92,22 @@ class Engine:
 
     # --- public queries ----------------------------------------------------------------
     def search_text(
-        self, query: str, k: int, offset: int = 0, target: str = "images", collapse: bool = True
+        self,
+        query: str,
+        k: int,
+        offset: int = 0,
+        target: str = "images",
+        collapse: bool = True,
+        vector: np.ndarray | None = None,
     ) -> schemas.SearchResponse:
+        """``vector``: the cleaned query's embedding, when the caller already has it (a
+        search over several indexes embeds a text once per model)."""
         started = time.perf_counter()
         query = self.check_text(query)
         self.check_page(k, offset)
         self.check_target(target)
-        vector = self.embedder.encode_texts([query])[0]
+        if vector is None:
+            vector = self.embedder.encode_texts([query])[0]
         phrase = normalise_tokens(query)
         names, name_total = self.name_matches(phrase, offset + k)
         ranked = self.rank(names, vector, target, offset + k, collapse)
