@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -62,6 +63,8 @@ class Catalogue:
         self.by_name = {s.name: s for s in served}
         if len(self.by_name) != len(served):
             raise QueryError("two indexes have the same name; name them NAME=PATH")
+        for s in served[1:]:
+            s.engine.link_query = f"?index={quote(s.name)}"
 
     @property
     def default(self) -> Served:

@@ -257,7 +257,8 @@ class ClipService:
         statuses = engine.visibility.statuses(list(rows.values()))
         out = {}
         for idx, row in rows.items():
-            result = answers.result_of(row, Candidate(idx, "similar"), None, [], None)
+            link = engine.link_query
+            result = answers.result_of(row, Candidate(idx, "similar"), None, [], None, link)
             meta = {**result.extra, **{f: getattr(result, f) for f in RESULT_FIELDS}}
             meta.update(
                 item_id=result.id,

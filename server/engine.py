@@ -63,6 +63,8 @@ class Engine:
         self.index, self.settings, self.embedder = index, settings, embedder
         self.visibility = visibility or NoOptOuts()
         self.thresholds = CopyThresholds.from_settings(settings)
+        # What links to this index's items need when it is served beside others (catalogue.py).
+        self.link_query = ""
 
     @classmethod
     def open(
