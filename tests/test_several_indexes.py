@@ -13,9 +13,12 @@ from hibt.indexer.build import build_index
 from hibt.indexer.model import Embedder, ModelSpec
 from hibt.server.app import open_app
 from hibt.server.catalogue import parse_target
+from tests import test_page
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
+from tests.loopback import serving_many
 
+browser = test_page.browser  # the page tests' headless Chromium, as a fixture here too
 OTHER_MODEL = "ViT-S-32"  # untrained: a second architecture, another embedding dimension
 
 
@@ -119,3 +122,43 @@ def test_serve_targets() -> None:
     assert parse_target("laion=/data/laion") == ("laion", Path("/data/laion"))
     assert parse_target("/data/a=b") == (None, Path("/data/a=b"))
     assert parse_target("indexes/demo") == (None, Path("indexes/demo"))
+
+
+@pytest.mark.browser
+def test_page_searches_every_dataset(browser, built, other_index, dataset) -> None:
+    """The artist's page over two datasets: the upload is an exact copy in one, not in the
+    other; both answers are shown, and the selector narrows the search to one."""
+    targets = [str(built.index_dir), f"sketches={other_index}"]
+    with serving_many(targets, HIBT_PRECISION="fp32") as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(base)
+        page.wait_for_selector("#dataset-line:has-text('in 2 datasets')")
+        assert page.is_visible("#index-picker")
+        page.set_input_files("#file", str(dataset[1][3].path))
+        page.wait_for_selector("#datasets section.dataset >> nth=1")
+        assert page.inner_text("#verdict") == "Exact copy in 1 of 2 datasets: dataset0."
+        first = page.locator("section[data-index=dataset0]")
+        assert "found" in first.locator("h2").inner_text()
+        assert first.locator("li .badge").first.inner_text() == "Exact copy"
+        other = page.locator("section[data-index=sketches]")
+        assert (
+            other.locator(".dataset-verdict")
+            .inner_text()
+            .startswith("No copy of this image found among 6 images")
+        )
+        assert other.locator("li").count() == 6  # its nearest images, none a copy
+        assert "Exact copy" not in other.locator("li .badge").all_inner_texts()
+        test_page.ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(test_page.ARTIFACTS / "several-datasets.png"), full_page=True)
+
+        page.select_option("#index-select", "sketches")
+        page.wait_for_selector("#grid li")
+        assert page.locator("#datasets section").count() == 0
+        assert page.inner_text("#verdict").startswith("No copy of this image found among 6 images")
+        thumbs = page.locator("#grid li img").first.get_attribute("src")
+        assert thumbs.endswith("?index=sketches")
+        context.close()
+        assert not errors, errors
