@@ -13,7 +13,7 @@ from hibt import __version__
 from hibt.config import Settings
 from hibt.errors import HibtError, QueryError, RegistryError
 from hibt.indexer.model import Embedder, embedder_from
-from hibt.server import across, clip_compat, do_not_train, schemas
+from hibt.server import across, clip_compat, do_not_train, openapi_examples, schemas
 from hibt.server.catalogue import Catalogue, Served, model_key, parse_target, unique_name
 from hibt.server.engine import Engine, Visibility
 from hibt.server.index import OpenIndex
@@ -171,6 +171,7 @@ def create_app(
         app.include_router(do_not_train.router(optouts, settings))
     app.include_router(clip_compat.router(catalogue, settings))
     app.include_router(across.router(catalogue, settings, read_upload))
+    openapi_examples.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
