@@ -6,7 +6,7 @@ shape: a list of ``{id, similarity, url, caption, ...}`` whose ``id`` is the ite
 the named index (``/metadata`` takes those ids back). Search here is CLIP nearest neighbours
 only, as clip-retrieval's is; copy detection and name matches are hibt's own API.
 
-Fields hibt cannot honour are accepted and ignored (docs/clip-retrieval.md): ``use_mclip``
+Fields hibt cannot honour are accepted and ignored (docs/protocols.md): ``use_mclip``
 (no multilingual text tower), ``use_safety_model`` and ``use_violence_detector`` (no safety
 classifiers), ``aesthetic_score`` and ``aesthetic_weight`` (no aesthetic embeddings).
 ``image_url`` is fetched only when the operator turns it on (HIBT_CLIP_FETCH_IMAGE_URLS),
