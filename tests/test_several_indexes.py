@@ -118,6 +118,20 @@ def test_index_parameter_everywhere(client) -> None:
     assert {r["id"]: r["opt_out"] for r in again["results"]}[first["id"]] == "unverified"
 
 
+def test_bad_requests_over_several_indexes(client) -> None:
+    for params, status in [
+        ({"q": "fox", "indices": "nope"}, 404),
+        ({"q": "fox", "indices": " , "}, 422),
+        ({"q": "fox", "k": 10**6}, 422),
+        ({"q": "   "}, 422),
+    ]:
+        answer = client.get("/api/search/all", params=params)
+        assert answer.status_code == status, (params, answer.text)
+        assert answer.json()["detail"]
+    empty = client.post("/api/search/image/all", files={"image": ("x.png", b"")})
+    assert empty.status_code == 400 and client.get("/api/health").status_code == 200
+
+
 def test_serve_targets() -> None:
     assert parse_target("laion=/data/laion") == ("laion", Path("/data/laion"))
     assert parse_target("/data/a=b") == (None, Path("/data/a=b"))
