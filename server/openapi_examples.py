@@ -265,7 +265,7 @@ EXPORT_LINE = (
 )
 
 
-def with_examples(app: FastAPI, document: dict) -> dict:
+def with_examples(document: dict) -> dict:
     """``document`` (FastAPI's OpenAPI dict) with every known example attached."""
     examples = {key: dumped(value) for key, value in answers().items()}
     for path, operations in document["paths"].items():
@@ -301,7 +301,7 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = with_examples(app, generate())
+            app.openapi_schema = with_examples(generate())
         return app.openapi_schema
 
     app.openapi = openapi
