@@ -169,27 +169,39 @@ def print_results(response) -> None:
 
 @app.command()
 def serve(
-    index_dir: Annotated[Path, typer.Argument(help="index directory")],
+    index_dirs: Annotated[
+        list[str],
+        typer.Argument(
+            help="index directories, each PATH (named by its manifest) or NAME=PATH; the "
+            "first is the default one",
+            metavar="INDEX...",
+        ),
+    ],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     checkpoint: CheckpointOpt = None,
 ) -> None:
-    """Serve the JSON API and the web page for an index."""
+    """Serve the JSON API and the web page for one index or several."""
     import uvicorn
 
     from hibt.server.app import open_app
+    from hibt.server.catalogue import parse_target
     from hibt.server.optouts import registry_path
 
     settings = settings_with(checkpoint=checkpoint and str(checkpoint))
+    paths = [parse_target(arg)[1] for arg in index_dirs]
     with refusals():
-        warn_if_not_semantic(index_dir)
-        app_ = open_app(index_dir, settings)
-    items = app_.state.engine.n
-    typer.echo(
-        f"serving {items} images from {index_dir} at http://{host}:{port}/ (API docs at /docs)",
-        err=True,
-    )
-    typer.echo(f"opt-out registry: {registry_path(index_dir, settings)}", err=True)
+        for path in paths:
+            warn_if_not_semantic(path)
+        app_ = open_app(index_dirs, settings)
+    for served in app_.state.catalogue:
+        typer.echo(
+            f"serving {served.engine.n} images from {served.engine.index.directory} as "
+            f"index {served.name!r}",
+            err=True,
+        )
+    typer.echo(f"at http://{host}:{port}/ (API docs at /docs)", err=True)
+    typer.echo(f"opt-out registry: {registry_path(paths[0], settings)}", err=True)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 

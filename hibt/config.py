@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     max_optout_items: int = 1000  # per request
     writes_per_minute: int = 30  # per client address, on the registry's write endpoints
     verify_allow_private: bool = False  # let domain checks fetch from private addresses
+    # The Do-Not-Train query API (POST /api/v2/query/urls/, as datadiligence's SpawningAPI
+    # rule calls it): when set, callers must send "Authorization: API <this key>".
+    do_not_train_key: str | None = None
+
+    # --- clip-retrieval compatibility (POST /knn-service) --------------------------------
+    # Let clients send an image_url for the server to fetch. Off by default: the server would
+    # fetch any address a client names. When on, private and loopback addresses, redirects
+    # to them and bodies over max_upload_bytes are refused, as for a domain proof.
+    clip_fetch_image_urls: bool = False
+    clip_fetch_private: bool = False  # and from private addresses too (tests, an intranet)
+    # num_images and num_result_ids at most (the clip-retrieval front-end asks 3,000 ids,
+    # and 10,000 results for its download button).
+    clip_max_results: int = 10_000
 
 
 @lru_cache(maxsize=1)

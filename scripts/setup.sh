@@ -14,6 +14,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing hibt and its dependencies (torch is large: a few minutes the first time)"
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e '.[test]'
+    # The tests drive the server with clip-retrieval's own ClipClient, which needs only
+    # requests; the package's dependencies (torch pins, Flask, img2dataset...) are not wanted.
+    .venv/bin/python -m pip install --quiet --no-deps 'clip-retrieval>=2.44'
     touch "$stamp"
 fi
 

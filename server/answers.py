@@ -91,7 +91,7 @@ def results(
         row = rows[cand.idx]
         fields = [f for f in FTS_COLUMNS if phrase and contains_phrase(row[f], phrase)]
         vec = index.image_vectors[cand.idx].astype(float).tolist() if return_vectors else None
-        result = result_of(row, cand, score_of[cand.idx], fields, vec)
+        result = result_of(row, cand, score_of[cand.idx], fields, vec, engine.link_query)
         result.opt_out = opted.get(row["id"])
         out.append(result)
     return out
@@ -103,7 +103,9 @@ def result_of(
     score: float | None,
     fields: list[str],
     vector: list[float] | None,
+    link_query: str = "",
 ) -> schemas.Result:
+    """``link_query``: what the server's own links to the item need to name its index."""
     local = row["path"] is not None or row["sha256"] != ""  # an image file was indexed
     ours = f"/api/items/{row['id']}"
     return schemas.Result(
@@ -122,8 +124,8 @@ def result_of(
         width=row["width"],
         height=row["height"],
         duplicates=row["dup_count"],
-        thumbnail_url=f"{ours}/thumbnail" if local else row["url"],
-        image_url=f"{ours}/image" if local else row["url"],
+        thumbnail_url=f"{ours}/thumbnail{link_query}" if local else row["url"],
+        image_url=f"{ours}/image{link_query}" if local else row["url"],
         url_only=not local,
         extra=json.loads(row["extra"]) if row["extra"] else {},
         vector=vector,
@@ -183,7 +185,7 @@ def row_by_id(engine: Engine, item_id: str) -> sqlite3.Row:
 
 def item(engine: Engine, item_id: str) -> schemas.ItemDetail:
     row = row_by_id(engine, item_id)
-    base = result_of(row, Candidate(row["idx"], "similar"), 1.0, [], None)
+    base = result_of(row, Candidate(row["idx"], "similar"), 1.0, [], None, engine.link_query)
     return schemas.ItemDetail(
         **base.model_dump(),
         key=row["key"],

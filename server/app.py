@@ -1,5 +1,6 @@
 """HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
 
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
@@ -12,11 +13,13 @@ from hibt import __version__
 from hibt.config import Settings
 from hibt.errors import HibtError, QueryError, RegistryError
 from hibt.indexer.model import Embedder, embedder_from
-from hibt.server import schemas
+from hibt.server import across, clip_compat, do_not_train, openapi_examples, schemas
+from hibt.server.catalogue import Catalogue, Served, model_key, parse_target, unique_name
 from hibt.server.engine import Engine, Visibility
 from hibt.server.index import OpenIndex
-from hibt.server.optouts import OptOuts, open_optouts
+from hibt.server.optouts import OptOuts, registry_path
 from hibt.server.ratelimit import RateLimiter
+from hibt.server.registry import Registry
 from hibt.server.removals import Removals, read_keys
 
 WEB_DIR = Path(str(files("hibt.web")))
@@ -28,6 +31,10 @@ ERRORS = {
     422: {"model": schemas.ErrorBody},
 }
 UPLOAD_BLOCK = 1 << 20
+IndexName = Annotated[
+    str | None,
+    Query(description="Which index to search (a name from /api/indices); the first by default"),
+]
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -51,7 +58,15 @@ def bearer(authorization: str) -> str:
     return token.strip()
 
 
-def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = None) -> FastAPI:
+def create_app(
+    engine: Engine,
+    settings: Settings,
+    optouts: OptOuts | None = None,
+    catalogue: Catalogue | None = None,
+) -> FastAPI:
+    """The HTTP app over ``engine``'s index, or over every index of ``catalogue`` (whose first
+    is ``engine``'s) when the server serves several."""
+    catalogue = catalogue or Catalogue([Served(index_name(engine), engine, optouts)])
     app = FastAPI(
         title="hibt: is my work in this training set?",
         version=__version__,
@@ -59,6 +74,7 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         "whether they are copies of an uploaded image, name matches or merely similar.",
     )
     app.state.engine = engine
+    app.state.catalogue = catalogue
 
     @app.exception_handler(HibtError)
     def refused(_: Request, exc: HibtError) -> JSONResponse:
@@ -78,11 +94,11 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
 
     @app.get("/api/health", response_model=schemas.Health)
     def health() -> schemas.Health:
-        return schemas.Health(status="ok", items=engine.n)
+        return schemas.Health(status="ok", items=sum(s.engine.n for s in catalogue))
 
-    @app.get("/api/stats", response_model=schemas.Stats)
-    def stats() -> schemas.Stats:
-        return engine.stats()
+    @app.get("/api/stats", response_model=schemas.Stats, responses=ERRORS)
+    def stats(index: IndexName = None) -> schemas.Stats:
+        return catalogue.engine(index).stats()
 
     @app.get("/api/search", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_text(
@@ -91,8 +107,9 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         offset: Annotated[int, Query(ge=0)] = 0,
         target: Annotated[str, Query(pattern="^(images|captions)$")] = "images",
         collapse: bool = True,
+        index: IndexName = None,
     ) -> schemas.SearchResponse:
-        return engine.search_text(q, k, offset, target, collapse)
+        return catalogue.engine(index).search_text(q, k, offset, target, collapse)
 
     @app.get("/api/search/site", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_site(
@@ -101,13 +118,17 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         ],
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
         offset: Annotated[int, Query(ge=0)] = 0,
+        index: IndexName = None,
     ) -> schemas.SearchResponse:
-        return engine.search_site(site, k, offset)
+        return catalogue.engine(index).search_site(site, k, offset)
 
     @app.post("/api/search/batch", response_model=schemas.BatchResponse, responses=ERRORS)
-    def search_batch(body: schemas.BatchTextQuery) -> schemas.BatchResponse:
+    def search_batch(
+        body: schemas.BatchTextQuery, index: IndexName = None
+    ) -> schemas.BatchResponse:
+        chosen = catalogue.engine(index)
         return schemas.BatchResponse(
-            responses=[engine.search_text(q, body.k) for q in body.queries]
+            responses=[chosen.search_text(q, body.k) for q in body.queries]
         )
 
     @app.post("/api/search/image", response_model=schemas.SearchResponse, responses=ERRORS)
@@ -116,42 +137,51 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
         offset: Annotated[int, Query(ge=0)] = 0,
         collapse: bool = True,
+        index: IndexName = None,
     ) -> schemas.SearchResponse:
         data = read_upload(image, settings.max_upload_bytes)
-        return engine.search_image(data, k, offset, collapse)
+        return catalogue.engine(index).search_image(data, k, offset, collapse)
 
     @app.post("/api/search/vector", response_model=schemas.SearchResponse, responses=ERRORS)
-    def search_vector(body: schemas.VectorQuery) -> schemas.SearchResponse:
-        return engine.search_vector(body)
+    def search_vector(body: schemas.VectorQuery, index: IndexName = None) -> schemas.SearchResponse:
+        return catalogue.engine(index).search_vector(body)
 
     @app.get("/api/items/{item_id}", response_model=schemas.ItemDetail, responses=ERRORS)
-    def item(item_id: str) -> schemas.ItemDetail:
-        return engine.item(item_id)
+    def item(item_id: str, index: IndexName = None) -> schemas.ItemDetail:
+        return catalogue.engine(index).item(item_id)
 
     @app.get("/api/items/{item_id}/thumbnail", responses=ERRORS)
-    def thumbnail(item_id: str) -> Response:
+    def thumbnail(item_id: str, index: IndexName = None) -> Response:
         return Response(
-            engine.thumbnail(item_id),
+            catalogue.engine(index).thumbnail(item_id),
             media_type="image/jpeg",
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
     @app.get("/api/items/{item_id}/image", responses=ERRORS)
-    def original(item_id: str) -> FileResponse:
-        return FileResponse(engine.original_path(item_id))
+    def original(item_id: str, index: IndexName = None) -> FileResponse:
+        return FileResponse(catalogue.engine(index).original_path(item_id))
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
 
     if optouts is not None:
-        add_optout_routes(app, optouts, settings)
+        add_optout_routes(app, optouts, settings, catalogue)
+        app.include_router(do_not_train.router(optouts, settings))
+    app.include_router(clip_compat.router(catalogue, settings))
+    app.include_router(across.router(catalogue, settings, read_upload))
+    openapi_examples.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 
 
-def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> None:
+def add_optout_routes(
+    app: FastAPI, optouts: OptOuts, settings: Settings, catalogue: Catalogue
+) -> None:
+    """The registry's endpoints. ``optouts`` is the default index's; item opt-outs name
+    their index (the registry is one for all of them)."""
     limiter = RateLimiter(settings.writes_per_minute)
 
     def limited(request: Request) -> None:
@@ -164,7 +194,7 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
 
     @app.post("/api/optouts", response_model=schemas.OptOutReceipt, **creates)
     def register(body: schemas.OptOutRequest) -> schemas.OptOutReceipt:
-        return optouts.register(body)
+        return (catalogue.get(body.index).optouts or optouts).register(body)
 
     @app.get(
         "/api/optouts/export",
@@ -233,13 +263,38 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
         return optouts.verify_domain(domain, body.receipt, bearer(authorization))
 
 
-def open_app(index_dir: Path, settings: Settings, embedder: Embedder | None = None) -> FastAPI:
-    """The whole service over one index directory, as `hibt serve` runs it: the index, its
-    opt-out registry (which decides what the engine hides and marks) and the HTTP app."""
-    index = OpenIndex(index_dir, settings)
-    optouts = open_optouts(index, settings)
-    visibility: Visibility = optouts
-    if settings.removed:
-        visibility = Removals(read_keys(Path(settings.removed)), index, optouts)
-    embedder = embedder or embedder_from(settings, index.manifest.model)
-    return create_app(Engine(index, settings, embedder, visibility), settings, optouts)
+def index_name(engine: Engine) -> str:
+    return unique_name(engine.manifest.dataset, set())
+
+
+def open_app(
+    index_dirs: Path | str | Sequence[Path | str],
+    settings: Settings,
+    embedder: Embedder | None = None,
+) -> FastAPI:
+    """The whole service, as `hibt serve` runs it, over one index directory or several
+    (each ``PATH`` or ``NAME=PATH``): the indexes, the opt-out registry they share (which
+    decides what each engine hides and marks) and the HTTP app. Indexes built with the same
+    model share one loaded model; ``embedder`` serves those whose model it is."""
+    targets = [index_dirs] if isinstance(index_dirs, Path | str) else list(index_dirs)
+    parsed = [parse_target(str(t)) for t in targets]
+    indexes = [(name, OpenIndex(path, settings)) for name, path in parsed]
+    registry = Registry(registry_path(indexes[0][1].directory, settings))
+    embedders = {model_key(embedder): embedder} if embedder else {}
+    removed = read_keys(Path(settings.removed)) if settings.removed else None
+    served, taken = [], set()
+    for name, index in indexes:
+        key = tuple(sorted(index.manifest.model.model_dump().items()))
+        if key not in embedders:
+            embedders[key] = embedder_from(settings, index.manifest.model)
+        optouts = OptOuts(index, registry, settings)
+        visibility: Visibility = optouts
+        if removed is not None:
+            visibility = Removals(removed, index, optouts)
+        name = name or unique_name(index.dataset, taken)
+        taken.add(name)
+        engine = Engine(index, settings, embedders[key], visibility)
+        served.append(Served(name, engine, optouts))
+    catalogue = Catalogue(served)
+    first = catalogue.default
+    return create_app(first.engine, settings, first.optouts, catalogue)

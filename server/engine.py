@@ -63,6 +63,8 @@ class Engine:
         self.index, self.settings, self.embedder = index, settings, embedder
         self.visibility = visibility or NoOptOuts()
         self.thresholds = CopyThresholds.from_settings(settings)
+        # What links to this index's items need when it is served beside others (catalogue.py).
+        self.link_query = ""
 
     @classmethod
     def open(
@@ -92,13 +94,22 @@ class Engine:
 
     # --- public queries ----------------------------------------------------------------
     def search_text(
-        self, query: str, k: int, offset: int = 0, target: str = "images", collapse: bool = True
+        self,
+        query: str,
+        k: int,
+        offset: int = 0,
+        target: str = "images",
+        collapse: bool = True,
+        vector: np.ndarray | None = None,
     ) -> schemas.SearchResponse:
+        """``vector``: the cleaned query's embedding, when the caller already has it (a
+        search over several indexes embeds a text once per model)."""
         started = time.perf_counter()
         query = self.check_text(query)
         self.check_page(k, offset)
         self.check_target(target)
-        vector = self.embedder.encode_texts([query])[0]
+        if vector is None:
+            vector = self.embedder.encode_texts([query])[0]
         phrase = normalise_tokens(query)
         names, name_total = self.name_matches(phrase, offset + k)
         ranked = self.rank(names, vector, target, offset + k, collapse)

@@ -154,6 +154,9 @@ class OptOutRequest(BaseModel):
     name: str = Field("", max_length=200)
     contact: str = Field("", max_length=200)
     note: str = Field("", max_length=2000)
+    index: str | None = Field(
+        None, description="The index the items are in (/api/indices); the first by default"
+    )
 
 
 class OptOutReceipt(BaseModel):
@@ -259,3 +262,40 @@ class OptOutView(BaseModel):
 class Withdrawn(BaseModel):
     items: list[str] = Field(description="Item ids withdrawn by this request")
     domains: list[str] = Field(description="Domain claims withdrawn by this request")
+
+
+class IndexInfo(BaseModel):
+    name: str = Field(description="What the index= parameter takes")
+    dataset: str
+    kind: Literal["images", "embeddings"] = Field(
+        description="images: built from image files (copies found by fingerprint); "
+        "embeddings: published URLs and embeddings (likely copies by CLIP embedding)"
+    )
+    items: int
+    model: ModelSummary
+    default: bool = Field(description="Searched when a request names no index")
+
+
+class IndicesResponse(BaseModel):
+    indices: list[IndexInfo]
+
+
+class IndexAnswer(BaseModel):
+    index: str
+    found_copy: bool = Field(
+        description="Image queries: this dataset holds an exact, near or likely copy"
+    )
+    response: SearchResponse
+
+
+class MultiSearchResponse(BaseModel):
+    query: str
+    query_type: Literal["text", "image"]
+    summary: str = Field(
+        description="Where the work was found, e.g. 'exact copy in 2 of 3 datasets'"
+    )
+    found_in: list[str] = Field(
+        description="Image queries: the indexes holding a copy; text: those naming the query"
+    )
+    answers: list[IndexAnswer]
+    took_ms: float

@@ -4,6 +4,7 @@
 import { $, el, fetchJSON as fetchAPI, ServerError, showError } from "./common.js";
 
 const PAGE_SIZE = 24;
+const PER_DATASET = 8; // results shown per dataset when searching several at once
 const KIND_LABEL = {
   exact_copy: "Exact copy",
   near_copy: "Near copy",
@@ -27,6 +28,8 @@ const state = {
   nextOffset: null,
   selected: new Map(), // id -> result: the opt-out selection
   viewerIndex: -1,
+  indices: [], // the server's indexes (/api/indices); several: the page searches them all
+  index: "", // the one index to search, or "" for all of them
   generation: 0, // ignores answers to searches that were replaced by a newer one
 };
 
@@ -47,6 +50,47 @@ async function fetchJSON(url, options = {}) {
     const prefix = { 413: "Too large", 415: "Not an image", 400: "Cannot use this", 422: "Invalid search" }[error.status];
     throw new Error(prefix ? `${prefix}: ${error.message}` : `The server answered ${error.status}: ${error.message}`);
   }
+}
+
+// Several indexes: a selector, "all of them" first; one: the page as it always was.
+async function loadIndices() {
+  try {
+    state.indices = (await fetchJSON("/api/indices")).indices;
+  } catch {
+    state.indices = [];
+  }
+  if (state.indices.length < 2) {
+    state.index = "";
+    return loadStats();
+  }
+  const select = $("index-select");
+  const total = state.indices.reduce((n, i) => n + i.items, 0);
+  select.replaceChildren(
+    el("option", { value: "", text: `All ${state.indices.length} datasets` }),
+    ...state.indices.map((i) => el("option", { value: i.name, text: `${i.name} (${i.items.toLocaleString()} images)` })),
+  );
+  if (!state.indices.some((i) => i.name === state.index)) state.index = "";
+  select.value = state.index;
+  $("index-picker").hidden = false;
+  $("dataset-line").textContent = `Searching ${total.toLocaleString()} images in ${state.indices.length} datasets: ` +
+    state.indices.map((i) => i.name).join(", ") + ".";
+  const untrained = state.indices.filter((i) => !i.model.semantic);
+  if (untrained.length) {
+    const warning = $("model-warning");
+    warning.textContent = `${untrained.map((i) => `“${i.name}” (${i.model.name})`).join(", ")} ` +
+      `${untrained.length === 1 ? "was" : "were"} built with a model with random weights: results marked ` +
+      "“Similar” there are not meaningful. Exact copies and name matches are found without the " +
+      "model and are reliable.";
+    warning.hidden = false;
+  }
+}
+
+function searchingAll() {
+  return state.indices.length > 1 && !state.index;
+}
+
+function indexParam() {
+  return state.index ? { index: state.index } : {};
 }
 
 async function loadStats() {
@@ -82,17 +126,40 @@ const SITE = /^(https?:\/\/)?[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?(\/\S*)?$/i;
 
 function searchUrl(offset) {
   if (SITE.test(state.query)) {
-    const params = new URLSearchParams({ site: state.query, k: PAGE_SIZE, offset });
+    const params = new URLSearchParams({ site: state.query, k: PAGE_SIZE, offset, ...indexParam() });
     return `/api/search/site?${params}`;
   }
-  const params = new URLSearchParams({ q: state.query, k: PAGE_SIZE, offset });
+  const params = new URLSearchParams({ q: state.query, k: PAGE_SIZE, offset, ...indexParam() });
   return `/api/search?${params}`;
 }
 
 async function imageRequest(offset) {
   const form = new FormData();
   form.append("image", state.file, state.file.name || "pasted-image");
-  return fetchJSON(`/api/search/image?k=${PAGE_SIZE}&offset=${offset}`, { method: "POST", body: form });
+  const params = new URLSearchParams({ k: PAGE_SIZE, offset, ...indexParam() });
+  return fetchJSON(`/api/search/image?${params}`, { method: "POST", body: form });
+}
+
+// Every dataset at once: the server's answer per dataset (a site query is asked of each).
+async function allRequest() {
+  if (state.mode === "image") {
+    const form = new FormData();
+    form.append("image", state.file, state.file.name || "pasted-image");
+    return fetchJSON(`/api/search/image/all?k=${PER_DATASET}`, { method: "POST", body: form });
+  }
+  if (!SITE.test(state.query)) {
+    return fetchJSON(`/api/search/all?${new URLSearchParams({ q: state.query, k: PER_DATASET })}`);
+  }
+  const answers = await Promise.all(state.indices.map(async (i) => ({
+    index: i.name,
+    found_copy: false,
+    response: await fetchJSON(`/api/search/site?${new URLSearchParams({ site: state.query, k: PER_DATASET, index: i.name })}`),
+  })));
+  const found = answers.filter((a) => a.response.counts.site_match);
+  const summary = found.length
+    ? `images from ${state.query} are in ${found.length} of ${answers.length} datasets: ${found.map((a) => a.index).join(", ")}`
+    : `nothing from ${state.query} in any of the ${answers.length} datasets`;
+  return { summary, answers, took_ms: Math.max(...answers.map((a) => a.response.took_ms)) };
 }
 
 async function run(offset = 0) {
@@ -101,8 +168,15 @@ async function run(offset = 0) {
   setStatus(offset ? "Loading more results…" : "Searching…");
   $("more").disabled = true;
   try {
+    if (searchingAll()) {
+      const answer = await allRequest();
+      if (generation !== state.generation) return;
+      renderAll(answer);
+      return;
+    }
     const response = state.mode === "image" ? await imageRequest(offset) : await fetchJSON(searchUrl(offset));
     if (generation !== state.generation) return;
+    for (const result of response.results) result.index = state.index || undefined;
     render(response, offset > 0);
   } catch (error) {
     if (generation !== state.generation) return;
@@ -125,7 +199,7 @@ function searchText(query, { push = true } = {}) {
   state.mode = "text";
   state.query = q;
   clearImage();
-  if (push) history.pushState({ q }, "", `?${new URLSearchParams({ q })}`);
+  if (push) history.pushState({ q }, "", `?${new URLSearchParams({ q, ...indexParam() })}`);
   run(0);
 }
 
@@ -157,6 +231,7 @@ function clearResults() {
   state.results = [];
   state.nextOffset = null;
   $("grid").replaceChildren();
+  $("datasets").replaceChildren();
   $("summary").hidden = true;
   $("more").hidden = true;
 }
@@ -179,6 +254,45 @@ function render(response, append) {
     ? `Showing ${plural(shown, "result", "results")} (${Math.round(response.took_ms)} ms).`
     : "No results.");
   updateSelection();
+}
+
+// One section per dataset: its verdict and its best results, and a way to search it alone.
+function renderAll(answer) {
+  clearResults();
+  $("verdict").textContent = capitalise(answer.summary) + ".";
+  $("verdict").hidden = false;
+  $("counts").textContent = "";
+  $("summary").hidden = false;
+  const sections = answer.answers.map((a) => {
+    const start = state.results.length;
+    for (const result of a.response.results) result.index = a.index;
+    state.results.push(...a.response.results);
+    const found = a.found_copy || a.response.counts.name_match > 0 || a.response.counts.site_match > 0;
+    const only = el("button", { type: "button", class: "only", text: `Search only ${a.index}`,
+      onclick: () => chooseIndex(a.index) });
+    return el("section", { class: "dataset", "data-index": a.index, "aria-label": `Dataset ${a.index}` },
+      el("h2", {}, el("span", { text: a.index }), found ? el("span", { class: "found", text: " — found" }) : null),
+      el("p", { class: "dataset-verdict", text: datasetLine(a.response) }),
+      el("ul", { class: "grid" }, ...a.response.results.map((r, i) => card(r, start + i))),
+      a.response.results.length ? only : null);
+  });
+  $("datasets").append(...sections);
+  setStatus(`Searched ${plural(answer.answers.length, "dataset", "datasets")} (${Math.round(answer.took_ms)} ms).`);
+  updateSelection();
+}
+
+function datasetLine(response) {
+  const c = response.counts;
+  if (response.copy_verdict) return capitalise(response.copy_verdict) + ".";
+  if (response.query_type === "site") return `${plural(c.site_match, "image", "images")} from ${response.query}.`;
+  if (c.name_match) return `${plural(c.name_match, "image credits", "images credit")} “${response.query}”.`;
+  return `Nothing names “${response.query}”; the closest images by content:`;
+}
+
+function chooseIndex(name) {
+  state.index = name;
+  $("index-select").value = name;
+  if (state.mode) run(0);
 }
 
 function renderSummary(response) {
@@ -211,6 +325,11 @@ function renderSummary(response) {
   $("verdict").hidden = !response.copy_verdict;
   $("counts").textContent = parts.join(" ");
   $("summary").hidden = false;
+}
+
+// A result's key in the selection: ids are unique within one dataset only.
+function keyOf(result) {
+  return result.index ? `${result.index}/${result.id}` : result.id;
 }
 
 function isCopy(result) {
@@ -255,7 +374,7 @@ function card(result, index) {
     onclick: () => openViewer(index) }, imageOrPlaceholder(result.thumbnail_url, caption));
   const checkbox = el("input", { type: "checkbox", "aria-label": `Select for opt-out: ${caption}`,
     onchange: (event) => toggleSelected(result, event.target.checked) });
-  checkbox.checked = state.selected.has(result.id);
+  checkbox.checked = state.selected.has(keyOf(result));
   const link = safeLink(result.url);
   const meta = el("div", { class: "meta" },
     el("span", {}, el("span", { class: `badge ${result.match}`, text: KIND_LABEL[result.match] }),
@@ -268,7 +387,7 @@ function card(result, index) {
       : el("span", { class: "muted", text: `Source: ${result.source}` }),
     el("span", { class: "muted", text: scoreLine(result) }),
   );
-  return el("li", { class: `card${state.selected.has(result.id) ? " selected" : ""}`, "data-id": result.id,
+  return el("li", { class: `card${state.selected.has(keyOf(result)) ? " selected" : ""}`, "data-id": keyOf(result),
     "data-match": result.match },
   open, el("label", { class: "pick" }, checkbox, " select"), meta);
 }
@@ -286,13 +405,13 @@ function scoreLine(result) {
 // --- selection (the opt-out registry acts on it) ---------------------------------------
 
 function toggleSelected(result, on) {
-  if (on) state.selected.set(result.id, result);
-  else state.selected.delete(result.id);
+  if (on) state.selected.set(keyOf(result), result);
+  else state.selected.delete(keyOf(result));
   updateSelection();
 }
 
 function selectWhere(predicate) {
-  for (const result of state.results) if (predicate(result)) state.selected.set(result.id, result);
+  for (const result of state.results) if (predicate(result)) state.selected.set(keyOf(result), result);
   updateSelection();
 }
 
@@ -301,7 +420,7 @@ function updateSelection() {
   $("optout-open").disabled = state.selected.size === 0;
   $("select-copies").hidden = !state.results.some((r) => isCopy(r));
   $("select-names").hidden = !state.results.some((r) => r.match === "name_match");
-  for (const li of $("grid").children) {
+  for (const li of document.querySelectorAll("#results li.card")) {
     const on = state.selected.has(li.dataset.id);
     li.classList.toggle("selected", on);
     li.querySelector("input[type=checkbox]").checked = on;
@@ -324,24 +443,37 @@ async function submitOptOut(event) {
   event.preventDefault();
   $("optout-submit").disabled = true;
   try {
-    const body = {
-      item_ids: [...state.selected.keys()],
-      name: $("optout-name").value, contact: $("optout-contact").value, note: $("optout-note").value,
-    };
-    const receipt = await fetchJSON("/api/optouts", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    $("optout-receipt").textContent = receipt.receipt;
-    $("optout-result").textContent = `${plural(receipt.added.length, "image", "images")} opted out` +
-      (receipt.already.length ? `, ${receipt.already.length} already were.` : ".");
+    // One request per dataset the selection spans (item ids are each dataset's own).
+    const byIndex = new Map();
+    for (const result of state.selected.values()) {
+      const ids = byIndex.get(result.index) || [];
+      ids.push(result.id);
+      byIndex.set(result.index, ids);
+    }
+    const receipts = [];
+    for (const [index, ids] of byIndex) {
+      const body = {
+        item_ids: ids, ...(index ? { index } : {}),
+        name: $("optout-name").value, contact: $("optout-contact").value, note: $("optout-note").value,
+      };
+      receipts.push(await fetchJSON("/api/optouts", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      }));
+    }
+    const receipt = receipts[0];
+    const added = receipts.reduce((n, r) => n + r.added.length, 0);
+    const already = receipts.reduce((n, r) => n + r.already.length, 0);
+    $("optout-receipt").textContent = receipts.map((r) => r.receipt).join(", ");
+    $("optout-result").textContent = `${plural(added, "image", "images")} opted out` +
+      (already ? `, ${already} already were.` : ".");
     const link = new URL(receipt.manage_url, location.origin).href;
     $("optout-link").href = link;
     $("optout-link").textContent = link;
     $("optout-form").hidden = true;
     $("optout-done").hidden = false;
-    for (const result of state.results) if (state.selected.has(result.id) && !result.opt_out) result.opt_out = "unverified";
+    for (const result of state.results) if (state.selected.has(keyOf(result)) && !result.opt_out) result.opt_out = "unverified";
     const marked = [...state.selected.keys()];
-    for (const li of $("grid").children) {
+    for (const li of document.querySelectorAll("#results li.card")) {
       if (marked.includes(li.dataset.id) && !li.querySelector(".badge.optout")) {
         li.querySelector(".meta .badge").after(" ", el("span", { class: "badge optout", text: OPT_OUT_LABEL.unverified }));
       }
@@ -398,7 +530,7 @@ function closeViewer() {
 }
 
 function returnFocus() {
-  const card = $("grid").children[state.viewerIndex];
+  const card = document.querySelectorAll("#results li.card")[state.viewerIndex];
   if (card) card.querySelector(".open").focus();
 }
 
@@ -464,6 +596,7 @@ function wire() {
     }
   });
   $("more").addEventListener("click", () => run(state.nextOffset));
+  $("index-select").addEventListener("change", () => chooseIndex($("index-select").value));
   $("select-copies").addEventListener("click", () => selectWhere(isCopy));
   $("select-names").addEventListener("click", () => selectWhere((r) => r.match === "name_match"));
   $("select-none").addEventListener("click", () => {
@@ -489,7 +622,12 @@ function wire() {
 }
 
 function fromUrl() {
-  const q = new URLSearchParams(location.search).get("q");
+  const params = new URLSearchParams(location.search);
+  if (state.indices.length > 1) {
+    state.index = state.indices.some((i) => i.name === params.get("index")) ? params.get("index") : "";
+    $("index-select").value = state.index;
+  }
+  const q = params.get("q");
   if (q) searchText(q, { push: false });
   else if (state.mode === "text") {
     $("q").value = "";
@@ -503,5 +641,5 @@ export const hibt = { state, searchImage, searchText };
 window.hibt = hibt;
 
 wire();
-loadStats();
-fromUrl();
+state.index = new URLSearchParams(location.search).get("index") || "";
+loadIndices().then(fromUrl);
