@@ -29,6 +29,7 @@ class Candidate:
     match: str
     hash_distance: int | None = None
     copy_similarity: float | None = None
+    cosine: float | None = None  # from the vector index, for the neighbours it found
 
 
 @dataclass

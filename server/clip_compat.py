@@ -222,30 +222,16 @@ class ClipService:
         target = "images" if request.modality == "image" else "captions"
         engine.check_target(target)
         vector = self.query_vector(served, request)
-        neighbours = self.neighbours(served, vector, target, total, request.deduplicate)
-        metadata = self.metadata_of(served, [idx for idx, _ in neighbours[:shown]])
+        # The engine's ranking without its other evidence: hidden items left out, one item
+        # per duplicate group when deduplicating.
+        neighbours = engine.rank([], vector, target, total, request.deduplicate)
+        metadata = self.metadata_of(served, [c.idx for c in neighbours[:shown]])
         out = []
-        for idx, score in neighbours:
-            entry = dict(metadata.get(idx) or {})
-            entry.update(id=idx, similarity=round(score, 6))
+        for c in neighbours:
+            entry = dict(metadata.get(c.idx) or {})
+            entry.update(id=c.idx, similarity=round(c.cosine, 6))
             out.append(entry)
         return out
-
-    def neighbours(
-        self, served: Served, vector: np.ndarray, target: str, need: int, deduplicate: bool
-    ) -> list[tuple[int, float]]:
-        """The ``need`` nearest items, minus those the registry hides, one per duplicate
-        group when deduplicating (the engine's own ranking, without its other evidence)."""
-        engine = served.engine
-        count = min(engine.n, need * 2 + 64)
-        while True:
-            pairs = engine.knn(vector, target, count)
-            score = dict(pairs)
-            hidden = engine.visibility.hidden_among(list(score))
-            kept = engine.dedupe([Candidate(i, "similar") for i, _ in pairs], deduplicate, hidden)
-            if len(kept) >= need or count >= engine.n:
-                return [(c.idx, score[c.idx]) for c in kept[:need]]
-            count = min(engine.n, count * 4)
 
     def metadata_of(self, served: Served, idxs: list[int]) -> dict[int, dict]:
         """Each item's fields as the front-end reads them: caption and url first, then hibt's

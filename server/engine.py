@@ -255,7 +255,8 @@ class Engine:
         """Strong evidence first, then CLIP neighbours, each item and group once."""
         count = min(self.n, need * 2 + 64)
         while True:
-            similar = [Candidate(i, "similar") for i, _ in self.knn(vector, target, count)]
+            pairs = self.knn(vector, target, count)
+            similar = [Candidate(i, "similar", cosine=s) for i, s in pairs]
             candidates = strong + similar
             hidden = self.visibility.hidden_among([c.idx for c in candidates])
             ranked = self.dedupe(candidates, collapse, hidden)
