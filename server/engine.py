@@ -256,7 +256,7 @@ class Engine:
         count = min(self.n, need * 2 + 64)
         while True:
             pairs = self.knn(vector, target, count)
-            similar = [Candidate(i, "similar", cosine=s) for i, s in pairs]
+            similar = [Candidate(i, "similar", cosine=s, against=target) for i, s in pairs]
             candidates = strong + similar
             hidden = self.visibility.hidden_among([c.idx for c in candidates])
             ranked = self.dedupe(candidates, collapse, hidden)
