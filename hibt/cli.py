@@ -71,7 +71,11 @@ def index(
     batch_size: Annotated[int | None, typer.Option(help="images per encoder batch")] = None,
     workers: Annotated[int | None, typer.Option(help="decoder processes (-1: none)")] = None,
     rebuild: Annotated[
-        bool, typer.Option(help="build again even when OUT is up to date with SOURCE")
+        bool,
+        typer.Option(
+            help="build again from the start, even when OUT is up to date with SOURCE "
+            "(an unfinished build is discarded, not resumed)"
+        ),
     ] = False,
     add: Annotated[
         bool,
@@ -96,7 +100,7 @@ def index(
     if not spec_from(settings).semantic:
         non_semantic_warning(settings.model)
     with refusals():
-        result = build_index(source, out, None, settings, name, rebuild, add)
+        result = build_index(source, out, None, settings, name, rebuild, add, fresh=rebuild)
     m = result.manifest
     if result.reused:
         typer.echo(
