@@ -193,6 +193,23 @@ def serve(
 
 
 @app.command()
+def verify(index_dir: Annotated[Path, typer.Argument(help="index directory")]) -> None:
+    """Read every file of an index against the sizes and checksums its manifest records
+    (serving checks only sizes, shapes and each file's ends)."""
+    from hibt.indexer.integrity import verify as verify_index
+    from hibt.indexer.space import human
+
+    with refusals():
+        done = verify_index(index_dir)
+    for note in done.notes:
+        typer.secho(f"warning: {note}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(
+        f"{index_dir}: {done.files} files ({human(done.bytes)}) match the checksums its "
+        f"manifest records; shapes and counts agree ({done.seconds:.1f}s)"
+    )
+
+
+@app.command()
 def info(index_dir: Annotated[Path, typer.Argument(help="index directory")]) -> None:
     """Print an index's manifest."""
     from hibt.indexer.index_format import read_manifest

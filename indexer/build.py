@@ -28,7 +28,7 @@ from tqdm import tqdm
 from hibt.config import Settings
 from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
-from hibt.indexer import space
+from hibt.indexer import integrity, space
 from hibt.indexer.copies.fingerprint import (
     COLOUR_BYTES,
     DESCRIPTOR_DIM,
@@ -461,6 +461,7 @@ class Builder:
         (self.stage / fmt.REPORT).write_text(
             json.dumps({"counts": manifest.counts.model_dump(), "skipped": skipped}, indent=2)
         )
+        manifest.files = integrity.describe(self.stage)
         manifest.write(self.stage)
         fault_point(self.settings, "manifest_written")
         publish(self.stage, self.out, self.settings)
