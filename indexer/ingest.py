@@ -117,11 +117,6 @@ class EmbeddingBuilder(Builder):
                 )
             self.start_afresh(f"part {changed} changed since it was staged")
         elif (staged_rows := self.staged_rows()) not in (None, n):
-            if self.add:
-                raise BuildError(
-                    f"the unfinished --add in {self.stage} was for {staged_rows} rows, "
-                    f"{self.source} now has {n}: run it again with --rebuild"
-                )
             self.start_afresh(f"{self.source} has {n} rows now, {staged_rows} when staged")
         _, items_done, parts_done = self.progress()
         mode = "r+" if (self.stage / fmt.IMAGE_VECTORS).is_file() else "w+"
@@ -151,6 +146,16 @@ class EmbeddingBuilder(Builder):
                 f.seek(max(0, size - SAMPLE))
                 digest.update(f.read(SAMPLE))
         return digest.hexdigest()
+
+    def start_afresh(self, why: str) -> None:
+        """An unfinished --add starts again from the index, anything else from nothing."""
+        if not self.add:
+            return super().start_afresh(why)
+        print(f"{why}: adding afresh", file=sys.stderr)
+        self.close()
+        shutil.rmtree(self.stage)
+        self.stage_from_index()
+        self.open_stage()
 
     def staged_rows(self) -> int | None:
         """Rows of the staged vector file, allocated for the parts there were: parts

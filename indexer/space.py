@@ -32,9 +32,14 @@ def existing_ancestor(path: Path) -> Path:
 
 
 def check_output(out: Path) -> None:
-    """Refuse an output a build could not publish to, before an hour of work: a file, a
-    mount point (the finished index is renamed into place, and a mount point cannot be
+    """Refuse an output a build could not publish to, before an hour of work: a link, a file,
+    a mount point (the finished index is renamed into place, and a mount point cannot be
     renamed or replaced), or a place this user may not write."""
+    if out.is_symlink():
+        raise BuildError(
+            f"--out {out} is a symbolic link: the finished index would replace the link, not "
+            f"what it points to; give that folder ({out.resolve()}) as --out"
+        )
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out {out} is a file; choose a folder to write the index to")
     if os.path.ismount(out):

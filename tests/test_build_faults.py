@@ -231,11 +231,16 @@ def test_out_on_a_mount_point_is_refused_before_any_work(embedder, tmp_path, mon
     assert not staging_dir(mount).exists()
 
 
-def test_out_that_is_a_file_or_unwritable_is_refused(embedder, tmp_path, monkeypatch) -> None:
+def test_out_that_is_a_file_a_link_or_unwritable_is_refused(
+    embedder, tmp_path, monkeypatch
+) -> None:
     src = images(tmp_path / "src", range(2))
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(BuildError, match="is a file"):
         build_index(src, tmp_path / "file", embedder, tiny_settings())
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BuildError, match="symbolic link"):
+        build_index(src, tmp_path / "link", embedder, tiny_settings())
     locked = tmp_path / "locked"
     locked.mkdir()
     real = os.access  # root may write anywhere: the check is what is tested
