@@ -112,13 +112,19 @@ def record_signature(record: Record) -> bytes:
     return "\0".join((*fields, record.url, record.keywords, made)).encode() + b"\n"
 
 
-def records_digest(previous: str, chunk: list[Record]) -> str:
-    """The running digest of the records done, one chunk further: a resumed build compares it
-    with the records the source now yields before where it stopped."""
-    digest = hashlib.sha256(previous.encode())
+def chunk_signature(chunk: list[Record]) -> str:
+    """Taken when a chunk is formed, before its files are read: a file changed after that is
+    seen as changed by a resumed build."""
+    digest = hashlib.sha256()
     for record in chunk:
         digest.update(record_signature(record))
     return digest.hexdigest()
+
+
+def records_digest(previous: str, signature: str) -> str:
+    """The running digest of the records done, one chunk further: a resumed build compares it
+    with the records the source now yields before where it stopped."""
+    return hashlib.sha256(f"{previous}:{signature}".encode()).hexdigest()
 
 
 def decode_workers(settings: Settings) -> int:
@@ -275,7 +281,7 @@ class Builder:
             return records
         digest = ""
         for chunk in batched(itertools.islice(records, records_done), self.settings.chunk_size):
-            digest = records_digest(digest, chunk)
+            digest = records_digest(digest, chunk_signature(chunk))
         if digest != self.store.get_state("records_digest"):
             self.start_afresh(
                 "the source changed before where the unfinished build stopped "
@@ -294,12 +300,8 @@ class Builder:
             return done
         if not self.fresh and (staged := self.staged_complete()):
             return staged
-        space.check_free(
-            self.stage,
-            self.out,
-            self.space_needed(self.dataset.estimated_size()),
-            self.dataset.estimated_size(),
-        )
+        n = self.dataset.estimated_size()
+        space.check_free(self.stage, self.out, self.space_needed(n), n)
         self.open_stage()
         records = self.resumed_records()
         records_done, items_done, chunks_done = self.progress()
@@ -313,6 +315,7 @@ class Builder:
             # chunk N, and memory stays bounded (Pool.imap alone would read ahead unbounded).
             pending = None
             for chunk in batched(records, self.settings.chunk_size):
+                signed = chunk_signature(chunk)  # before its files are read
                 decoding = pool.map_async(
                     decode_one, [(r.image_ref(), self.options) for r in chunk], 4
                 )
@@ -320,7 +323,7 @@ class Builder:
                     records_done, items_done, chunks_done = self.finish_chunk(
                         *pending, records_done, items_done, chunks_done
                     )
-                pending = (chunk, decoding)
+                pending = (chunk, decoding, signed)
             if pending is not None:
                 records_done, items_done, chunks_done = self.finish_chunk(
                     *pending, records_done, items_done, chunks_done
@@ -332,13 +335,16 @@ class Builder:
         self,
         chunk: list[Record],
         decoding,
+        signed: str,
         records_done: int,
         items_done: int,
         chunks_done: int,
     ) -> tuple[int, int, int]:
+        """Write a decoded chunk and commit it with the progress and the records' digest
+        (``signed``: its chunk_signature)."""
         kept = self.process_chunk(chunk, decoding.get(), items_done, chunks_done)
         progress = (records_done + len(chunk), items_done + kept, chunks_done + 1)
-        digest = records_digest(self.store.get_state("records_digest"), chunk)
+        digest = records_digest(self.store.get_state("records_digest"), signed)
         self.store.set_state("records_digest", digest)
         self.commit_progress(*progress)
         return progress
