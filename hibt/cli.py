@@ -76,7 +76,11 @@ def index(
     batch_size: Annotated[int | None, typer.Option(help="images per encoder batch")] = None,
     workers: Annotated[int | None, typer.Option(help="decoder processes (-1: none)")] = None,
     rebuild: Annotated[
-        bool, typer.Option(help="build again even when OUT is up to date with SOURCE")
+        bool,
+        typer.Option(
+            help="build again from the start, even when OUT is up to date with SOURCE "
+            "(an unfinished build is discarded, not resumed)"
+        ),
     ] = False,
     add: Annotated[
         bool,
@@ -101,7 +105,7 @@ def index(
     if not spec_from(settings).semantic:
         non_semantic_warning(settings.model)
     with refusals():
-        result = build_index(source, out, None, settings, name, rebuild, add)
+        result = build_index(source, out, None, settings, name, rebuild, add, fresh=rebuild)
     m = result.manifest
     if result.reused:
         typer.echo(
@@ -203,6 +207,23 @@ def serve(
     typer.echo(f"at http://{host}:{port}/ (API docs at /docs)", err=True)
     typer.echo(f"opt-out registry: {registry_path(paths[0], settings)}", err=True)
     uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
+@app.command()
+def verify(index_dir: Annotated[Path, typer.Argument(help="index directory")]) -> None:
+    """Read every file of an index against the sizes and checksums its manifest records
+    (serving checks only sizes, shapes and each file's ends)."""
+    from hibt.indexer.integrity import verify as verify_index
+    from hibt.indexer.space import human
+
+    with refusals():
+        done = verify_index(index_dir)
+    for note in done.notes:
+        typer.secho(f"warning: {note}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(
+        f"{index_dir}: {done.files} files ({human(done.bytes)}) match the checksums its "
+        f"manifest records; shapes and counts agree ({done.seconds:.1f}s)"
+    )
 
 
 @app.command()

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     chunk_size: int = 512  # records per resumable unit of work
     decode_workers: int = 0  # 0: chosen from the CPU count
     faiss_factory: str | None = None  # None: chosen from the number of vectors
+    # Tests only: make a build fail at a named phase as a machine would, "PHASE" (killed
+    # with SIGKILL) or "PHASE:enospc" (the disk is full there); indexer/faults.py.
+    fault_at: str | None = None
     # Compressed (IVF-PQ) indexes: inverted lists searched per query, and how many of their
     # best candidates are re-scored exactly from the float16 vectors (docs/scale.md). nprobe
     # None: a fixed share of the lists, so recall holds as the index grows.

@@ -55,6 +55,10 @@ class IndexUnreadable(HibtError):
     status = 503
 
 
+class IndexDamaged(IndexUnreadable):
+    """An index whose files disagree with its manifest: truncated, changed or swapped."""
+
+
 class BuildError(HibtError):
     """A build that cannot start or finish."""
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from hibt.config import Settings
 from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
+from hibt.indexer import integrity, space
 from hibt.indexer.copies.fingerprint import (
     COLOUR_BYTES,
     DESCRIPTOR_DIM,
@@ -39,6 +41,7 @@ from hibt.indexer.copies.search import write_copy_index
 from hibt.indexer.copies.views import INDEX_VARIANTS
 from hibt.indexer.datasets import Dataset, open_dataset
 from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
+from hibt.indexer.faults import fault_point, parse
 from hibt.indexer.model import Embedder, declared_identity, embedder_from, spec_from
 from hibt.indexer.records import Record
 from hibt.indexer.store import Store, Thumbnails
@@ -86,9 +89,42 @@ def staging_dir(out: Path) -> Path:
 
 
 def check_target(out: Path) -> None:
-    """Never replace a folder that is not an index: it may hold someone's files."""
+    """Never replace a folder that is not an index: it may hold someone's files; and refuse
+    outputs the build could not publish to before any work (space.check_output)."""
+    space.check_output(out)
     if out.exists() and not (out / fmt.MANIFEST).is_file() and any(out.iterdir()):
         raise BuildError(f"{out} exists and is not an index directory; choose another --out")
+
+
+def record_signature(record: Record) -> bytes:
+    """What a record is, as far as a resumed build must tell: its key, its metadata and its
+    file's size and time (or its bytes' length and CRC, inside a shard)."""
+    if record.data is not None:
+        made = f"{len(record.data)}:{zlib.crc32(record.data)}"
+    else:
+        try:
+            stat = record.path.stat() if record.path else None
+            made = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "-"
+        except OSError:
+            made = "missing"
+        made += f":{record.path}"
+    fields = (record.key, record.caption, record.title, record.artist, record.license)
+    return "\0".join((*fields, record.url, record.keywords, made)).encode() + b"\n"
+
+
+def chunk_signature(chunk: list[Record]) -> str:
+    """Taken when a chunk is formed, before its files are read: a file changed after that is
+    seen as changed by a resumed build."""
+    digest = hashlib.sha256()
+    for record in chunk:
+        digest.update(record_signature(record))
+    return digest.hexdigest()
+
+
+def records_digest(previous: str, signature: str) -> str:
+    """The running digest of the records done, one chunk further: a resumed build compares it
+    with the records the source now yields before where it stopped."""
+    return hashlib.sha256(f"{previous}:{signature}".encode()).hexdigest()
 
 
 def decode_workers(settings: Settings) -> int:
@@ -121,14 +157,17 @@ class Builder:
         embedder: Embedder,
         settings: Settings,
         rebuild: bool = True,
+        fresh: bool = False,
     ) -> None:
         """``rebuild``: False leaves an index at ``out`` built from the same files with the
-        same model and settings as it is."""
+        same model and settings as it is; ``fresh`` discards an unfinished build instead of
+        resuming it."""
         self.dataset, self.source, self.out = dataset, source, out
         self.embedder, self.settings = embedder, settings
         self.identity = embedder.identity()
         self.stage = staging_dir(out)
         self.rebuild = rebuild
+        self.fresh = fresh
         self.bar: tqdm = tqdm(disable=True)  # replaced by the real bar in run()
         self.options = DecodeOptions(
             max_pixels=settings.max_image_pixels,
@@ -173,7 +212,10 @@ class Builder:
     # --- staging and resume --------------------------------------------------------------
     def open_stage(self) -> None:
         db_path = self.stage / fmt.METADATA
-        if db_path.is_file():
+        if self.stage.exists() and self.fresh:
+            print(f"discarding the unfinished build in {self.stage} (--rebuild)", file=sys.stderr)
+            shutil.rmtree(self.stage)
+        elif db_path.is_file():
             staged = Store.open(db_path)
             same = staged.get_state("build_key") == self.build_key
             staged.close()
@@ -196,17 +238,75 @@ class Builder:
             int(self.store.get_state(k, "0")) for k in ("records_done", "items_done", "chunks_done")
         )
 
+    def close(self) -> None:
+        """Let go of the staging files, dropping what was not committed (after a failure the
+        staging directory is as the last committed step left it)."""
+        if (bar := getattr(self, "bar", None)) is not None:
+            bar.close()  # an error line then starts on a line of its own
+        for conn in (getattr(self, "store", None), getattr(self, "thumbnails", None)):
+            if conn is not None:
+                conn.conn.close()
+
+    def start_afresh(self, why: str) -> None:
+        print(f"{why}: starting afresh", file=sys.stderr)
+        self.close()
+        shutil.rmtree(self.stage)
+        self.open_stage()
+
+    def stale_staging(self) -> str | None:
+        """Why the staging directory cannot be resumed, if it cannot: finishing was recorded
+        for other sources, or files it needs are gone."""
+        chunks = int(self.store.get_state("chunks_done", "0"))
+        if self.store.get_state("arrays_done"):
+            if self.store.get_state("arrays_key") != self.key:
+                return "the source changed since the unfinished build finished its pass"
+            names = [name for name, _, _ in self.outputs().values()]
+        else:
+            names = [f"{CHUNKS}/{number:06d}.npz" for number in range(chunks)]
+        if missing := [name for name in names if not (self.stage / name).is_file()]:
+            return f"the unfinished build in {self.stage} lacks {missing[0]}"
+        return None
+
+    def resumed_records(self) -> Iterator[Record]:
+        """The records after those done, once the records done are the ones the source still
+        yields first (same keys, metadata and files); otherwise the staging is discarded
+        and every record comes. Added, changed or removed files are then never dropped."""
+        if why := self.stale_staging():
+            self.start_afresh(why)
+        records_done = self.progress()[0]
+        records = iter(self.dataset)
+        if self.store.get_state("arrays_done"):
+            return iter(())  # the pass was finished over the source as it still is
+        if not records_done:
+            return records
+        digest = ""
+        for chunk in batched(itertools.islice(records, records_done), self.settings.chunk_size):
+            digest = records_digest(digest, chunk_signature(chunk))
+        if digest != self.store.get_state("records_digest"):
+            self.start_afresh(
+                "the source changed before where the unfinished build stopped "
+                "(a file added, changed or removed)"
+            )
+            return iter(self.dataset)
+        return records
+
     # --- the streaming pass --------------------------------------------------------------
     def run(self) -> BuildResult:
         check_target(self.out)
+        parse(self.settings.fault_at)
         self.key = self.content_key()
+        tidy_published(self.out)
         if not self.rebuild and (done := self.up_to_date(self.key)):
             return done
+        if not self.fresh and (staged := self.staged_complete()):
+            return staged
+        n = self.dataset.estimated_size()
+        space.check_free(self.stage, self.out, self.space_needed(n), n)
         self.open_stage()
+        records = self.resumed_records()
         records_done, items_done, chunks_done = self.progress()
         if records_done:
             print(f"resuming after {records_done} records ({items_done} indexed)", file=sys.stderr)
-        records = itertools.islice(iter(self.dataset), records_done, None)
         self.bar = progress_bar(self.dataset.estimated_size(), records_done, "img", "indexing")
         workers = decode_workers(self.settings)
         ctx = multiprocessing.get_context("spawn")
@@ -215,6 +315,7 @@ class Builder:
             # chunk N, and memory stays bounded (Pool.imap alone would read ahead unbounded).
             pending = None
             for chunk in batched(records, self.settings.chunk_size):
+                signed = chunk_signature(chunk)  # before its files are read
                 decoding = pool.map_async(
                     decode_one, [(r.image_ref(), self.options) for r in chunk], 4
                 )
@@ -222,7 +323,7 @@ class Builder:
                     records_done, items_done, chunks_done = self.finish_chunk(
                         *pending, records_done, items_done, chunks_done
                     )
-                pending = (chunk, decoding)
+                pending = (chunk, decoding, signed)
             if pending is not None:
                 records_done, items_done, chunks_done = self.finish_chunk(
                     *pending, records_done, items_done, chunks_done
@@ -234,12 +335,17 @@ class Builder:
         self,
         chunk: list[Record],
         decoding,
+        signed: str,
         records_done: int,
         items_done: int,
         chunks_done: int,
     ) -> tuple[int, int, int]:
+        """Write a decoded chunk and commit it with the progress and the records' digest
+        (``signed``: its chunk_signature)."""
         kept = self.process_chunk(chunk, decoding.get(), items_done, chunks_done)
         progress = (records_done + len(chunk), items_done + kept, chunks_done + 1)
+        digest = records_digest(self.store.get_state("records_digest"), signed)
+        self.store.set_state("records_digest", digest)
         self.commit_progress(*progress)
         return progress
 
@@ -304,6 +410,7 @@ class Builder:
         # Thumbnails first: a chunk whose metadata is committed has its thumbnails on disk.
         self.thumbnails.insert((base + i, d.thumbnail) for i, (_, d) in enumerate(ok))
         self.thumbnails.conn.commit()
+        fault_point(self.settings, "chunk_saved")
         self.store.insert_items(rows)
         self.store.record_skipped((r.key, r.source, why) for r, why in skipped)
 
@@ -334,8 +441,8 @@ class Builder:
         with_caption = self.store.count_with_caption()
         started = float(self.store.get_state("started_at", str(time.time())))
         self.store.commit()
-        self.store.close()
-        self.thumbnails.conn.close()
+        fault_point(self.settings, "indexes_written")
+        self.close()
         shutil.rmtree(self.stage / CHUNKS, ignore_errors=True)
         manifest = fmt.Manifest(
             format_version=fmt.FORMAT_VERSION,
@@ -360,9 +467,35 @@ class Builder:
         (self.stage / fmt.REPORT).write_text(
             json.dumps({"counts": manifest.counts.model_dump(), "skipped": skipped}, indent=2)
         )
+        manifest.files = integrity.describe(self.stage)
         manifest.write(self.stage)
-        publish(self.stage, self.out)
+        fault_point(self.settings, "manifest_written")
+        publish(self.stage, self.out, self.settings)
         return BuildResult(manifest=manifest, index_dir=self.out, skipped=skipped)
+
+    def staged_complete(self) -> BuildResult | None:
+        """A staging directory that was finished (manifest written) for exactly this build
+        but not yet published, as a kill can leave it: published now, nothing redone."""
+        try:
+            manifest = fmt.read_manifest(self.stage)
+        except IndexUnreadable:
+            return None
+        if manifest.content_key != self.key:
+            return None
+        skipped = json.loads((self.stage / fmt.REPORT).read_text())["skipped"]
+        publish(self.stage, self.out, self.settings)
+        return BuildResult(manifest=manifest, index_dir=self.out, skipped=skipped)
+
+    def space_needed(self, n: int | None) -> int | None:
+        """A low estimate of the bytes a build of ``n`` records writes: the chunk files and
+        the final arrays, which exist together while finishing, and the vector indexes
+        (thumbnails and metadata come on top)."""
+        if not n:
+            return None
+        row = sum(np.dtype(t).itemsize * int(np.prod(s)) for _, t, s in self.outputs().values())
+        dim = self.identity["dim"]
+        factory = self.settings.faiss_factory or default_factory(n, dim)
+        return n * (2 * row + 2 * space.index_bytes_per_vector(dim, factory))
 
     kind: fmt.Kind = "images"
 
@@ -399,9 +532,15 @@ class Builder:
         }
 
     def concatenate(self, n: int, chunks: int) -> dict[str, np.ndarray]:
-        """Chunk files into the final arrays, through memory maps: memory stays flat."""
+        """Chunk files into the final arrays, through memory maps: memory stays flat. Once
+        they are recorded the chunk files go, and a resumed finish opens the arrays."""
+        if self.store.get_state("arrays_done"):
+            return {
+                key: np.load(self.stage / name, mmap_mode="r")
+                for key, (name, _, _) in self.outputs().items()
+            }
         arrays = {
-            key: np.lib.format.open_memmap(self.stage / name, "w+", dtype, (n, *shape))
+            key: space.new_memmap(self.stage / name, dtype, (n, *shape))
             for key, (name, dtype, shape) in self.outputs().items()
         }
         row = 0
@@ -418,6 +557,12 @@ class Builder:
             )
         for array in arrays.values():
             array.flush()
+        fault_point(self.settings, "arrays_written")
+        self.store.set_state("arrays_done", str(n))
+        self.store.set_state("arrays_key", self.key)
+        self.store.commit()
+        shutil.rmtree(self.stage / CHUNKS)
+        fault_point(self.settings, "chunks_removed")
         return arrays
 
 
@@ -465,16 +610,29 @@ def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
     }
 
 
-def publish(stage: Path, out: Path) -> None:
-    """Swap the finished staging directory into place; an old index is removed after."""
-    old = out.parent / f".{out.name}.old"
+def old_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+def publish(stage: Path, out: Path, settings: Settings) -> None:
+    """Swap the finished staging directory into place; an old index is removed after. A
+    kill between the two renames leaves the old index aside and the new one staged: the
+    next run publishes the staged one (Builder.staged_complete)."""
+    old = old_dir(out)
     if old.exists():
         shutil.rmtree(old)
     if out.exists():
         out.rename(old)
+        fault_point(settings, "old_set_aside")
     stage.rename(out)
     if old.exists():
         shutil.rmtree(old)
+
+
+def tidy_published(out: Path) -> None:
+    """An old index left aside by a kill after the new one was published."""
+    if (out / fmt.MANIFEST).is_file() and old_dir(out).exists():
+        shutil.rmtree(old_dir(out))
 
 
 def build_index(
@@ -485,22 +643,29 @@ def build_index(
     name: str | None = None,
     rebuild: bool = True,
     add: bool = False,
+    fresh: bool = False,
 ) -> BuildResult:
     """Index ``source`` into ``out``. Image datasets are embedded with ``embedder`` (the
     settings' model when None); published embeddings need no model loaded: the settings
     (or ``embedder``) name the model that made them, and ``add`` appends the parts the
-    index does not hold yet."""
+    index does not hold yet. ``fresh`` discards an unfinished build rather than resume it.
+    A full disk is one BuildError saying what to do; the build then resumes."""
     from hibt.indexer.datasets.embeddings import EmbeddingsDataset
     from hibt.indexer.ingest import EmbeddingBuilder
 
     dataset = open_dataset(source, name)
     if isinstance(dataset, EmbeddingsDataset):
         identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
-        builder = EmbeddingBuilder(
-            dataset, str(source), Path(out), identity, settings, rebuild, add
+        builder: Builder = EmbeddingBuilder(
+            dataset, str(source), Path(out), identity, settings, rebuild, add, fresh
         )
-        return builder.run()
-    if add:
-        raise BuildError("--add appends parts of published embeddings; rebuild an image index")
-    embedder = embedder or embedder_from(settings)
-    return Builder(dataset, str(source), Path(out), embedder, settings, rebuild).run()
+    else:
+        if add:
+            raise BuildError("--add appends parts of published embeddings; rebuild an image index")
+        embedder = embedder or embedder_from(settings)
+        builder = Builder(dataset, str(source), Path(out), embedder, settings, rebuild, fresh)
+    with space.full_disk_reported(builder.stage):
+        try:
+            return builder.run()
+        finally:
+            builder.close()

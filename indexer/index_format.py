@@ -15,7 +15,11 @@ from pydantic import BaseModel
 
 from hibt.errors import IndexUnreadable
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
+# Older formats this version still reads. Format 6 differs only in recording no file sizes
+# and checksums (Manifest.files): such an index is served with its shapes and counts
+# checked, and a warning that a rebuild gives it the rest (indexer/integrity.py).
+UNCHECKED_FORMATS = (6,)
 TOOL_VERSION = "0.1.0"
 
 MANIFEST = "manifest.json"
@@ -61,6 +65,17 @@ class Counts(BaseModel):
     duplicate_groups: int
 
 
+class FileInfo(BaseModel):
+    """One file of the index as it was written: checked at start by its size and the digest
+    of its ends (``sample``), by `hibt verify` in full (``sha256``)."""
+
+    size: int
+    sample: str  # sha256 of the size, the first and the last 64 KiB
+    sha256: str
+    shape: list[int] | None = None  # .npy files: the array's shape and dtype
+    dtype: str | None = None
+
+
 class Manifest(BaseModel):
     format_version: int
     tool_version: str
@@ -79,6 +94,8 @@ class Manifest(BaseModel):
     # What it was built from and with (indexer/build.py's content key): `hibt index` leaves
     # an index with the same key as it is. None in indexes from before it was recorded.
     content_key: str | None = None
+    # Every other file of the directory (relative path -> FileInfo); None before format 7.
+    files: dict[str, FileInfo] | None = None
 
     def write(self, directory: Path) -> None:
         """Written last, through a rename: its presence marks a complete index."""
@@ -104,7 +121,7 @@ def read_manifest(directory: Path) -> Manifest:
         manifest = Manifest.model_validate(json.loads(path.read_text()))
     except ValueError as exc:
         raise IndexUnreadable(f"{path} is unreadable: {exc}") from exc
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version not in (FORMAT_VERSION, *UNCHECKED_FORMATS):
         raise IndexUnreadable(
             f"{directory} uses index format {manifest.format_version}; this version of hibt "
             f"reads format {FORMAT_VERSION}. Rebuild it with `hibt index`."
@@ -121,18 +138,15 @@ def required_files(manifest: Manifest) -> tuple[str, ...]:
 
 
 def check_model(manifest: Manifest, identity: dict) -> None:
-    """Refuse to answer queries with a model other than the one that built the index."""
-    built = manifest.model
-    same = (
-        built.name == identity["name"]
-        and built.pretrained == identity["pretrained"]
-        and built.checkpoint_sha256 == identity["checkpoint_sha256"]
-        and built.dim == identity["dim"]
-    )
-    if not same:
+    """Refuse to answer queries with a model other than the one that built the index, and
+    say which of its name, weights and dimension differ."""
+    built = manifest.model.model_dump()
+    fields = ("name", "pretrained", "checkpoint_sha256", "dim")
+    differ = [f"{f} {built[f]} vs {identity[f]}" for f in fields if built[f] != identity[f]]
+    if differ:
         raise IndexUnreadable(
-            f"index was built with model {built.name} "
-            f"({built.pretrained or built.checkpoint_sha256}), but the server loaded "
-            f"{identity['name']} ({identity['pretrained'] or identity['checkpoint_sha256']}); "
-            "query embeddings would not be comparable"
+            f"index was built with model {built['name']} "
+            f"({built['pretrained'] or built['checkpoint_sha256']}), but the server loaded "
+            f"{identity['name']} ({identity['pretrained'] or identity['checkpoint_sha256']}): "
+            f"{', '.join(differ)} (index vs server); query embeddings would not be comparable"
         )

@@ -16,10 +16,19 @@ import numpy as np
 from hibt.config import Settings
 from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
-from hibt.indexer.build import Builder, BuildResult, check_target, progress_bar, staging_dir
+from hibt.indexer import space
+from hibt.indexer.build import (
+    Builder,
+    BuildResult,
+    check_target,
+    progress_bar,
+    staging_dir,
+    tidy_published,
+)
 from hibt.indexer.datasets.embeddings import EmbeddingsDataset, Part
+from hibt.indexer.faults import parse
 from hibt.indexer.store import Store
-from hibt.indexer.vector_index import parts_dir
+from hibt.indexer.vector_index import default_factory, parts_dir
 
 SAMPLE = 1 << 16  # bytes read at each end of a part's files for its signature
 
@@ -36,9 +45,11 @@ class EmbeddingBuilder(Builder):
         settings: Settings,
         rebuild: bool = True,
         add: bool = False,
+        fresh: bool = False,
     ) -> None:
         """``identity``: the model that made the vectors, as the manifest records it;
-        ``add``: append the parts that the index at ``out`` does not hold yet."""
+        ``add``: append the parts that the index at ``out`` does not hold yet; ``fresh``:
+        discard an unfinished ingest rather than resume it."""
         if identity["dim"] != dataset.dim:
             raise BuildError(
                 f"{source} holds {dataset.dim}-d vectors, but {identity['name']} makes "
@@ -50,6 +61,7 @@ class EmbeddingBuilder(Builder):
         self.stage = staging_dir(out)
         self.rebuild = rebuild and not add
         self.add = add
+        self.fresh = fresh and not add
         self.build_key = self.key_of("embeddings")
 
     def fingerprint_scheme(self) -> str:
@@ -64,16 +76,36 @@ class EmbeddingBuilder(Builder):
 
     def arrays(self, mode: str) -> dict[str, np.ndarray]:
         n, dim = self.dataset.estimated_size(), self.dataset.dim
+        if mode == "w+":
+            return {
+                kind: space.new_memmap(self.stage / name, np.float16, (n, dim))
+                for kind, name in self.files().items()
+            }
         return {
             kind: np.lib.format.open_memmap(self.stage / name, mode, np.float16, (n, dim))
             for kind, name in self.files().items()
         }
 
+    def space_needed(self, n: int | None) -> int | None:
+        """The vector files (allocated whole at the start) and the vector indexes."""
+        if not n:
+            return None
+        dim = self.dataset.dim
+        factory = self.settings.faiss_factory or default_factory(n, dim)
+        per_vector = 2 * dim + space.index_bytes_per_vector(dim, factory)
+        return n * len(self.files()) * per_vector
+
     def run(self) -> BuildResult:
         check_target(self.out)
+        parse(self.settings.fault_at)
         self.key = self.content_key()
+        tidy_published(self.out)
         if not self.rebuild and (done := self.up_to_date(self.key)):
             return done
+        if not self.fresh and not self.add and (staged := self.staged_complete()):
+            return staged
+        n = self.dataset.estimated_size()
+        space.check_free(self.stage, self.out, self.space_needed(n), n)
         if self.add and not (self.stage / fmt.METADATA).is_file():
             self.stage_from_index()
         self.open_stage()
@@ -83,24 +115,23 @@ class EmbeddingBuilder(Builder):
                     f"part {changed} of {self.source} changed since it was indexed; "
                     "index it again without --add"
                 )
-            print(f"part {changed} changed since it was staged: starting afresh", file=sys.stderr)
-            self.store.close()
-            shutil.rmtree(self.stage)
-            self.open_stage()
+            self.start_afresh(f"part {changed} changed since it was staged")
+        elif (staged_rows := self.staged_rows()) not in (None, n):
+            self.start_afresh(f"{self.source} has {n} rows now, {staged_rows} when staged")
         _, items_done, parts_done = self.progress()
         mode = "r+" if (self.stage / fmt.IMAGE_VECTORS).is_file() else "w+"
         arrays = self.arrays(mode)
         if parts_done:
             print(f"resuming after {parts_done} parts ({items_done} items)", file=sys.stderr)
-        bar = progress_bar(self.dataset.estimated_size(), items_done, "item", "ingesting")
+        self.bar = progress_bar(n, items_done, "item", "ingesting")
         for part in self.dataset.parts[parts_done:]:
             self.ingest(part, items_done, arrays)
             self.store.set_state(f"part_{part.number}", self.signature(part))
             items_done += part.rows
             parts_done += 1
             self.commit_progress(items_done, items_done, parts_done)
-            bar.update(part.rows)
-        bar.close()
+            self.bar.update(part.rows)
+        self.bar.close()
         return self.finalize(items_done, parts_done)
 
     @staticmethod
@@ -115,6 +146,24 @@ class EmbeddingBuilder(Builder):
                 f.seek(max(0, size - SAMPLE))
                 digest.update(f.read(SAMPLE))
         return digest.hexdigest()
+
+    def start_afresh(self, why: str) -> None:
+        """An unfinished --add starts again from the index, anything else from nothing."""
+        if not self.add:
+            return super().start_afresh(why)
+        print(f"{why}: adding afresh", file=sys.stderr)
+        self.close()
+        shutil.rmtree(self.stage)
+        self.stage_from_index()
+        self.open_stage()
+
+    def staged_rows(self) -> int | None:
+        """Rows of the staged vector file, allocated for the parts there were: parts
+        published since must start the ingest afresh, as the file has no room for them."""
+        path = self.stage / fmt.IMAGE_VECTORS
+        if not path.is_file():
+            return None
+        return np.load(path, mmap_mode="r").shape[0]
 
     def changed_part(self) -> int | None:
         """The first part ingested already whose files have changed since: rows are tied to

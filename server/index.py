@@ -4,13 +4,16 @@ ten thousand items and at ten million. What answers queries over it is engine.py
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from hibt.config import Settings
+from hibt.errors import IndexDamaged
 from hibt.indexer import index_format as fmt
+from hibt.indexer import integrity
 from hibt.indexer.copies.matching import CopyMatcher
 from hibt.indexer.store import Store, Thumbnails
 from hibt.indexer.vector_index import VectorIndex, VectorRows
@@ -22,6 +25,14 @@ class OpenIndex:
         self.settings = settings
         self.manifest = fmt.read_manifest(self.directory)
         self.n = self.manifest.counts.items
+        integrity.check(self.directory, self.manifest)
+        try:
+            self.open_files()
+        except (OSError, ValueError, EOFError, RuntimeError, sqlite3.DatabaseError) as exc:
+            raise integrity.damaged(self.directory, [f"it cannot be opened ({exc})"]) from exc
+        self.local = threading.local()
+
+    def open_files(self) -> None:
         self.image_vectors = VectorRows(self.directory / fmt.IMAGE_VECTORS)
         self.faiss = {"images": self.vector_index(fmt.IMAGE_FAISS, self.image_vectors)}
         if self.manifest.captions:
@@ -31,7 +42,13 @@ class OpenIndex:
         self.has_images = self.manifest.kind == "images"
         self.copies = CopyMatcher.open(self.directory) if self.has_images else None
         self.hashes = self.copies.hashes if self.copies else None
-        self.local = threading.local()
+        for name, index in self.faiss.items():
+            if index.ntotal != self.n:
+                raise IndexDamaged(
+                    f"{self.directory} is damaged: its {name} vector index holds "
+                    f"{index.ntotal} vectors, the manifest counts {self.n} items. Rebuild it "
+                    "(hibt index --rebuild)"
+                )
 
     @property
     def dataset(self) -> str:

@@ -490,3 +490,26 @@ def test_a_part_changed_during_an_interrupted_ingest_starts_it_afresh(
     expected = first[::-1].astype(np.float32)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert np.allclose(stored, expected, atol=1e-3)
+
+
+def test_a_part_published_after_an_interrupted_ingest_is_ingested(
+    published, embedder, laion_index, tmp_path, monkeypatch
+) -> None:
+    """A part that appears between the kill and the re-run is ingested, not refused with a
+    traceback nor left out."""
+    from hibt.indexer.ingest import EmbeddingBuilder
+
+    root, out = first_part_only(published, tmp_path), tmp_path / "index"
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddingBuilder, "finalize", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(root, out, embedder, tiny_settings())
+    monkeypatch.undo()
+    restore_second_part(root, tmp_path)
+    result = build_index(root, out, embedder, tiny_settings())
+    assert result.manifest.counts.items == PARTS * ROWS
+    for name in (fmt.IMAGE_VECTORS, fmt.CAPTION_VECTORS):
+        assert np.array_equal(np.load(out / name), np.load(laion_index / name))

@@ -30,6 +30,7 @@ from faiss.contrib.ondisk import merge_ondisk
 
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import HASH_SIZE, MIN_BAND, band_mask, informative
+from hibt.indexer.space import new_memmap
 
 FULL_BAND = (HASH_SIZE, HASH_SIZE)
 # Items from which the build writes a candidate index; below, search is exhaustive.
@@ -298,8 +299,8 @@ class CandidateIndex:
         blank = np.ones(n, bool)
         blank[rows[rows % views == 0] // views] = False
         np.save(directory / fmt.COPY_BLANK, np.flatnonzero(blank))
-        floors = np.lib.format.open_memmap(
-            directory / fmt.COPY_BAND_NORMS, "w+", np.uint8, (len(flat), len(BAND_SQUARES))
+        floors = new_memmap(
+            directory / fmt.COPY_BAND_NORMS, np.uint8, (len(flat), len(BAND_SQUARES))
         )
         for start in range(0, len(flat), BLOCK_ROWS):
             floors[start : start + BLOCK_ROWS] = band_floors(flat[start : start + BLOCK_ROWS])
