@@ -11,7 +11,10 @@ TOKEN = re.compile(r"[^\W_]+")
 
 def normalise_tokens(text: str) -> list[str]:
     """The same folding as FTS5's unicode61 tokenizer with remove_diacritics."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    folded = text.casefold()
+    if folded.isascii():  # nothing to decompose: most captions, and 60 results x 6 fields
+        return TOKEN.findall(folded)
+    decomposed = unicodedata.normalize("NFKD", folded)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return TOKEN.findall(stripped)
 

@@ -107,3 +107,14 @@ def test_bad_vectors(engine) -> None:
 def test_punctuation_only_query_still_answers(engine) -> None:
     response = engine.search_text("!!! ???", k=5)
     assert response.counts.name_match == 0 and len(response.results) == 5
+
+
+def test_names_fold_as_fts5_does_on_both_paths() -> None:
+    """ASCII text skips the Unicode decomposition; both paths fold alike."""
+    from hibt.server.names import contains_phrase, normalise_tokens
+
+    assert (
+        normalise_tokens("Zoë O'Brien") == normalise_tokens("ZOE o'brien") == ["zoe", "o", "brien"]
+    )
+    assert normalise_tokens("Straße_Ünïcode") == ["strasse", "unicode"]
+    assert contains_phrase("a drawing by Zoë O’Brien, 2021", ["zoe", "o", "brien"])
