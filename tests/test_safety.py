@@ -97,7 +97,7 @@ def test_laion_columns_are_read_on_ingest(tmp_path, embedder) -> None:
             for i, row in enumerate(rows)
         ],
         [  # a part whose metadata has the tag alone
-            {"image": drawing(710), "caption": "x", "url": "https://a.example/x.jpg", "NSFW": "NSFW"}
+            {"image": drawing(9), "caption": "x", "url": "https://a.example/x.jpg", "NSFW": "NSFW"}
         ],
     ]
     write_published(tmp_path / "laion", parts, embedder)
@@ -151,9 +151,7 @@ def test_a_flagged_item_stays_counted_and_labelled_with_a_blurred_thumbnail(
     assert stricter.search_text("Jan Kowalski", k=20).unsafe_results == 0
 
 
-def test_the_thumbnail_endpoint_blurs_a_flagged_item_unless_safe_is_false(
-    client, flagged
-) -> None:
+def test_the_thumbnail_endpoint_blurs_a_flagged_item_unless_safe_is_false(client, flagged) -> None:
     index_dir, flagged_id = flagged
     store = Store.open(index_dir / fmt.METADATA, readonly=True)
     stored = Thumbnails.open(index_dir / fmt.THUMBNAILS, readonly=True).get(
