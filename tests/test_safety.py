@@ -9,6 +9,9 @@ import io
 import json
 import shutil
 import sqlite3
+import threading
+from functools import partial
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +25,10 @@ from hibt.indexer.build import build_index
 from hibt.indexer.store import Store, Thumbnails
 from hibt.server.app import open_app
 from hibt.server.engine import Engine
-from tests.conftest import tiny_settings
-from tests.datagen import drawing, write_published
+from tests.conftest import serving, tiny_settings
+from tests.datagen import drawing, save, write_published
+from tests.test_embeddings import Quiet
+from tests.test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 FLAGGED_SCORE = 0.97  # a stand-in for what the classifier says of an explicit image
 
@@ -82,27 +87,48 @@ def test_the_build_scores_every_image(built) -> None:
     assert all(0 <= score < 0.2 and source == nsfw.OPEN_NSFW for score, source in scores)
 
 
-def test_laion_columns_are_read_on_ingest(tmp_path, embedder) -> None:
-    """punsafe where given, else the NSFW tag; neither: no score."""
-    rows = [
-        {"punsafe": 0.91, "NSFW": "UNLIKELY"},  # punsafe wins over the older tag
-        {"punsafe": 0.02, "NSFW": "NSFW"},
-        {"punsafe": None, "NSFW": "UNSURE"},
-        {"punsafe": None, "NSFW": None},
-    ]
+LAION_ROWS = [
+    {"punsafe": 0.91, "NSFW": "UNLIKELY"},  # punsafe wins over the older tag
+    {"punsafe": 0.02, "NSFW": "NSFW"},
+    {"punsafe": None, "NSFW": "UNSURE"},
+    {"punsafe": None, "NSFW": None},
+]
+
+
+@pytest.fixture(scope="module")
+def website(tmp_path_factory):
+    """A loopback site serving the published images, so the page can load them."""
+    root = tmp_path_factory.mktemp("www")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def laion(tmp_path_factory, website, embedder) -> Path:
+    """Published embeddings whose first item LAION's punsafe calls explicit."""
+    www, live = website
+    root = tmp_path_factory.mktemp("laion-safety")
     parts = [
         [
-            {"image": drawing(700 + i), "caption": f"pic {i}", "url": f"https://a.example/{i}.jpg"}
-            | row
-            for i, row in enumerate(rows)
+            {"image": drawing(700 + i), "caption": f"pic {i}", "url": f"{live}/{i}.png"} | row
+            for i, row in enumerate(LAION_ROWS)
         ],
         [  # a part whose metadata has the tag alone
-            {"image": drawing(9), "caption": "x", "url": "https://a.example/x.jpg", "NSFW": "NSFW"}
+            {"image": drawing(9), "caption": "x", "url": f"{live}/x.png", "NSFW": "NSFW"}
         ],
     ]
-    write_published(tmp_path / "laion", parts, embedder)
-    result = build_index(tmp_path / "laion", tmp_path / "index", embedder, tiny_settings())
-    got = sqlite3.connect(tmp_path / "index" / fmt.METADATA).execute(
+    for row in parts[0]:
+        save(row["image"], www / row["url"].removeprefix(live + "/"))
+    write_published(root / "published", parts, embedder)
+    build_index(root / "published", root / "index", embedder, tiny_settings())
+    return root / "index"
+
+
+def test_laion_columns_are_read_on_ingest(laion, embedder) -> None:
+    """punsafe where given, else the NSFW tag; neither: no score."""
+    got = sqlite3.connect(laion / fmt.METADATA).execute(
         "SELECT nsfw, nsfw_source FROM items ORDER BY idx"
     )
     assert list(got) == [
@@ -112,18 +138,19 @@ def test_laion_columns_are_read_on_ingest(tmp_path, embedder) -> None:
         (None, None),
         (1.0, nsfw.LAION_NSFW),
     ]
-    assert result.manifest.safety.sources == {nsfw.LAION_PUNSAFE: 2, nsfw.LAION_NSFW: 2}
-    assert result.manifest.safety.model is None  # no classifier ran
+    safety = fmt.read_manifest(laion).safety
+    assert safety.sources == {nsfw.LAION_PUNSAFE: 2, nsfw.LAION_NSFW: 2}
+    assert safety.model is None  # no classifier ran
 
-    engine = Engine.open(tmp_path / "index", tiny_settings(), embedder)
-    response = engine.search_site("a.example", k=10)
-    first = next(r for r in response.results if r.url.endswith("/0.jpg"))
+    engine = Engine.open(laion, tiny_settings(), embedder)
+    response = engine.search_site("127.0.0.1", k=10)
+    first = next(r for r in response.results if r.url.endswith("/0.png"))
     assert first.unsafe and first.url_only
     assert first.thumbnail_url is None and first.image_url is None  # nothing to load
-    shown = engine.search_site("a.example", k=10, safe=False).results
-    first = next(r for r in shown if r.url.endswith("/0.jpg"))
+    shown = engine.search_site("127.0.0.1", k=10, safe=False).results
+    first = next(r for r in shown if r.url.endswith("/0.png"))
     assert first.thumbnail_url == first.image_url == first.url
-    unscored = next(r for r in shown if r.url.endswith("/3.jpg"))
+    unscored = next(r for r in shown if r.url.endswith("/3.png"))
     assert not unscored.unsafe and unscored.nsfw_score is None
 
 
@@ -219,3 +246,84 @@ def test_an_index_built_before_scores_opens_and_says_it_has_none(built, tmp_path
 
     Store.open(old / fmt.METADATA).close()  # opened to add to it: it gains the columns
     assert Store.open(old / fmt.METADATA, readonly=True).has_safety
+
+
+# --- the page ------------------------------------------------------------------------------
+@pytest.fixture
+def chromium():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def loaded(page, selector: str) -> None:
+    page.wait_for_function(
+        f"document.querySelector('{selector}')?.complete && "
+        f"document.querySelector('{selector}').naturalWidth > 0"
+    )
+
+
+@pytest.mark.browser
+def test_the_page_blurs_a_flagged_result_until_the_user_reveals_it(flagged, chromium) -> None:
+    index_dir, flagged_id = flagged
+    card = f'#grid li[data-id="{flagged_id}"]'
+    with serving(index_dir) as base:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(f"{base}/?q=Jan+Kowalski")
+        page.wait_for_selector(card)
+        assert page.inner_text(f"{card} .badge.unsafe") == "May be explicit"
+        assert page.is_visible(f"{card} .unsafe-cover")
+        assert page.get_attribute(f"{card} img", "src") == f"/api/items/{flagged_id}/thumbnail"
+        loaded(page, f"{card} img")
+        assert "1 result may be explicit" in page.inner_text("#safety-note")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "safe-mode-blurred.png"), full_page=True)
+
+        page.click("#select-names")  # still selectable for opt-out with the rest
+        assert page.inner_text("#selected-count") == "9 selected"
+        assert "selected" in page.get_attribute(card, "class")
+
+        page.click(f"{card} .open")  # the viewer shows the blurred thumbnail, not the image
+        page.wait_for_selector("#viewer[open] .unsafe-cover")
+        assert page.get_attribute("#viewer img", "src").endswith(f"{flagged_id}/thumbnail")
+        assert not [u for u in requested if "safe=false" in u or f"{flagged_id}/image" in u]
+        page.screenshot(path=str(ARTIFACTS / "safe-mode-viewer.png"))
+
+        page.click("#viewer .reveal")
+        page.wait_for_selector(f'#viewer img[src$="{flagged_id}/image?safe=false"]')
+        loaded(page, "#viewer img")
+        page.click("#close-viewer")
+        assert page.is_hidden(f"{card} .unsafe-cover")
+        assert page.get_attribute(f"{card} img", "src").endswith("/thumbnail?safe=false")
+        loaded(page, f"{card} img")
+        page.screenshot(path=str(ARTIFACTS / "safe-mode-revealed.png"), full_page=True)
+
+        page.uncheck("#safe-mode")  # safe mode off: every picture as it is
+        page.wait_for_selector("#safety-note:has-text('Safe mode is off')")
+        assert page.locator("#grid .unsafe-cover").count() == 0
+        assert page.get_attribute(f"{card} img", "src").endswith("/thumbnail?safe=false")
+        page.check("#safe-mode")  # and on again: covered again
+        page.wait_for_selector(f"{card} .unsafe-cover")
+
+
+@pytest.mark.browser
+def test_the_page_does_not_load_a_flagged_url_until_revealed(laion, chromium) -> None:
+    with serving(laion) as base:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(f"{base}/?q=pic")
+        page.wait_for_selector("#grid li.unsafe")
+        flagged = page.locator("#grid li.unsafe").first
+        assert "Not loaded until you choose" in flagged.locator(".unsafe-cover").inner_text()
+        assert flagged.locator(".placeholder").get_attribute("aria-label").startswith("Not loaded")
+        loaded(page, '#grid li img[src$="/1.png"]')  # a safe item loads from its site
+        assert not [u for u in requested if u.endswith("/0.png")]
+        page.screenshot(path=str(ARTIFACTS / "safe-mode-url-only.png"))
+        flagged.locator(".reveal").click()
+        loaded(page, '#grid li img[src$="/0.png"]')
+        assert [u for u in requested if u.endswith("/0.png")]
