@@ -10,6 +10,9 @@ import json
 import shutil
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +28,7 @@ from hibt.indexer.build import build_index
 from hibt.indexer.store import Store, Thumbnails
 from hibt.server.app import open_app
 from hibt.server.engine import Engine
-from tests.conftest import serving, tiny_settings
+from tests.conftest import free_port, tiny_settings
 from tests.datagen import drawing, save, write_published
 from tests.test_embeddings import Quiet
 from tests.test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
@@ -249,6 +252,27 @@ def test_an_index_built_before_scores_opens_and_says_it_has_none(built, tmp_path
 
 
 # --- the page ------------------------------------------------------------------------------
+@contextmanager
+def in_process(index_dir: Path, embedder) -> Iterator[str]:
+    """The service on a loopback port in this process (no second torch start-up); yields
+    its base URL."""
+    import uvicorn
+
+    app = open_app(index_dir, tiny_settings(), embedder)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def chromium():
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -266,10 +290,12 @@ def loaded(page, selector: str) -> None:
 
 
 @pytest.mark.browser
-def test_the_page_blurs_a_flagged_result_until_the_user_reveals_it(flagged, chromium) -> None:
+def test_the_page_blurs_a_flagged_result_until_the_user_reveals_it(
+    flagged, chromium, embedder
+) -> None:
     index_dir, flagged_id = flagged
     card = f'#grid li[data-id="{flagged_id}"]'
-    with serving(index_dir) as base:
+    with in_process(index_dir, embedder) as base:
         page = chromium.new_page(viewport={"width": 1280, "height": 900})
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
@@ -311,8 +337,8 @@ def test_the_page_blurs_a_flagged_result_until_the_user_reveals_it(flagged, chro
 
 
 @pytest.mark.browser
-def test_the_page_does_not_load_a_flagged_url_until_revealed(laion, chromium) -> None:
-    with serving(laion) as base:
+def test_the_page_does_not_load_a_flagged_url_until_revealed(laion, chromium, embedder) -> None:
+    with in_process(laion, embedder) as base:
         page = chromium.new_page(viewport={"width": 1280, "height": 900})
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
