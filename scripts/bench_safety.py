@@ -2,7 +2,8 @@
 index as an index built before scores were kept (their columns dropped) in the same run.
 
 Builds N generated JPEGs with the tiny test model (so that the query's own cost, not the
-text encoder's, is what is timed) with scoring on, flags one item in ten by writing a
+text encoder's, is what is timed) with scoring off and on (the build's slowdown where the
+decoders, not the encoder, are the bottleneck), flags one item in ten by writing a
 score into its row (no explicit image is used), then times `Engine.search_text` for each
 configuration in turn, round after round, so that other load on the machine falls on all
 alike. Also prints the build's own scoring figures from its manifest.
@@ -85,6 +86,10 @@ def main() -> None:
     embedder = Embedder(ModelSpec(TINY_MODEL))
     base = {"model": TINY_MODEL, "pretrained": None}
     started = time.perf_counter()
+    unscored = Settings(**base, nsfw_scoring=False)
+    build_index(work / "images", work / "unscored", embedder, unscored)
+    seconds_unscored = time.perf_counter() - started
+    started = time.perf_counter()
     result = build_index(work / "images", work / "index", embedder, Settings(**base))
     seconds = time.perf_counter() - started
     before = as_built_before(work / "index", work / "before")
@@ -111,7 +116,11 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"CPU: {cpu_model()}; {args.images} images, tiny model; peak RSS {peak:.0f} MB")
     safety = result.manifest.safety
-    print(f"build with scoring: {seconds:.1f} s, {safety.scored} images scored by {safety.model}")
+    print(
+        f"build with scoring: {seconds:.1f} s, {safety.scored} images scored by {safety.model}; "
+        f"without: {seconds_unscored:.1f} s ({seconds / seconds_unscored:.2f}x with a model too "
+        "small to hide the decoders' extra work)"
+    )
     print(f"{flagged} items flagged by an injected score; text queries, k={args.k}\n")
     reference = float(np.percentile(times["built before scores"], 50))
     print(f"{'configuration':<22} {'p50 ms':>8} {'p99 ms':>8} {'p50 ratio':>10}")
