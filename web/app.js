@@ -343,7 +343,8 @@ function card(result, index) {
     el("span", { class: "caption", text: caption }),
     el("span", { text: `by ${result.artist || "unknown artist"}` }),
     el("span", { class: "muted", text: `Licence: ${result.license || "unknown"}` }),
-    link ? el("a", { href: link, rel: "noopener noreferrer nofollow", target: "_blank", text: "Source" })
+    link ? el("a", { href: link, rel: "noopener noreferrer nofollow", target: "_blank",
+      text: result.unsafe ? "Source (may be explicit)" : "Source" })
       : el("span", { class: "muted", text: `Source: ${result.source}` }),
     el("span", { class: "muted", text: scoreLine(result) }),
   );
