@@ -118,6 +118,11 @@ def index(
         f"skipped {m.counts.skipped} (see {out / 'report.json'}); "
         f"{m.counts.duplicate_groups} distinct after grouping near-duplicates"
     )
+    typer.echo(
+        f"safety scores: {m.safety.scored} items ({', '.join(sorted(m.safety.sources))})"
+        if m.safety
+        else "safety scores: none (nothing will be blurred or hidden)"
+    )
 
 
 def warn_if_not_semantic(index_dir: Path) -> None:
@@ -165,6 +170,7 @@ def print_results(response) -> None:
         typer.echo(f"{counts.name_match} items name '{response.query}'")
     for rank, r in enumerate(response.results, 1):
         extra = f" sim={r.copy_similarity:.3f}" if r.copy_similarity is not None else ""
+        extra += " UNSAFE" if r.unsafe else ""
         typer.echo(
             f"{rank:3d}. [{r.match}{extra}] {r.score:.3f}  {r.caption[:70]!r}  "
             f"by {r.artist or 'unknown'}  ({r.license or 'licence unknown'})  {r.source}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -68,6 +69,16 @@ class Settings(BaseSettings):
     # upload is called a likely copy of one from this CLIP image-embedding cosine up. Not
     # calibrated here (no real weights can be loaded); clip-retrieval deduplicates at 0.94.
     likely_copy_min_similarity: float = 0.95
+
+    # --- safety (indexer/nsfw.py, server/safety.py, docs/safety.md) ------------------------
+    # Score every image with local bytes with open_nsfw at build time (published embeddings
+    # take LAION's punsafe/NSFW columns whatever this says).
+    nsfw_scoring: bool = True
+    # Items scoring this or more are flagged: blurred in safe mode, hidden with hide_unsafe.
+    # 0.5 is the classifier package's default and clip-retrieval's for LAION's punsafe;
+    # open_nsfw's authors call < 0.2 safe and > 0.8 explicit with high probability.
+    unsafe_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    hide_unsafe: bool = False  # hide flagged items from every answer instead of blurring
 
     # --- serving -------------------------------------------------------------------------
     max_upload_bytes: int = 20_000_000

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from hibt.config import Settings
 from hibt.errors import BuildError, IndexUnreadable
 from hibt.indexer import index_format as fmt
-from hibt.indexer import integrity, space
+from hibt.indexer import integrity, nsfw, space
 from hibt.indexer.copies.fingerprint import (
     COLOUR_BYTES,
     DESCRIPTOR_DIM,
@@ -68,6 +68,7 @@ CONTENT_SETTINGS = {
     "faiss_factory",
     "duplicate_group_min_similarity",
     "duplicate_group_max_colour",
+    "nsfw_scoring",
 }
 
 
@@ -175,7 +176,10 @@ class Builder:
             working_size=settings.working_size,
             thumbnail_size=settings.thumbnail_size,
             model_image_size=embedder.image_size,
+            score_nsfw=settings.nsfw_scoring,
         )
+        if settings.nsfw_scoring:
+            nsfw.bundled_model()  # a missing classifier stops the build here, not per image
         self.build_key = self.key_of(code_digest())
 
     def key_of(self, code: str) -> str:
@@ -439,6 +443,7 @@ class Builder:
         self.store.build_indexes()
         skipped = self.store.skipped()
         with_caption = self.store.count_with_caption()
+        safety = self.safety_info()
         started = float(self.store.get_state("started_at", str(time.time())))
         self.store.commit()
         fault_point(self.settings, "indexes_written")
@@ -463,6 +468,7 @@ class Builder:
             built_at=fmt.now_iso(),
             build_seconds=round(time.time() - started, 1),
             content_key=self.key,
+            safety=safety,
         )
         (self.stage / fmt.REPORT).write_text(
             json.dumps({"counts": manifest.counts.model_dump(), "skipped": skipped}, indent=2)
@@ -498,6 +504,14 @@ class Builder:
         return n * (2 * row + 2 * space.index_bytes_per_vector(dim, factory))
 
     kind: fmt.Kind = "images"
+
+    def safety_info(self) -> fmt.Safety | None:
+        """Who scored how many items; None when nothing was scored."""
+        sources = self.store.safety_sources()
+        if not sources:
+            return None
+        model = nsfw.model_version() if nsfw.OPEN_NSFW in sources else None
+        return fmt.Safety(scored=sum(sources.values()), sources=sources, model=model)
 
     def fingerprint_scheme(self) -> str:
         return f"dct{DESCRIPTOR_DIM}+phash{HASH_BITS} x {INDEX_VARIANTS}"
@@ -607,6 +621,8 @@ def item_row(idx: int, record: Record, decoded: Decoded) -> dict:
         "height": decoded.height,
         "sha256": decoded.sha256,
         "extra": "",
+        "nsfw": decoded.nsfw,
+        "nsfw_source": nsfw.OPEN_NSFW if decoded.nsfw is not None else None,
     }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hibt.indexer import nsfw
 from hibt.indexer.copies.fingerprint import index_fingerprints
 from hibt.indexer.images import BadImage, decode, read_bytes, thumbnail_jpeg
 from hibt.indexer.model_input import resize_center_crop
@@ -23,6 +24,7 @@ class DecodeOptions:
     working_size: int
     thumbnail_size: int
     model_image_size: int
+    score_nsfw: bool = False  # run the safety classifier (indexer/nsfw.py) on each image
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Decoded:
     width: int
     height: int
     sha256: str
+    nsfw: float | None = None  # open_nsfw's P(explicit); None when not scored
 
 
 def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
@@ -53,6 +56,7 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
             width=loaded.width,
             height=loaded.height,
             sha256=hashlib.sha256(data).hexdigest(),
+            nsfw=nsfw.classifier().score(loaded.image) if opts.score_nsfw else None,
         )
     except BadImage as exc:
         return exc.reason

@@ -76,6 +76,14 @@ class FileInfo(BaseModel):
     dtype: str | None = None
 
 
+class Safety(BaseModel):
+    """Who scored how many items for explicit content (indexer/nsfw.py)."""
+
+    scored: int
+    sources: dict[str, int]  # items per source: open_nsfw, laion:punsafe, laion:NSFW
+    model: str | None = None  # the classifier's name and package version, when it ran
+
+
 class Manifest(BaseModel):
     format_version: int
     tool_version: str
@@ -96,6 +104,9 @@ class Manifest(BaseModel):
     content_key: str | None = None
     # Every other file of the directory (relative path -> FileInfo); None before format 7.
     files: dict[str, FileInfo] | None = None
+    # None: no item has a safety score (an index built before they were kept, a build with
+    # scoring off, published metadata without punsafe/NSFW): nothing is flagged.
+    safety: Safety | None = None
 
     def write(self, directory: Path) -> None:
         """Written last, through a rename: its presence marks a complete index."""

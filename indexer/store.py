@@ -34,7 +34,12 @@ ITEM_COLUMNS = (
     "extra",
     "dup_group",
     "dup_count",
+    "nsfw",
+    "nsfw_source",
 )
+# Columns added since the first format, with their definitions: an index built before
+# lacks them (its reads see NULL), and a store opened for writing gains them.
+LATER_COLUMNS = {"nsfw": "REAL", "nsfw_source": "TEXT"}
 FTS_COLUMNS = ("artist", "title", "caption", "keywords", "source", "url")
 
 SCHEMA = """
@@ -57,7 +62,9 @@ CREATE TABLE IF NOT EXISTS items (
     sha256 TEXT NOT NULL,
     extra TEXT NOT NULL DEFAULT '',
     dup_group INTEGER,
-    dup_count INTEGER NOT NULL DEFAULT 1
+    dup_count INTEGER NOT NULL DEFAULT 1,
+    nsfw REAL,  -- P(explicit), indexer/nsfw.py; NULL: not scored
+    nsfw_source TEXT  -- who gave it: open_nsfw, laion:punsafe, laion:NSFW
 );
 CREATE TABLE IF NOT EXISTS skipped (
     key TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL
@@ -71,6 +78,7 @@ FTS_SCHEMA = f"""
 CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
 CREATE INDEX IF NOT EXISTS items_host ON items(host);
 CREATE INDEX IF NOT EXISTS items_site ON items(site);
+CREATE INDEX IF NOT EXISTS items_nsfw ON items(nsfw);
 DROP TABLE IF EXISTS items_fts;
 CREATE VIRTUAL TABLE items_fts USING fts5(
     {", ".join(FTS_COLUMNS)}, content='items', content_rowid='idx',
@@ -84,6 +92,14 @@ INSERT INTO items_fts(items_fts) VALUES('rebuild');
 BM25_WEIGHTS = (10.0, 4.0, 2.0, 1.0, 1.0, 1.0)
 ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"
 BUILD_CACHE_KB = 256 * 1024
+
+
+def item_select(present: set[str]) -> str:
+    """The SELECT of ITEM_COLUMNS, with NULL for a later column the file does not have."""
+    columns = [c if c in present else f"NULL AS {c}" for c in ITEM_COLUMNS]
+    return f"SELECT {', '.join(columns)} FROM items"
+
+
 IN_LIST = "IN (SELECT value FROM json_each(?))"  # one bound JSON array, any length
 
 
@@ -99,6 +115,14 @@ def connect(path: Path, readonly: bool, schema: str) -> sqlite3.Connection:
     return conn
 
 
+def add_later_columns(conn: sqlite3.Connection) -> None:
+    """Bring an older store up to the schema (a staged build or an index being added to)."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
+    for name, kind in LATER_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
+
+
 def as_json(values: Iterable) -> str:
     return json.dumps(list(values))
 
@@ -108,10 +132,15 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        present = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
+        self.has_safety = "nsfw" in present  # False in an index built before safety scores
+        self.select = item_select(present)
 
     @classmethod
     def open(cls, path: Path, readonly: bool = False) -> Store:
         conn = connect(path, readonly, SCHEMA)
+        if not readonly:
+            add_later_columns(conn)
         conn.row_factory = sqlite3.Row
         return cls(conn)
 
@@ -155,6 +184,13 @@ class Store:
             ((int(g), int(counts[g]), i) for i, g in enumerate(groups)),
         )
 
+    def set_safety(self, scores: Iterable[tuple[int, float | None, str | None]]) -> None:
+        """(idx, score, source) of items scored after they were written."""
+        self.conn.executemany(
+            "UPDATE items SET nsfw = ?, nsfw_source = ? WHERE idx = ?",
+            ((score, source, idx) for idx, score, source in scores),
+        )
+
     def build_indexes(self) -> None:
         """The lookup indexes and the FTS5 name index, made once after the bulk inserts (an
         index kept up to date row by row slows a large build several times over)."""
@@ -171,15 +207,15 @@ class Store:
         if not idxs:
             return {}
         rows = self.conn.execute(
-            f"{ITEM_SELECT} WHERE idx {IN_LIST}", (as_json(int(i) for i in idxs),)
+            f"{self.select} WHERE idx {IN_LIST}", (as_json(int(i) for i in idxs),)
         ).fetchall()
         return {row["idx"]: row for row in rows}
 
     def by_id(self, item_id: str) -> sqlite3.Row | None:
-        return self.conn.execute(f"{ITEM_SELECT} WHERE id = ?", (item_id,)).fetchone()
+        return self.conn.execute(f"{self.select} WHERE id = ?", (item_id,)).fetchone()
 
     def by_ids(self, ids: Sequence[str]) -> dict[str, sqlite3.Row]:
-        rows = self.conn.execute(f"{ITEM_SELECT} WHERE id {IN_LIST}", (as_json(ids),))
+        rows = self.conn.execute(f"{self.select} WHERE id {IN_LIST}", (as_json(ids),))
         return {r["id"]: r for r in rows}
 
     def idxs_by_sha256(self, sha256: str) -> list[int]:
@@ -190,7 +226,7 @@ class Store:
     def in_site(self, low: str, high: str, limit: int = -1, offset: int = 0) -> list[sqlite3.Row]:
         """Items whose site key is in [low, high) (records.site_range), in site order."""
         return self.conn.execute(
-            f"{ITEM_SELECT} WHERE site >= ? AND site < ? ORDER BY site, idx LIMIT ? OFFSET ?",
+            f"{self.select} WHERE site >= ? AND site < ? ORDER BY site, idx LIMIT ? OFFSET ?",
             (low, high, limit, offset),
         ).fetchall()
 
@@ -256,6 +292,32 @@ class Store:
             "SELECT min(idx) AS idx, path FROM items WHERE path IS NOT NULL GROUP BY sha256 "
             "ORDER BY idx"
         ).fetchall()
+
+    def safety_sources(self) -> dict[str, int]:
+        """How many items each source of safety scores scored."""
+        if not self.has_safety:
+            return {}
+        rows = self.conn.execute(
+            "SELECT nsfw_source, count(*) FROM items WHERE nsfw IS NOT NULL GROUP BY nsfw_source"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def flagged_among(self, idxs: Sequence[int], threshold: float) -> set[int]:
+        """Which of these rows score ``threshold`` or more."""
+        if not self.has_safety or not idxs:
+            return set()
+        rows = self.conn.execute(
+            f"SELECT idx FROM items WHERE idx {IN_LIST} AND nsfw >= ?",
+            (as_json(int(i) for i in idxs), threshold),
+        )
+        return {r[0] for r in rows}
+
+    def count_flagged(self, threshold: float) -> int:
+        if not self.has_safety:
+            return 0
+        return self.conn.execute(
+            "SELECT count(*) FROM items WHERE nsfw >= ?", (threshold,)
+        ).fetchone()[0]
 
     def skipped(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT key, source, reason FROM skipped")]

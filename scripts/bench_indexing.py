@@ -6,7 +6,9 @@ measured separately. The baseline is the fp32 loop a tutorial would write: open,
 preprocess, encode images and captions batch by batch, save. hibt's side is the real
 `build_index` (it also computes hashes, thumbnails, SQLite and FAISS). Then the query side:
 text-query and image-query encode latency, p50 and p99, and the fast paths' agreement with
-fp32 (cosine similarity and nearest neighbours).
+fp32 (cosine similarity and nearest neighbours). The build runs twice, with and without the
+safety classifier (open_nsfw, indexer/nsfw.py), and the classifier's own throughput on one
+thread is timed on the same images.
 
     python scripts/bench_indexing.py --images 512
 """
@@ -88,12 +90,14 @@ def run_baseline(source: Path, batch: int) -> dict:
     return {"images": len(paths), "seconds": seconds, "peak_mb": peak_rss_mb()}
 
 
-def run_hibt(source: Path, precision: str) -> dict:
+def run_hibt(source: Path, precision: str, scoring: bool = True) -> dict:
     from hibt.config import RANDOM_WEIGHTS, Settings
     from hibt.indexer.build import build_index
     from hibt.indexer.model import Embedder, ModelSpec
 
-    settings = Settings(model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision)
+    settings = Settings(
+        model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision, nsfw_scoring=scoring
+    )
     embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision)
     out = Path(tempfile.mkdtemp()) / "index"
     started = time.perf_counter()
@@ -105,7 +109,22 @@ def run_hibt(source: Path, precision: str) -> dict:
         "seconds": seconds,
         "peak_mb": peak_rss_mb(),
         "precision": embedder.precision,
+        "scored": result.manifest.safety.scored if result.manifest.safety else 0,
     }
+
+
+def run_nsfw(source: Path) -> dict:
+    """The safety classifier alone, one thread, on images decoded as the build decodes them."""
+    from hibt.indexer import nsfw
+    from hibt.indexer.images import load_image
+
+    images = [load_image(p, 10**9, 10**9, 1024).image for p in sorted(source.glob("*.jpg"))]
+    classifier = nsfw.classifier()
+    classifier.score(images[0])  # first-call set-up is not throughput
+    started = time.perf_counter()
+    scores = [classifier.score(image) for image in images]
+    seconds = time.perf_counter() - started
+    return {"images": len(images), "seconds": seconds, "max_score": max(scores)}
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -167,7 +186,9 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "baseline":
         print(json.dumps(run_baseline(args.source, args.batch)))
     elif args.child == "hibt":
-        print(json.dumps(run_hibt(args.source, args.precision)))
+        print(json.dumps(run_hibt(args.source, args.precision, not args.no_scoring)))
+    elif args.child == "nsfw":
+        print(json.dumps(run_nsfw(args.source)))
     else:
         print(json.dumps(query_side(args.source, args.reps)))
 
@@ -201,6 +222,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--query-only", action="store_true", help="skip the indexing runs")
+    parser.add_argument("--no-scoring", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -217,16 +239,21 @@ def main() -> None:
         f"{resolve_precision('auto')}"
     )
     if not args.query_only:
-        print_indexing(spawn("baseline", args), spawn("hibt", args, "--precision", args.precision))
+        base = spawn("baseline", args)
+        ours = spawn("hibt", args, "--precision", args.precision)
+        unscored = spawn("hibt", args, "--precision", args.precision, "--no-scoring")
+        print_indexing(base, ours, unscored)
+        print_scoring(spawn("nsfw", args), ours, unscored)
     print_query(spawn("query", args))
 
 
-def print_indexing(base: dict, ours: dict) -> None:
+def print_indexing(base: dict, ours: dict, unscored: dict) -> None:
     print(f"\nindexing {base['images']} JPEGs with {MODEL} (random weights), images + captions")
     print(f"{'pipeline':<34} {'img/s':>8} {'seconds':>8} {'peak MB':>8}")
     for name, r in (
         ("open_clip fp32 loop (baseline)", base),
         (f"hibt build ({ours['precision']})", ours),
+        (f"hibt build ({ours['precision']}), no scoring", unscored),
     ):
         print(
             f"{name:<34} {r['images'] / r['seconds']:8.1f} {r['seconds']:8.1f} {r['peak_mb']:8.0f}"
@@ -234,6 +261,16 @@ def print_indexing(base: dict, ours: dict) -> None:
     print(
         f"speed-up: {base['seconds'] / ours['seconds'] * ours['images'] / base['images']:.2f}x "
         "(hibt also hashes, thumbnails and writes SQLite + FAISS)"
+    )
+
+
+def print_scoring(alone: dict, ours: dict, unscored: dict) -> None:
+    print(
+        f"\nsafety classifier (open_nsfw, onnxruntime, 1 thread): "
+        f"{alone['images'] / alone['seconds']:.1f} img/s alone (highest score on these "
+        f"generated images: {alone['max_score']:.3f}); build with scoring takes "
+        f"{ours['seconds'] / unscored['seconds']:.2f}x the build without "
+        f"({ours['scored']} images scored)"
     )
 
 

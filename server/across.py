@@ -17,6 +17,7 @@ from hibt.config import Settings
 from hibt.errors import QueryError
 from hibt.server import answers, schemas
 from hibt.server.catalogue import Catalogue, Served
+from hibt.server.safety import Safe
 
 COPY_KINDS = ("exact_copy", "near_copy", "likely_copy")
 Names = Annotated[
@@ -88,6 +89,7 @@ def router(
         q: Annotated[str, Query(description="Words, a caption, or an artist's name")],
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = 20,
         indices: Names = None,
+        safe: Safe = True,
     ) -> schemas.MultiSearchResponse:
         """A text searched in every index (or those named): each index's answer, and which
         of them name it. The text is embedded once per distinct model."""
@@ -97,7 +99,7 @@ def router(
         vectors = catalogue.text_vectors(query, among)
         out, named = [], {}
         for s in among:
-            response = s.engine.search_text(query, k, vector=vectors[s.name])
+            response = s.engine.search_text(query, k, vector=vectors[s.name], safe=safe)
             if response.counts.name_match:
                 named[s.name] = response.counts.name_match
             out.append(schemas.IndexAnswer(index=s.name, found_copy=False, response=response))
@@ -115,6 +117,7 @@ def router(
         image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF")],
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = 20,
         indices: Names = None,
+        safe: Safe = True,
     ) -> schemas.MultiSearchResponse:
         """An image searched in every index (or those named): each index's copy verdict
         and results, and a summary such as 'exact copy in 2 of 3 datasets'."""
@@ -123,7 +126,7 @@ def router(
         data = read_upload(image, settings.max_upload_bytes)
         out, found = [], {}
         for s in among:
-            response = s.engine.search_image(data, k)
+            response = s.engine.search_image(data, k, safe=safe)
             kind = best_copy(response)
             if kind:
                 found[s.name] = kind

@@ -16,6 +16,7 @@ from hibt.errors import QueryError
 from hibt.indexer.store import FTS_COLUMNS
 from hibt.server import schemas
 from hibt.server.names import contains_phrase, normalise_tokens
+from hibt.server.safety import Safety, blurred
 
 if TYPE_CHECKING:
     from hibt.server.engine import Engine
@@ -46,6 +47,7 @@ class Page:
     verdict: str | None
     started: float
     return_vectors: bool = False
+    safe: bool = True  # safe mode: flagged items' pictures blurred or withheld (safety.py)
 
 
 def respond(
@@ -58,6 +60,7 @@ def respond(
     else:
         shown = ranked[: page.k]
     phrase = normalise_tokens(page.query) if page.query_type == "text" else []
+    shaped = results(engine, shown, page.vector, phrase, page.return_vectors, page.safe)
     return schemas.SearchResponse(
         query=page.query,
         query_type=page.query_type,
@@ -68,7 +71,9 @@ def respond(
         offset=page.offset,
         k=page.k,
         next_offset=page.offset + page.k if more else None,
-        results=results(engine, shown, page.vector, phrase, page.return_vectors),
+        results=shaped,
+        safe=page.safe,
+        unsafe_results=sum(r.unsafe for r in shaped),
         took_ms=round((time.perf_counter() - page.started) * 1000, 2),
     )
 
@@ -79,6 +84,7 @@ def results(
     vector: np.ndarray | None,
     phrase: list[str],
     return_vectors: bool,
+    safe: bool = True,
 ) -> list[schemas.Result]:
     index = engine.index
     rows = index.store().items([c.idx for c in shown])
@@ -96,7 +102,9 @@ def results(
         row = rows[cand.idx]
         fields = [f for f in FTS_COLUMNS if phrase and contains_phrase(row[f], phrase)]
         vec = index.image_vectors[cand.idx].astype(float).tolist() if return_vectors else None
-        result = result_of(row, cand, score_of.get(cand.idx), fields, vec, engine.link_query)
+        result = result_of(
+            row, cand, score_of.get(cand.idx), fields, vec, engine.safety, safe, engine.link_query
+        )
         result.opt_out = opted.get(row["id"])
         out.append(result)
     return out
@@ -108,11 +116,14 @@ def result_of(
     score: float | None,
     fields: list[str],
     vector: list[float] | None,
+    safety: Safety,
+    safe: bool,
     link_query: str = "",
 ) -> schemas.Result:
     """``link_query``: what the server's own links to the item need to name its index."""
     local = row["path"] is not None or row["sha256"] != ""  # an image file was indexed
-    ours = f"/api/items/{row['id']}"
+    flagged = safety.flagged(row)
+    thumbnail_url, image_url = picture_urls(row, local, flagged, safe, link_query)
     # Rows of the index's own store: validating a thousand of them per answer cost a third
     # of a 1,000-result query.
     return schemas.Result.model_construct(
@@ -131,12 +142,33 @@ def result_of(
         width=row["width"],
         height=row["height"],
         duplicates=row["dup_count"],
-        thumbnail_url=f"{ours}/thumbnail{link_query}" if local else row["url"],
-        image_url=f"{ours}/image{link_query}" if local else row["url"],
+        thumbnail_url=thumbnail_url,
+        image_url=image_url,
         url_only=not local,
+        unsafe=flagged,
+        nsfw_score=row["nsfw"],
+        nsfw_source=row["nsfw_source"],
         extra=json.loads(row["extra"]) if row["extra"] else {},
         vector=vector,
     )
+
+
+def picture_urls(
+    row: sqlite3.Row, local: bool, flagged: bool, safe: bool, link_query: str = ""
+) -> tuple[str | None, str | None]:
+    """(thumbnail, image) URLs. A flagged item in safe mode gets only its thumbnail, which
+    the server blurs, or nothing to load when it is known only by URL; out of safe mode its
+    own URLs carry safe=false, so the server sends them as they are. ``link_query`` names
+    the item's index when the server has several."""
+    ours = f"/api/items/{row['id']}"
+    if not local:
+        return (None, None) if flagged and safe else (row["url"], row["url"])
+    if not flagged:
+        return f"{ours}/thumbnail{link_query}", f"{ours}/image{link_query}"
+    if safe:
+        return f"{ours}/thumbnail{link_query}", None
+    query = f"{link_query}&safe=false" if link_query else "?safe=false"
+    return f"{ours}/thumbnail{query}", f"{ours}/image{query}"
 
 
 def copy_verdict(
@@ -184,15 +216,17 @@ def model_summary(engine: Engine) -> schemas.ModelSummary:
 
 # --- items ---------------------------------------------------------------------------------
 def row_by_id(engine: Engine, item_id: str) -> sqlite3.Row:
+    """The item's row; an item the operator hides as flagged is no item to any client."""
     row = engine.index.store().by_id(item_id)
-    if row is None:
+    if row is None or (engine.safety.hide and engine.safety.flagged(row)):
         raise QueryError(f"no item with id {item_id!r}", 404)
     return row
 
 
-def item(engine: Engine, item_id: str) -> schemas.ItemDetail:
+def item(engine: Engine, item_id: str, safe: bool = True) -> schemas.ItemDetail:
     row = row_by_id(engine, item_id)
-    base = result_of(row, Candidate(row["idx"], "similar"), 1.0, [], None, engine.link_query)
+    cand = Candidate(row["idx"], "similar")
+    base = result_of(row, cand, 1.0, [], None, engine.safety, safe, engine.link_query)
     return schemas.ItemDetail(
         **base.model_dump(),
         key=row["key"],
@@ -202,17 +236,26 @@ def item(engine: Engine, item_id: str) -> schemas.ItemDetail:
     )
 
 
-def thumbnail(engine: Engine, item_id: str) -> bytes:
+def thumbnail(engine: Engine, item_id: str, safe: bool = True) -> bytes:
+    """The stored thumbnail; blurred in safe mode when the item is flagged, however it was
+    asked for."""
     row = row_by_id(engine, item_id)
     jpeg = engine.index.thumbnails().get(row["idx"]) if engine.index.has_images else None
     if jpeg is None:
         raise QueryError("this item has no thumbnail", 404)
-    return jpeg
+    return blurred(jpeg) if safe and engine.safety.flagged(row) else jpeg
 
 
-def original_path(engine: Engine, item_id: str) -> Path:
-    """The indexed file, from the index's own record: never a path a client sent."""
+def original_path(engine: Engine, item_id: str, safe: bool = True) -> Path:
+    """The indexed file, from the index's own record: never a path a client sent. Refused
+    in safe mode when the item is flagged."""
     row = row_by_id(engine, item_id)
+    if safe and engine.safety.flagged(row):
+        raise QueryError(
+            "this image may be explicit (its safety score is at or above "
+            f"{engine.safety.threshold}); ask again with safe=false to see it",
+            403,
+        )
     path = Path(row["path"]) if row["path"] else None
     if path is None or not path.is_file():
         raise QueryError("the original file is not available on this server", 404)
@@ -233,4 +276,8 @@ def stats(engine: Engine) -> schemas.Stats:
         fingerprint=m.fingerprint,
         built_at=m.built_at,
         format_version=m.format_version,
+        safety=engine.safety.describe(engine.index.store()),
+        safety_scored=m.safety.scored if m.safety else 0,
+        unsafe_threshold=engine.safety.threshold,
+        hide_unsafe=engine.safety.hide,
     )

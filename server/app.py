@@ -21,10 +21,12 @@ from hibt.server.optouts import OptOuts, registry_path
 from hibt.server.ratelimit import RateLimiter
 from hibt.server.registry import Registry
 from hibt.server.removals import Removals, read_keys
+from hibt.server.safety import Safe
 
 WEB_DIR = Path(str(files("hibt.web")))
 ERRORS = {
     400: {"model": schemas.ErrorBody},
+    403: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
     413: {"model": schemas.ErrorBody},
     415: {"model": schemas.ErrorBody},
@@ -108,8 +110,9 @@ def create_app(
         target: Annotated[str, Query(pattern="^(images|captions)$")] = "images",
         collapse: bool = True,
         index: IndexName = None,
+        safe: Safe = True,
     ) -> schemas.SearchResponse:
-        return catalogue.engine(index).search_text(q, k, offset, target, collapse)
+        return catalogue.engine(index).search_text(q, k, offset, target, collapse, safe=safe)
 
     @app.get("/api/search/site", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_site(
@@ -119,8 +122,9 @@ def create_app(
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
         offset: Annotated[int, Query(ge=0)] = 0,
         index: IndexName = None,
+        safe: Safe = True,
     ) -> schemas.SearchResponse:
-        return catalogue.engine(index).search_site(site, k, offset)
+        return catalogue.engine(index).search_site(site, k, offset, safe)
 
     @app.post("/api/search/batch", response_model=schemas.BatchResponse, responses=ERRORS)
     def search_batch(
@@ -128,7 +132,7 @@ def create_app(
     ) -> schemas.BatchResponse:
         chosen = catalogue.engine(index)
         return schemas.BatchResponse(
-            responses=[chosen.search_text(q, body.k) for q in body.queries]
+            responses=[chosen.search_text(q, body.k, safe=body.safe) for q in body.queries]
         )
 
     @app.post("/api/search/image", response_model=schemas.SearchResponse, responses=ERRORS)
@@ -138,29 +142,32 @@ def create_app(
         offset: Annotated[int, Query(ge=0)] = 0,
         collapse: bool = True,
         index: IndexName = None,
+        safe: Safe = True,
     ) -> schemas.SearchResponse:
         data = read_upload(image, settings.max_upload_bytes)
-        return catalogue.engine(index).search_image(data, k, offset, collapse)
+        return catalogue.engine(index).search_image(data, k, offset, collapse, safe)
 
     @app.post("/api/search/vector", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_vector(body: schemas.VectorQuery, index: IndexName = None) -> schemas.SearchResponse:
         return catalogue.engine(index).search_vector(body)
 
     @app.get("/api/items/{item_id}", response_model=schemas.ItemDetail, responses=ERRORS)
-    def item(item_id: str, index: IndexName = None) -> schemas.ItemDetail:
-        return catalogue.engine(index).item(item_id)
+    def item(item_id: str, index: IndexName = None, safe: Safe = True) -> schemas.ItemDetail:
+        return catalogue.engine(index).item(item_id, safe)
 
     @app.get("/api/items/{item_id}/thumbnail", responses=ERRORS)
-    def thumbnail(item_id: str, index: IndexName = None) -> Response:
+    def thumbnail(item_id: str, index: IndexName = None, safe: Safe = True) -> Response:
+        """In safe mode a flagged item's thumbnail is blurred here, however it is asked for."""
         return Response(
-            catalogue.engine(index).thumbnail(item_id),
+            catalogue.engine(index).thumbnail(item_id, safe),
             media_type="image/jpeg",
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
     @app.get("/api/items/{item_id}/image", responses=ERRORS)
-    def original(item_id: str, index: IndexName = None) -> FileResponse:
-        return FileResponse(catalogue.engine(index).original_path(item_id))
+    def original(item_id: str, index: IndexName = None, safe: Safe = True) -> FileResponse:
+        """Refused (403) in safe mode when the item is flagged."""
+        return FileResponse(catalogue.engine(index).original_path(item_id, safe))
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:

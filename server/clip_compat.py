@@ -7,8 +7,9 @@ the named index (``/metadata`` takes those ids back). Search here is CLIP neares
 only, as clip-retrieval's is; copy detection and name matches are hibt's own API.
 
 Fields hibt cannot honour are accepted and ignored (docs/protocols.md): ``use_mclip``
-(no multilingual text tower), ``use_safety_model`` and ``use_violence_detector`` (no safety
-classifiers), ``aesthetic_score`` and ``aesthetic_weight`` (no aesthetic embeddings).
+(no multilingual text tower), ``use_violence_detector`` (no violence classifier),
+``aesthetic_score`` and ``aesthetic_weight`` (no aesthetic embeddings). ``use_safety_model``
+leaves out the items hibt's safety scores flag.
 ``image_url`` is fetched only when the operator turns it on (HIBT_CLIP_FETCH_IMAGE_URLS),
 and then never from private or loopback addresses, through redirects to them, or past the
 upload size limit.
@@ -38,7 +39,18 @@ from hibt.server.catalogue import Catalogue, Served
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT = 10.0
 # Fields a result always has, beside the item's published columns (its ``extra``).
-RESULT_FIELDS = ("caption", "url", "title", "artist", "license", "source", "width", "height")
+RESULT_FIELDS = (
+    "caption",
+    "url",
+    "title",
+    "artist",
+    "license",
+    "source",
+    "width",
+    "height",
+    "unsafe",
+    "nsfw_score",
+)
 
 
 class KnnRequest(BaseModel):
@@ -63,7 +75,11 @@ class KnnRequest(BaseModel):
     indice_name: str | None = Field(None, description="An index name from /indices-list")
     deduplicate: bool = Field(True, description="Keep one item per near-duplicate group")
     use_mclip: bool = Field(False, description="Ignored: no multilingual text model")
-    use_safety_model: bool = Field(False, description="Ignored: no safety classifier")
+    use_safety_model: bool = Field(
+        False,
+        description="Leave out items hibt's safety scores flag (server/safety.py), as "
+        "clip-retrieval's own back end does",
+    )
     use_violence_detector: bool = Field(False, description="Ignored: no violence classifier")
     aesthetic_score: int | str | None = Field(None, description="Ignored")
     aesthetic_weight: float | str | None = Field(None, description="Ignored")
@@ -225,6 +241,10 @@ class ClipService:
         # The engine's ranking without its other evidence: hidden items left out, one item
         # per duplicate group when deduplicating.
         neighbours = engine.rank([], vector, target, total, request.deduplicate)
+        if request.use_safety_model:
+            store, threshold = engine.index.store(), engine.safety.threshold
+            flagged = store.flagged_among([c.idx for c in neighbours], threshold)
+            neighbours = [c for c in neighbours if c.idx not in flagged]
         metadata = self.metadata_of(served, [c.idx for c in neighbours[:shown]])
         out = []
         for c in neighbours:
@@ -244,7 +264,11 @@ class ClipService:
         out = {}
         for idx, row in rows.items():
             link = engine.link_query
-            result = answers.result_of(row, Candidate(idx, "similar"), None, [], None, link)
+            # The protocol has no blurred pictures: a client leaves flagged items out with
+            # use_safety_model, or filters on the unsafe field itself.
+            result = answers.result_of(
+                row, Candidate(idx, "similar"), None, [], None, engine.safety, False, link
+            )
             meta = {**result.extra, **{f: getattr(result, f) for f in RESULT_FIELDS}}
             meta.update(
                 item_id=result.id,

@@ -28,6 +28,7 @@ from hibt.server import answers, schemas
 from hibt.server.answers import Candidate
 from hibt.server.index import OpenIndex
 from hibt.server.names import normalise_tokens
+from hibt.server.safety import Safety
 
 KIND_ORDER = {"exact_copy": 0, "near_copy": 1, "likely_copy": 1, "name_match": 2, "similar": 3}
 
@@ -62,6 +63,7 @@ class Engine:
         fmt.check_model(index.manifest, embedder.identity())
         self.index, self.settings, self.embedder = index, settings, embedder
         self.visibility = visibility or NoOptOuts()
+        self.safety = Safety(index.manifest.safety, settings)
         self.thresholds = CopyThresholds.from_settings(settings)
         # What links to this index's items need when it is served beside others (catalogue.py).
         self.link_query = ""
@@ -101,9 +103,11 @@ class Engine:
         target: str = "images",
         collapse: bool = True,
         vector: np.ndarray | None = None,
+        safe: bool = True,
     ) -> schemas.SearchResponse:
         """``vector``: the cleaned query's embedding, when the caller already has it (a
-        search over several indexes embeds a text once per model)."""
+        search over several indexes embeds a text once per model); ``safe``: safe mode, as
+        in every query (server/safety.py)."""
         started = time.perf_counter()
         query = self.check_text(query)
         self.check_page(k, offset)
@@ -117,13 +121,13 @@ class Engine:
             name_match=name_total, name_match_capped=name_total >= self.settings.max_count
         )
         sites = self.sites_of(phrase) if name_total else []
-        page = answers.Page(query, "text", vector, offset, k, counts, None, started)
+        page = answers.Page(query, "text", vector, offset, k, counts, None, started, safe=safe)
         response = answers.respond(self, ranked, page)
         response.sites = sites
         return response
 
     def search_image(
-        self, data: bytes, k: int, offset: int = 0, collapse: bool = True
+        self, data: bytes, k: int, offset: int = 0, collapse: bool = True, safe: bool = True
     ) -> schemas.SearchResponse:
         started = time.perf_counter()
         self.check_page(k, offset)
@@ -145,7 +149,7 @@ class Engine:
         ranked = self.rank(copies, vector, "images", offset + k, collapse)
         verdict = answers.copy_verdict(self, counts, blank, copies)
         desc = f"image upload ({loaded.width}x{loaded.height} {loaded.format})"
-        page = answers.Page(desc, "image", vector, offset, k, counts, verdict, started)
+        page = answers.Page(desc, "image", vector, offset, k, counts, verdict, started, safe=safe)
         return answers.respond(self, ranked, page)
 
     def search_vector(self, query: schemas.VectorQuery) -> schemas.SearchResponse:
@@ -169,10 +173,13 @@ class Engine:
             None,
             started,
             query.return_vectors,
+            query.safe,
         )
         return answers.respond(self, ranked, page)
 
-    def search_site(self, site: str, k: int, offset: int = 0) -> schemas.SearchResponse:
+    def search_site(
+        self, site: str, k: int, offset: int = 0, safe: bool = True
+    ) -> schemas.SearchResponse:
         """Every item from a domain (with its subdomains) or a folder of a site, in URL order:
         an artist's portfolio as the dataset holds it."""
         started = time.perf_counter()
@@ -183,24 +190,24 @@ class Engine:
             raise QueryError("give a site as a domain, optionally with a path: example.com/jane")
         store = self.index.store()
         rows = store.in_site(low, high, k + 1, offset)
-        hidden = self.visibility.hidden_among([r["idx"] for r in rows])
+        hidden = self.hidden_among([r["idx"] for r in rows])
         shown = [Candidate(r["idx"], "site_match") for r in rows if r["idx"] not in hidden]
         total = store.count_in_site(low, high, self.settings.max_count)
         counts = schemas.MatchCounts(
             site_match=total, site_match_capped=total >= self.settings.max_count
         )
-        page = answers.Page(site, "site", None, offset, k, counts, None, started)
+        page = answers.Page(site, "site", None, offset, k, counts, None, started, safe=safe)
         return answers.respond(self, shown, page, more=len(rows) > k)
 
     # --- items and statistics (shaped in answers.py) ----------------------------------
-    def item(self, item_id: str) -> schemas.ItemDetail:
-        return answers.item(self, item_id)
+    def item(self, item_id: str, safe: bool = True) -> schemas.ItemDetail:
+        return answers.item(self, item_id, safe)
 
-    def thumbnail(self, item_id: str) -> bytes:
-        return answers.thumbnail(self, item_id)
+    def thumbnail(self, item_id: str, safe: bool = True) -> bytes:
+        return answers.thumbnail(self, item_id, safe)
 
-    def original_path(self, item_id: str) -> Path:
-        return answers.original_path(self, item_id)
+    def original_path(self, item_id: str, safe: bool = True) -> Path:
+        return answers.original_path(self, item_id, safe)
 
     def stats(self) -> schemas.Stats:
         return answers.stats(self)
@@ -258,11 +265,18 @@ class Engine:
             pairs = self.knn(vector, target, count)
             similar = [Candidate(i, "similar", cosine=s, against=target) for i, s in pairs]
             candidates = strong + similar
-            hidden = self.visibility.hidden_among([c.idx for c in candidates])
+            hidden = self.hidden_among([c.idx for c in candidates])
             ranked = self.dedupe(candidates, collapse, hidden)
             if len(ranked) >= need or count >= self.n:
                 return ranked[:need]
             count = min(self.n, count * 4)
+
+    def hidden_among(self, idxs: list[int]) -> set[int]:
+        """Rows no answer shows: opted out or removed (the Visibility), or flagged unsafe
+        where the operator hides those."""
+        return self.visibility.hidden_among(idxs) | self.safety.hidden_among(
+            self.index.store(), idxs
+        )
 
     def dedupe(
         self, candidates: list[Candidate], collapse: bool, hidden: set[int]

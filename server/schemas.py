@@ -44,13 +44,29 @@ class Result(BaseModel):
     width: int
     height: int
     duplicates: int = Field(description="Near-identical images in the dataset, this one included")
-    thumbnail_url: str = Field(
+    thumbnail_url: str | None = Field(
         description="The server's thumbnail, or for an item known only by URL its source URL "
-        "(the server fetches nothing; the link may be dead)"
+        "(the server fetches nothing; the link may be dead). For an unsafe item in safe mode: "
+        "the server's blurred thumbnail, or none for an item known only by URL"
     )
-    image_url: str
+    image_url: str | None = Field(
+        description="The original (or the source URL); none for an unsafe item in safe mode"
+    )
     url_only: bool = Field(
         False, description="Known by URL and embedding only: no copy fingerprint, no thumbnail"
+    )
+    unsafe: bool = Field(
+        False,
+        description="Flagged as possibly explicit: its safety score is at or above the "
+        "server's threshold. Still listed and counted, and can be opted out",
+    )
+    nsfw_score: float | None = Field(
+        None, description="P(explicit) from 0 to 1; none when the item was not scored"
+    )
+    nsfw_source: str | None = Field(
+        None,
+        description="Who scored it: open_nsfw (the classifier, at build time), laion:punsafe "
+        "or laion:NSFW (the published columns)",
     )
     extra: dict = Field(
         default_factory=dict,
@@ -99,6 +115,12 @@ class SearchResponse(BaseModel):
         default_factory=list,
         description="Text queries: the hosts most name matches come from, with their counts",
     )
+    safe: bool = Field(
+        True,
+        description="Safe mode was on: unsafe items' pictures are blurred or withheld "
+        "(turn it off with safe=false)",
+    )
+    unsafe_results: int = Field(0, description="How many of these results are flagged unsafe")
     took_ms: float
 
 
@@ -108,11 +130,13 @@ class VectorQuery(BaseModel):
     offset: int = Field(0, ge=0)
     target: Literal["images", "captions"] = "images"
     return_vectors: bool = False
+    safe: bool = Field(True, description="Safe mode (see /api/search)")
 
 
 class BatchTextQuery(BaseModel):
     queries: list[str] = Field(min_length=1, max_length=64)
     k: int = Field(10, ge=1)
+    safe: bool = Field(True, description="Safe mode (see /api/search)")
 
 
 class BatchResponse(BaseModel):
@@ -138,6 +162,10 @@ class Stats(BaseModel):
     fingerprint: str
     built_at: str
     format_version: int
+    safety: str = Field(description="What was scored for explicit content, and what is done")
+    safety_scored: int = Field(0, description="Items with a safety score; 0: none scored")
+    unsafe_threshold: float
+    hide_unsafe: bool = Field(False, description="Flagged items are hidden from every answer")
 
 
 class Health(BaseModel):

@@ -117,4 +117,4 @@ def test_names_fold_as_fts5_does_on_both_paths() -> None:
         normalise_tokens("Zoë O'Brien") == normalise_tokens("ZOE o'brien") == ["zoe", "o", "brien"]
     )
     assert normalise_tokens("Straße_Ünïcode") == ["strasse", "unicode"]
-    assert contains_phrase("a drawing by Zoë O’Brien, 2021", ["zoe", "o", "brien"])
+    assert contains_phrase("a drawing by Zoë O\u2019Brien, 2021", ["zoe", "o", "brien"])

@@ -31,6 +31,9 @@ const state = {
   indices: [], // the server's indexes (/api/indices); several: the page searches them all
   index: "", // the one index to search, or "" for all of them
   generation: 0, // ignores answers to searches that were replaced by a newer one
+  safe: true, // safe mode asked for: the toggle on the page, on at every visit
+  answerSafe: true, // whether the answer shown was made in safe mode
+  revealed: new Set(), // keys (keyOf) of flagged results the user chose to see
 };
 
 function plural(n, one, many) {
@@ -112,6 +115,7 @@ async function loadStats() {
         "matched by embedding similarity (a likely copy, not a verified one), and names with " +
         "full-text search.";
     }
+    $("safety-line").hidden = stats.safety_scored > 0;
   } catch (error) {
     $("dataset-line").textContent = "";
     showError(error.message);
@@ -124,19 +128,24 @@ async function loadStats() {
 // the dataset holds from it; anything else is a name or words.
 const SITE = /^(https?:\/\/)?[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?(\/\S*)?$/i;
 
+// Safe mode is the server's default; only turning it off is said.
+function safeParam() {
+  return state.safe ? {} : { safe: "false" };
+}
+
 function searchUrl(offset) {
   if (SITE.test(state.query)) {
-    const params = new URLSearchParams({ site: state.query, k: PAGE_SIZE, offset, ...indexParam() });
+    const params = new URLSearchParams({ site: state.query, k: PAGE_SIZE, offset, ...indexParam(), ...safeParam() });
     return `/api/search/site?${params}`;
   }
-  const params = new URLSearchParams({ q: state.query, k: PAGE_SIZE, offset, ...indexParam() });
+  const params = new URLSearchParams({ q: state.query, k: PAGE_SIZE, offset, ...indexParam(), ...safeParam() });
   return `/api/search?${params}`;
 }
 
 async function imageRequest(offset) {
   const form = new FormData();
   form.append("image", state.file, state.file.name || "pasted-image");
-  const params = new URLSearchParams({ k: PAGE_SIZE, offset, ...indexParam() });
+  const params = new URLSearchParams({ k: PAGE_SIZE, offset, ...indexParam(), ...safeParam() });
   return fetchJSON(`/api/search/image?${params}`, { method: "POST", body: form });
 }
 
@@ -145,15 +154,15 @@ async function allRequest() {
   if (state.mode === "image") {
     const form = new FormData();
     form.append("image", state.file, state.file.name || "pasted-image");
-    return fetchJSON(`/api/search/image/all?k=${PER_DATASET}`, { method: "POST", body: form });
+    return fetchJSON(`/api/search/image/all?${new URLSearchParams({ k: PER_DATASET, ...safeParam() })}`, { method: "POST", body: form });
   }
   if (!SITE.test(state.query)) {
-    return fetchJSON(`/api/search/all?${new URLSearchParams({ q: state.query, k: PER_DATASET })}`);
+    return fetchJSON(`/api/search/all?${new URLSearchParams({ q: state.query, k: PER_DATASET, ...safeParam() })}`);
   }
   const answers = await Promise.all(state.indices.map(async (i) => ({
     index: i.name,
     found_copy: false,
-    response: await fetchJSON(`/api/search/site?${new URLSearchParams({ site: state.query, k: PER_DATASET, index: i.name })}`),
+    response: await fetchJSON(`/api/search/site?${new URLSearchParams({ site: state.query, k: PER_DATASET, index: i.name, ...safeParam() })}`),
   })));
   const found = answers.filter((a) => a.response.counts.site_match);
   const summary = found.length
@@ -229,6 +238,7 @@ function clearImage() {
 
 function clearResults() {
   state.results = [];
+  state.revealed.clear();
   state.nextOffset = null;
   $("grid").replaceChildren();
   $("datasets").replaceChildren();
@@ -241,10 +251,12 @@ function clearResults() {
 function render(response, append) {
   if (!append) {
     clearResults();
+    state.answerSafe = response.safe;
     renderSummary(response);
   }
   const start = state.results.length;
   state.results.push(...response.results);
+  renderSafety();
   const cards = response.results.map((result, i) => card(result, start + i));
   $("grid").append(...cards);
   state.nextOffset = response.next_offset;
@@ -349,7 +361,12 @@ function safeLink(url) {
   }
 }
 
+function placeholder(alt, text = "Image unavailable — the item is still in the dataset") {
+  return el("div", { class: "placeholder", role: "img", "aria-label": `${text}: ${alt}`, text });
+}
+
 function imageOrPlaceholder(src, alt, fallback = null) {
+  if (!src) return fallback ? imageOrPlaceholder(fallback, alt) : placeholder(alt);
   const img = el("img", { src, alt, loading: "lazy", decoding: "async" });
   img.addEventListener("error", function onError() {
     if (fallback && img.getAttribute("src") !== fallback) {
@@ -357,21 +374,87 @@ function imageOrPlaceholder(src, alt, fallback = null) {
       return;
     }
     img.removeEventListener("error", onError);
-    const placeholder = el("div", {
-      class: "placeholder",
-      role: "img",
-      "aria-label": `Image unavailable: ${alt}`,
-      text: "Image unavailable — the item is still in the dataset",
-    });
-    img.replaceWith(placeholder);
+    img.replaceWith(placeholder(alt));
   });
   return img;
 }
 
+// --- safe mode: flagged results stay listed, but their pictures wait for the user ---------
+
+// A flagged result of a safe-mode answer that the user has not chosen to see: its thumbnail
+// is the server's blurred one (or nothing, for an item known only by URL) and its image is
+// not requested.
+function isVeiled(result) {
+  return result.unsafe && state.answerSafe && !state.revealed.has(keyOf(result));
+}
+
+function thumbnailSrc(result) {
+  if (!result.unsafe || !state.answerSafe) return result.thumbnail_url;
+  return result.url_only ? result.url : `${result.thumbnail_url}?safe=false`;
+}
+
+function imageSrc(result) {
+  if (!result.unsafe || !state.answerSafe) return result.image_url;
+  return result.url_only ? result.url : `/api/items/${encodeURIComponent(result.id)}/image?safe=false`;
+}
+
+function veiledPicture(result, caption) {
+  if (!result.thumbnail_url) {
+    const empty = placeholder(caption, "");
+    empty.setAttribute("aria-label", `Not loaded, may be explicit: ${caption}`);
+    return empty;
+  }
+  const img = imageOrPlaceholder(result.thumbnail_url, `Blurred: ${caption}`);
+  img.classList.add("veiled");
+  return img;
+}
+
+function unsafeCover(index) {
+  const how = state.results[index].thumbnail_url ? "Blurred" : "Not loaded";
+  return el("div", { class: "unsafe-cover" },
+    el("p", { text: `May be explicit (nudity or sexual content). ${how} until you choose to see it.` }),
+    el("button", { type: "button", class: "reveal", text: "Show image", onclick: () => reveal(index) }));
+}
+
+function reveal(index) {
+  const result = state.results[index];
+  state.revealed.add(keyOf(result));
+  // one grid, or one per dataset when every dataset was searched
+  const old = document.querySelector(`li.card[data-id="${CSS.escape(keyOf(result))}"]`);
+  if (old) {
+    const fresh = card(result, index);
+    old.replaceWith(fresh);
+    if (!$("viewer").open) fresh.querySelector(".open").focus();
+  }
+  if ($("viewer").open && state.viewerIndex === index) openViewer(index);
+}
+
+function renderSafety() {
+  const flagged = state.results.filter((r) => r.unsafe).length;
+  const note = $("safety-note");
+  if (state.answerSafe) {
+    const [they, them] = flagged === 1 ? ["It is", "it"] : ["They are", "them"];
+    note.textContent = `${plural(flagged, "result may be explicit", "results may be explicit")}: ` +
+      `${they.toLowerCase()} covered until you choose to see ${them}. ${they} still listed, and you ` +
+      `can select ${them} for opt-out.`;
+  } else {
+    note.textContent = `Safe mode is off: ${plural(flagged, "result", "results")} that may be explicit ` +
+      `${flagged === 1 ? "is" : "are"} shown unblurred.`;
+  }
+  note.hidden = flagged === 0;
+}
+
+function changeSafeMode() {
+  state.safe = $("safe-mode").checked;
+  if ((state.mode === "text" && state.query) || (state.mode === "image" && state.file)) run(0);
+}
+
 function card(result, index) {
   const caption = result.caption || result.title || "(no caption)";
+  const veiled = isVeiled(result);
   const open = el("button", { type: "button", class: "open", "aria-label": `Open: ${caption}`,
-    onclick: () => openViewer(index) }, imageOrPlaceholder(result.thumbnail_url, caption));
+    onclick: () => openViewer(index) },
+  veiled ? veiledPicture(result, caption) : imageOrPlaceholder(thumbnailSrc(result), caption));
   const checkbox = el("input", { type: "checkbox", "aria-label": `Select for opt-out: ${caption}`,
     onchange: (event) => toggleSelected(result, event.target.checked) });
   checkbox.checked = state.selected.has(keyOf(result));
@@ -379,17 +462,20 @@ function card(result, index) {
   const meta = el("div", { class: "meta" },
     el("span", {}, el("span", { class: `badge ${result.match}`, text: KIND_LABEL[result.match] }),
       result.opt_out ? " " : null,
-      result.opt_out ? el("span", { class: "badge optout", text: OPT_OUT_LABEL[result.opt_out] }) : null),
+      result.opt_out ? el("span", { class: "badge optout", text: OPT_OUT_LABEL[result.opt_out] }) : null,
+      result.unsafe ? " " : null,
+      result.unsafe ? el("span", { class: "badge unsafe", text: "May be explicit" }) : null),
     el("span", { class: "caption", text: caption }),
     el("span", { text: `by ${result.artist || "unknown artist"}` }),
     el("span", { class: "muted", text: `Licence: ${result.license || "unknown"}` }),
-    link ? el("a", { href: link, rel: "noopener noreferrer nofollow", target: "_blank", text: "Source" })
+    link ? el("a", { href: link, rel: "noopener noreferrer nofollow", target: "_blank",
+      text: result.unsafe ? "Source (may be explicit)" : "Source" })
       : el("span", { class: "muted", text: `Source: ${result.source}` }),
     el("span", { class: "muted", text: scoreLine(result) }),
   );
-  return el("li", { class: `card${state.selected.has(keyOf(result)) ? " selected" : ""}`, "data-id": keyOf(result),
-    "data-match": result.match },
-  open, el("label", { class: "pick" }, checkbox, " select"), meta);
+  const classes = `card${state.selected.has(keyOf(result)) ? " selected" : ""}${result.unsafe ? " unsafe" : ""}`;
+  return el("li", { class: classes, "data-id": keyOf(result), "data-match": result.match },
+    open, veiled ? unsafeCover(index) : null, el("label", { class: "pick" }, checkbox, " select"), meta);
 }
 
 function scoreLine(result) {
@@ -496,7 +582,8 @@ function openViewer(index) {
   state.viewerIndex = index;
   const caption = result.caption || result.title || "(no caption)";
   const holder = document.querySelector(".viewer-image");
-  holder.replaceChildren(imageOrPlaceholder(result.image_url, caption, result.thumbnail_url));
+  if (isVeiled(result)) holder.replaceChildren(veiledPicture(result, caption), unsafeCover(index));
+  else holder.replaceChildren(imageOrPlaceholder(imageSrc(result), caption, thumbnailSrc(result)));
   $("viewer-badge").className = `badge ${result.match}`;
   $("viewer-badge").textContent = KIND_LABEL[result.match];
   $("viewer-title").textContent = caption;
@@ -508,7 +595,10 @@ function openViewer(index) {
     ["Hash distance", result.hash_distance ?? ""],
     ["Matched fields", (result.matched_fields || []).join(", ")],
     ["Copies in dataset", result.duplicates > 1 ? String(result.duplicates) : ""],
-    ["Opt-out", result.opt_out ? OPT_OUT_LABEL[result.opt_out] : ""], ["Id", result.id],
+    ["Opt-out", result.opt_out ? OPT_OUT_LABEL[result.opt_out] : ""],
+    ["Safety score", result.nsfw_score === null || result.nsfw_score === undefined ? ""
+      : `${result.nsfw_score.toFixed(3)} (${result.nsfw_source})${result.unsafe ? ": may be explicit" : ""}`],
+    ["Id", result.id],
   ];
   $("viewer-fields").replaceChildren(...fields.filter(([, v]) => v !== "" && v !== null && v !== undefined)
     .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
@@ -597,6 +687,7 @@ function wire() {
   });
   $("more").addEventListener("click", () => run(state.nextOffset));
   $("index-select").addEventListener("change", () => chooseIndex($("index-select").value));
+  $("safe-mode").addEventListener("change", changeSafeMode);
   $("select-copies").addEventListener("click", () => selectWhere(isCopy));
   $("select-names").addEventListener("click", () => selectWhere((r) => r.match === "name_match"));
   $("select-none").addEventListener("click", () => {

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hibt.errors import DatasetError
+from hibt.indexer.nsfw import published_score
 from hibt.indexer.records import host_of, site_of, stable_id
 
 PART = re.compile(r"_(\d+)\.(npy|parquet)$")
@@ -163,6 +164,7 @@ class EmbeddingsDataset:
             url = str(value["url"] or "")
             key = f"{part.number}:{first + i}"
             extra = {c: columns[c][i] for c in extras if columns[c][i] is not None}
+            score, source = published_score(extra) or (None, None)
             rows.append(
                 {
                     "idx": base + i,
@@ -182,6 +184,8 @@ class EmbeddingsDataset:
                     "height": int(value["height"] or 0),
                     "sha256": "",
                     "extra": json.dumps(extra, default=str) if extra else "",
+                    "nsfw": score,
+                    "nsfw_source": source,
                 }
             )
         return rows
