@@ -185,7 +185,13 @@ def serve(
         err=True,
     )
     typer.echo(f"opt-out registry: {registry_path(index_dir, settings)}", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level="info")
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="info",
+        forwarded_allow_ips=settings.trusted_proxies,
+    )
 
 
 @app.command()

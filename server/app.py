@@ -1,11 +1,12 @@
 """HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
 
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from hibt import __version__
@@ -13,8 +14,11 @@ from hibt.config import Settings
 from hibt.errors import HibtError, QueryError, RegistryError
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.server import schemas
+from hibt.server.docs import add_docs
 from hibt.server.engine import Engine, Visibility
+from hibt.server.headers import SecurityHeaders
 from hibt.server.index import OpenIndex
+from hibt.server.limits import BodyLimit, Busy, QueryGate, Slots, not_queued
 from hibt.server.optouts import OptOuts, open_optouts
 from hibt.server.ratelimit import RateLimiter
 from hibt.server.removals import Removals, read_keys
@@ -57,24 +61,22 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         version=__version__,
         description="Search an image-caption dataset by text, image or embedding. Results say "
         "whether they are copies of an uploaded image, name matches or merely similar.",
+        docs_url=None,  # served from here by add_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.engine = engine
+    # Innermost first: the query queue, the body's byte count, then the headers on all.
+    running = settings.max_concurrent_queries or 2 * (os.cpu_count() or 1)
+    queue = (running, settings.max_queued_queries, settings.queue_wait_s, not_queued)
+    app.add_middleware(QueryGate, *queue)
+    app.add_middleware(BodyLimit, settings.max_upload_bytes, settings.max_json_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(HibtError)
     def refused(_: Request, exc: HibtError) -> JSONResponse:
         """Every refusal is JSON with a message a person can act on."""
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        """Refuse oversized bodies from their declared length, before reading them."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
-            return JSONResponse(
-                {"detail": f"upload is larger than the limit of {settings.max_upload_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+        retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=retry)
 
     @app.get("/api/health", response_model=schemas.Health)
     def health() -> schemas.Health:
@@ -137,8 +139,9 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
         )
 
     @app.get("/api/items/{item_id}/image", responses=ERRORS)
-    def original(item_id: str) -> FileResponse:
-        return FileResponse(engine.original_path(item_id))
+    def original(item_id: str) -> Response:
+        data, media_type = engine.original(item_id)
+        return Response(data, media_type=media_type)
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -146,13 +149,14 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
 
     if optouts is not None:
         add_optout_routes(app, optouts, settings)
+    add_docs(app, WEB_DIR)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 
 
 def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> None:
-    limiter = RateLimiter(settings.writes_per_minute)
+    limiter = RateLimiter(settings.writes_per_minute, max_keys=settings.rate_limit_max_clients)
 
     def limited(request: Request) -> None:
         client = request.client.host if request.client else "unknown"
@@ -221,16 +225,21 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
     def claim_domain(body: schemas.DomainClaimRequest) -> schemas.DomainClaim:
         return optouts.claim_domain(body)
 
+    checks = Slots(settings.max_concurrent_verifications, "domain checks")
+
     @app.post(
         "/api/domains/{domain}/verify",
         response_model=schemas.DomainVerified,
         dependencies=write,
-        responses={**ERRORS, **claimed},
+        responses={**ERRORS, **claimed, 503: {"model": schemas.ErrorBody}},
     )
-    def verify_domain(
+    async def verify_domain(
         domain: str, body: schemas.DomainVerifyRequest, authorization: Annotated[str, Header()] = ""
     ) -> schemas.DomainVerified:
-        return optouts.verify_domain(domain, body.receipt, bearer(authorization))
+        """Fetches from the claimant's site on threads of its own (a slow site never holds
+        up searches), at most a few at once, each by a deadline."""
+        token = bearer(authorization)
+        return await checks.run(optouts.verify_domain, domain, body.receipt, token)
 
 
 def open_app(index_dir: Path, settings: Settings, embedder: Embedder | None = None) -> FastAPI:

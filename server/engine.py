@@ -21,7 +21,7 @@ from hibt.errors import BadImage, QueryError
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
-from hibt.indexer.images import decode
+from hibt.indexer.images import MemoryBudget, decode
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
 from hibt.server import answers, schemas
@@ -63,6 +63,7 @@ class Engine:
         self.index, self.settings, self.embedder = index, settings, embedder
         self.visibility = visibility or NoOptOuts()
         self.thresholds = CopyThresholds.from_settings(settings)
+        self.decodes = MemoryBudget(settings.decode_memory_bytes)
 
     @classmethod
     def open(
@@ -117,7 +118,9 @@ class Engine:
         started = time.perf_counter()
         self.check_page(k, offset)
         try:
-            loaded = decode(data, self.settings.max_upload_pixels, self.settings.working_size)
+            loaded = decode(
+                data, self.settings.max_upload_pixels, self.settings.working_size, self.decodes
+            )
         except BadImage as exc:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
@@ -188,8 +191,8 @@ class Engine:
     def thumbnail(self, item_id: str) -> bytes:
         return answers.thumbnail(self, item_id)
 
-    def original_path(self, item_id: str) -> Path:
-        return answers.original_path(self, item_id)
+    def original(self, item_id: str) -> tuple[bytes, str]:
+        return answers.original(self, item_id)
 
     def stats(self) -> schemas.Stats:
         return answers.stats(self)
