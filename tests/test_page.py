@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from pathlib import Path
 
@@ -257,3 +258,27 @@ def test_claim_page_with_a_wrong_token_says_so(page, base_url) -> None:
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error") == "Cannot open this claim: unknown receipt or wrong token"
     assert page.is_hidden("#claim")
+
+
+def test_page_and_docs_run_under_the_policy_offline(browser, base_url) -> None:
+    """The Content-Security-Policy breaks nothing, and /docs needs nothing from elsewhere."""
+    context = browser.new_context()
+    outside: list[str] = []
+    context.route(
+        re.compile(r"^(?!" + re.escape(base_url) + ").*"),
+        lambda route: (outside.append(route.request.url), route.abort()),
+    )
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Security Policy" in m.text else 0)
+    page.goto(f"{base_url}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "hibt" in page.inner_text(".swagger-ui .info .title")
+    page.goto(base_url)
+    page.fill("#q", "owl")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#grid li")
+    page.locator("#grid li").first.click()
+    page.wait_for_selector("#viewer[open] img")
+    context.close()
+    assert violations == [] and outside == [], (violations, outside)
