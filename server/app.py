@@ -18,7 +18,7 @@ from hibt.server.docs import add_docs
 from hibt.server.engine import Engine, Visibility
 from hibt.server.headers import SecurityHeaders
 from hibt.server.index import OpenIndex
-from hibt.server.limits import BodyLimit, Busy, QueryGate, Slots, not_queued
+from hibt.server.limits import BodyLimit, Busy, QueryGate, Slots
 from hibt.server.optouts import OptOuts, open_optouts
 from hibt.server.ratelimit import RateLimiter
 from hibt.server.removals import Removals, read_keys
@@ -67,8 +67,7 @@ def create_app(engine: Engine, settings: Settings, optouts: OptOuts | None = Non
     app.state.engine = engine
     # Innermost first: the query queue, the body's byte count, then the headers on all.
     running = settings.max_concurrent_queries or 2 * (os.cpu_count() or 1)
-    queue = (running, settings.max_queued_queries, settings.queue_wait_s, not_queued)
-    app.add_middleware(QueryGate, *queue)
+    app.add_middleware(QueryGate, running, settings.max_queued_queries, settings.queue_wait_s)
     app.add_middleware(BodyLimit, settings.max_upload_bytes, settings.max_json_bytes)
     app.add_middleware(SecurityHeaders)
 

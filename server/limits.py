@@ -1,10 +1,9 @@
 """What one request may cost the server: bytes of body, a place among running queries, a
 slot for a domain check.
 
-Pure ASGI middleware rather than FastAPI dependencies, so a limit holds before any route
-reads the body and whatever the route is: a body is counted as it arrives (a chunked body
-has no Content-Length to trust), and queries wait in one bounded queue instead of piling
-up threads until every answer is late.
+Pure ASGI middleware, so a limit holds whatever the route is and before it reads the
+body: a body is counted as it arrives (a chunked body has no Content-Length to trust), and
+queries wait in one bounded queue instead of piling up threads until every answer is late.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORM_OVERHEAD = 65536  # a multipart body's own bytes around the file: boundaries, fields
+BUSY = "the server is busy; retry in a moment"
 
 
 class Busy(HibtError):
@@ -110,38 +110,71 @@ class BodyLimit:
             await answer(send, 413, refusal, {"connection": "close"})
 
 
-class QueryGate:
-    """At most ``running`` requests under ``/api`` at once; up to ``queued`` more wait, each
-    at most ``wait_s``; the rest are told 503 with Retry-After at once. Throughput stays
-    what the machine gives at ``running`` however many clients come, and latency stays
-    bounded by the queue. Paths in ``exempt`` (health, domain checks with their own limit)
-    pass untouched."""
+class QueueFull(Exception):
+    """Raised to a route reading its body when no place in the queue is left."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        running: int,
-        queued: int,
-        wait_s: float,
-        exempt: Callable[[str], bool],
-    ) -> None:
+
+class QueryGate:
+    """At most ``running`` queries at once under /api; up to ``queued`` more wait, each at
+    most ``wait_s``; the rest are told 503 with Retry-After at once. Throughput stays what
+    the machine gives at ``running`` however many clients come (more threads only fight
+    over the GIL), and latency stays bounded by the queue.
+
+    A request takes its place once its body has arrived (when the route reads the last of
+    it) and gives it up as its answer starts, so a client that trickles an upload or reads
+    an answer slowly never holds one. Paths ``not_queued`` pass untouched."""
+
+    def __init__(self, app: ASGIApp, running: int, queued: int, wait_s: float) -> None:
         self.app, self.limit, self.queued, self.wait_s = app, max(1, running), queued, wait_s
-        self.exempt = exempt
         self.running = 0
         self.waiting: deque[anyio.Event] = deque()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/api/") or self.exempt(path):
+        if scope["type"] != "http" or not path.startswith("/api/") or not_queued(path):
             return await self.app(scope, receive, send)
-        if not await self.enter():
-            return await answer(
-                send, 503, "the server is busy; retry in a moment", {"retry-after": "1"}
-            )
+        state = {"asked": False, "held": False, "refused": False, "started": False}
+
+        async def take() -> bool:
+            state["asked"] = True
+            state["held"] = await self.enter()
+            return state["held"]
+
+        def give_back() -> None:
+            if state["held"]:
+                state["held"] = False
+                self.leave()
+
+        async def body_then_place() -> Message:
+            message = await receive()
+            last = message["type"] == "http.request" and not message.get("more_body", False)
+            if last and not state["asked"] and not await take():
+                state["refused"] = True
+                raise QueueFull
+            return message
+
+        async def answer_frees_place(message: Message) -> None:
+            if state["refused"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                give_back()
+            await send(message)
+
+        bodiless = not header(scope, b"content-length").strip("0") and not header(
+            scope, b"transfer-encoding"
+        )
+        if bodiless and not await take():
+            return await answer(send, 503, BUSY, {"retry-after": "1"})
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, body_then_place, answer_frees_place)
+        except Exception:
+            if not state["refused"]:
+                raise
         finally:
-            self.leave()
+            give_back()
+        if state["refused"] and not state["started"]:
+            await answer(send, 503, BUSY, {"retry-after": "1"})
 
     async def enter(self) -> bool:
         if self.running < self.limit and not self.waiting:

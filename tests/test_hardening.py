@@ -158,6 +158,34 @@ def test_overload_is_shed_with_503_and_retry_after(engine, dataset) -> None:
     assert health_wait < 2.0
 
 
+def test_a_trickling_upload_holds_no_query_slot(engine, dataset) -> None:
+    """The queue is entered once the body has arrived: with one slot, a search answers
+    while an upload is still dribbling in."""
+    app = create_app(engine, tiny_settings(max_concurrent_queries=1, max_queued_queries=0))
+    upload = dataset[1][3].path.read_bytes()
+    head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+
+    async def trickle():
+        yield head
+        for i in range(0, len(upload), len(upload) // 8 + 1):
+            await asyncio.sleep(0.15)
+            yield upload[i : i + len(upload) // 8 + 1]
+        yield b"\r\n--b--\r\n"
+
+    async def both() -> tuple[int, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            kind = {"content-type": "multipart/form-data; boundary=b"}
+            slow = asyncio.ensure_future(
+                client.post("/api/search/image", content=trickle(), headers=kind)
+            )
+            await asyncio.sleep(0.3)
+            search = await client.get("/api/search", params={"q": "owl"})
+            return search.status_code, (await slow).status_code
+
+    assert asyncio.run(both()) == (200, 200)
+
+
 # --- 2. small uploads that decode big ----------------------------------------------------
 def test_uploads_that_decode_big_keep_memory_bounded(built, embedder) -> None:
     """Eight PNGs of a few KB that decode to 3500x3500 at once, with a quarter of the
