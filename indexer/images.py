@@ -68,9 +68,11 @@ def flatten(image: Image.Image) -> Image.Image:
 def upright(image: Image.Image) -> Image.Image:
     """The picture as viewers show it: turned by its EXIF orientation (a phone photo is
     stored on its side), so it matches the same picture saved upright."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
-        return ImageOps.exif_transpose(image)
-    return image
+    try:
+        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8)
+    except Exception:  # a damaged EXIF block (struct.error and the like) is no picture's fault
+        return image
+    return ImageOps.exif_transpose(image) if turned else image
 
 
 class MemoryBudget:
