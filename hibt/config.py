@@ -81,10 +81,10 @@ class Settings(BaseSettings):
     # (more threads than this only fight over the GIL: docs/hardening.md has the figures).
     max_concurrent_queries: int = 0
     max_queued_queries: int = 64
-    queue_wait_s: float = 10.0
+    queue_wait_s: float = 30.0
     # Full-size pixels that uploads being decoded may hold together (indexer/images.py's
     # MemoryBudget): a burst of small files that decode big waits its turn within it.
-    decode_memory_bytes: int = 400_000_000
+    decode_memory_bytes: int = 300_000_000
     # Counts of name and site matches stop here, and are then reported as at least this many:
     # an exact count of a common word over 10 million captions costs a scan.
     max_count: int = 10_000

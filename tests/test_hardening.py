@@ -188,8 +188,8 @@ def test_a_trickling_upload_holds_no_query_slot(engine, dataset) -> None:
 
 # --- 2. small uploads that decode big ----------------------------------------------------
 def test_uploads_that_decode_big_keep_memory_bounded(built, embedder) -> None:
-    """Eight PNGs of a few KB that decode to 3500x3500 at once, with a quarter of the
-    default decode budget: the issue's 7000x7000 case at a quarter of the pixels and time
+    """Eight PNGs of a few KB that decode to 3500x3500 at once, with a 100 MB decode
+    budget: the issue's 7000x7000 case at a quarter of the pixels and time
     (scripts/bench_hardening.py runs it whole: RSS rise <= 500 MB, back within 100 MB)."""
     settings = tiny_settings(max_concurrent_queries=8, decode_memory_bytes=100_000_000)
     client = TestClient(create_app(Engine.open(built.index_dir, settings, embedder), settings))
