@@ -30,6 +30,7 @@ ERRORS = {
     413: {"model": schemas.ErrorBody},
     415: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
+    503: {"model": schemas.ErrorBody},  # busy: retry after Retry-After seconds
 }
 UPLOAD_BLOCK = 1 << 20
 
@@ -230,7 +231,7 @@ def add_optout_routes(app: FastAPI, optouts: OptOuts, settings: Settings) -> Non
         "/api/domains/{domain}/verify",
         response_model=schemas.DomainVerified,
         dependencies=write,
-        responses={**ERRORS, **claimed, 503: {"model": schemas.ErrorBody}},
+        responses={**ERRORS, **claimed},
     )
     async def verify_domain(
         domain: str, body: schemas.DomainVerifyRequest, authorization: Annotated[str, Header()] = ""
