@@ -212,7 +212,13 @@ def serve(
         )
     typer.echo(f"at http://{host}:{port}/ (API docs at /docs)", err=True)
     typer.echo(f"opt-out registry: {registry_path(paths[0], settings)}", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level="info")
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="info",
+        forwarded_allow_ips=settings.trusted_proxies,
+    )
 
 
 @app.command()

@@ -86,6 +86,20 @@ class Settings(BaseSettings):
     max_k: int = 1000
     default_k: int = 60
     max_query_chars: int = 500
+    # Bodies are counted as they arrive, whatever Content-Length says (server/limits.py):
+    # image uploads may be max_upload_bytes (plus the form's own bytes); any other body is
+    # JSON and is refused past max_json_bytes (10,000 URLs to check fit in it).
+    max_json_bytes: int = 4_000_000
+    # Queries run at most this many at once (0: twice the CPU count), with at most
+    # max_queued waiting for at most queue_wait_s; past that a request is refused with 503
+    # and Retry-After, so latency stays bounded and throughput does not fall under overload
+    # (more threads than this only fight over the GIL: docs/hardening.md has the figures).
+    max_concurrent_queries: int = 0
+    max_queued_queries: int = 64
+    queue_wait_s: float = 30.0
+    # Full-size pixels that uploads being decoded may hold together (indexer/images.py's
+    # MemoryBudget): a burst of small files that decode big waits its turn within it.
+    decode_memory_bytes: int = 300_000_000
     # Counts of name and site matches stop here, and are then reported as at least this many:
     # an exact count of a common word over 10 million captions costs a scan.
     max_count: int = 10_000
@@ -112,6 +126,19 @@ class Settings(BaseSettings):
     # num_images and num_result_ids at most (the clip-retrieval front-end asks 3,000 ids,
     # and 10,000 results for its download button).
     clip_max_results: int = 10_000
+    # A domain check (DNS and the well-known file together) ends at this deadline, runs at
+    # most max_concurrent_verifications at once beside the queries (never in their place),
+    # and a claim may be checked at most verify_attempts_per_hour times.
+    verify_deadline_s: float = 10.0
+    max_concurrent_verifications: int = 4
+    verify_attempts_per_hour: int = 12
+    # Addresses tracked by the per-address write limit; the least recently seen are
+    # forgotten first (each costs about 1 KB).
+    rate_limit_max_clients: int = 10_000
+    # Proxies whose X-Forwarded-For is believed (uvicorn's forwarded_allow_ips: a comma-
+    # separated list of addresses or networks, or "*"). The client address the write limit
+    # counts is then the one the proxy saw; from anyone else the header is ignored.
+    trusted_proxies: str = "127.0.0.1"
 
 
 @lru_cache(maxsize=1)

@@ -6,12 +6,18 @@ composited and shrunk exactly as the indexed file was, and gets the same embeddi
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from hibt.errors import BadImage
 
@@ -56,10 +62,77 @@ def flatten(image: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         image = image.point(lambda v: v / 256).convert("L")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int, working_size: int) -> LoadedImage:
+def upright(image: Image.Image) -> Image.Image:
+    """The picture as viewers show it: turned by its EXIF orientation (a phone photo is
+    stored on its side), so it matches the same picture saved upright."""
+    try:
+        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8)
+    except Exception:  # a damaged EXIF block (struct.error and the like) is no picture's fault
+        return image
+    return ImageOps.exif_transpose(image) if turned else image
+
+
+class MemoryBudget:
+    """Bytes of full-size pixels that decodes may hold at once. A small file can decode to a
+    large image (a 143 KB PNG of 7000x7000 pixels holds 196 MB of them): each decode waits
+    until its estimate fits, so a burst of such uploads takes the budget, not memory times
+    the number of requests. One image over the whole budget still runs, alone."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.held = max_bytes, 0
+        self.cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, cost: int) -> Iterator[None]:
+        cost = min(cost, self.max_bytes)
+        with self.cond:
+            self.cond.wait_for(lambda: self.held + cost <= self.max_bytes)
+            self.held += cost
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.held -= cost
+                self.cond.notify_all()
+            if cost >= BIG_DECODE:
+                release_memory()
+
+
+BIG_DECODE = 32 << 20
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes a decode holds at its peak: Pillow keeps 4 bytes a pixel for RGB, and any
+    other mode is converted (and alpha composited) through two more full-size copies."""
+    width, height = image.size
+    return width * height * 4 * (1 if image.mode == "RGB" else 3)
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def release_memory() -> None:
+    """Give freed heap back to the system. glibc keeps the freed blocks of a large decode
+    in its per-thread arenas (they are below its raised mmap threshold), so after a burst
+    of big uploads the process would stay gigabytes larger; malloc_trim returns them.
+    Elsewhere (musl, macOS) there is nothing to do."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def decode(
+    data: bytes, max_pixels: int, working_size: int, budget: MemoryBudget | None = None
+) -> LoadedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -74,16 +147,17 @@ def decode(data: bytes, max_pixels: int, working_size: int) -> LoadedImage:
                 raise BadImage("corrupt", "image has no pixels")
             fmt = image.format or "unknown"
             image.draft("RGB", (working_size, working_size))  # JPEG: decode at reduced size
-            image.load()
-            image = flatten(image)
+            with budget.hold(decode_cost(image)) if budget else nullcontext():
+                image.load()
+                image = flatten(upright(image))
+                if max(image.size) > working_size:
+                    image.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
     except BadImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise BadImage("not_image", "not a recognised image file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage("corrupt", f"corrupt or truncated image ({exc})") from None
-    if max(image.size) > working_size:
-        image.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
     return LoadedImage(image=image, width=width, height=height, format=fmt)
 
 

@@ -3,14 +3,19 @@ opt-out status; the copy verdict in words; item detail and index statistics."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from hibt.errors import QueryError
 from hibt.indexer.store import FTS_COLUMNS
@@ -246,8 +251,11 @@ def thumbnail(engine: Engine, item_id: str, safe: bool = True) -> bytes:
     return blurred(jpeg) if safe and engine.safety.flagged(row) else jpeg
 
 
-def original_path(engine: Engine, item_id: str, safe: bool = True) -> Path:
-    """The indexed file, from the index's own record: never a path a client sent. Refused
+def original(engine: Engine, item_id: str, safe: bool = True) -> tuple[bytes, str]:
+    """The indexed file's bytes and media type, from the index's own record (never a path a
+    client sent), and only while it is still that file: a regular file inside the dataset's
+    folder, not a link out of it, whose bytes hash to what was indexed. Read once, checked
+    and sent from memory, so it cannot be swapped between the check and the answer. Refused
     in safe mode when the item is flagged."""
     row = row_by_id(engine, item_id)
     if safe and engine.safety.flagged(row):
@@ -256,10 +264,33 @@ def original_path(engine: Engine, item_id: str, safe: bool = True) -> Path:
             f"{engine.safety.threshold}); ask again with safe=false to see it",
             403,
         )
-    path = Path(row["path"]) if row["path"] else None
-    if path is None or not path.is_file():
-        raise QueryError("the original file is not available on this server", 404)
-    return path
+    gone = QueryError("the original file is not available on this server", 404)
+    if not row["path"] or not row["sha256"]:
+        raise gone
+    try:
+        real = Path(row["path"]).resolve(strict=True)
+        if not real.is_relative_to(Path(engine.manifest.source).resolve(strict=True)):
+            raise gone
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > engine.settings.max_image_bytes:
+                raise gone
+            data = f.read()
+    except OSError:
+        raise gone from None
+    if hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise gone
+    return data, media_type(data)
+
+
+def media_type(data: bytes) -> str:
+    """The image's media type from its own header (served with nosniff, so it must be right)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.get_format_mimetype() or "application/octet-stream"
+    except (OSError, ValueError):
+        return "application/octet-stream"
 
 
 def stats(engine: Engine) -> schemas.Stats:

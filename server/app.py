@@ -1,12 +1,13 @@
 """HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
 
+import os
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from hibt import __version__
@@ -15,8 +16,11 @@ from hibt.errors import HibtError, QueryError, RegistryError
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.server import across, clip_compat, do_not_train, openapi_examples, schemas
 from hibt.server.catalogue import Catalogue, Served, model_key, parse_target, unique_name
+from hibt.server.docs import add_docs
 from hibt.server.engine import Engine, Visibility
+from hibt.server.headers import SecurityHeaders
 from hibt.server.index import OpenIndex
+from hibt.server.limits import BodyLimit, Busy, QueryGate, Slots
 from hibt.server.optouts import OptOuts, registry_path
 from hibt.server.ratelimit import RateLimiter
 from hibt.server.registry import Registry
@@ -31,6 +35,7 @@ ERRORS = {
     413: {"model": schemas.ErrorBody},
     415: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
+    503: {"model": schemas.ErrorBody},  # busy: retry after Retry-After seconds
 }
 UPLOAD_BLOCK = 1 << 20
 IndexName = Annotated[
@@ -74,25 +79,22 @@ def create_app(
         version=__version__,
         description="Search an image-caption dataset by text, image or embedding. Results say "
         "whether they are copies of an uploaded image, name matches or merely similar.",
+        docs_url=None,  # served from here by add_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.catalogue = catalogue
+    # Innermost first: the query queue, the body's byte count, then the headers on all.
+    running = settings.max_concurrent_queries or 2 * (os.cpu_count() or 1)
+    app.add_middleware(QueryGate, running, settings.max_queued_queries, settings.queue_wait_s)
+    app.add_middleware(BodyLimit, settings.max_upload_bytes, settings.max_json_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(HibtError)
     def refused(_: Request, exc: HibtError) -> JSONResponse:
         """Every refusal is JSON with a message a person can act on."""
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        """Refuse oversized bodies from their declared length, before reading them."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
-            return JSONResponse(
-                {"detail": f"upload is larger than the limit of {settings.max_upload_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+        retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=retry)
 
     @app.get("/api/health", response_model=schemas.Health)
     def health() -> schemas.Health:
@@ -165,9 +167,10 @@ def create_app(
         )
 
     @app.get("/api/items/{item_id}/image", responses=ERRORS)
-    def original(item_id: str, index: IndexName = None, safe: Safe = True) -> FileResponse:
+    def original(item_id: str, index: IndexName = None, safe: Safe = True) -> Response:
         """Refused (403) in safe mode when the item is flagged."""
-        return FileResponse(catalogue.engine(index).original_path(item_id, safe))
+        data, media_type = catalogue.engine(index).original(item_id, safe)
+        return Response(data, media_type=media_type)
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -179,6 +182,7 @@ def create_app(
     app.include_router(clip_compat.router(catalogue, settings))
     app.include_router(across.router(catalogue, settings, read_upload))
     openapi_examples.install(app)
+    add_docs(app, WEB_DIR)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
@@ -189,7 +193,7 @@ def add_optout_routes(
 ) -> None:
     """The registry's endpoints. ``optouts`` is the default index's; item opt-outs name
     their index (the registry is one for all of them)."""
-    limiter = RateLimiter(settings.writes_per_minute)
+    limiter = RateLimiter(settings.writes_per_minute, max_keys=settings.rate_limit_max_clients)
 
     def limited(request: Request) -> None:
         client = request.client.host if request.client else "unknown"
@@ -258,16 +262,21 @@ def add_optout_routes(
     def claim_domain(body: schemas.DomainClaimRequest) -> schemas.DomainClaim:
         return optouts.claim_domain(body)
 
+    checks = Slots(settings.max_concurrent_verifications, "domain checks")
+
     @app.post(
         "/api/domains/{domain}/verify",
         response_model=schemas.DomainVerified,
         dependencies=write,
         responses={**ERRORS, **claimed},
     )
-    def verify_domain(
+    async def verify_domain(
         domain: str, body: schemas.DomainVerifyRequest, authorization: Annotated[str, Header()] = ""
     ) -> schemas.DomainVerified:
-        return optouts.verify_domain(domain, body.receipt, bearer(authorization))
+        """Fetches from the claimant's site on threads of its own (a slow site never holds
+        up searches), at most a few at once, each by a deadline."""
+        token = bearer(authorization)
+        return await checks.run(optouts.verify_domain, domain, body.receipt, token)
 
 
 def index_name(engine: Engine) -> str:

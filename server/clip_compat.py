@@ -20,8 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -149,36 +150,67 @@ def decode_base64(text: str, limit: int) -> bytes:
 
 
 def fetch_image(url: str, limit: int, allow_private: bool) -> bytes:
-    """GET an image_url with the domain proof's guard (domain_proof.check_address) on every
-    hop: http(s) only, no private or loopback address, at most MAX_REDIRECTS redirects each
-    checked the same way, at most ``limit`` bytes, FETCH_TIMEOUT seconds per hop."""
-    with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise QueryError("image_url must be an http or https URL", 400)
-            try:
-                domain_proof.check_address(parts.hostname, allow_private)
-            except ProofError as exc:
-                raise QueryError(f"cannot fetch image_url: {exc.message}", 400) from None
-            try:
-                with client.stream("GET", url) as response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
-                        continue
-                    if response.status_code != 200:
-                        raise QueryError(f"image_url answered HTTP {response.status_code}", 400)
-                    body = bytearray()
-                    for block in response.iter_bytes():
-                        body += block
-                        if len(body) > limit:
-                            raise QueryError(
-                                f"the image at image_url is larger than {limit} bytes", 413
-                            )
-                    return bytes(body)
-            except httpx.HTTPError as exc:
-                raise QueryError(f"cannot fetch image_url: {type(exc).__name__}", 400) from None
+    """GET an image_url as a domain proof is fetched (domain_proof.resolve): the name
+    resolved once and refused unless every address is public, then the connection made to
+    that address, so a second resolution cannot lead elsewhere (DNS rebinding). http(s)
+    only, at most MAX_REDIRECTS redirects each checked the same way, at most ``limit``
+    bytes, FETCH_TIMEOUT seconds in all."""
+    deadline = time.monotonic() + FETCH_TIMEOUT
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port, parts = None, parts._replace(scheme="")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise QueryError("image_url must be an http or https URL", 400)
+        try:
+            address = domain_proof.resolve(parts.hostname, allow_private, deadline)
+        except ProofError as exc:
+            raise QueryError(f"cannot fetch image_url: {exc.message}", 400) from None
+        netloc = f"[{address}]" if ":" in address else address
+        pinned = urlunsplit(
+            (parts.scheme, f"{netloc}:{port}" if port else netloc, parts.path, parts.query, "")
+        )
+        host = parts.hostname + (f":{port}" if port else "")
+        try:
+            status, body, location = fetch_pinned(pinned, host, parts.hostname, limit, deadline)
+        except httpx.HTTPError as exc:
+            raise QueryError(f"cannot fetch image_url: {type(exc).__name__}", 400) from None
+        if location is None:
+            if status != 200:
+                raise QueryError(f"image_url answered HTTP {status}", 400)
+            return body
+        url = urljoin(url, location)
     raise QueryError(f"image_url redirects more than {MAX_REDIRECTS} times", 400)
+
+
+def fetch_pinned(
+    url: str, host: str, tls_name: str, limit: int, deadline: float
+) -> tuple[int, bytes, str | None]:
+    """(status, body, redirect location) from ``url`` (an address), asked for as ``host``."""
+    timeout = httpx.Timeout(max(0.1, deadline - time.monotonic()))
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        request = client.build_request(
+            "GET", url, headers={"Host": host}, extensions={"sni_hostname": tls_name}
+        )
+        response = client.send(request, stream=True)
+        try:
+            if response.is_redirect:
+                return response.status_code, b"", response.headers.get("location", "")
+            body = bytearray()
+            if response.status_code == 200:
+                for block in response.iter_bytes():
+                    body += block
+                    if len(body) > limit:
+                        raise QueryError(
+                            f"the image at image_url is larger than {limit} bytes", 413
+                        )
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("deadline", request=request)
+            return response.status_code, bytes(body), None
+        finally:
+            response.close()
 
 
 class ClipService:

@@ -21,7 +21,7 @@ from hibt.errors import BadImage, QueryError
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
-from hibt.indexer.images import decode
+from hibt.indexer.images import MemoryBudget, decode
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
 from hibt.server import answers, schemas
@@ -67,6 +67,7 @@ class Engine:
         self.thresholds = CopyThresholds.from_settings(settings)
         # What links to this index's items need when it is served beside others (catalogue.py).
         self.link_query = ""
+        self.decodes = MemoryBudget(settings.decode_memory_bytes)
 
     @classmethod
     def open(
@@ -132,7 +133,9 @@ class Engine:
         started = time.perf_counter()
         self.check_page(k, offset)
         try:
-            loaded = decode(data, self.settings.max_upload_pixels, self.settings.working_size)
+            loaded = decode(
+                data, self.settings.max_upload_pixels, self.settings.working_size, self.decodes
+            )
         except BadImage as exc:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
@@ -206,8 +209,8 @@ class Engine:
     def thumbnail(self, item_id: str, safe: bool = True) -> bytes:
         return answers.thumbnail(self, item_id, safe)
 
-    def original_path(self, item_id: str, safe: bool = True) -> Path:
-        return answers.original_path(self, item_id, safe)
+    def original(self, item_id: str, safe: bool = True) -> tuple[bytes, str]:
+        return answers.original(self, item_id, safe)
 
     def stats(self) -> schemas.Stats:
         return answers.stats(self)

@@ -78,7 +78,11 @@ def stats() -> schemas.Stats:
         faiss_factory="Flat",
         fingerprint="dct-v3",
         built_at="2026-11-30T12:00:00Z",
-        format_version=4,
+        format_version=7,
+        safety="7012 items scored for explicit content (open_nsfw 7012); 0 at or above 0.5 "
+        "are blurred in safe mode",
+        safety_scored=7012,
+        unsafe_threshold=0.5,
     )
 
 
@@ -243,6 +247,7 @@ PARAMETERS: dict[str, Any] = {
     "offset": 0,
     "target": "images",
     "collapse": True,
+    "safe": True,
     "index": "openclipart",
     "indices": "openclipart,laion-sample",
     "site": "janedoe.art/portfolio",

@@ -17,6 +17,7 @@ from hibt.errors import RegistryError
 from hibt.indexer.records import host_of, site_range
 from hibt.server import domain_proof, schemas
 from hibt.server.index import OpenIndex
+from hibt.server.ratelimit import RateLimiter
 from hibt.server.registry import Registry
 
 EXPORT_FIELDS = (
@@ -80,6 +81,9 @@ class OptOuts:
 
     def __init__(self, index: OpenIndex, registry: Registry, settings: Settings) -> None:
         self.index, self.registry, self.settings = index, registry, settings
+        # Checks per claim: each costs a fetch from someone's site (and an address's write
+        # limit alone would let many addresses hammer one site through one claim).
+        self.checks = RateLimiter(settings.verify_attempts_per_hour, 3600.0, 100_000)
 
     # --- writes --------------------------------------------------------------------------
     def register(self, request: schemas.OptOutRequest) -> schemas.OptOutReceipt:
@@ -117,7 +121,18 @@ class OptOuts:
         claim = self.registry.domain_claim(receipt, token, domain)
         if claim["status"] == "verified":
             return schemas.DomainVerified(domain=domain)
-        how = domain_proof.verify(domain, claim["challenge"], self.settings.verify_allow_private)
+        if not self.checks.allow(receipt):
+            raise RegistryError(
+                f"this claim was checked {self.settings.verify_attempts_per_hour} times in the "
+                "last hour; publish the challenge, then try again later",
+                429,
+            )
+        how = domain_proof.verify(
+            domain,
+            claim["challenge"],
+            self.settings.verify_allow_private,
+            self.settings.verify_deadline_s,
+        )
         self.registry.mark_verified(receipt, domain, how)
         return schemas.DomainVerified(domain=domain, how=how)
 

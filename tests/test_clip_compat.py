@@ -173,7 +173,7 @@ def test_image_url_fetching_is_guarded(built, embedder, dataset, tmp_path, monke
             answer = client.post("/knn-service", json={"image_url": url})
             assert answer.status_code == 400, (url, answer.text)
         assert (
-            "private address"
+            "not public"
             in client.post(
                 "/knn-service", json={"image_url": f"http://127.0.0.1:{port}/four.png"}
             ).json()["detail"]
@@ -182,11 +182,12 @@ def test_image_url_fetching_is_guarded(built, embedder, dataset, tmp_path, monke
         # Each redirect hop is checked: a site allowed here redirecting to one that is not.
         allowed = {"127.0.0.1"}
 
-        def guard(host: str, allow_private: bool) -> None:
+        def guard(host: str, allow_private: bool, deadline: float) -> str:
             if host not in allowed:
                 raise clip_compat.ProofError(f"{host} resolves to a private address")
+            return "127.0.0.1"
 
-        monkeypatch.setattr(clip_compat.domain_proof, "check_address", guard)
+        monkeypatch.setattr(clip_compat.domain_proof, "resolve", guard)
         fetched = client.post(
             "/knn-service", json={"image_url": f"http://127.0.0.1:{port}/four.png"}
         )
@@ -209,3 +210,21 @@ def test_image_url_fetching_is_guarded(built, embedder, dataset, tmp_path, monke
         client = TestClient(open_app(built.index_dir, small, embedder))
         big = client.post("/knn-service", json={"image_url": f"http://127.0.0.1:{port}/four.png"})
         assert big.status_code == 413
+
+
+def test_an_image_larger_than_the_json_limit_is_taken_as_an_upload(app, base, name) -> None:
+    """ClipClient sends an image as base64 inside JSON: such a body is an upload, and a
+    photo of a few megabytes must not meet the small limit of other JSON bodies."""
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    body = {"image": base64.b64encode(buffer.getvalue()).decode(), "indice_name": name}
+    assert len(body["image"]) > tiny_settings().max_json_bytes
+    answer = httpx.post(f"{base}/knn-service", json=body, timeout=120)
+    assert answer.status_code == 200 and len(answer.json()) > 0

@@ -371,9 +371,8 @@ def test_the_page_shows_url_only_items_from_their_source_and_a_site(laion_index,
         page.goto(f"{base}/?q=Jane+Doe")
         page.wait_for_selector("#grid li")
         live = published[1][3]["url"]  # served by the loopback site
-        page.wait_for_function(
-            f"document.querySelector('#grid li img[src=\"{live}\"]')?.naturalWidth === 160"
-        )
+        image = page.locator(f'#grid li img[src="{live}"]')  # no eval: the page's CSP forbids it
+        sync_api.expect(image).to_have_js_property("naturalWidth", 160)
         page.wait_for_selector("#grid li .placeholder")  # the dead links
         assert "Most come from" in page.inner_text("#counts")
         assert "published CLIP embeddings" in page.inner_text("#how-copies")

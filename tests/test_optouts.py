@@ -265,7 +265,7 @@ def test_domain_check_refuses_private_addresses_and_redirects(
         json={"receipt": claim["receipt"]},
         headers=auth(claim["token"]),
     )
-    assert refused.status_code == 422 and "private address" in refused.json()["detail"]
+    assert refused.status_code == 422 and "not public" in refused.json()["detail"]
 
     class Redirect(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
