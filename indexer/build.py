@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -39,10 +40,12 @@ from hibt.indexer.copies.search import write_copy_index
 from hibt.indexer.copies.views import INDEX_VARIANTS
 from hibt.indexer.datasets import Dataset, open_dataset
 from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
-from hibt.indexer.model import Embedder, declared_identity, embedder_from, spec_from
 from hibt.indexer.records import Record
 from hibt.indexer.store import Store, Thumbnails
 from hibt.indexer.vector_index import default_factory, write_index
+
+if TYPE_CHECKING:  # torch loads only where a model does: Ray's decode tasks never import it
+    from hibt.indexer.model import Embedder
 
 CHUNKS = "chunks"
 
@@ -531,6 +534,7 @@ def build_index(
     ``settings.ray_address`` (indexer/distributed.py)."""
     from hibt.indexer.datasets.embeddings import EmbeddingsDataset
     from hibt.indexer.ingest import EmbeddingBuilder
+    from hibt.indexer.model import declared_identity, embedder_from, spec_from
 
     dataset = open_dataset(source, name)
     if isinstance(dataset, EmbeddingsDataset):

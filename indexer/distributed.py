@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -55,8 +56,10 @@ from hibt.indexer.build import split_results as split_chunk
 from hibt.indexer.copies.fingerprint import code_digest
 from hibt.indexer.datasets import Dataset
 from hibt.indexer.decode import DecodeOptions, decode_one
-from hibt.indexer.model import Embedder, declared_identity, embedder_from, spec_from
 from hibt.indexer.records import Record
+
+if TYPE_CHECKING:  # the model, and torch, load in the embedding actors and nowhere else
+    from hibt.indexer.model import Embedder
 
 RETRIES = 3  # attempts after the first for a task that raised
 CPUS_PER_EMBEDDER = 4  # without GPUs: one embedding actor per this many cluster CPUs
@@ -201,6 +204,8 @@ class EmbedChunks:
 
     def __init__(self, settings: Settings, parts_url: str, device: str) -> None:
         import torch
+
+        from hibt.indexer.model import embedder_from
 
         if device == "cpu":
             torch.set_num_threads(max(1, int(settings.ray_embed_cpus)))
@@ -467,6 +472,8 @@ def build_on_ray(
     rebuild: bool = True,
 ) -> BuildResult:
     """Build the index of ``dataset`` with Ray at ``settings.ray_address``."""
+    from hibt.indexer.model import declared_identity, spec_from
+
     identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
     builder = RayBuilder(dataset, source, out, identity, settings, rebuild)
     started = connect(settings.ray_address)

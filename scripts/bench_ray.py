@@ -1,0 +1,246 @@
+"""Build throughput on Ray with one and two workers, beside the single-machine build.
+
+The same webdataset shards are indexed four times, each run in its own process: the plain
+build (`build_index`) with one and with two decoder processes, and the Ray build
+(`build_index(..., ray=True)`) on a local Ray of one and of two workers. A Ray worker here
+is one CPU slot for decode tasks; the one embedding actor holds no slot (it runs beside
+them, as the plain build's encoder runs beside its decoders), so "1 worker" against the
+plain build with one decoder is Ray's overhead, and "2 workers" against two decoders is the
+same comparison at two. Peak memory is the largest sum of resident memory over the run's
+whole process tree (decoders, or Ray's own daemons and workers), sampled every 0.2 s.
+
+    OMP_NUM_THREADS=1 python scripts/bench_ray.py --images 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PER_SHARD = 25
+
+
+def jpeg(rng: np.random.Generator) -> bytes:
+    """A photo-sized JPEG of blurred discs."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    w, h = int(rng.integers(480, 1024)), int(rng.integers(360, 768))
+    image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(20, 200))
+        draw.ellipse(
+            (x - r, y - r, x + r, y + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3))
+        )
+    buffer = io.BytesIO()
+    image.filter(ImageFilter.GaussianBlur(2)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_shards(folder: Path, n: int) -> None:
+    """JPEGs with captions, ``PER_SHARD`` to a .tar, as img2dataset writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for first in range(0, n, PER_SHARD):
+        with tarfile.open(folder / f"{first // PER_SHARD:05d}.tar", "w") as tar:
+            for i in range(first, min(n, first + PER_SHARD)):
+                caption = f"a photograph of subject number {i} in warm light".encode()
+                for name, data in ((f"{i:07d}.jpg", jpeg(rng)), (f"{i:07d}.txt", caption)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and every process below it, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            parents[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid and c not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(p, 0) for p in tree) / 2**20
+
+
+class PeakMemory:
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self.running = True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, tree_rss_mb(os.getpid()))
+            time.sleep(0.2)
+
+    def stop(self) -> float:
+        self.running = False
+        self.thread.join()
+        return self.peak
+
+
+def timed(cls: type, name: str, spent: dict[str, float]) -> None:
+    """Wrap ``cls.name`` so the seconds spent in it add up in ``spent[name]``."""
+    method = getattr(cls, name)
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+
+    setattr(cls, name, wrapper)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """One build in this process: plain with ``workers`` decoders, or Ray with ``workers``."""
+    from hibt.config import TINY_MODEL, Settings
+    from hibt.indexer.build import Builder, build_index
+    from hibt.indexer.distributed import RayBuilder
+
+    spent: dict[str, float] = {}
+    timed(Builder, "finalize", spent)  # the driver's finishing, the same in both builds
+    timed(RayBuilder, "commit_part", spent)  # the driver committing parts, Ray only
+    memory = PeakMemory()
+    pretrained = None if args.model == TINY_MODEL else "random-init"
+    settings = Settings(
+        model=args.model,
+        pretrained=pretrained,
+        precision=args.precision,
+        decode_workers=args.workers,
+        ray_embedders=1,
+        ray_embed_cpus=0,
+    )
+    out = Path(tempfile.mkdtemp()) / "index"
+    started = time.perf_counter()
+    startup = 0.0
+    if args.child == "ray":
+        import ray
+
+        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        startup = time.perf_counter() - started
+    result = build_index(args.source, out, None, settings, ray=args.child == "ray")
+    seconds = time.perf_counter() - started - startup
+    if args.child == "ray":
+        import ray
+
+        ray.shutdown()
+    peak = memory.stop()
+    shutil.rmtree(out.parent)
+    return {
+        "images": result.manifest.counts.items,
+        "seconds": seconds,
+        "startup": startup,
+        "peak_mb": peak,
+        "finishing": spent.get("finalize", 0.0),
+        "committing": spent.get("commit_part", 0.0),
+    }
+
+
+def spawn(kind: str, workers: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--workers", str(workers)]
+    cmd += ["--source", str(args.source), "--model", args.model, "--precision", args.precision]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{kind} {workers} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--model", default="tiny-test", help="tiny-test, or e.g. ViT-B-32")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--source", type=Path, default=None, help="a folder of .tar shards")
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run(args)))
+        return
+    if args.source is None:
+        args.source = Path(tempfile.mkdtemp()) / "shards"
+        make_shards(args.source, args.images)
+    import ray
+
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; Ray {ray.__version__}"
+    )
+    print(f"{args.images} JPEGs in {PER_SHARD}-image shards, model {args.model} ({args.precision})")
+    rows = {
+        ("plain", 1): spawn("plain", 1, args),
+        ("plain", 2): spawn("plain", 2, args),
+        ("ray", 1): spawn("ray", 1, args),
+        ("ray", 2): spawn("ray", 2, args),
+    }
+    print(
+        f"\n{'build':<28} {'img/s':>7} {'seconds':>8} {'start s':>8} {'finish s':>8} "
+        f"{'commit s':>8} {'peak MB':>8}"
+    )
+    for (kind, workers), r in rows.items():
+        name = f"{kind}, {workers} {'decoder' if kind == 'plain' else 'Ray worker'}"
+        name += "s" if workers > 1 else ""
+        rate = r["images"] / r["seconds"]
+        print(
+            f"{name:<28} {rate:7.1f} {r['seconds']:8.1f} {r['startup']:8.1f} "
+            f"{r['finishing']:8.1f} {r['committing']:8.2f} {r['peak_mb']:8.0f}"
+        )
+
+    def rate(key: tuple[str, int]) -> float:
+        return rows[key]["images"] / rows[key]["seconds"]
+
+    print(
+        f"\nRay on 1 worker / plain with 1 decoder: {rate(('ray', 1)) / rate(('plain', 1)):.2f}x"
+        f"\nRay on 2 workers / plain with 2 decoders: {rate(('ray', 2)) / rate(('plain', 2)):.2f}x"
+        f"\nRay 2 workers / Ray 1 worker: {rate(('ray', 2)) / rate(('ray', 1)):.2f}x"
+        f"\nplain 2 decoders / plain 1 decoder: {rate(('plain', 2)) / rate(('plain', 1)):.2f}x"
+        "\n(throughput excludes starting Ray, shown apart; it includes the driver's finishing)"
+    )
+    ray2 = rows[("ray", 2)]
+    print(
+        f"driver: parts committed at {ray2['images'] / max(ray2['committing'], 1e-9):,.0f} "
+        f"items/s; finishing (vectors, FAISS, groups, FTS) {ray2['finishing']:.1f} s "
+        f"for {ray2['images']} items"
+    )
+
+
+if __name__ == "__main__":
+    main()
