@@ -538,6 +538,8 @@ def build_index(
 
     dataset = open_dataset(source, name)
     if isinstance(dataset, EmbeddingsDataset):
+        if ray:
+            print("published embeddings are copied, not embedded: ingesting here", file=sys.stderr)
         identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
         builder = EmbeddingBuilder(
             dataset, str(source), Path(out), identity, settings, rebuild, add

@@ -344,6 +344,7 @@ class RayBuilder(Builder):
             last = self.arrived[unit].last or 0
             for chunk in range(first, last + 1):
                 self.commit_part(unit, chunk, chunk == last)
+            self.bar.set_postfix_str(f"units {unit + 1}/{len(self.units)}", refresh=False)
 
     def commit_part(self, unit: int, chunk: int, last: bool) -> None:
         """One part into the staging store, as the local build commits a chunk; a key an
@@ -450,6 +451,18 @@ def hibt_cause(exc: BaseException) -> HibtError:
     return BuildError(f"the Ray build failed ({line}); run the same command again to resume")
 
 
+def check_parts_shared(settings: Settings) -> None:
+    """Parts in the staging directory reach the driver only from workers on its machine."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if settings.ray_parts is None and len(nodes) > 1:
+        raise BuildError(
+            f"the Ray cluster has {len(nodes)} nodes: give --parts (HIBT_RAY_PARTS) a path "
+            "every node can write and this machine read, or an fsspec URL (s3://...)"
+        )
+
+
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` (Ray's own discovery when None); True when this
     call started Ray and so should shut it down."""
@@ -478,6 +491,7 @@ def build_on_ray(
     builder = RayBuilder(dataset, source, out, identity, settings, rebuild)
     started = connect(settings.ray_address)
     try:
+        check_parts_shared(settings)
         return builder.run()
     finally:
         if started:

@@ -33,8 +33,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PER_SHARD = 25
-
 
 def jpeg(rng: np.random.Generator) -> bytes:
     """A photo-sized JPEG of blurred discs."""
@@ -53,13 +51,13 @@ def jpeg(rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def make_shards(folder: Path, n: int) -> None:
-    """JPEGs with captions, ``PER_SHARD`` to a .tar, as img2dataset writes them."""
+def make_shards(folder: Path, n: int, per_shard: int) -> None:
+    """JPEGs with captions, ``per_shard`` to a .tar, as img2dataset writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for first in range(0, n, PER_SHARD):
-        with tarfile.open(folder / f"{first // PER_SHARD:05d}.tar", "w") as tar:
-            for i in range(first, min(n, first + PER_SHARD)):
+    for first in range(0, n, per_shard):
+        with tarfile.open(folder / f"{first // per_shard:05d}.tar", "w") as tar:
+            for i in range(first, min(n, first + per_shard)):
                 caption = f"a photograph of subject number {i} in warm light".encode()
                 for name, data in ((f"{i:07d}.jpg", jpeg(rng)), (f"{i:07d}.txt", caption)):
                     info = tarfile.TarInfo(name)
@@ -186,6 +184,7 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--per-shard", type=int, default=25, help="images per .tar shard")
     parser.add_argument("--model", default="tiny-test", help="tiny-test, or e.g. ViT-B-32")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--source", type=Path, default=None, help="a folder of .tar shards")
@@ -197,14 +196,17 @@ def main() -> None:
         return
     if args.source is None:
         args.source = Path(tempfile.mkdtemp()) / "shards"
-        make_shards(args.source, args.images)
+        make_shards(args.source, args.images, args.per_shard)
     import ray
 
     print(
         f"CPU: {cpu_model()}, {os.cpu_count()} cores; OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; Ray {ray.__version__}"
     )
-    print(f"{args.images} JPEGs in {PER_SHARD}-image shards, model {args.model} ({args.precision})")
+    print(
+        f"{args.images} JPEGs in {args.per_shard}-image shards, model {args.model} "
+        f"({args.precision})"
+    )
     rows = {
         ("plain", 1): spawn("plain", 1, args),
         ("plain", 2): spawn("plain", 2, args),
@@ -236,9 +238,9 @@ def main() -> None:
     )
     ray2 = rows[("ray", 2)]
     print(
-        f"driver: parts committed at {ray2['images'] / max(ray2['committing'], 1e-9):,.0f} "
-        f"items/s; finishing (vectors, FAISS, groups, FTS) {ray2['finishing']:.1f} s "
-        f"for {ray2['images']} items"
+        f"driver: {args.per_shard}-image parts committed at "
+        f"{ray2['images'] / max(ray2['committing'], 1e-9):,.0f} items/s; finishing (vectors, "
+        f"FAISS, groups, FTS) {ray2['finishing']:.1f} s for {ray2['images']} items"
     )
 
 
