@@ -284,22 +284,7 @@ class RayBuilder(Builder):
         self.key = self.content_key()
         if not self.rebuild and (done := self.up_to_date(self.key)):
             return done
-        self.open_stage()
-        if self.store.get_state("content_key", self.key) != self.key:
-            print(
-                f"discarding an unfinished build of other content in {self.stage}", file=sys.stderr
-            )
-            self.store.close()
-            shutil.rmtree(self.stage)
-            self.open_stage()
-        self.store.set_state("content_key", self.key)
-        self.store.commit()
-        self.parts = PartStore(self.parts_url())
-        self.units = self.dataset.units(self.settings.chunk_size)
-        self.arrived: dict[int, Arrived] = {}
-        for name in self.parts.names():
-            if (parsed := parse_part_name(name)) is not None:
-                self.register(*parsed, records=0)
+        self.resume()
         records_done, items_done, _ = self.progress()
         if records_done:
             print(f"resuming after {records_done} records ({items_done} indexed)", file=sys.stderr)
@@ -323,6 +308,26 @@ class RayBuilder(Builder):
         result = self.finalize(items_done, chunks_done)
         self.parts.remove()
         return result
+
+    def resume(self) -> None:
+        """The staging store as last committed (discarded when built from other content),
+        the units of work, and the parts already on storage."""
+        self.open_stage()
+        if self.store.get_state("content_key", self.key) != self.key:
+            print(
+                f"discarding an unfinished build of other content in {self.stage}", file=sys.stderr
+            )
+            self.store.close()
+            shutil.rmtree(self.stage)
+            self.open_stage()
+        self.store.set_state("content_key", self.key)
+        self.store.commit()
+        self.parts = PartStore(self.parts_url())
+        self.units = self.dataset.units(self.settings.chunk_size)
+        self.arrived: dict[int, Arrived] = {}
+        for name in self.parts.names():
+            if (parsed := parse_part_name(name)) is not None:
+                self.register(*parsed, records=0)  # counted when committed
 
     # --- bookkeeping of arrived parts ------------------------------------------------------
     def register(self, unit: int, chunk: int, last: bool, records: int) -> None:

@@ -165,6 +165,87 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def commit_rate(parts: int = 20, per_part: int = 512, dim: int = 512) -> dict:
+    """The driver's serial step alone: parts of ``per_part`` synthetic items (``dim``-d
+    vectors, 8 KB thumbnails, the seven views' descriptors) committed by
+    RayBuilder.commit_part into a fresh staging store, as a build on a cluster does."""
+    from tqdm import tqdm
+
+    from hibt.indexer import index_format as fmt
+    from hibt.indexer.decode import Decoded
+    from hibt.indexer.distributed import Arrived, PartStore, RayBuilder, encode_part, part_name
+    from hibt.indexer.records import Record
+    from hibt.indexer.store import Store, Thumbnails
+
+    rng = np.random.default_rng(0)
+    root = Path(tempfile.mkdtemp())
+    store = PartStore(str(root / "parts"))
+    thumbnail = rng.integers(0, 256, 8192, dtype=np.uint8).tobytes()
+    for unit in range(parts):
+        ok = []
+        for i in range(per_part):
+            url = f"https://example.org/{unit}/{i}.jpg"
+            record = Record("bench", f"{unit:05d}.tar/{i:07d}", url, caption=f"photo {i}", url=url)
+            decoded = Decoded(
+                pixels=np.zeros(0, np.uint8),
+                hashes=rng.integers(0, 256, (7, 32), dtype=np.uint8),
+                descriptors=rng.standard_normal((7, 255)).astype(np.float16),
+                colour=rng.integers(0, 256, 48, dtype=np.uint8),
+                thumbnail=thumbnail,
+                width=640,
+                height=480,
+                sha256=f"{unit:032x}{i:032x}",
+            )
+            ok.append((record, decoded))
+        vectors = rng.standard_normal((per_part, dim)).astype(np.float16)
+        store.write(part_name(unit, 0, True), encode_part(ok, [], vectors, vectors))
+    builder = RayBuilder.__new__(RayBuilder)  # only what commit_part touches
+    builder.stage = root / "stage"
+    builder.stage.mkdir()
+    builder.store = Store.open(builder.stage / fmt.METADATA)
+    builder.thumbnails = Thumbnails.open(builder.stage / fmt.THUMBNAILS)
+    builder.parts, builder.bar = store, tqdm(disable=True)
+    builder.arrived = {unit: Arrived({0: per_part}, 0) for unit in range(parts)}
+    started = time.perf_counter()
+    for unit in range(parts):
+        builder.commit_part(unit, 0, True)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(root)
+    return {"items": parts * per_part, "per_part": per_part, "seconds": seconds}
+
+
+def merge_memory(nlist: int, parts: int, per_part: int = 2000, dim: int = 64) -> dict:
+    """Resident memory that faiss's merge_ondisk adds, over ``parts`` IVF-PQ parts of
+    ``nlist`` lists: what it costs per list per part (the quantiser is set, not trained)."""
+    import faiss
+    from faiss.contrib.ondisk import merge_ondisk
+
+    def rss_bytes() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    rng = np.random.default_rng(0)
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, 8, 8, faiss.METRIC_INNER_PRODUCT)
+    index.quantizer.add(rng.standard_normal((nlist, dim)).astype(np.float32))
+    index.pq.train(rng.standard_normal((10_000, dim)).astype(np.float32))
+    index.is_trained = True
+    root = Path(tempfile.mkdtemp())
+    faiss.write_index(index, str(root / "trained.index"))
+    names = []
+    for part in range(parts):
+        shard = faiss.read_index(str(root / "trained.index"))
+        ids = np.arange(part * per_part, (part + 1) * per_part)
+        shard.add_with_ids(rng.standard_normal((per_part, dim)).astype(np.float32), ids)
+        names.append(str(root / f"part{part}.index"))
+        faiss.write_index(shard, names[-1])
+        del shard
+    merged = faiss.read_index(str(root / "trained.index"))
+    before, started = rss_bytes(), time.perf_counter()
+    merge_ondisk(merged, names, str(root / "merged.ivfdata"))
+    grew, seconds = rss_bytes() - before, time.perf_counter() - started
+    shutil.rmtree(root)
+    return {"nlist": nlist, "parts": parts, "grew_bytes": grew, "seconds": seconds}
+
+
 def spawn(kind: str, workers: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--workers", str(workers)]
     cmd += ["--source", str(args.source), "--model", args.model, "--precision", args.precision]
@@ -191,6 +272,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "commit":
+        print(json.dumps(commit_rate()))
+        return
+    if args.child == "merge":
+        nlist, parts = divmod(args.workers, 10_000)
+        print(json.dumps(merge_memory(nlist, parts)))
+        return
     if args.child:
         print(json.dumps(run(args)))
         return
@@ -236,6 +324,20 @@ def main() -> None:
         f"\nplain 2 decoders / plain 1 decoder: {rate(('plain', 2)) / rate(('plain', 1)):.2f}x"
         "\n(throughput excludes starting Ray, shown apart; it includes the driver's finishing)"
     )
+    commit = spawn("commit", 0, args)
+    print(
+        f"driver alone: {commit['per_part']}-item parts committed at "
+        f"{commit['items'] / commit['seconds']:,.0f} items/s ({commit['items']} items)"
+    )
+    for nlist, parts in ((4096, 20), (4096, 80), (16384, 80)):
+        merge = spawn("merge", nlist * 10_000 + parts, args)
+        per = merge["grew_bytes"] / (nlist * parts)
+        print(
+            f"merge_ondisk of {parts} parts at {nlist} lists: resident memory grew "
+            f"{merge['grew_bytes'] / 2**20:.1f} MB ({per:.0f} bytes a list a part) in "
+            f"{merge['seconds']:.2f} s ({merge['seconds'] / (nlist * parts) * 1e6:.2f} us "
+            "a list a part)"
+        )
     ray2 = rows[("ray", 2)]
     print(
         f"driver: {args.per_shard}-image parts committed at "

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from hibt.cli import app
+from hibt.config import get_settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import BuildResult, build_index
 from hibt.indexer.store import ITEM_COLUMNS
@@ -196,8 +199,20 @@ def test_an_interrupted_build_resumes_from_its_parts(
     monkeypatch.setattr(distributed, "run_stages", stages)
     finished = finished_units(parts)
     assert finished and not out.exists()
-    # A finished unit that ran again would trip its fault and leave the marker.
+    # Run again from the command line. A finished unit that ran again would trip its fault
+    # and leave the marker.
     faults = ",".join(f"decode:{u}" for u in sorted(finished))
-    result = ray_build(shards, out, ray_parts=str(parts), ray_fault=faults)
+    settings = {"model": "tiny-test", "precision": "fp32", "chunk_size": CHUNK}
+    settings |= {"ray_embedders": 1, "ray_fault": faults, "decode_workers": -1}
+    for name, value in settings.items():
+        monkeypatch.setenv(f"HIBT_{name.upper()}", str(value))
+    get_settings.cache_clear()
+    try:
+        command = ["index", str(shards), "--out", str(out), "--ray", "--parts", str(parts)]
+        done = CliRunner().invoke(app, command)
+    finally:
+        get_settings.cache_clear()
+    assert done.exit_code == 0, done.output
+    assert "indexed 14 items" in done.output
     assert not list(parts.rglob(".fault-*"))
-    assert_same_index(local.index_dir, result.index_dir)
+    assert_same_index(local.index_dir, out)
