@@ -62,6 +62,11 @@ if TYPE_CHECKING:  # the model, and torch, load in the embedding actors and nowh
     from hibt.indexer.model import Embedder
 
 RETRIES = 3  # attempts after the first for a task that raised
+# What a decode task reserves: the largest image it may decode (HIBT_MAX_IMAGE_PIXELS) and a
+# chunk of results. Resources unlike the actors' also keep Ray Data from fusing the decode
+# tasks into the embedding actors, which would then decode only as many images at once as
+# there are actors.
+DECODE_MEMORY = 1 << 30
 CPUS_PER_EMBEDDER = 4  # without GPUs: one embedding actor per this many cluster CPUs
 
 
@@ -394,7 +399,15 @@ class RayBuilder(Builder):
 
 
 def run_stages(builder: RayBuilder, todo: list[int]) -> Iterator[dict]:
-    """Summaries of the parts written, in the order they finish, from the two Ray stages."""
+    """Summaries of the parts written, in the order they finish."""
+    try:
+        yield from stages(builder, todo).iter_rows()
+    except Exception as exc:
+        raise hibt_cause(exc) from exc
+
+
+def stages(builder: RayBuilder, todo: list[int]):
+    """The two Ray Data stages over the units ``todo``, planned, not yet run."""
     import ray
     import ray.data
 
@@ -426,6 +439,7 @@ def run_stages(builder: RayBuilder, todo: list[int]) -> Iterator[dict]:
             "fault": settings.ray_fault,
         },
         num_cpus=1,
+        memory=DECODE_MEMORY,
     )
     data = data.map_batches(
         EmbedChunks,
@@ -439,10 +453,7 @@ def run_stages(builder: RayBuilder, todo: list[int]) -> Iterator[dict]:
         num_cpus=settings.ray_embed_cpus,
         num_gpus=1 if gpus else 0,
     )
-    try:
-        yield from data.iter_rows()
-    except Exception as exc:
-        raise hibt_cause(exc) from exc
+    return data
 
 
 def hibt_cause(exc: BaseException) -> HibtError:
@@ -490,8 +501,9 @@ def build_on_ray(
     rebuild: bool = True,
 ) -> BuildResult:
     """Build the index of ``dataset`` with Ray at ``settings.ray_address``."""
-    from hibt.indexer.model import declared_identity, spec_from
+    from hibt.indexer.model import declared_identity, spec_from, weights_source
 
+    weights_source(spec_from(settings))  # a missing model fails here, not in every actor
     identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
     builder = RayBuilder(dataset, source, out, identity, settings, rebuild)
     started = connect(settings.ray_address)

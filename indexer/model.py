@@ -82,23 +82,20 @@ def cached_pretrained(spec: ModelSpec) -> str | None:
     return None
 
 
-def create(spec: ModelSpec) -> torch.nn.Module:
+def weights_source(spec: ModelSpec) -> str | None:
+    """What :func:`create` loads the weights from (a checkpoint file, a cached or
+    downloadable pretrained tag; None: random weights), or the ModelUnavailable it would
+    raise, found without loading anything: a Ray driver checks it before its workers load."""
     if spec.name == TINY_MODEL:
         open_clip.add_model_config(CONFIG_DIR / f"{TINY_MODEL}.json")
-        torch.manual_seed(TINY_SEED)
     elif spec.name not in open_clip.list_models():
         raise ModelUnavailable(f"unknown open_clip model {spec.name!r}")
     if spec.checkpoint:
         if not Path(spec.checkpoint).is_file():
             raise ModelUnavailable(unavailable_message(spec, "checkpoint file not found"))
-        return open_clip.create_model(spec.name, pretrained=spec.checkpoint)
+        return spec.checkpoint
     if spec.name == TINY_MODEL or spec.pretrained == RANDOM_WEIGHTS:
-        torch.manual_seed(TINY_SEED)
-        logging.disable(logging.WARNING)  # open_clip warns that the weights are random: known
-        try:
-            return open_clip.create_model(spec.name, pretrained=None)
-        finally:
-            logging.disable(logging.NOTSET)
+        return None
     if not spec.pretrained:
         raise ModelUnavailable(unavailable_message(spec, "no --pretrained tag or --checkpoint"))
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
@@ -106,8 +103,22 @@ def create(spec: ModelSpec) -> torch.nn.Module:
     local = cached_pretrained(spec)
     if local is None and not hub_reachable():
         raise ModelUnavailable(unavailable_message(spec, "not cached and the hub is unreachable"))
+    return local or spec.pretrained
+
+
+def create(spec: ModelSpec) -> torch.nn.Module:
+    source = weights_source(spec)
+    if source is None:
+        torch.manual_seed(TINY_SEED)
+        logging.disable(logging.WARNING)  # open_clip warns that the weights are random: known
+        try:
+            return open_clip.create_model(spec.name, pretrained=None)
+        finally:
+            logging.disable(logging.NOTSET)
+    if spec.checkpoint:
+        return open_clip.create_model(spec.name, pretrained=source)
     try:
-        return open_clip.create_model(spec.name, pretrained=local or spec.pretrained)
+        return open_clip.create_model(spec.name, pretrained=source)
     except Exception as exc:  # open_clip raises bare RuntimeErrors for download failures
         raise ModelUnavailable(unavailable_message(spec, str(exc).splitlines()[0])) from exc
 

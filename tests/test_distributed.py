@@ -216,3 +216,23 @@ def test_an_interrupted_build_resumes_from_its_parts(
     assert "indexed 14 items" in done.output
     assert not list(parts.rglob(".fault-*"))
     assert_same_index(local.index_dir, out)
+
+
+def test_decode_runs_in_tasks_apart_from_the_embedding_actors(
+    ray_session, shards, tmp_path, capsys
+) -> None:
+    """Ray Data fuses a task stage into the next actor stage when their resources match;
+    fused, images would be decoded only as many at a time as there are actors."""
+    from hibt.indexer.datasets import open_dataset
+    from hibt.indexer.distributed import PartStore, RayBuilder, stages
+    from hibt.indexer.model import declared_identity, spec_from
+
+    settings = tiny_settings(chunk_size=CHUNK, ray_parts=str(tmp_path))
+    identity = declared_identity(spec_from(settings))
+    builder = RayBuilder(open_dataset(shards), str(shards), tmp_path / "i", identity, settings)
+    builder.key, builder.units = builder.content_key(), builder.dataset.units(CHUNK)
+    builder.parts = PartStore(builder.parts_url())
+    stages(builder, [0, 1, 2]).explain()
+    physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+    assert "ActorPoolMapOperator[MapBatches(EmbedChunks)]" in physical
+    assert "TaskPoolMapOperator[MapBatches(decode_units)]" in physical
