@@ -132,7 +132,8 @@ def faulty(ray_session, shards, tmp_path_factory) -> tuple[BuildResult, Path]:
     root = tmp_path_factory.mktemp("faulty")
     parts = root / "parts"
     faults = "decode:0,decode:2,embed:2"
-    return ray_build(shards, root / "index", ray_parts=str(parts), ray_fault=faults), parts
+    url = parts.as_uri()  # an fsspec URL, as s3://bucket/prefix would be
+    return ray_build(shards, root / "index", ray_parts=url, ray_fault=faults), parts
 
 
 def test_ray_build_is_the_local_build(faulty, local, embedder) -> None:
