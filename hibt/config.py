@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     ray_parts: str | None = None
     ray_embedders: int = 0  # embedding actors; 0: one per GPU, or one per 4 CPUs without GPUs
     ray_embed_cpus: float = 1.0  # CPUs each embedding actor holds (its threads on a CPU)
-    # For tests of retries only: "decode:U,embed:U" makes that stage raise once on unit U.
+    # For tests of retries only: "decode:U,embed:U" makes that stage raise once on unit U,
+    # "kill-decode:U,kill-embed:U" ends its worker process once.
     ray_fault: str = ""
 
     # --- copy detection -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import shutil
 import sys
@@ -152,12 +153,15 @@ def encode_part(ok: list, skipped: list, images: np.ndarray, captions: np.ndarra
 
 def fail_once(fault: str, stage: str, unit: int, parts: PartStore) -> None:
     """The test hook: a stage named in ``fault`` ("decode:U,embed:U") raises on unit U the
-    first time only; the marker it leaves beside the parts says that it did."""
-    if f"{stage}:{unit}" not in fault.split(","):
-        return
-    marker = f".fault-{stage}-{unit}"
-    if not parts.exists(marker):
-        parts.write(marker, b"raised once")
+    first time only, and one named "kill-STAGE:U" ends its worker process as a crash or an
+    out-of-memory kill would; the marker each leaves beside the parts says that it did."""
+    for kind in ("", "kill-"):
+        marker = f".fault-{kind}{stage}-{unit}"
+        if f"{kind}{stage}:{unit}" not in fault.split(",") or parts.exists(marker):
+            continue
+        parts.write(marker, b"failed once")
+        if kind:
+            os._exit(1)
         raise InjectedFault(f"injected fault in {stage} of unit {unit}")
 
 

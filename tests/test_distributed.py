@@ -127,11 +127,12 @@ def assert_same_index(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def faulty(ray_session, shards, tmp_path_factory) -> tuple[BuildResult, Path]:
-    """A Ray build in which three tasks fail once: decode of unit 0 after its first chunk
-    went downstream, decode of unit 2 after two, and an embedding of unit 2."""
+    """A Ray build in which tasks fail once: decode of unit 0 after its first chunk went
+    downstream, decode of unit 2 after two, an embedding of unit 2; and the worker decoding
+    unit 1 dies, and the embedding actor with a chunk of unit 0."""
     root = tmp_path_factory.mktemp("faulty")
     parts = root / "parts"
-    faults = "decode:0,decode:2,embed:2"
+    faults = "decode:0,decode:2,embed:2,kill-decode:1,kill-embed:0"
     url = parts.as_uri()  # an fsspec URL, as s3://bucket/prefix would be
     return ray_build(shards, root / "index", ray_parts=url, ray_fault=faults), parts
 
@@ -161,7 +162,13 @@ def test_ray_build_is_the_local_build(faulty, local, embedder) -> None:
 def test_a_task_that_fails_once_is_retried_without_loss_or_repeat(faulty, local) -> None:
     result, parts = faulty
     fired = sorted(p.name for p in parts.rglob(".fault-*"))
-    assert fired == [".fault-decode-0", ".fault-decode-2", ".fault-embed-2"]
+    assert fired == [
+        ".fault-decode-0",
+        ".fault-decode-2",
+        ".fault-embed-2",
+        ".fault-kill-decode-1",
+        ".fault-kill-embed-0",
+    ]
     ids = [row[1] for row in items(result.index_dir)]
     assert len(ids) == len(set(ids)) == local.manifest.counts.items
 
