@@ -86,6 +86,23 @@ def index(
         bool,
         typer.Option(help="published embeddings: append the parts OUT does not hold yet"),
     ] = False,
+    ray: Annotated[
+        bool, typer.Option(help="decode and embed on a Ray cluster (pip install 'hibt[ray]')")
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001); "
+            "default: RAY_ADDRESS, a cluster started here, else a local Ray"
+        ),
+    ] = None,
+    parts: Annotated[
+        str | None,
+        typer.Option(
+            help="with --ray: where workers write parts, a path every node sees or "
+            "an fsspec URL (s3://bucket/prefix)"
+        ),
+    ] = None,
 ) -> None:
     """Embed every image and caption of SOURCE into an index directory (resumable), or
     ingest published embeddings (then --model/--pretrained name the model that made them).
@@ -101,11 +118,13 @@ def index(
         faiss_factory=faiss_factory,
         batch_size=batch_size,
         decode_workers=workers,
+        ray_address=ray_address,
+        ray_parts=parts,
     )
     if not spec_from(settings).semantic:
         non_semantic_warning(settings.model)
     with refusals():
-        result = build_index(source, out, None, settings, name, rebuild, add, fresh=rebuild)
+        result = build_index(source, out, None, settings, name, rebuild, add, ray, fresh=rebuild)
     m = result.manifest
     if result.reused:
         typer.echo(

@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     nprobe: int | None = None
     rerank: int = 500
 
+    # --- building on a Ray cluster (hibt index --ray; docs/distributed.md) ---------------
+    # Where to find Ray: None is ray.init()'s own choice (RAY_ADDRESS, else a cluster
+    # started on this machine with `ray start`, else a Ray instance of this process alone).
+    ray_address: str | None = None
+    # Where workers write their parts: a path every node sees, or an fsspec URL
+    # (s3://bucket/prefix, gs://...). None: inside the staging directory (one machine only).
+    ray_parts: str | None = None
+    ray_embedders: int = 0  # embedding actors; 0: one per GPU, or one per 4 CPUs without GPUs
+    ray_embed_cpus: float = 1.0  # CPUs each embedding actor holds (its threads on a CPU)
+    # For tests of retries only: "decode:U,embed:U" makes that stage raise once on unit U,
+    # "kill-decode:U,kill-embed:U" ends its worker process once.
+    ray_fault: str = ""
+
     # --- copy detection -------------------------------------------------------------------
     # Cosines of DCT descriptors (indexer/copies/fingerprint.py). How each threshold was
     # calibrated, with the figures and commands: docs/copy-detection.md.

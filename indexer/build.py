@@ -18,9 +18,10 @@ import shutil
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -42,10 +43,12 @@ from hibt.indexer.copies.views import INDEX_VARIANTS
 from hibt.indexer.datasets import Dataset, open_dataset
 from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
 from hibt.indexer.faults import fault_point, parse
-from hibt.indexer.model import Embedder, declared_identity, embedder_from, spec_from
 from hibt.indexer.records import Record
 from hibt.indexer.store import Store, Thumbnails
 from hibt.indexer.vector_index import default_factory, write_index
+
+if TYPE_CHECKING:  # torch loads only where a model does: Ray's decode tasks never import it
+    from hibt.indexer.model import Embedder
 
 CHUNKS = "chunks"
 
@@ -145,8 +148,85 @@ def progress_bar(total: int | None, done: int, unit: str, what: str) -> tqdm:
 
 
 def batched(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
+    """Chunks of up to ``size`` records that never straddle two shards: a chunk is then the
+    same unit of work here and on a Ray cluster (indexer/distributed.py), so both builds
+    embed the same batches and write the same vectors."""
+    for _, shard in itertools.groupby(items, key=lambda record: record.shard):
+        while chunk := list(itertools.islice(shard, size)):
+            yield chunk
+
+
+def decode_options(settings: Settings, model_image_size: int) -> DecodeOptions:
+    return DecodeOptions(
+        max_pixels=settings.max_image_pixels,
+        max_bytes=settings.max_image_bytes,
+        working_size=settings.working_size,
+        thumbnail_size=settings.thumbnail_size,
+        model_image_size=model_image_size,
+        score_nsfw=settings.nsfw_scoring,
+    )
+
+
+def split_results(
+    chunk: list[Record], results: list[Decoded | str], seen: set[str]
+) -> tuple[list[tuple[Record, Decoded]], list[tuple[Record, str]]]:
+    """(kept records with their decoded images, skipped records with the reason); a record
+    whose id is in ``seen`` (indexed already) is a duplicate key. Adds kept ids to ``seen``."""
+    ok: list[tuple[Record, Decoded]] = []
+    skipped: list[tuple[Record, str]] = []
+    for record, result in zip(chunk, results, strict=True):
+        if isinstance(result, str):
+            skipped.append((record, result))
+        elif record.id in seen:
+            skipped.append((record, "duplicate key in dataset"))
+        else:
+            seen.add(record.id)
+            ok.append((record, result))
+    return ok, skipped
+
+
+def embed_records(
+    embedder: Embedder,
+    ok: list[tuple[Record, Decoded]],
+    batch_size: int,
+    advance: Callable[[int], object] = lambda n: None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image and caption vectors (float16) of a chunk's kept records, ``batch_size`` at a
+    time; ``advance`` hears how many are done after each batch."""
+    dim = embedder.dim
+    images = np.zeros((len(ok), dim), np.float16)
+    captions = np.zeros((len(ok), dim), np.float16)
+    for start in range(0, len(ok), batch_size):
+        part = ok[start : start + batch_size]
+        images[start : start + len(part)] = embedder.encode_pixels(
+            np.stack([d.pixels for _, d in part])
+        )
+        texts = [(i, r.caption) for i, (r, _) in enumerate(part) if r.caption.strip()]
+        if texts:
+            vecs = embedder.encode_texts([t for _, t in texts])
+            for (i, _), vec in zip(texts, vecs, strict=True):
+                captions[start + i] = vec
+        advance(len(part))
+    return images, captions
+
+
+def chunk_arrays(
+    ok: list[tuple[Record, Decoded]], images: np.ndarray, captions: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A chunk file's arrays (the keys of Builder.outputs), as saved in ``chunks/N.npz``."""
+    hashes = np.zeros((len(ok), INDEX_VARIANTS, HASH_BYTES), np.uint8)
+    descriptors = np.zeros((len(ok), INDEX_VARIANTS, DESCRIPTOR_DIM), np.float16)
+    colours = np.zeros((len(ok), COLOUR_BYTES), np.uint8)
+    for i, (_, decoded) in enumerate(ok):
+        hashes[i], colours[i] = decoded.hashes, decoded.colour
+        descriptors[i] = decoded.descriptors
+    return {
+        "image": images,
+        "caption": captions,
+        "hashes": hashes,
+        "descriptors": descriptors,
+        "colours": colours,
+    }
 
 
 class Builder:
@@ -170,14 +250,7 @@ class Builder:
         self.rebuild = rebuild
         self.fresh = fresh
         self.bar: tqdm = tqdm(disable=True)  # replaced by the real bar in run()
-        self.options = DecodeOptions(
-            max_pixels=settings.max_image_pixels,
-            max_bytes=settings.max_image_bytes,
-            working_size=settings.working_size,
-            thumbnail_size=settings.thumbnail_size,
-            model_image_size=embedder.image_size,
-            score_nsfw=settings.nsfw_scoring,
-        )
+        self.options = decode_options(settings, embedder.image_size)
         if settings.nsfw_scoring:
             nsfw.bundled_model()  # a missing classifier stops the build here, not per image
         self.build_key = self.key_of(code_digest())
@@ -356,37 +429,10 @@ class Builder:
     def process_chunk(
         self, chunk: list[Record], results: list[Decoded | str], base: int, number: int
     ) -> int:
-        ok: list[tuple[Record, Decoded]] = []
-        skipped: list[tuple[Record, str]] = []
-        seen = self.store.known_ids([r.id for r in chunk])
-        for record, result in zip(chunk, results, strict=True):
-            if isinstance(result, str):
-                skipped.append((record, result))
-            elif record.id in seen:
-                skipped.append((record, "duplicate key in dataset"))
-            else:
-                seen.add(record.id)
-                ok.append((record, result))
+        ok, skipped = split_results(chunk, results, self.store.known_ids([r.id for r in chunk]))
         self.bar.update(len(skipped))  # kept ones advance it per encoder batch: a smooth ETA
         self.write_chunk(number, base, ok, skipped)
         return len(ok)
-
-    def embed(self, ok: list[tuple[Record, Decoded]]) -> tuple[np.ndarray, np.ndarray]:
-        dim, bs = self.embedder.dim, self.settings.batch_size
-        images = np.zeros((len(ok), dim), np.float16)
-        captions = np.zeros((len(ok), dim), np.float16)
-        for start in range(0, len(ok), bs):
-            part = ok[start : start + bs]
-            images[start : start + len(part)] = self.embedder.encode_pixels(
-                np.stack([d.pixels for _, d in part])
-            )
-            texts = [(i, r.caption) for i, (r, _) in enumerate(part) if r.caption.strip()]
-            if texts:
-                vecs = self.embedder.encode_texts([t for _, t in texts])
-                for (i, _), vec in zip(texts, vecs, strict=True):
-                    captions[start + i] = vec
-            self.bar.update(len(part))
-        return images, captions
 
     def write_chunk(
         self,
@@ -395,21 +441,10 @@ class Builder:
         ok: list[tuple[Record, Decoded]],
         skipped: list[tuple[Record, str]],
     ) -> None:
-        images, captions = self.embed(ok)
-        hashes = np.zeros((len(ok), INDEX_VARIANTS, HASH_BYTES), np.uint8)
-        descriptors = np.zeros((len(ok), INDEX_VARIANTS, DESCRIPTOR_DIM), np.float16)
-        colours = np.zeros((len(ok), COLOUR_BYTES), np.uint8)
-        for i, (_, decoded) in enumerate(ok):
-            hashes[i], colours[i] = decoded.hashes, decoded.colour
-            descriptors[i] = decoded.descriptors
-        np.savez(
-            self.stage / CHUNKS / f"{number:06d}.npz",
-            image=images,
-            caption=captions,
-            hashes=hashes,
-            descriptors=descriptors,
-            colours=colours,
+        images, captions = embed_records(
+            self.embedder, ok, self.settings.batch_size, self.bar.update
         )
+        np.savez(self.stage / CHUNKS / f"{number:06d}.npz", **chunk_arrays(ok, images, captions))
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
         # Thumbnails first: a chunk whose metadata is committed has its thumbnails on disk.
         self.thumbnails.insert((base + i, d.thumbnail) for i, (_, d) in enumerate(ok))
@@ -545,6 +580,11 @@ class Builder:
             "colours": (fmt.COLOURS, np.uint8, (COLOUR_BYTES,)),
         }
 
+    def read_chunk(self, number: int) -> dict[str, np.ndarray]:
+        """Chunk ``number``'s arrays, by the keys of :meth:`outputs`."""
+        with np.load(self.stage / CHUNKS / f"{number:06d}.npz") as part:
+            return {key: part[key] for key in self.outputs()}
+
     def concatenate(self, n: int, chunks: int) -> dict[str, np.ndarray]:
         """Chunk files into the final arrays, through memory maps: memory stays flat. Once
         they are recorded the chunk files go, and a resumed finish opens the arrays."""
@@ -559,11 +599,11 @@ class Builder:
         }
         row = 0
         for number in range(chunks):
-            with np.load(self.stage / CHUNKS / f"{number:06d}.npz") as part:
-                m = len(part["image"])
-                for key, array in arrays.items():
-                    array[row : row + m] = part[key]
-                row += m
+            part = self.read_chunk(number)
+            m = len(part["image"])
+            for key, array in arrays.items():
+                array[row : row + m] = part[key]
+            row += m
         if row != n:
             raise BuildError(
                 f"staging is inconsistent ({row} vectors for {n} items); delete "
@@ -660,24 +700,34 @@ def build_index(
     rebuild: bool = True,
     add: bool = False,
     fresh: bool = False,
+    ray: bool = False,
 ) -> BuildResult:
     """Index ``source`` into ``out``. Image datasets are embedded with ``embedder`` (the
     settings' model when None); published embeddings need no model loaded: the settings
     (or ``embedder``) name the model that made them, and ``add`` appends the parts the
-    index does not hold yet. ``fresh`` discards an unfinished build rather than resume it.
-    A full disk is one BuildError saying what to do; the build then resumes."""
+    index does not hold yet. ``fresh`` discards an unfinished build rather than resume it;
+    ``ray``: decode and embed images on the Ray cluster at ``settings.ray_address``
+    (indexer/distributed.py). A full disk is one BuildError saying what to do; the build
+    then resumes."""
     from hibt.indexer.datasets.embeddings import EmbeddingsDataset
     from hibt.indexer.ingest import EmbeddingBuilder
+    from hibt.indexer.model import declared_identity, embedder_from, spec_from
 
     dataset = open_dataset(source, name)
     if isinstance(dataset, EmbeddingsDataset):
+        if ray:
+            print("published embeddings are copied, not embedded: ingesting here", file=sys.stderr)
         identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
         builder: Builder = EmbeddingBuilder(
             dataset, str(source), Path(out), identity, settings, rebuild, add, fresh
         )
+    elif add:
+        raise BuildError("--add appends parts of published embeddings; rebuild an image index")
+    elif ray:
+        from hibt.indexer.distributed import build_on_ray
+
+        return build_on_ray(dataset, str(source), Path(out), embedder, settings, rebuild)
     else:
-        if add:
-            raise BuildError("--add appends parts of published embeddings; rebuild an image index")
         embedder = embedder or embedder_from(settings)
         builder = Builder(dataset, str(source), Path(out), embedder, settings, rebuild, fresh)
     with space.full_disk_reported(builder.stage):

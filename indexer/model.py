@@ -82,23 +82,20 @@ def cached_pretrained(spec: ModelSpec) -> str | None:
     return None
 
 
-def create(spec: ModelSpec) -> torch.nn.Module:
+def weights_source(spec: ModelSpec) -> str | None:
+    """What :func:`create` loads the weights from (a checkpoint file, a cached or
+    downloadable pretrained tag; None: random weights), or the ModelUnavailable it would
+    raise, found without loading anything: a Ray driver checks it before its workers load."""
     if spec.name == TINY_MODEL:
         open_clip.add_model_config(CONFIG_DIR / f"{TINY_MODEL}.json")
-        torch.manual_seed(TINY_SEED)
     elif spec.name not in open_clip.list_models():
         raise ModelUnavailable(f"unknown open_clip model {spec.name!r}")
     if spec.checkpoint:
         if not Path(spec.checkpoint).is_file():
             raise ModelUnavailable(unavailable_message(spec, "checkpoint file not found"))
-        return open_clip.create_model(spec.name, pretrained=spec.checkpoint)
+        return spec.checkpoint
     if spec.name == TINY_MODEL or spec.pretrained == RANDOM_WEIGHTS:
-        torch.manual_seed(TINY_SEED)
-        logging.disable(logging.WARNING)  # open_clip warns that the weights are random: known
-        try:
-            return open_clip.create_model(spec.name, pretrained=None)
-        finally:
-            logging.disable(logging.NOTSET)
+        return None
     if not spec.pretrained:
         raise ModelUnavailable(unavailable_message(spec, "no --pretrained tag or --checkpoint"))
     if spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
@@ -106,8 +103,22 @@ def create(spec: ModelSpec) -> torch.nn.Module:
     local = cached_pretrained(spec)
     if local is None and not hub_reachable():
         raise ModelUnavailable(unavailable_message(spec, "not cached and the hub is unreachable"))
+    return local or spec.pretrained
+
+
+def create(spec: ModelSpec) -> torch.nn.Module:
+    source = weights_source(spec)
+    if source is None:
+        torch.manual_seed(TINY_SEED)
+        logging.disable(logging.WARNING)  # open_clip warns that the weights are random: known
+        try:
+            return open_clip.create_model(spec.name, pretrained=None)
+        finally:
+            logging.disable(logging.NOTSET)
+    if spec.checkpoint:
+        return open_clip.create_model(spec.name, pretrained=source)
     try:
-        return open_clip.create_model(spec.name, pretrained=local or spec.pretrained)
+        return open_clip.create_model(spec.name, pretrained=source)
     except Exception as exc:  # open_clip raises bare RuntimeErrors for download failures
         raise ModelUnavailable(unavailable_message(spec, str(exc).splitlines()[0])) from exc
 
@@ -123,10 +134,12 @@ def checkpoint_digest(path: str) -> str:
 class Embedder:
     """Image and text encoders of one CLIP model, returning float32 unit vectors."""
 
-    def __init__(self, spec: ModelSpec, precision: str = "fp32") -> None:
-        """``precision``: fp32, bf16, int8, or auto (the fastest that this CPU runs well)."""
+    def __init__(self, spec: ModelSpec, precision: str = "fp32", device: str = "cpu") -> None:
+        """``precision``: fp32, bf16, int8, or auto (the fastest that this CPU, or this GPU
+        when ``device`` is one, runs well)."""
         torch.set_flush_denormal(True)  # denormals in tiny activations cost 100x on x86
         self.spec = spec
+        self.device = torch.device(device)
         self.model = create(spec).eval()
         self.checkpoint_sha256 = checkpoint_digest(spec.checkpoint) if spec.checkpoint else None
         self.tokenizer = open_clip.get_tokenizer(spec.name)
@@ -136,13 +149,15 @@ class Embedder:
         )
         self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-        self.precision = resolve_precision(precision)
+        self.precision = resolve_precision(precision, self.device.type)
         if self.precision == "int8":
             with warnings.catch_warnings():  # deprecated in favour of torchao; still shipped
                 warnings.simplefilter("ignore")
                 self.model = torch.ao.quantization.quantize_dynamic(
                     self.model, {torch.nn.Linear}, dtype=torch.qint8
                 )
+        self.model.to(self.device)
+        self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
         with torch.no_grad():
             self.dim = int(self.encode_texts(["probe"]).shape[1])
 
@@ -162,18 +177,18 @@ class Embedder:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     @staticmethod
     def normalise(features: torch.Tensor) -> np.ndarray:
         features = features.float()
-        return torch.nn.functional.normalize(features, dim=-1).numpy()
+        return torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
 
     @torch.inference_mode()
     def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
         """Embed a uint8 batch (N, H, W, 3) of :meth:`pixels` outputs."""
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         x = (x - self.mean) / self.std
         with self.autocast():
             return self.normalise(self.model.encode_image(x))
@@ -183,7 +198,7 @@ class Embedder:
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        tokens = self.tokenizer(texts)
+        tokens = self.tokenizer(texts).to(self.device)
         with self.autocast():
             return self.normalise(encode_text_trimmed(self.model, tokens))
 
@@ -222,9 +237,9 @@ def spec_from(settings: Settings, built=None) -> ModelSpec:
     return ModelSpec(name, None if name == TINY_MODEL else pretrained, settings.checkpoint)
 
 
-def embedder_from(settings: Settings, built=None) -> Embedder:
+def embedder_from(settings: Settings, built=None, device: str = "cpu") -> Embedder:
     """The one way to get an embedder from settings (see :func:`spec_from`)."""
-    return Embedder(spec_from(settings, built), precision=settings.precision)
+    return Embedder(spec_from(settings, built), precision=settings.precision, device=device)
 
 
 def declared_identity(spec: ModelSpec) -> dict:

@@ -34,9 +34,17 @@ def int8_engine() -> bool:
     return has_api and any(e in ("x86", "fbgemm") for e in engines)
 
 
-def resolve_precision(requested: str) -> str:
+def resolve_precision(requested: str, device: str = "cpu") -> str:
     """auto: bf16 on native bf16 units; else int8 dynamic quantisation of the linear layers
-    (1.3x on AVX2, cosine >= 0.999 with fp32 in scripts/bench_indexing.py); else fp32."""
+    (1.3x on AVX2, cosine >= 0.999 with fp32 in scripts/bench_indexing.py); else fp32. On a
+    GPU (``device`` "cuda"): bf16 where it has bf16 units, else fp32; int8 is CPU-only."""
+    if device != "cpu":
+        import torch
+
+        if requested == "int8":
+            raise ValueError("int8 precision runs on CPUs only; use bf16 or fp32 on a GPU")
+        if requested == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if requested == "auto":
         if native_bf16():
             return "bf16"

@@ -62,6 +62,7 @@ class Record:
     keywords: str = ""
     path: Path | None = None  # image on disk ...
     data: bytes | None = field(default=None, repr=False)  # ... or its bytes (tar shards)
+    shard: str = ""  # the file it was read from when a dataset is split into shards (tars)
 
     @property
     def host(self) -> str:

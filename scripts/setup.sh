@@ -13,7 +13,8 @@ stamp=.venv/.hibt-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing hibt and its dependencies (torch is large: a few minutes the first time)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    # The ray extra too: the tests of building on a Ray cluster run in CI.
+    .venv/bin/python -m pip install --quiet -e '.[test,ray]'
     # The tests drive the server with clip-retrieval's own ClipClient, which needs only
     # requests; the package's dependencies (torch pins, Flask, img2dataset...) are not wanted.
     .venv/bin/python -m pip install --quiet --no-deps 'clip-retrieval>=2.44'

@@ -95,10 +95,20 @@ class FolderDataset:
         return len(self.image_paths())
 
     def __iter__(self) -> Iterator[Record]:
-        for path in self.image_paths():
-            rel = path.relative_to(self.root).as_posix()
-            fields = read_sidecar(path)
-            row = self.table.get(rel)
-            if row is not None:
-                fields = {**fields_from_mapping(row), **fields}
-            yield Record(dataset=self.name, key=rel, source=rel, path=path, **fields)
+        return map(self.record, self.image_paths())
+
+    def record(self, path: Path) -> Record:
+        rel = path.relative_to(self.root).as_posix()
+        fields = read_sidecar(path)
+        row = self.table.get(rel)
+        if row is not None:
+            fields = {**fields_from_mapping(row), **fields}
+        return Record(dataset=self.name, key=rel, source=rel, path=path, **fields)
+
+    def units(self, size: int) -> list[tuple[Path, ...]]:
+        """The images in order, ``size`` at a time: units of work for a cluster."""
+        paths = self.image_paths()
+        return [tuple(paths[at : at + size]) for at in range(0, len(paths), size)]
+
+    def read(self, unit: tuple[Path, ...]) -> Iterator[Record]:
+        return map(self.record, unit)

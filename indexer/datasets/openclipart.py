@@ -103,17 +103,27 @@ class OpenclipartDataset:
         return len(self.png_paths())
 
     def __iter__(self) -> Iterator[Record]:
-        for png in self.png_paths():
-            rel = png.relative_to(self.png_root).as_posix()
-            meta = parse_svg_metadata((self.svg_root / rel).with_suffix(".svg"))
-            yield Record(
-                dataset=self.name,
-                key=rel,
-                source=f"openclipart/{rel}",
-                caption=caption_for(meta, rel),
-                title=meta.get("title", ""),
-                artist=meta.get("artist", ""),
-                license=meta.get("license", "") or "Public Domain",
-                keywords=meta.get("keywords", ""),
-                path=png,
-            )
+        return map(self.record, self.png_paths())
+
+    def record(self, png: Path) -> Record:
+        rel = png.relative_to(self.png_root).as_posix()
+        meta = parse_svg_metadata((self.svg_root / rel).with_suffix(".svg"))
+        return Record(
+            dataset=self.name,
+            key=rel,
+            source=f"openclipart/{rel}",
+            caption=caption_for(meta, rel),
+            title=meta.get("title", ""),
+            artist=meta.get("artist", ""),
+            license=meta.get("license", "") or "Public Domain",
+            keywords=meta.get("keywords", ""),
+            path=png,
+        )
+
+    def units(self, size: int) -> list[tuple[Path, ...]]:
+        """The drawings in order, ``size`` at a time: units of work for a cluster."""
+        paths = self.png_paths()
+        return [tuple(paths[at : at + size]) for at in range(0, len(paths), size)]
+
+    def read(self, unit: tuple[Path, ...]) -> Iterator[Record]:
+        return map(self.record, unit)

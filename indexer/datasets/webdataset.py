@@ -40,6 +40,13 @@ class WebDataset:
         for shard in self.shards:
             yield from self.read_shard(shard)
 
+    def units(self, size: int) -> list[Path]:
+        """Units of work for a cluster: one per shard, whatever ``size``."""
+        return list(self.shards)
+
+    def read(self, unit: Path) -> Iterator[Record]:
+        return self.read_shard(unit)
+
     def read_shard(self, shard: Path) -> Iterator[Record]:
         group: dict[str, bytes] = {}
         current: str | None = None
@@ -77,5 +84,6 @@ class WebDataset:
             key=f"{shard.name}/{key}",
             source=source,
             data=group[image_ext],
+            shard=shard.name,
             **fields,
         )
