@@ -304,6 +304,3 @@ class OptOuts:
         if buffer.tell():
             yield buffer.getvalue()
 
-
-def open_optouts(index: OpenIndex, settings: Settings) -> OptOuts:
-    return OptOuts(index, Registry(registry_path(index.directory, settings)), settings)
