@@ -124,7 +124,9 @@ def index(
     if not spec_from(settings).semantic:
         non_semantic_warning(settings.model)
     with refusals():
-        result = build_index(source, out, None, settings, name, rebuild, add, ray, fresh=rebuild)
+        result = build_index(
+            source, out, None, settings, name, rebuild, add, fresh=rebuild, ray=ray
+        )
     m = result.manifest
     if result.reused:
         typer.echo(

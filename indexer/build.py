@@ -726,7 +726,7 @@ def build_index(
     elif ray:
         from hibt.indexer.distributed import build_on_ray
 
-        return build_on_ray(dataset, str(source), Path(out), embedder, settings, rebuild)
+        return build_on_ray(dataset, str(source), Path(out), embedder, settings, rebuild, fresh)
     else:
         embedder = embedder or embedder_from(settings)
         builder = Builder(dataset, str(source), Path(out), embedder, settings, rebuild, fresh)

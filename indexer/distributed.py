@@ -273,14 +273,16 @@ class RayBuilder(Builder):
         identity: dict,
         settings: Settings,
         rebuild: bool = True,
+        fresh: bool = False,
     ) -> None:
-        """``identity``: the model's, as the manifest records it; the driver loads no model."""
+        """``identity``: the model's, as the manifest records it; the driver loads no model;
+        ``fresh``: discard an unfinished build (and its parts) rather than resume it."""
         if not hasattr(dataset, "units"):
             raise BuildError(f"{source} cannot be split into units of work for Ray")
         self.dataset, self.source, self.out = dataset, source, out
         self.settings, self.identity = settings, identity
         self.stage = ray_staging_dir(out)
-        self.rebuild = rebuild
+        self.rebuild, self.fresh = rebuild, fresh
         self.options = decode_options(settings, identity["image_size"])
         self.build_key = self.key_of(code_digest())
 
@@ -504,13 +506,14 @@ def build_on_ray(
     embedder: Embedder | None,
     settings: Settings,
     rebuild: bool = True,
+    fresh: bool = False,
 ) -> BuildResult:
     """Build the index of ``dataset`` with Ray at ``settings.ray_address``."""
     from hibt.indexer.model import declared_identity, spec_from, weights_source
 
     weights_source(spec_from(settings))  # a missing model fails here, not in every actor
     identity = embedder.identity() if embedder else declared_identity(spec_from(settings))
-    builder = RayBuilder(dataset, source, out, identity, settings, rebuild)
+    builder = RayBuilder(dataset, source, out, identity, settings, rebuild, fresh)
     started = connect(settings.ray_address)
     try:
         check_parts_shared(settings)

@@ -303,4 +303,3 @@ class OptOuts:
             buffer.truncate()
         if buffer.tell():
             yield buffer.getvalue()
-
