@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from hibt.indexer.model import Embedder, ModelSpec
 from tests.datagen import Item, make_dataset
 
 os.environ.setdefault("HIBT_OFFLINE", "1")  # tests never wait on a model hub
+# ONNX exports of the test models go to a folder of this run, never the user's cache.
+os.environ.setdefault("HIBT_MODEL_CACHE", tempfile.mkdtemp(prefix="hibt-onnx-"))
 
 
 def tiny_settings(**overrides: object) -> Settings:
