@@ -22,7 +22,7 @@ from PIL import Image
 from hibt.config import RANDOM_WEIGHTS, TINY_MODEL, Settings
 from hibt.errors import ModelUnavailable
 from hibt.indexer.model_input import resize_center_crop
-from hibt.indexer.runtime import OnnxTowers, choose
+from hibt.indexer.runtime import OnnxTowers, choose, export_for
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_SEED = 0
@@ -136,7 +136,7 @@ class Embedder:
         (runtime.choose)."""
         torch.set_flush_denormal(True)  # denormals in tiny activations cost 100x on x86
         self.spec = spec
-        self.model = create(spec).eval()
+        self.model: torch.nn.Module | None = create(spec).eval()
         self.checkpoint_sha256 = checkpoint_digest(spec.checkpoint) if spec.checkpoint else None
         self.tokenizer = open_clip.get_tokenizer(spec.name)
         cfg = self.model.visual.preprocess_cfg
@@ -149,7 +149,9 @@ class Embedder:
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.towers: OnnxTowers | None = None
         if self.runtime == "onnx":
-            self.towers = OnnxTowers(self.model, self.image_size, self.precision, cache)
+            folder = export_for(self.model, self.image_size, self.precision, cache)
+            self.model = None  # ONNX Runtime holds the weights now: 600 MB less for ViT-B-32
+            self.towers = OnnxTowers(folder, self.precision)
         elif self.precision == "bf16":
             # bf16 weights, not autocast: autocast re-casts every weight on every call and
             # runs layer norms in fp32, and gained nothing over fp32 on an AMX Xeon (#27).

@@ -98,7 +98,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     )
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        data = tensor.detach().contiguous().cpu()
+        digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))  # no copy
     return digest.hexdigest()
 
 
@@ -224,22 +225,19 @@ def exported(model: torch.nn.Module, cache: Path, image_size: int, variant: str)
     return folder
 
 
-class OnnxTowers:
-    """Both towers of one model as ONNX Runtime sessions; run() is thread-safe, so one
-    instance serves every request of a server."""
+def export_for(model: torch.nn.Module, image_size: int, precision: str, cache: Path | None) -> Path:
+    """The folder holding this model's graphs for ``precision`` (exported when missing)."""
+    return exported(model, cache or default_cache(), image_size, variant_of(precision))
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        image_size: int,
-        precision: str,
-        cache: Path | None = None,
-        threads: int | None = None,
-    ) -> None:
+
+class OnnxTowers:
+    """Both towers of one model as ONNX Runtime sessions over the graphs in ``folder``
+    (:func:`export_for`); run() is thread-safe, so one instance serves every request."""
+
+    def __init__(self, folder: Path, precision: str, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.variant = variant_of(precision)
-        folder = exported(model, cache or default_cache(), image_size, self.variant)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1

@@ -52,6 +52,13 @@ def make_images(folder: Path, n: int) -> None:
         (folder / f"{i:05d}.txt").write_text(f"a photograph of subject number {i} in warm light")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the decoder workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -69,7 +76,7 @@ def run_baseline(source: Path, batch: int) -> dict:
     model.eval()
     tokenizer = open_clip.get_tokenizer(MODEL)
     paths = sorted(source.glob("*.jpg"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     image_features, text_features = [], []
     for start in range(0, len(paths), batch):
         chunk = paths[start : start + batch]
@@ -83,28 +90,72 @@ def run_baseline(source: Path, batch: int) -> dict:
     out = Path(tempfile.mkdtemp())
     np.save(out / "image.npy", np.concatenate(image_features))
     np.save(out / "text.npy", np.concatenate(text_features))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     shutil.rmtree(out)
-    return {"images": len(paths), "seconds": seconds, "peak_mb": peak_rss_mb()}
+    return {"images": len(paths), "seconds": seconds, "cpu": cpu, "peak_mb": peak_rss_mb()}
 
 
-def run_hibt(source: Path, precision: str) -> dict:
+def run_hibt(source: Path, precision: str, cache: Path) -> dict:
     from hibt.config import RANDOM_WEIGHTS, Settings
     from hibt.indexer.build import build_index
     from hibt.indexer.model import Embedder, ModelSpec
 
     settings = Settings(model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision)
-    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision)
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, settings.runtime, cache)
     out = Path(tempfile.mkdtemp()) / "index"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     result = build_index(source, out, embedder, settings)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     shutil.rmtree(out.parent)
     return {
         "images": result.manifest.counts.items,
         "seconds": seconds,
+        "cpu": cpu,
         "peak_mb": peak_rss_mb(),
-        "precision": embedder.precision,
+        "precision": embedder.describe(),
+    }
+
+
+def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache: Path) -> dict:
+    """CPU milliseconds per image in each stage of a build, one image at a time through the
+    same functions the decoder workers and the encoder call (indexer/decode.py), so a change
+    is measured where it acts. CPU time, not wall: fair on a shared machine."""
+    import hashlib
+
+    from hibt.config import RANDOM_WEIGHTS, Settings
+    from hibt.indexer.copies.fingerprint import index_fingerprints
+    from hibt.indexer.images import decode, read_bytes, thumbnail_jpeg
+    from hibt.indexer.model import Embedder, ModelSpec
+    from hibt.indexer.model_input import resize_center_crop
+
+    settings = Settings()
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, runtime, cache)
+    paths = sorted(source.glob("*.jpg"))[: max(batch, 32)]
+    spent: dict[str, float] = {}
+
+    def clocked(stage: str, call, *args):
+        started = time.process_time()
+        out = call(*args)
+        spent[stage] = spent.get(stage, 0.0) + time.process_time() - started
+        return out
+
+    pixels, captions = [], []
+    for path in paths:
+        data = clocked("read", read_bytes, path, 10**9)
+        clocked("sha256", lambda d=data: hashlib.sha256(d).hexdigest())
+        loaded = clocked("decode", decode, data, 10**9, settings.working_size)
+        clocked("fingerprints", index_fingerprints, loaded.image)
+        clocked("thumbnail", thumbnail_jpeg, loaded.image, settings.thumbnail_size)
+        pixels.append(clocked("model input", resize_center_crop, loaded.image, embedder.image_size))
+        captions.append(path.with_suffix(".txt").read_text())
+    embedder.encode_pixels(np.stack(pixels[:2]))  # warm-up
+    for start in range(0, len(paths), batch):
+        clocked("encode images", embedder.encode_pixels, np.stack(pixels[start : start + batch]))
+        clocked("encode captions", embedder.encode_texts, captions[start : start + batch])
+    return {
+        "encoder": embedder.describe(),
+        "images": len(paths),
+        "ms_per_image": {k: 1000 * v / len(paths) for k, v in spent.items()},
     }
 
 
@@ -174,8 +225,12 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads) if args.threads else None
     if args.child == "baseline":
         print(json.dumps(run_baseline(args.source, args.batch)))
+    elif args.child == "stages":
+        print(
+            json.dumps(stage_profile(args.source, args.precision, "auto", args.batch, args.cache))
+        )
     elif args.child == "hibt":
-        print(json.dumps(run_hibt(args.source, args.precision)))
+        print(json.dumps(run_hibt(args.source, args.precision, args.cache)))
     else:
         print(json.dumps(query_side(args.source, args.reps, args.cache)))
 
@@ -226,32 +281,53 @@ def main() -> None:
     if args.source is None:
         args.source = Path(tempfile.mkdtemp()) / "images"
         make_images(args.source, args.images)
-    from hibt.indexer.precision import cpu_flags, resolve_precision
+    from hibt.indexer.precision import cpu_flags
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2")))
-    print(
-        f"CPU flags: {' '.join(flags) or 'none of avx2/avx512/amx'}; auto precision here: "
-        f"{resolve_precision('auto')}"
-    )
+    print(f"CPU flags: {' '.join(flags) or 'none of avx2/avx512/amx'}")
+    indexing = None
     if not args.query_only:
-        print_indexing(spawn("baseline", args), spawn("hibt", args, "--precision", args.precision))
+        base, ours = spawn("baseline", args), spawn("hibt", args, "--precision", args.precision)
+        print_indexing(base, ours)
+        indexing = ours
+    print_stages(spawn("stages", args, "--precision", args.precision), indexing)
     print_query(spawn("query", args))
 
 
 def print_indexing(base: dict, ours: dict) -> None:
     print(f"\nindexing {base['images']} JPEGs with {MODEL} (random weights), images + captions")
-    print(f"{'pipeline':<34} {'img/s':>8} {'seconds':>8} {'peak MB':>8}")
+    print(f"{'pipeline':<34} {'img/s':>8} {'seconds':>8} {'CPU s':>8} {'peak MB':>8}")
     for name, r in (
         ("open_clip fp32 loop (baseline)", base),
         (f"hibt build ({ours['precision']})", ours),
     ):
         print(
-            f"{name:<34} {r['images'] / r['seconds']:8.1f} {r['seconds']:8.1f} {r['peak_mb']:8.0f}"
+            f"{name:<34} {r['images'] / r['seconds']:8.1f} {r['seconds']:8.1f} {r['cpu']:8.1f} "
+            f"{r['peak_mb']:8.0f}"
         )
+    per_image = ours["images"] / base["images"]
     print(
-        f"speed-up: {base['seconds'] / ours['seconds'] * ours['images'] / base['images']:.2f}x "
-        "(hibt also hashes, thumbnails and writes SQLite + FAISS)"
+        f"speed-up: {base['seconds'] / ours['seconds'] * per_image:.2f}x wall, "
+        f"{base['cpu'] / ours['cpu'] * per_image:.2f}x CPU time "
+        "(hibt also hashes, thumbnails and writes SQLite + FAISS); "
+        f"peak memory {ours['peak_mb'] / base['peak_mb']:.2f}x"
     )
+
+
+def print_stages(stages: dict, build: dict | None) -> None:
+    """Per image CPU ms per stage; with a build measured, each stage's share of the CPU
+    time the build spent per image (its own and its decoder workers')."""
+    spent = 1000 * build["cpu"] / build["images"] if build else None
+    print(f"\nstage profile, CPU ms per image ({stages['images']} images, {stages['encoder']})")
+    for stage, ms in stages["ms_per_image"].items():
+        share = f"  {100 * ms / spent:5.1f}% of the build's CPU time" if spent else ""
+        print(f"  {stage:<16} {ms:7.1f} ms{share}")
+    if spent:
+        total = sum(stages["ms_per_image"].values())
+        print(
+            f"  {'sum':<16} {total:7.1f} ms of the {spent:.1f} ms the build spent per image "
+            "(the rest: writing, SQLite, FAISS, hand-over between processes)"
+        )
 
 
 def print_query(query: dict) -> None:
