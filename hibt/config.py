@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     # AVX512-BF16), else int8 dynamic quantisation where torch has a quantised CPU engine,
     # else fp32 (indexer/precision.py).
     precision: str = "auto"
+    # auto, torch or onnx: what runs the encoder. auto is ONNX Runtime (int8 when precision
+    # is auto) wherever onnxruntime is installed and the model exports; it was 2-3x faster
+    # than torch per query on x86 (docs/indexing.md). bf16 always runs in torch.
+    runtime: str = "auto"
+    # Where the exported ONNX graphs are kept, one folder per model's weights (None:
+    # $XDG_CACHE_HOME/hibt/onnx, else ~/.cache/hibt/onnx).
+    model_cache: str | None = None
 
     # --- reading images ----------------------------------------------------------------
     max_image_pixels: int = 250_000_000  # larger dataset images are skipped as possible bombs

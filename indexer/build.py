@@ -64,6 +64,7 @@ class BuildResult:
 # Settings that change what a build writes (the rest only change how fast it goes).
 CONTENT_SETTINGS = {
     "precision",
+    "runtime",
     "max_image_pixels",
     "max_image_bytes",
     "working_size",

@@ -54,6 +54,13 @@ def make_images(folder: Path, n: int) -> None:
         (folder / f"{i:05d}.txt").write_text(f"a photograph of subject number {i} in warm light")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the decoder workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -71,7 +78,7 @@ def run_baseline(source: Path, batch: int) -> dict:
     model.eval()
     tokenizer = open_clip.get_tokenizer(MODEL)
     paths = sorted(source.glob("*.jpg"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     image_features, text_features = [], []
     for start in range(0, len(paths), batch):
         chunk = paths[start : start + batch]
@@ -85,12 +92,12 @@ def run_baseline(source: Path, batch: int) -> dict:
     out = Path(tempfile.mkdtemp())
     np.save(out / "image.npy", np.concatenate(image_features))
     np.save(out / "text.npy", np.concatenate(text_features))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     shutil.rmtree(out)
-    return {"images": len(paths), "seconds": seconds, "peak_mb": peak_rss_mb()}
+    return {"images": len(paths), "seconds": seconds, "cpu": cpu, "peak_mb": peak_rss_mb()}
 
 
-def run_hibt(source: Path, precision: str, scoring: bool = True) -> dict:
+def run_hibt(source: Path, precision: str, cache: Path, scoring: bool = True) -> dict:
     from hibt.config import RANDOM_WEIGHTS, Settings
     from hibt.indexer.build import build_index
     from hibt.indexer.model import Embedder, ModelSpec
@@ -98,18 +105,62 @@ def run_hibt(source: Path, precision: str, scoring: bool = True) -> dict:
     settings = Settings(
         model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision, nsfw_scoring=scoring
     )
-    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision)
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, settings.runtime, cache)
     out = Path(tempfile.mkdtemp()) / "index"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     result = build_index(source, out, embedder, settings)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     shutil.rmtree(out.parent)
     return {
         "images": result.manifest.counts.items,
         "seconds": seconds,
+        "cpu": cpu,
         "peak_mb": peak_rss_mb(),
-        "precision": embedder.precision,
+        "precision": embedder.describe(),
         "scored": result.manifest.safety.scored if result.manifest.safety else 0,
+    }
+
+
+def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache: Path) -> dict:
+    """CPU milliseconds per image in each stage of a build, one image at a time through the
+    same functions the decoder workers and the encoder call (indexer/decode.py), so a change
+    is measured where it acts. CPU time, not wall: fair on a shared machine."""
+    import hashlib
+
+    from hibt.config import RANDOM_WEIGHTS, Settings
+    from hibt.indexer.copies.fingerprint import index_fingerprints
+    from hibt.indexer.images import decode, read_bytes, thumbnail_jpeg
+    from hibt.indexer.model import Embedder, ModelSpec
+    from hibt.indexer.model_input import resize_center_crop
+
+    settings = Settings()
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, runtime, cache)
+    paths = sorted(source.glob("*.jpg"))[: max(batch, 32)]
+    spent: dict[str, float] = {}
+
+    def clocked(stage: str, call, *args):
+        started = time.process_time()
+        out = call(*args)
+        spent[stage] = spent.get(stage, 0.0) + time.process_time() - started
+        return out
+
+    pixels, captions = [], []
+    for path in paths:
+        data = clocked("read", read_bytes, path, 10**9)
+        clocked("sha256", lambda d=data: hashlib.sha256(d).hexdigest())
+        loaded = clocked("decode", decode, data, 10**9, settings.working_size)
+        clocked("fingerprints", index_fingerprints, loaded.image)
+        clocked("thumbnail", thumbnail_jpeg, loaded.image, settings.thumbnail_size)
+        pixels.append(clocked("model input", resize_center_crop, loaded.image, embedder.image_size))
+        captions.append(path.with_suffix(".txt").read_text())
+    embedder.encode_pixels(np.stack(pixels[:2]))  # warm-up
+    for start in range(0, len(paths), batch):
+        clocked("encode images", embedder.encode_pixels, np.stack(pixels[start : start + batch]))
+        clocked("encode captions", embedder.encode_texts, captions[start : start + batch])
+    return {
+        "encoder": embedder.describe(),
+        "images": len(paths),
+        "ms_per_image": {k: 1000 * v / len(paths) for k, v in spent.items()},
     }
 
 
@@ -131,10 +182,31 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
 
 
-def query_side(source: Path, reps: int) -> dict:
-    """Encode latency of single queries, and agreement of each precision with fp32."""
-    import torch
+# What runs a query's encoder: (label, precision, runtime), compared in the same process.
+ENCODERS = (
+    ("torch fp32", "fp32", "torch"),
+    ("torch bf16", "bf16", "torch"),
+    ("torch int8", "int8", "torch"),
+    ("onnx fp32", "fp32", "onnx"),
+    ("onnx int8", "int8", "onnx"),
+)
 
+
+def timed(call, inputs: list) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of ``call`` on each input, after one warm-up call (CPU time
+    is what a busy machine still measures fairly)."""
+    call(inputs[0])
+    wall, cpu = [], []
+    for given in inputs:
+        w, c = time.perf_counter(), time.process_time()
+        call(given)
+        wall.append(1000 * (time.perf_counter() - w))
+        cpu.append(1000 * (time.process_time() - c))
+    return wall, cpu
+
+
+def query_side(source: Path, reps: int, cache: Path) -> dict:
+    """Encode latency of single queries, and agreement of each encoder with torch fp32."""
     from hibt.config import RANDOM_WEIGHTS
     from hibt.indexer.images import load_image
     from hibt.indexer.model import Embedder, ModelSpec
@@ -145,31 +217,18 @@ def query_side(source: Path, reps: int) -> dict:
     reference = Embedder(spec, "fp32")
     ref_images, ref_texts = reference.encode_images(images), reference.encode_texts(texts)
     rows = {}
-    for precision in ("fp32", "bf16", "int8"):
-        embedder = Embedder(spec, precision)
+    for label, precision, runtime in ENCODERS:
+        embedder = Embedder(spec, precision, runtime, cache)
         got_images, got_texts = embedder.encode_images(images), embedder.encode_texts(texts)
-        text_ms, image_ms = [], []
-        for i in range(reps):
-            t = time.perf_counter()
-            embedder.encode_texts([texts[i % len(texts)]])
-            text_ms.append(1000 * (time.perf_counter() - t))
-        for i in range(max(10, reps // 4)):
-            t = time.perf_counter()
-            embedder.encode_images([images[i % len(images)]])
-            image_ms.append(1000 * (time.perf_counter() - t))
-        full_ms = [float("nan")]  # open_clip's own encode_text cannot run quantised layers
-        tokens = embedder.tokenizer([texts[0]])
-        if precision != "int8":
-            full_ms = []
-            for _ in range(max(10, reps // 4)):
-                t = time.perf_counter()
-                with torch.inference_mode(), embedder.autocast():
-                    embedder.model.encode_text(tokens)
-                full_ms.append(1000 * (time.perf_counter() - t))
-        rows[precision] = {
-            "text_p50_p99": percentiles(text_ms),
-            "text_untrimmed_p50": percentiles(full_ms)[0],
-            "image_p50_p99": percentiles(image_ms),
+        text_ms = timed(embedder.encode_texts, [[texts[i % 32]] for i in range(reps)])
+        image_ms = timed(
+            embedder.encode_images, [[images[i % 32]] for i in range(max(10, reps // 4))]
+        )
+        rows[label] = {
+            "text_p50_p99": percentiles(text_ms[0]),
+            "text_cpu_p50": percentiles(text_ms[1])[0],
+            "image_p50_p99": percentiles(image_ms[0]),
+            "image_cpu_p50": percentiles(image_ms[1])[0],
             "min_cosine_images": float(np.min(np.sum(ref_images * got_images, axis=1))),
             "min_cosine_texts": float(np.min(np.sum(ref_texts * got_texts, axis=1))),
             "same_neighbours": float(
@@ -185,12 +244,16 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads) if args.threads else None
     if args.child == "baseline":
         print(json.dumps(run_baseline(args.source, args.batch)))
+    elif args.child == "stages":
+        print(
+            json.dumps(stage_profile(args.source, args.precision, "auto", args.batch, args.cache))
+        )
     elif args.child == "hibt":
-        print(json.dumps(run_hibt(args.source, args.precision, not args.no_scoring)))
+        print(json.dumps(run_hibt(args.source, args.precision, args.cache, not args.no_scoring)))
     elif args.child == "nsfw":
         print(json.dumps(run_nsfw(args.source)))
     else:
-        print(json.dumps(query_side(args.source, args.reps)))
+        print(json.dumps(query_side(args.source, args.reps, args.cache)))
 
 
 def spawn(kind: str, args: argparse.Namespace, *extra: str) -> dict:
@@ -205,6 +268,10 @@ def spawn(kind: str, args: argparse.Namespace, *extra: str) -> dict:
         str(args.batch),
         "--reps",
         str(args.reps),
+        "--cache",
+        str(args.cache),
+        "--threads",
+        str(args.threads),
         *extra,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -223,44 +290,53 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--query-only", action="store_true", help="skip the indexing runs")
     parser.add_argument("--no-scoring", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="ONNX exports (default: a fresh folder)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    if args.cache is None:
+        args.cache = Path(tempfile.mkdtemp()) / "onnx"
     if args.source is None:
         args.source = Path(tempfile.mkdtemp()) / "images"
         make_images(args.source, args.images)
-    from hibt.indexer.precision import cpu_flags, resolve_precision
+    from hibt.indexer.precision import cpu_flags
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2")))
-    print(
-        f"CPU flags: {' '.join(flags) or 'none of avx2/avx512/amx'}; auto precision here: "
-        f"{resolve_precision('auto')}"
-    )
+    print(f"CPU flags: {' '.join(flags) or 'none of avx2/avx512/amx'}")
+    indexing = None
     if not args.query_only:
         base = spawn("baseline", args)
         ours = spawn("hibt", args, "--precision", args.precision)
         unscored = spawn("hibt", args, "--precision", args.precision, "--no-scoring")
         print_indexing(base, ours, unscored)
         print_scoring(spawn("nsfw", args), ours, unscored)
+        indexing = ours
+    print_stages(spawn("stages", args, "--precision", args.precision), indexing)
     print_query(spawn("query", args))
 
 
 def print_indexing(base: dict, ours: dict, unscored: dict) -> None:
     print(f"\nindexing {base['images']} JPEGs with {MODEL} (random weights), images + captions")
-    print(f"{'pipeline':<34} {'img/s':>8} {'seconds':>8} {'peak MB':>8}")
+    print(f"{'pipeline':<34} {'img/s':>8} {'seconds':>8} {'CPU s':>8} {'peak MB':>8}")
     for name, r in (
         ("open_clip fp32 loop (baseline)", base),
         (f"hibt build ({ours['precision']})", ours),
         (f"hibt build ({ours['precision']}), no scoring", unscored),
     ):
         print(
-            f"{name:<34} {r['images'] / r['seconds']:8.1f} {r['seconds']:8.1f} {r['peak_mb']:8.0f}"
+            f"{name:<34} {r['images'] / r['seconds']:8.1f} {r['seconds']:8.1f} {r['cpu']:8.1f} "
+            f"{r['peak_mb']:8.0f}"
         )
+    per_image = ours["images"] / base["images"]
     print(
-        f"speed-up: {base['seconds'] / ours['seconds'] * ours['images'] / base['images']:.2f}x "
-        "(hibt also hashes, thumbnails and writes SQLite + FAISS)"
+        f"speed-up: {base['seconds'] / ours['seconds'] * per_image:.2f}x wall, "
+        f"{base['cpu'] / ours['cpu'] * per_image:.2f}x CPU time "
+        "(hibt also hashes, thumbnails and writes SQLite + FAISS); "
+        f"peak memory {ours['peak_mb'] / base['peak_mb']:.2f}x"
     )
 
 
@@ -274,17 +350,35 @@ def print_scoring(alone: dict, ours: dict, unscored: dict) -> None:
     )
 
 
-def print_query(query: dict) -> None:
-    print(
-        f"\n{'precision':<10} {'text p50':>9} {'text p99':>9} {'untrimmed':>10} {'image p50':>10} "
-        f"{'image p99':>10} {'min cos img':>12} {'min cos txt':>12} {'same NN':>8}"
-    )
-    for precision, r in query.items():
+def print_stages(stages: dict, build: dict | None) -> None:
+    """Per image CPU ms per stage; with a build measured, each stage's share of the CPU
+    time the build spent per image (its own and its decoder workers')."""
+    spent = 1000 * build["cpu"] / build["images"] if build else None
+    print(f"\nstage profile, CPU ms per image ({stages['images']} images, {stages['encoder']})")
+    for stage, ms in stages["ms_per_image"].items():
+        share = f"  {100 * ms / spent:5.1f}% of the build's CPU time" if spent else ""
+        print(f"  {stage:<16} {ms:7.1f} ms{share}")
+    if spent:
+        total = sum(stages["ms_per_image"].values())
         print(
-            f"{precision:<10} {r['text_p50_p99'][0]:8.1f}ms {r['text_p50_p99'][1]:8.1f}ms "
-            f"{r['text_untrimmed_p50']:9.1f}ms {r['image_p50_p99'][0]:9.1f}ms "
-            f"{r['image_p50_p99'][1]:9.1f}ms {r['min_cosine_images']:12.4f} "
-            f"{r['min_cosine_texts']:12.4f} {r['same_neighbours']:8.2f}"
+            f"  {'sum':<16} {total:7.1f} ms of the {spent:.1f} ms the build spent per image "
+            "(the rest: writing, SQLite, FAISS, hand-over between processes)"
+        )
+
+
+def print_query(query: dict) -> None:
+    print("\nsingle-query encode latency (wall p50/p99; CPU p50: this process's own time)")
+    print(
+        f"{'encoder':<11} {'text p50':>9} {'p99':>7} {'cpu':>7} {'image p50':>10} {'p99':>7} "
+        f"{'cpu':>7} {'min cos img':>12} {'min cos txt':>12} {'same NN':>8}"
+    )
+    for label, r in query.items():
+        print(
+            f"{label:<11} {r['text_p50_p99'][0]:7.1f}ms {r['text_p50_p99'][1]:5.1f}ms "
+            f"{r['text_cpu_p50']:5.1f}ms {r['image_p50_p99'][0]:8.1f}ms "
+            f"{r['image_p50_p99'][1]:5.1f}ms {r['image_cpu_p50']:5.1f}ms "
+            f"{r['min_cosine_images']:12.4f} {r['min_cosine_texts']:12.4f} "
+            f"{r['same_neighbours']:8.2f}"
         )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +23,10 @@ from hibt.indexer.model import Embedder, ModelSpec
 from tests.datagen import Item, make_dataset
 
 os.environ.setdefault("HIBT_OFFLINE", "1")  # tests never wait on a model hub
+# ONNX exports of the test models go to a folder of this run, never the user's cache.
+if "HIBT_MODEL_CACHE" not in os.environ:
+    os.environ["HIBT_MODEL_CACHE"] = tempfile.mkdtemp(prefix="hibt-onnx-")
+    atexit.register(shutil.rmtree, os.environ["HIBT_MODEL_CACHE"], True)
 
 
 def tiny_settings(**overrides: object) -> Settings:

@@ -141,6 +141,7 @@ def test_the_command_killed_at_every_phase_ends_with_the_uninterrupted_index(
     (out / fmt.MANIFEST).write_text("{}")  # an old, unreadable index: replaced
     env = {**os.environ, "HIBT_CHUNK_SIZE": "4", "HIBT_DECODE_WORKERS": "-1"}
     env["HIBT_PRECISION"] = "fp32"  # as the in-process embedder of the reference
+    env["HIBT_RUNTIME"] = "torch"
     args = ["index", str(source), "--out", str(out), "--model", TINY_MODEL]
     assert set(KILL_POINTS) == set(faults.PHASES)
     driver = [sys.executable, "-m", "tests.kill_at_phases", ",".join(KILL_POINTS), *args]
@@ -159,6 +160,7 @@ def cli_env(monkeypatch):
     monkeypatch.setenv("HIBT_CHUNK_SIZE", "4")
     monkeypatch.setenv("HIBT_DECODE_WORKERS", "-1")
     monkeypatch.setenv("HIBT_PRECISION", "fp32")  # as the in-process embedder
+    monkeypatch.setenv("HIBT_RUNTIME", "torch")
     config.get_settings.cache_clear()
     yield monkeypatch
     config.get_settings.cache_clear()
