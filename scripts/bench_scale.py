@@ -154,14 +154,28 @@ def rss(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1e6, int(fields["VmHWM"].split()[0]) / 1e6)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used (all threads, user + system): on a machine shared with
+    other work, the engine's own cost per query."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+SERVER: dict[str, int] = {}  # the server's pid, once started
+CPU: dict[int, float] = {}  # id(times) -> the server's CPU seconds spent on those queries
+
+
 def timed(client: httpx.Client, times: list[float], method: str, url: str, **kw) -> dict:
+    cpu = cpu_seconds(SERVER["pid"]) if SERVER else 0.0
     started = time.perf_counter()
     response = client.request(method, url, **kw)
     times.append(time.perf_counter() - started)
+    if SERVER:
+        CPU[id(times)] = CPU.get(id(times), 0.0) + cpu_seconds(SERVER["pid"]) - cpu
     response.raise_for_status()
     return response.json()
 
@@ -240,6 +254,7 @@ def serve_and_measure(source: Path, index_dir: Path, vectors: np.ndarray, count:
                 raise SystemExit("the server died while starting")
         start_s = time.perf_counter() - started
         rss_start = rss(proc.pid)
+        SERVER["pid"] = proc.pid
         rng = np.random.default_rng(1)
         qs = queries(source, vectors, rng, count)
         truth = {name: brute_force(vectors, q, 10) for name, q in qs.items()}
@@ -338,9 +353,10 @@ def main() -> None:
         f"start {figures['start_s']:.1f} s; server RSS at start {rs[0]:.2f} GB, after "
         f"queries {ra[0]:.2f} GB, peak {ra[1]:.2f} GB"
     )
-    print("\nquery kind            p50 ms  p99 ms   (over HTTP, one client)")
+    print("\nquery kind            p50 ms  p99 ms  server CPU ms/query  (over HTTP, one client)")
     for name, times in figures["latency"].items():
-        print(f"{name:20s} {percentiles(times)}")
+        cpu = 1000 * CPU.get(id(times), 0.0) / max(1, len(times))
+        print(f"{name:20s} {percentiles(times)}  {cpu:7.1f}")
     for name, value in figures["recall"].items():
         print(f"recall@10 {name} queries vs brute force: {value:.3f}")
     if args.clean:

@@ -85,7 +85,7 @@ def local(shards, embedder, tmp_path_factory) -> BuildResult:
     import torch
 
     out = tmp_path_factory.mktemp("local") / "index"
-    settings = tiny_settings(precision="fp32", chunk_size=CHUNK)
+    settings = tiny_settings(precision="fp32", runtime="torch", chunk_size=CHUNK)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -95,7 +95,9 @@ def local(shards, embedder, tmp_path_factory) -> BuildResult:
 
 
 def ray_build(shards: Path, out: Path, **settings: object) -> BuildResult:
-    config = tiny_settings(precision="fp32", chunk_size=CHUNK, ray_embedders=1, **settings)
+    # torch, as the local build's embedder (ONNX Runtime rounds the last bit otherwise)
+    base = {"precision": "fp32", "runtime": "torch", "chunk_size": CHUNK, "ray_embedders": 1}
+    config = tiny_settings(**{**base, **settings})
     return build_index(shards, out, None, config, ray=True)
 
 
@@ -210,7 +212,7 @@ def test_an_interrupted_build_resumes_from_its_parts(
     # Run again from the command line. A finished unit that ran again would trip its fault
     # and leave the marker.
     faults = ",".join(f"decode:{u}" for u in sorted(finished))
-    settings = {"model": "tiny-test", "precision": "fp32", "chunk_size": CHUNK}
+    settings = {"model": "tiny-test", "precision": "fp32", "runtime": "torch", "chunk_size": CHUNK}
     settings |= {"ray_embedders": 1, "ray_fault": faults, "decode_workers": -1}
     for name, value in settings.items():
         monkeypatch.setenv(f"HIBT_{name.upper()}", str(value))
