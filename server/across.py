@@ -18,7 +18,7 @@ from hibt.errors import QueryError
 from hibt.server import answers, schemas
 from hibt.server.catalogue import Catalogue, Served
 
-COPY_KINDS = ("exact_copy", "near_copy", "likely_copy")
+COPY_KINDS = ("exact_copy", "near_copy", "edited_copy", "likely_copy")
 Names = Annotated[
     str | None,
     Query(description="Comma-separated index names from /api/indices; all of them by default"),
