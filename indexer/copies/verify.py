@@ -129,11 +129,10 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     blocks = block_means(diff, side)
     differs = (blocks >= BLOCK_DIFF) | recoloured(up, st, side)
     share = float(differs.mean())
-    keep = ~block_mask(differs, side)
-    agreement = fine_agreement(up, st, keep) if fine and side >= FINE_SIDE else 1.0
-    if agreement < FINE_MIN:
-        return Verdict("different", "fine lines", share)
     if not differs.any():
+        # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
+        if fine and side >= FINE_SIDE and fine_agreement(up, st) < FINE_MIN:
+            return Verdict("different", "fine lines", share)
         return Verdict("same")
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
@@ -141,11 +140,11 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     return Verdict("different", where, share)
 
 
-def fine_agreement(up: Image.Image, stored: Image.Image, keep: np.ndarray) -> float:
+def fine_agreement(up: Image.Image, stored: Image.Image) -> float:
     """Correlation of the two pictures' fine detail (each grey image less its blur), best
     over shifts of a pixel: near 1 for the same drawing, near 0 where fine lines differ
     (a star of 59 thin spokes against one of 64 is the same grey disc at 64 px)."""
-    a, b = detail(up) * keep, detail(stored) * keep
+    a, b = detail(up), detail(stored)
     h, w = b.shape
     if min(a.std(), b.std()) < DETAIL_MIN:
         return 1.0  # no fine lines to tell apart: the coarse comparison decides
@@ -255,7 +254,9 @@ def laid_over(
     """Whether the upload's differing blocks carry colour the stored picture lacks there: a
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
     treble clef is drawn in the staff's own ink)."""
-    added = np.clip(chroma(up) - chroma(stored), 0, None)
+    added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
+    if float(np.abs(opponent(up)).mean()) >= GREY_UPLOAD:  # or another colour than there was
+        added = np.maximum(added, np.linalg.norm(opponent(up) - opponent(stored), axis=-1))
     inside = block_mask(differs, side)
     changed = added[inside & (diff >= BLOCK_DIFF)]
     if not changed.size:  # another colour, not another shape: a recoloured part
@@ -264,14 +265,14 @@ def laid_over(
 
 
 def region(differs: np.ndarray) -> str:
-    """Where the differing blocks lie, in words: "bottom right", "top", "centre"..."""
+    """Where the differing blocks lie, in words ("bottom right", "top", "centre"), from the
+    centre of their bounding box; "several places" when they spread over most of it."""
     rows, cols = np.nonzero(differs)
+    if np.ptp(rows) + 1 > GRID * 2 / 3 and np.ptp(cols) + 1 > GRID * 2 / 3:
+        return "several places"
     third = GRID / 3
-    r = sorted({REGIONS[0][min(2, int(x // third))] for x in rows})
-    c = sorted({REGIONS[1][min(2, int(x // third))] for x in cols})
-    vertical = r[0] if len(r) == 1 else ""
-    horizontal = c[0] if len(c) == 1 else ""
-    if vertical == "middle" and horizontal == "centre":
+    vertical = REGIONS[0][min(2, int((rows.min() + rows.max() + 1) / 2 // third))]
+    horizontal = REGIONS[1][min(2, int((cols.min() + cols.max() + 1) / 2 // third))]
+    if (vertical, horizontal) == ("middle", "centre"):
         return "centre"
-    words = " ".join(w for w in (vertical, horizontal) if w and w not in ("middle", "centre"))
-    return words or "several places"
+    return " ".join(w for w in (vertical, horizontal) if w not in ("middle", "centre"))
