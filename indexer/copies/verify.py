@@ -28,12 +28,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from hibt.indexer.copies.fingerprint import Fingerprints
+from hibt.indexer.copies.framing import trim_borders
 from hibt.indexer.copies.matching import CopyMatch
 from hibt.indexer.copies.views import INDEX_VIEWS, Scene, hash_base
 
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
-SIDE = 128  # pixels per side at most, so a block is at most 16x16 px
+SIDE = 64  # pixels per side at most for the blocks: 8x8 px each
 MIN_SIDE = 24  # an upload view smaller than this holds no detail to verify: accepted
 # A block differs when its mean absolute grey difference (0-255, after the fit) is at least
 # this many levels (calibrated: docs/copy-detection.md, "Verification").
@@ -48,7 +49,8 @@ GREY_UPLOAD = 4.0
 COLOUR_DIFF = 48.0
 # Fine lines: compared from FINE_SIDE px up, where both pictures have at least DETAIL_MIN
 # grey levels RMS of detail; under FINE_MIN correlation the lines are other lines.
-FINE_SIDE = 64
+FINE_SIDE = 128  # fine lines are compared at up to this size ...
+MIN_FINE = 64  # ... and from this size up
 DETAIL_MIN = 2.0
 FINE_MIN = 0.6
 WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
@@ -72,7 +74,8 @@ def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> 
     The stored view is made again from the thumbnail. Its whole picture, crops and
     brightened view are exact; its trimmed view is not always (JPEG noise can hide a flat
     frame from the trim), so a trimmed pair is first tried as the whole pictures it came
-    from, and framed again only when they differ (slow: a few tens of ms)."""
+    from, and only when they differ as the thumbnail trimmed of its flat borders (framing it
+    as the build did, chrome and all, costs tens of ms: too slow for every sibling flag)."""
     if match.query_view < 0 or query.scene is None:
         return Verdict("same")  # same bytes: nothing to verify
     base = Scene(hash_base(stored), hash_base(stored), None)
@@ -88,8 +91,8 @@ def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> 
     ]
     if query.scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
         found.append(verify(query.scene.uncut, base.uncut, fine=True))
-    if all(v.kind != "same" for v in found):
-        found.append(compare(query, query_view, Scene.of(stored).trimmed))
+    if all(v.kind != "same" for v in found):  # a frame added or cut: trimmed on both sides
+        found.append(compare(query, query_view, trim_borders(base.uncut)))
     return min(found, key=lambda v: RANK[v.kind])
 
 
@@ -118,12 +121,14 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
     as it is against the whole stored picture. A crop, a flip chosen among symmetric ones
     or a turn undone lands a pixel or more off, which fine lines do not survive."""
-    side = min(SIDE, *upload_view.size)
-    if side < MIN_SIDE:
+    largest = min(FINE_SIDE, *upload_view.size)
+    if largest < MIN_SIDE:
         return Verdict("same")
-    size = (side, side)
-    up = upload_view.convert("RGB").resize(size, Image.Resampling.BOX)
-    st = stored_view.convert("RGB").resize(size, Image.Resampling.BOX)
+    side = min(SIDE, largest) // GRID * GRID
+    up, st = (
+        v.convert("RGB").resize((side, side), Image.Resampling.BOX)
+        for v in (upload_view, stored_view)
+    )
     up_grey, st_grey = grey(up), grey(st)
     diff = shifted_difference(fit(up_grey, st_grey), st_grey)
     blocks = block_means(diff, side)
@@ -131,7 +136,11 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     share = float(differs.mean())
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
-        if fine and side >= FINE_SIDE and fine_agreement(up, st) < FINE_MIN:
+        if (
+            fine
+            and largest >= MIN_FINE
+            and fine_agreement(upload_view, stored_view, largest) < FINE_MIN
+        ):
             return Verdict("different", "fine lines", share)
         return Verdict("same")
     where = region(differs)
@@ -140,11 +149,11 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     return Verdict("different", where, share)
 
 
-def fine_agreement(up: Image.Image, stored: Image.Image) -> float:
+def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
     """Correlation of the two pictures' fine detail (each grey image less its blur), best
     over shifts of a pixel: near 1 for the same drawing, near 0 where fine lines differ
     (a star of 59 thin spokes against one of 64 is the same grey disc at 64 px)."""
-    a, b = detail(up), detail(stored)
+    a, b = (detail(v.convert("L").resize((side, side), Image.Resampling.BOX)) for v in (up, stored))
     h, w = b.shape
     if min(a.std(), b.std()) < DETAIL_MIN:
         return 1.0  # no fine lines to tell apart: the coarse comparison decides
@@ -200,26 +209,14 @@ def shifted_difference(up: np.ndarray, stored: np.ndarray) -> np.ndarray:
 
 def block_mask(blocks: np.ndarray, side: int) -> np.ndarray:
     """The (side, side) pixels of the chosen blocks."""
-    edges = block_edges(side)
-    inside = np.zeros((side, side), bool)
-    for r, c in zip(*np.nonzero(blocks), strict=True):
-        inside[edges[r] : edges[r + 1], edges[c] : edges[c + 1]] = True
-    return inside
-
-
-def block_edges(side: int) -> np.ndarray:
-    return np.linspace(0, side, GRID + 1).round().astype(int)
+    step = side // GRID
+    return np.kron(blocks, np.ones((step, step), bool)).astype(bool)
 
 
 def block_means(values: np.ndarray, side: int) -> np.ndarray:
-    """(GRID, GRID) means of ``values`` over a grid of nearly equal blocks."""
-    edges = block_edges(side)
-    return np.array(
-        [
-            [values[edges[r] : edges[r + 1], edges[c] : edges[c + 1]].mean() for c in range(GRID)]
-            for r in range(GRID)
-        ]
-    )
+    """(GRID, GRID) means of ``values`` (``side`` is a multiple of GRID)."""
+    step = side // GRID
+    return values.reshape(GRID, step, GRID, step).mean(axis=(1, 3))
 
 
 def opponent(image: Image.Image) -> np.ndarray:
