@@ -218,6 +218,7 @@ class Negative(NamedTuple):
     those meets it at the near-copy similarity as it is (a close sibling)."""
 
     image: Image.Image
+    path: Path
     sha256: str
     copies: frozenset[str]
     sibling: bool
@@ -259,7 +260,7 @@ def negatives_of(
                 unlabelled.append(
                     f"{sha}\t{row['sha256']}\t{similarity:.4f}\t{record.path}\t{row['path']}"
                 )
-        out.append(Negative(image, sha, frozenset(copies), sibling))
+        out.append(Negative(image, record.path, sha, frozenset(copies), sibling))
     (work / "unlabelled_pairs.tsv").write_text("".join(f"{u}\n" for u in unlabelled))
     return out
 
@@ -269,8 +270,11 @@ def evaluate(
     originals: list[tuple[int, Image.Image]],
     negatives: list[Negative],
     transforms: list[str],
+    work: Path,
 ) -> list[dict]:
-    rows = []
+    """The table's rows; every false copy (a held-out picture's claimed copy that is not a
+    labelled copy of it) is also written to ``work/false_copies.tsv``, to be looked at."""
+    rows, false_copies = [], []
     store = engine.index.store()
     for name in transforms:
         hit1 = hit10 = labelled1 = edited1 = clip1 = clip10 = 0
@@ -298,8 +302,14 @@ def evaluate(
         for negative in negatives:
             data = query_bytes(name, negative.image)
             response = timed(seconds, engine.search_image, data, k=20, collapse=False)
-            claimed = [store.by_id(r.id)["sha256"] for r in response.results if r.match in COPY]
-            wrong = any(sha not in negative.copies for sha in claimed)
+            claimed = [(store.by_id(r.id), r) for r in response.results if r.match in COPY]
+            wrong = [(row, r) for row, r in claimed if row["sha256"] not in negative.copies]
+            false_copies += [
+                f"{name}\t{negative.sha256}\t{row['sha256']}\t{r.match}\t{r.copy_similarity}\t"
+                f"{negative.path}\t{row['path']}\n"
+                for row, r in wrong
+            ]
+            wrong = bool(wrong)
             false_pos += wrong
             false_sib += wrong and negative.sibling
             found = best_matches(engine, data)
@@ -334,6 +344,7 @@ def evaluate(
             }
         )
         print(f"  {name}: R@1 {hit1 / n:.3f} FP {false_pos}/{len(negatives)}", file=sys.stderr)
+    (work / "false_copies.tsv").write_text("".join(false_copies))
     return rows
 
 
@@ -458,7 +469,7 @@ def main() -> None:
         f"{sum(bool(n.copies) for n in negatives)} with a labelled copy); "
         f"model {args.model} (semantic: {engine.manifest.model.semantic})"
     )
-    results = evaluate(engine, originals, negatives, args.transforms)
+    results = evaluate(engine, originals, negatives, args.transforms, args.work)
     print_table(results, (settings.exact_copy_min_similarity, settings.near_copy_min_similarity))
     print_calibration(results)
     print(
