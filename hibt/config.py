@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # An upload cut out of what looked like window chrome is also compared uncut, and may
     # then claim a stored crop only from this similarity up.
     uncut_copy_min_similarity: float = 0.995
+    # Copy candidates verified region by region (indexer/copies/verify.py), best first; the
+    # rest are shown as look-alikes, never counted as copies (a few ms each).
+    copy_verify_limit: int = 16
     # Items known only by URL and embedding (published embeddings) have no fingerprint: an
     # upload is called a likely copy of one from this CLIP image-embedding cosine up. Not
     # calibrated here (no real weights can be loaded); clip-retrieval deduplicates at 0.94.

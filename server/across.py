@@ -19,7 +19,7 @@ from hibt.server import answers, schemas
 from hibt.server.catalogue import Catalogue, Served
 from hibt.server.safety import Safe
 
-COPY_KINDS = ("exact_copy", "near_copy", "likely_copy")
+COPY_KINDS = ("exact_copy", "near_copy", "edited_copy", "likely_copy")
 Names = Annotated[
     str | None,
     Query(description="Comma-separated index names from /api/indices; all of them by default"),

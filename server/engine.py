@@ -9,18 +9,21 @@ collapsed to one result that carries the size of its group. answers.py shapes th
 from __future__ import annotations
 
 import hashlib
+import io
 import sqlite3
 import time
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
 from hibt.config import Settings
 from hibt.errors import BadImage, QueryError
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
+from hibt.indexer.copies.verify import verify_match
 from hibt.indexer.images import MemoryBudget, decode
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
@@ -30,7 +33,15 @@ from hibt.server.index import OpenIndex
 from hibt.server.names import normalise_tokens
 from hibt.server.safety import Safety
 
-KIND_ORDER = {"exact_copy": 0, "near_copy": 1, "likely_copy": 1, "name_match": 2, "similar": 3}
+KIND_ORDER = {
+    "exact_copy": 0,
+    "near_copy": 1,
+    "edited_copy": 1,
+    "likely_copy": 1,
+    "name_match": 2,
+    "similar": 3,
+}
+COPY_KINDS = ("exact_copy", "near_copy", "edited_copy")
 
 
 class Visibility(Protocol):
@@ -147,7 +158,11 @@ class Engine:
         counts = schemas.MatchCounts(
             exact_copy=sum(c.match == "exact_copy" for c in copies),
             near_copy=sum(c.match == "near_copy" for c in copies),
+            edited_copy=sum(c.match == "edited_copy" for c in copies),
             likely_copy=sum(c.match == "likely_copy" for c in copies),
+            copy_pictures=len(
+                {int(self.groups[c.idx]) for c in copies if c.match in (*COPY_KINDS, "likely_copy")}
+            ),
         )
         ranked = self.rank(copies, vector, "images", offset + k, collapse)
         verdict = answers.copy_verdict(self, counts, blank, copies)
@@ -315,7 +330,7 @@ class Engine:
         matches = self.index.copies.match(prints, t.lookalike, t.exact_colour, t.uncut)
         for idx in self.index.store().idxs_by_sha256(hashlib.sha256(data).hexdigest()):
             matches[idx] = CopyMatch(idx, 1.0, 0.0, 0, same_bytes=True)
-        labelled = [(m, m.label(t)) for m in matches.values()]
+        labelled, regions = self.verified([(m, m.label(t)) for m in matches.values()], prints)
         vectors = self.index.image_vectors
         ranked = sorted(
             ((m, kind) for m, kind in labelled if kind),
@@ -327,6 +342,40 @@ class Engine:
             ),
         )
         return [
-            Candidate(m.idx, kind, m.hash_distance, None if m.blank else round(m.similarity, 4))
+            Candidate(
+                m.idx,
+                kind,
+                m.hash_distance,
+                None if m.blank else round(m.similarity, 4),
+                edited_region=regions.get(m.idx),
+            )
             for m, kind in ranked
         ]
+
+    def verified(
+        self, labelled: list[tuple[CopyMatch, str | None]], prints: Fingerprints
+    ) -> tuple[list[tuple[CopyMatch, str | None]], dict[int, str | None]]:
+        """The copies, best first, verified region by region against their stored
+        thumbnails (verify.py): the same picture keeps its label, a picture with a caption
+        or logo laid over it becomes an edited copy, and a sibling (a template shared, a
+        detail redrawn) is only similar. Copies past the verification limit are shown as
+        look-alikes: unverified, they are not counted. Also returns where each edited copy
+        differs."""
+        copies = sorted(
+            (p for p in labelled if p[1] in ("exact_copy", "near_copy") and not p[0].same_bytes),
+            key=lambda p: (p[0].rank_key(), p[0].idx),
+        )
+        checked: dict[int, str] = {}
+        regions: dict[int, str | None] = {}
+        thumbnails = self.index.thumbnails()
+        for number, (m, kind) in enumerate(copies):
+            jpeg = thumbnails.get(m.idx) if number < self.settings.copy_verify_limit else None
+            if jpeg is None:
+                checked[m.idx] = "similar"
+                continue
+            verdict = verify_match(prints, m, Image.open(io.BytesIO(jpeg)).convert("RGB"))
+            if verdict.kind == "edited":
+                checked[m.idx], regions[m.idx] = "edited_copy", verdict.region
+            else:
+                checked[m.idx] = kind if verdict.kind == "same" else "similar"
+        return [(m, checked.get(m.idx, kind)) for m, kind in labelled], regions

@@ -50,10 +50,11 @@ def search(query_type: str = "image", **fields: Any) -> schemas.SearchResponse:
         "query_type": query_type,
         "model": MODEL,
         "total_items": 7012,
-        "counts": schemas.MatchCounts(exact_copy=1)
+        "counts": schemas.MatchCounts(exact_copy=1, copy_pictures=1)
         if image
         else schemas.MatchCounts(name_match=14),
-        "copy_verdict": "1 exact and 0 near copies of this image found among 7012 images"
+        "copy_verdict": "1 picture found among 7012 images is a copy of this image (1 file: "
+        "1 exact); the best match is “Sunflowers at dusk” (exact copy)"
         if image
         else None,
         "offset": 0,

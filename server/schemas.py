@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-MatchKind = Literal["exact_copy", "near_copy", "likely_copy", "name_match", "site_match", "similar"]
+MatchKind = Literal[
+    "exact_copy", "near_copy", "edited_copy", "likely_copy", "name_match", "site_match", "similar"
+]
 
 
 class ModelSummary(BaseModel):
@@ -33,6 +35,11 @@ class Result(BaseModel):
         None,
         description="Bits differing between the 256-bit pHashes of the best-matching views "
         "(copies only; 0-256; absent for near-blank images matched by colour)",
+    )
+    edited_region: str | None = Field(
+        None,
+        description="For an edited copy: where the upload differs from this image (a caption "
+        "or logo laid over it), such as 'bottom right'",
     )
     matched_fields: list[str] = Field(default_factory=list)
     caption: str
@@ -84,6 +91,12 @@ class Result(BaseModel):
 class MatchCounts(BaseModel):
     exact_copy: int = 0
     near_copy: int = 0
+    edited_copy: int = Field(0, description="Copies with a part changed (an overlay, a logo)")
+    copy_pictures: int = Field(
+        0,
+        description="Distinct pictures among the copies: duplicate groups, each counted once "
+        "however many files it holds",
+    )
     likely_copy: int = Field(0, description="Items known by URL whose image embedding is close")
     name_match: int = 0
     name_match_capped: bool = Field(

@@ -804,3 +804,80 @@ def test_exhaustive_search_a_block_at_a_time_finds_what_it_finds_in_memory(
     for query in uploads(pictures[::2]):
         a, b = in_memory.match(query, 0.85, 12, 0.995), streamed.match(query, 0.85, 12, 0.995)
         assert same_matches(a, b)
+
+
+# --- verification: copies, edited copies and siblings ----------------------------------------
+def tricolour(colours: tuple[str, str, str], size: tuple[int, int] = (240, 160)) -> Image.Image:
+    """A flag of three vertical bands: Romania and Gabon share the layout, not the colours."""
+    image = Image.new("RGB", size, colours[0])
+    draw = ImageDraw.Draw(image)
+    third = size[0] // 3
+    draw.rectangle((third, 0, 2 * third, size[1]), fill=colours[1])
+    draw.rectangle((2 * third, 0, size[0], size[1]), fill=colours[2])
+    return image
+
+
+def overlaid(image: Image.Image) -> Image.Image:
+    """The benchmark's repost: a translucent blue box at the bottom right."""
+    out = image.copy()
+    w, h = out.size
+    ImageDraw.Draw(out, "RGBA").rectangle(
+        (int(w * 0.62), int(h * 0.80), int(w * 0.98), int(h * 0.98)), fill=(20, 20, 160, 170)
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def sibling_index(tmp_path_factory, embedder) -> Engine:
+    """A thin-line star, a tricolour flag, a drawing and one copy of it in other bytes."""
+    root = tmp_path_factory.mktemp("siblings")
+    save(thin_star(40, 200), root / "star_40.png")
+    save(tricolour(("#002b7f", "#fcd116", "#ce1126")), root / "romania.png")
+    save(drawing(32, (240, 180)), root / "drawing.png")
+    Image.fromarray(np.asarray(drawing(32, (240, 180)))).save(
+        root / "drawing_again.png", optimize=True
+    )
+    for i in range(4):
+        save(drawing(300 + i), root / f"other_{i}.png")
+    out = tmp_path_factory.mktemp("sibling-index") / "index"
+    build_index(root, out, embedder, tiny_settings())
+    return Engine.open(out, tiny_settings(), embedder)
+
+
+def test_a_sibling_with_other_fine_lines_is_not_a_copy(sibling_index: Engine) -> None:
+    """A star of 44 spokes meets one of 40 at 0.998 by descriptor; at 128 px its lines
+    are other lines: similar, never a copy. The star itself re-encoded stays a copy."""
+    response, first = top(sibling_index, encode(thin_star(44, 200)))
+    assert first.source == "star_40.png" and first.copy_similarity >= 0.98
+    assert first.match == "similar" and response.counts.near_copy == 0
+    assert response.copy_verdict.startswith("no copy of this image found")
+    _, first = top(sibling_index, encode(thin_star(40, 200), "JPEG", quality=90))
+    assert first.source == "star_40.png" and first.match in ("exact_copy", "near_copy")
+
+
+def test_a_flag_with_the_same_layout_in_other_colours_is_not_a_copy(sibling_index) -> None:
+    gabon = tricolour(("#009e60", "#fcd116", "#3a75c4"))
+    _, first = top(sibling_index, encode(gabon))
+    assert first.source == "romania.png" and first.match == "similar"
+    grey = ImageOps.grayscale(tricolour(("#002b7f", "#fcd116", "#ce1126"))).convert("RGB")
+    _, first = top(sibling_index, encode(grey))  # a grey copy is still a copy
+    assert first.source == "romania.png" and first.match == "near_copy"
+
+
+def test_an_overlay_is_an_edited_copy_and_says_where(sibling_index: Engine) -> None:
+    response, first = top(sibling_index, encode(overlaid(drawing(32, (240, 180)))))
+    assert first.source.startswith("drawing") and first.match == "edited_copy"
+    assert first.edited_region == "bottom right"
+    assert response.counts.edited_copy == 2 and response.counts.copy_pictures == 1
+    for untouched in (drawing(32, (240, 180)), drawing(32, (240, 180)).resize((120, 90))):
+        _, first = top(sibling_index, encode(untouched, "JPEG", quality=85))
+        assert first.match in ("exact_copy", "near_copy") and first.edited_region is None
+
+
+def test_the_verdict_counts_pictures_and_names_the_best_match(dup_index: Engine) -> None:
+    """Three files of one picture (two identical, one resized) are one picture."""
+    response = dup_index.search_image(encode(drawing(11, (200, 150))), k=5)
+    files = response.counts.exact_copy + response.counts.near_copy
+    assert files == 3 and response.counts.copy_pictures == 1
+    assert response.copy_verdict.startswith(f"1 picture found among {dup_index.n} images")
+    assert "(3 files:" in response.copy_verdict and "the best match is “" in response.copy_verdict

@@ -8,6 +8,7 @@ const PER_DATASET = 8; // results shown per dataset when searching several at on
 const KIND_LABEL = {
   exact_copy: "Exact copy",
   near_copy: "Near copy",
+  edited_copy: "Edited copy",
   likely_copy: "Likely copy",
   name_match: "Name match",
   site_match: "From this site",
@@ -325,9 +326,10 @@ function renderSummary(response) {
         .map((s) => `${s.site} (${s.count})`).join(", ") + ".");
     }
   } else {
-    const copies = c.exact_copy + c.near_copy;
-    if (copies) parts.push(`${plural(copies, "image looks", "images look")} like copies of your image ` +
-      `(${c.exact_copy} exact, ${c.near_copy} near).`);
+    const copies = c.exact_copy + c.near_copy + c.edited_copy;
+    if (copies) parts.push(`${plural(c.copy_pictures, "picture", "distinct pictures")} ` +
+      `(${plural(copies, "file", "files")}: ${c.exact_copy} exact, ${c.near_copy} near, ` +
+      `${c.edited_copy} edited) look like copies of your image.`);
     if (c.likely_copy) parts.push(`${plural(c.likely_copy, "image known only by its URL looks", "images known only by their URLs look")} ` +
       "like your image by CLIP embedding.");
   }
@@ -345,7 +347,7 @@ function keyOf(result) {
 }
 
 function isCopy(result) {
-  return ["exact_copy", "near_copy", "likely_copy"].includes(result.match);
+  return ["exact_copy", "near_copy", "edited_copy", "likely_copy"].includes(result.match);
 }
 
 function capitalise(text) {

@@ -77,6 +77,7 @@ class Fingerprints:
     # near-blank upload is compared by (see plain()).
     content_colour: np.ndarray | None = None
     views: list[View] = field(default_factory=list)  # what each row is (views.py)
+    scene: Scene | None = None  # what the views were cut from (uploads: for verify.py)
 
     def __post_init__(self) -> None:
         if self.bands is None:
@@ -186,6 +187,7 @@ def index_fingerprints(image: Image.Image) -> Fingerprints:
 def query_fingerprints(image: Image.Image) -> Fingerprints:
     scene = Scene.of(image)
     found = fingerprints_of(scene, QUERY_VIEWS)
+    found.scene = scene
     found.colour = colour_signature(scene.picture)
     found.content_colour = colour_signature(scene.trimmed)
     return found

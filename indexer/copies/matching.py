@@ -63,6 +63,10 @@ class CopyMatch:
     same_bytes: bool = False
     blank: bool = False  # matched by colour layout: both too plain to identify
     whole: bool = True  # whole picture to whole picture, full band (not a crop, flip, turn)
+    # The pair that matched, for verification (verify.py): positions in the upload's views
+    # and in INDEX_VIEWS; -1 when no view pair matched (same bytes, blank).
+    query_view: int = -1
+    stored_view: int = -1
 
     def label(self, t: CopyThresholds) -> str | None:
         if self.same_bytes:
@@ -210,6 +214,8 @@ class CopyMatcher:
                 float(c),
                 hamming(query.hashes[query_view[k]], self.hashes[row, ids[k] % self.views]),
                 whole=bool(whole[k]),
+                query_view=int(query_view[k]),
+                stored_view=int(ids[k] % self.views),
             )
             for row, k, c in zip(rows, chosen, colour_d, strict=True)
         }

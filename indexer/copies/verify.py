@@ -1,0 +1,288 @@
+"""Verification of a copy candidate: the upload brought into the stored picture's frame and
+compared region by region at a finer scale than the descriptor sees.
+
+The descriptor (fingerprint.py) holds the 16x16 lowest frequencies of a view: enough to find
+a picture after resizing, recompression, a crop or a flip, but blind to a small detail. A
+music staff with a treble clef and the same staff with a bass clef, or a star with 34 points
+against one with 36, meet at 0.98-1.0 (docs/copy-detection.md). Verification takes the pair
+of views that matched (the upload's view, such as "mirrored" or "turn 5 undone", and the
+stored view, such as "crop 80%", made again from the stored thumbnail), so the two pictures
+are already in one frame, and compares them on a grid of blocks:
+
+* every block alike: the same picture (exact or near copy, as the descriptor said);
+* a few blocks unlike, where the upload carries colour the stored picture does not have
+  there (a caption, a logo, a watermark laid over it): ``edited``, with the region named;
+* otherwise: ``different``, a sibling that shares a template or a layout, never a copy.
+
+The comparison is done at the scale the upload holds (a 15 px thumbnail cannot show a clef,
+so it is not held to), after the upload's grey levels are fitted to the stored ones (a
+brightened or low-contrast copy is the same picture) and both are blurred by a pixel (so
+resampling and JPEG do not count as a change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from hibt.indexer.copies.fingerprint import Fingerprints
+from hibt.indexer.copies.framing import frame_box
+from hibt.indexer.copies.matching import CopyMatch
+from hibt.indexer.copies.views import INDEX_VIEWS, Scene, hash_base
+
+GRID = 8  # blocks per side
+SHIFT = 1  # pixels a view may be off its match and still be the same picture
+SIDE = 64  # pixels per side at most for the blocks: 8x8 px each
+MIN_SIDE = 24  # an upload view smaller than this holds no detail to verify: accepted
+# A block differs when its mean absolute grey difference (0-255, after the fit) is at least
+# this many levels (calibrated: docs/copy-detection.md, "Verification").
+BLOCK_DIFF = 24.0
+# Share of the picture's blocks that may differ in an edited copy: more is another picture.
+EDIT_MAX_SHARE = 0.3
+# Chroma (0-255) the upload must add over a differing block for it to count as laid over.
+OVERLAY_CHROMA = 40.0
+# Mean opponent-colour magnitude under which an upload counts as grey (not held to colour),
+# and the opponent-colour distance (0-255 scale) at which a block is another colour.
+GREY_UPLOAD = 4.0
+COLOUR_DIFF = 48.0
+# Fine lines: compared from FINE_SIDE px up, where both pictures have at least DETAIL_MIN
+# grey levels RMS of detail; under FINE_MIN correlation the lines are other lines.
+FINE_SIDE = 128  # fine lines are compared at up to this size ...
+MIN_FINE = 64  # ... and from this size up
+DETAIL_MIN = 2.0
+FINE_MIN = 0.6
+WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
+REGIONS = (("top", "middle", "bottom"), ("left", "centre", "right"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # "same", "edited" or "different"
+    region: str | None = None  # where an edited or different picture differs
+    differing: float = 0.0  # share of blocks that differ
+
+
+RANK = {"same": 0, "edited": 1, "different": 2}
+
+
+def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> Verdict:
+    """Verify ``match`` of the upload ``query`` (its fingerprints, with their scene) against
+    the stored picture ``stored`` (its thumbnail will do: the comparison is at 64 px).
+
+    The stored view is made again from the thumbnail. Its whole picture, crops and
+    brightened view are exact; its trimmed view is not always (JPEG noise can hide a flat
+    frame from the trim), so a trimmed pair is first tried as the whole pictures it came
+    from, and only when they differ as the thumbnail trimmed of its flat borders (framing it
+    as the build did, chrome and all, costs tens of ms: too slow for every sibling flag)."""
+    if match.query_view < 0 or query.scene is None:
+        return Verdict("same")  # same bytes: nothing to verify
+    base = Scene(hash_base(stored), hash_base(stored), None)
+    query_view, stored_view = widened(query, match)
+    if INDEX_VIEWS[stored_view].name != "trimmed":
+        fine = query.views[query_view].name == "as is" and stored_view == WHOLE
+        return compare(query, query_view, INDEX_VIEWS[stored_view].make(base), fine)
+    untrimmed = query.views[query_view].name.removeprefix("trimmed ")
+    found = [
+        compare(query, i, base.uncut, v.name == "as is")
+        for i, v in enumerate(query.views)
+        if v.name == untrimmed
+    ]
+    if query.scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
+        found.append(verify(query.scene.uncut, base.uncut, fine=True))
+    if all(v.kind != "same" for v in found):  # a frame added or cut: trimmed on both sides
+        found.append(compare(query, query_view, trimmed_quickly(base.uncut)))
+    return min(found, key=lambda v: RANK[v.kind])
+
+
+def trimmed_quickly(image: Image.Image) -> Image.Image:
+    """``image`` trimmed of its flat borders, the box found on a copy of at most
+    :data:`SIDE` px (framing costs by the pixel; the comparison is at that size anyway)."""
+    small = image.copy()
+    small.thumbnail((SIDE, SIDE), Image.Resampling.BOX)
+    box = frame_box(np.asarray(small))
+    if box is None:
+        return image
+    sy, sx = image.height / small.height, image.width / small.width
+    top, left, bottom, right = box
+    return image.crop((round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)))
+
+
+def compare(
+    query: Fingerprints, view: int, stored_view: Image.Image, fine: bool = False
+) -> Verdict:
+    return verify(query.views[view].make(query.scene), stored_view, fine)
+
+
+def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
+    """The widest pair of views in the same frame as the pair that matched: a centre crop
+    of the upload that met the stored crop of the same size stands for the whole upload
+    against the whole stored picture. A logo in a corner is what a centre crop leaves out,
+    so the crops find the copy and the whole pictures show the edit."""
+    view = query.views[match.query_view]
+    stored = INDEX_VIEWS[match.stored_view]
+    if view.name.startswith("crop ") and view.name == stored.name:
+        as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
+        whole = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
+        return as_is, whole
+    return match.query_view, match.stored_view
+
+
+def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = False) -> Verdict:
+    """Compare two views already in one frame (the pair that matched). ``fine``: also hold
+    them to their fine lines, for the one pair whose frames agree to the pixel: the upload
+    as it is against the whole stored picture. A crop, a flip chosen among symmetric ones
+    or a turn undone lands a pixel or more off, which fine lines do not survive."""
+    largest = min(FINE_SIDE, *upload_view.size)
+    if largest < MIN_SIDE:
+        return Verdict("same")
+    side = min(SIDE, largest) // GRID * GRID
+    up, st = (
+        v.convert("RGB").resize((side, side), Image.Resampling.BOX)
+        for v in (upload_view, stored_view)
+    )
+    up_grey, st_grey = grey(up), grey(st)
+    diff = shifted_difference(fit(up_grey, st_grey), st_grey)
+    blocks = block_means(diff, side)
+    differs = (blocks >= BLOCK_DIFF) | recoloured(up, st, side)
+    share = float(differs.mean())
+    if not differs.any():
+        # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
+        if (
+            fine
+            and largest >= MIN_FINE
+            and fine_agreement(upload_view, stored_view, largest) < FINE_MIN
+        ):
+            return Verdict("different", "fine lines", share)
+        return Verdict("same")
+    where = region(differs)
+    if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
+        return Verdict("edited", where, share)
+    return Verdict("different", where, share)
+
+
+def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
+    """Correlation of the two pictures' fine detail (each grey image less its blur), best
+    over shifts of a pixel: near 1 for the same drawing, near 0 where fine lines differ
+    (a star of 59 thin spokes against one of 64 is the same grey disc at 64 px)."""
+    a, b = (detail(v.convert("L").resize((side, side), Image.Resampling.BOX)) for v in (up, stored))
+    h, w = b.shape
+    if min(a.std(), b.std()) < DETAIL_MIN:
+        return 1.0  # no fine lines to tell apart: the coarse comparison decides
+    pad = np.pad(a, SHIFT, mode="edge")
+    best = 0.0
+    nb = float(np.sqrt((b * b).sum()))
+    for dy in range(-SHIFT, SHIFT + 1):
+        for dx in range(-SHIFT, SHIFT + 1):
+            moved = pad[SHIFT + dy : SHIFT + dy + h, SHIFT + dx : SHIFT + dx + w]
+            na = float(np.sqrt((moved * moved).sum()))
+            if na * nb > 0:
+                best = max(best, float((moved * b).sum()) / (na * nb))
+    return best
+
+
+def detail(image: Image.Image) -> np.ndarray:
+    grey_image = image.convert("L")
+    sharp = np.asarray(grey_image, dtype=np.float32)
+    return sharp - np.asarray(grey_image.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
+
+
+def grey(image: Image.Image) -> np.ndarray:
+    blurred = image.convert("L").filter(ImageFilter.GaussianBlur(1))
+    return np.asarray(blurred, dtype=np.float32)
+
+
+def fit(up: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """``up`` with its grey levels scaled and shifted to best match ``stored``'s (least
+    squares): brightness and contrast are not an edit. A flat upload is left as it is."""
+    a, b = up.ravel(), stored.ravel()
+    spread = float(a.std())
+    if spread < 1e-3:
+        return up
+    gain = float(np.clip(np.cov(a, b)[0, 1] / spread**2, 0.5, 2.0))
+    return (up - a.mean()) * gain + b.mean()
+
+
+def shifted_difference(up: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Per pixel, the least absolute difference between ``stored`` and ``up`` moved by up to
+    :data:`SHIFT` pixels either way: a crop or a turn undone lands a pixel or two off, which
+    on a thin line is a full-contrast difference, while a changed part differs anywhere."""
+    pad = np.pad(up, SHIFT, mode="edge")
+    h, w = stored.shape
+    return np.min(
+        [
+            np.abs(pad[SHIFT + dy : SHIFT + dy + h, SHIFT + dx : SHIFT + dx + w] - stored)
+            for dy in range(-SHIFT, SHIFT + 1)
+            for dx in range(-SHIFT, SHIFT + 1)
+        ],
+        axis=0,
+    )
+
+
+def block_mask(blocks: np.ndarray, side: int) -> np.ndarray:
+    """The (side, side) pixels of the chosen blocks."""
+    step = side // GRID
+    return np.kron(blocks, np.ones((step, step), bool)).astype(bool)
+
+
+def block_means(values: np.ndarray, side: int) -> np.ndarray:
+    """(GRID, GRID) means of ``values`` (``side`` is a multiple of GRID)."""
+    step = side // GRID
+    return values.reshape(GRID, step, GRID, step).mean(axis=(1, 3))
+
+
+def opponent(image: Image.Image) -> np.ndarray:
+    """(h, w, 2) opponent colour channels (red-green, yellow-blue): zero on grey."""
+    rgb = np.asarray(image, dtype=np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.stack([r - g, (r + g) / 2 - b], axis=-1)
+
+
+def recoloured(up: Image.Image, stored: Image.Image, side: int) -> np.ndarray:
+    """(GRID, GRID) blocks whose colour is another hue than the stored picture's there.
+    A grey upload is not held to colour (a greyscale copy is a copy), and the upload's
+    saturation is fitted to the stored one first (a more saturated copy is a copy); a
+    flag with other colours in the same stripes (Romania and Gabon) is not."""
+    a, b = opponent(up), opponent(stored)
+    if float(np.abs(a).mean()) < GREY_UPLOAD:
+        return np.zeros((GRID, GRID), bool)
+    gain = float(np.clip((a * b).sum() / max(1e-6, float((a * a).sum())), 0.5, 2.0))
+    distance = np.linalg.norm(a * gain - b, axis=-1)
+    return block_means(distance, side) >= COLOUR_DIFF
+
+
+def chroma(image: Image.Image) -> np.ndarray:
+    """Per pixel, how far from grey (max - min channel), 0-255."""
+    rgb = np.asarray(image, dtype=np.float32)
+    return rgb.max(axis=2) - rgb.min(axis=2)
+
+
+def laid_over(
+    up: Image.Image, stored: Image.Image, diff: np.ndarray, differs: np.ndarray, side: int
+) -> bool:
+    """Whether the upload's differing blocks carry colour the stored picture lacks there: a
+    caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
+    treble clef is drawn in the staff's own ink)."""
+    added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
+    if float(np.abs(opponent(up)).mean()) >= GREY_UPLOAD:  # or another colour than there was
+        added = np.maximum(added, np.linalg.norm(opponent(up) - opponent(stored), axis=-1))
+    inside = block_mask(differs, side)
+    changed = added[inside & (diff >= BLOCK_DIFF)]
+    if not changed.size:  # another colour, not another shape: a recoloured part
+        return False
+    return bool(changed.mean() >= OVERLAY_CHROMA)
+
+
+def region(differs: np.ndarray) -> str:
+    """Where the differing blocks lie, in words ("bottom right", "top", "centre"), from the
+    centre of their bounding box; "several places" when they spread over most of it."""
+    rows, cols = np.nonzero(differs)
+    if np.ptp(rows) + 1 > GRID * 2 / 3 and np.ptp(cols) + 1 > GRID * 2 / 3:
+        return "several places"
+    third = GRID / 3
+    vertical = REGIONS[0][min(2, int((rows.min() + rows.max() + 1) / 2 // third))]
+    horizontal = REGIONS[1][min(2, int((cols.min() + cols.max() + 1) / 2 // third))]
+    if (vertical, horizontal) == ("middle", "centre"):
+        return "centre"
+    return " ".join(w for w in (vertical, horizontal) if w not in ("middle", "centre"))
