@@ -311,7 +311,8 @@ def test_slow_domain_checks_keep_a_deadline_and_never_hold_up_queries(registry_c
         server.shutdown()
     assert {code for code, _ in results} <= {422, 503}
     assert any(code == 503 for code, _ in results)  # the checks' own few slots were full
-    assert max(seconds for _, seconds in results) < 5.0  # a 2 s deadline, never 20 s
+    # A 2 s deadline, never the drip's 20 s: the slack is for a machine busy with other work.
+    assert max(seconds for _, seconds in results) < 10.0
 
 
 def test_a_claim_is_checked_only_so_often(registry_client) -> None:
