@@ -78,6 +78,7 @@ FTS_SCHEMA = f"""
 CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
 CREATE INDEX IF NOT EXISTS items_host ON items(host);
 CREATE INDEX IF NOT EXISTS items_site ON items(site);
+CREATE INDEX IF NOT EXISTS items_dup_group ON items(dup_group);
 CREATE INDEX IF NOT EXISTS items_nsfw ON items(nsfw);
 DROP TABLE IF EXISTS items_fts;
 CREATE VIRTUAL TABLE items_fts USING fts5(
@@ -268,7 +269,11 @@ class Store:
         return [(r[0], r[1]) for r in rows]
 
     def duplicate_ids(self, row: sqlite3.Row, limit: int = 100) -> list[str]:
-        """Ids of the other members of ``row``'s duplicate group, in index order."""
+        """Ids of the other members of ``row``'s duplicate group, in index order. Most
+        items are alone in theirs (every item known only by URL): no query then, as an
+        index made before items_dup_group would scan the whole table for it."""
+        if row["dup_count"] <= 1:
+            return []
         rows = self.conn.execute(
             "SELECT id FROM items WHERE dup_group = ? AND idx != ? ORDER BY idx LIMIT ?",
             (row["dup_group"], row["idx"], limit),

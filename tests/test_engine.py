@@ -118,3 +118,24 @@ def test_names_fold_as_fts5_does_on_both_paths() -> None:
     )
     assert normalise_tokens("Straße_Ünïcode") == ["strasse", "unicode"]
     assert contains_phrase("a drawing by Zoë O\u2019Brien, 2021", ["zoe", "o", "brien"])
+
+
+def test_duplicates_of_an_item_are_an_indexed_lookup(built) -> None:
+    """An item's page lists its group's other files: with ten million items a scan of the
+    table for it took seconds, so the group is indexed, and a lone item asks nothing."""
+    import sqlite3
+
+    from hibt.indexer import index_format as fmt
+    from hibt.indexer.store import Store
+
+    conn = sqlite3.connect(built.index_dir / fmt.METADATA)
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM items WHERE dup_group = ? AND idx != ? "
+        "ORDER BY idx LIMIT ?",
+        (1, 1, 100),
+    ).fetchall()
+    assert "items_dup_group" in str(plan)
+    store = Store.open(built.index_dir / fmt.METADATA, readonly=True)
+    alone = store.conn.execute("SELECT * FROM items WHERE dup_count = 1 LIMIT 1").fetchone()
+    store.conn.close()  # a lone item needs no query: none can run on a closed connection
+    assert store.duplicate_ids(alone) == []
