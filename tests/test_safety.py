@@ -292,10 +292,12 @@ def chromium():
 
 
 def loaded(page, selector: str) -> None:
-    page.wait_for_function(
-        f"document.querySelector('{selector}')?.complete && "
-        f"document.querySelector('{selector}').naturalWidth > 0"
-    )
+    """The picture has arrived. Waits go through locators: a string predicate for
+    wait_for_function is eval'd, which the page's Content-Security-Policy forbids."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    image = page.locator(selector).first
+    sync_api.expect(image).to_have_js_property("complete", True)
+    sync_api.expect(image).not_to_have_js_property("naturalWidth", 0)
 
 
 @pytest.mark.browser
