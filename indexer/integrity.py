@@ -23,6 +23,7 @@ from hibt.errors import IndexDamaged
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import COLOUR_BYTES, DESCRIPTOR_DIM, HASH_BYTES
 from hibt.indexer.copies.views import INDEX_VARIANTS
+from hibt.indexer.vector_index import npy_header
 
 SAMPLE = 1 << 16  # bytes read at each end of a file at start
 BLOCK = 1 << 22
@@ -46,19 +47,6 @@ def full_digest(path: Path) -> str:
         while block := f.read(BLOCK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, offset of the data) of a .npy file, reading its header only."""
-    with open(path, "rb") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read = (
-            np.lib.format.read_array_header_1_0
-            if major == 1
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read(f)
-        return shape, np.dtype(dtype), f.tell()
 
 
 def files_of(directory: Path) -> list[str]:

@@ -127,22 +127,27 @@ def merge_on_disk(empty: Path, parts: list[Path], path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of a .npy file, reading its header only."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(f)
+        return shape, np.dtype(dtype), f.tell()
+
+
 class VectorRows:
     """Rows of a float16 .npy file read with pread, not a memory map: the pages a memory map
     touches stay in the server's resident memory, which at ten million rows would grow
     towards the whole file; these reads leave only the kernel's reclaimable cache."""
 
     def __init__(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if major == 1
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read_header(f)
-            self.offset = f.tell()
-        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        shape, self.dtype, self.offset = npy_header(path)
+        self.path, self.shape = path, shape
         self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:]))
         self.fd = os.open(path, os.O_RDONLY)
 
