@@ -66,11 +66,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(index_dir: Path, **env: str) -> Iterator[str]:
-    """`hibt serve` as a user starts it, on a free loopback port; yields its base URL."""
+def serving(targets: Path | str | list[str], **env: str) -> Iterator[str]:
+    """`hibt serve` as a user starts it (one index directory, or several ``NAME=PATH``
+    targets), on a free loopback port; yields its base URL."""
     port = free_port()
+    args = [str(targets)] if isinstance(targets, Path | str) else [str(t) for t in targets]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hibt", "serve", str(index_dir), "--port", str(port)],
+        [sys.executable, "-m", "hibt", "serve", *args, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},

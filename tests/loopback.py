@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,32 +53,3 @@ def static_site(root: Path) -> Iterator[int]:
 
 def alive(base: str) -> bool:
     return httpx.get(f"{base}/api/health", timeout=5).status_code == 200
-
-
-@contextmanager
-def serving_many(targets: list[str], **env: str) -> Iterator[str]:
-    """`hibt serve TARGET...` as a user starts it over several indexes; yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hibt", "serve", *targets, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **env},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180  # a busy 2-core machine imports torch slowly
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode() if proc.stdout else "died")
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

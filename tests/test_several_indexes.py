@@ -14,9 +14,8 @@ from hibt.indexer.model import Embedder, ModelSpec
 from hibt.server.app import open_app
 from hibt.server.catalogue import parse_target
 from tests import test_page
-from tests.conftest import tiny_settings
+from tests.conftest import serving, tiny_settings
 from tests.datagen import drawing, save
-from tests.loopback import serving_many
 
 browser = test_page.browser  # the page tests' headless Chromium, as a fixture here too
 OTHER_MODEL = "ViT-S-32"  # untrained: a second architecture, another embedding dimension
@@ -143,7 +142,7 @@ def test_page_searches_every_dataset(browser, built, other_index, dataset) -> No
     """The artist's page over two datasets: the upload is an exact copy in one, not in the
     other; both answers are shown, and the selector narrows the search to one."""
     targets = [str(built.index_dir), f"sketches={other_index}"]
-    with serving_many(targets, HIBT_PRECISION="fp32") as base:
+    with serving(targets, HIBT_PRECISION="fp32") as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         errors: list[str] = []
