@@ -21,18 +21,11 @@ from hibt.indexer.build import BuildResult, build_index
 from hibt.indexer.store import ITEM_COLUMNS
 from tests.conftest import tiny_settings
 from tests.datagen import drawing
+from tests.test_build_faults import ARRAYS  # the arrays an image index holds
 
 ray = pytest.importorskip("ray")
 
 CHUNK = 4  # small chunks: a shard spans several, so parts and their order are exercised
-ARRAYS = (
-    fmt.IMAGE_VECTORS,
-    fmt.CAPTION_VECTORS,
-    fmt.DESCRIPTORS,
-    fmt.FINGERPRINTS,
-    fmt.COLOURS,
-    fmt.GROUPS,
-)
 
 
 def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
