@@ -36,13 +36,16 @@ def running(app) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @contextmanager
 def static_site(root: Path) -> Iterator[int]:
     """A plain web site serving ``root`` on loopback; yields its port."""
     port = free_port()
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", port), partial(SimpleHTTPRequestHandler, directory=str(root))
-    )
+    server = ThreadingHTTPServer(("127.0.0.1", port), partial(QuietHandler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield port

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import faiss
@@ -25,23 +22,17 @@ from hibt.server.app import open_app
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save, write_published
+from tests.loopback import static_site
 
 PARTS, ROWS = 2, 12
-
-
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def website(tmp_path_factory):
     """A loopback web server holding some of the published images; the rest are dead."""
     root = tmp_path_factory.mktemp("www")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with static_site(root) as port:
+        yield root, f"http://127.0.0.1:{port}"
 
 
 def url_for(i: int, live: str) -> str:

@@ -13,8 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from hibt.server.app import open_app
 from hibt.server.engine import Engine
 from tests.conftest import free_port, tiny_settings
 from tests.datagen import drawing, save, write_published
-from tests.test_embeddings import Quiet
+from tests.loopback import static_site
 from tests.test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 FLAGGED_SCORE = 0.97  # a stand-in for what the classifier says of an explicit image
@@ -110,10 +108,8 @@ LAION_ROWS = [
 def website(tmp_path_factory):
     """A loopback site serving the published images, so the page can load them."""
     root = tmp_path_factory.mktemp("www")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with static_site(root) as port:
+        yield root, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
