@@ -22,8 +22,9 @@ import numpy as np
 EXACT_LIMIT = 200_000  # up to this many vectors an exact index is fast enough
 TRAIN_PER_LIST = 40  # k-means wants about this many training points per inverted list
 MAX_TRAIN = 327_680  # 20 a list at 16,384 lists: k-means costs sample x lists x dim
-HNSW_LISTS = 16_384
-PROBE_SHARE = 16  # by default one list in this many is searched (docs/scale.md)
+HNSW_LISTS = 131_072  # from here a flat quantiser's cost per vector outgrows an HNSW graph's
+HNSW_ADD_EF = 256  # HNSW's default (16) files a quarter of the vectors in a wrong list
+PROBE_SHARE = 64  # by default one list in this many is searched (docs/scale.md)
 MIN_NPROBE, MAX_NPROBE = 64, 1024
 ADD_BLOCK = 65_536
 PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk merge
@@ -32,9 +33,10 @@ PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk 
 def default_factory(n: int, dim: int) -> str:
     """Exact while it is cheap, then IVF-PQ (the autofaiss rule of thumb for nlist: about
     4 sqrt(n), a power of two) with 8 dimensions per PQ byte; "np" skips polysemous training,
-    minutes of work a re-ranked index never uses. The coarse quantiser is flat up to 8,192
-    lists, then HNSW: assigning every vector to 16,384 flat centroids would cost more than
-    all the rest of a 10M build."""
+    minutes of work a re-ranked index never uses. The coarse quantiser is flat (exact) while
+    it can be: a vector filed in a list other than its nearest centroid's is missed by the
+    queries that probe that centroid, and an HNSW quantiser searched at its default depth
+    did that to 24% of the vectors at 10M (docs/scale.md)."""
     if n <= EXACT_LIMIT:
         return "Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
@@ -74,6 +76,9 @@ def trained(vectors: np.ndarray, factory: str) -> faiss.Index:
 
 
 def add_blocks(index: faiss.Index, vectors: np.ndarray, start: int, stop: int) -> None:
+    quantiser = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    if isinstance(quantiser, faiss.IndexHNSW):
+        quantiser.hnsw.efSearch = max(quantiser.hnsw.efSearch, HNSW_ADD_EF)
     for at in range(start, stop, ADD_BLOCK):
         block = vectors[at : min(stop, at + ADD_BLOCK)]
         index.add_with_ids(as_float32(block), np.arange(at, at + len(block), dtype=np.int64))

@@ -207,6 +207,18 @@ def test_names_and_sites_of_url_only_items(laion_engine) -> None:
     assert sum(hosts.values()) == len(names) and "www.artstation.com" in hosts
 
 
+def test_name_matches_are_counted_up_to_the_cap_and_sites_among_those(
+    laion_index, embedder
+) -> None:
+    """Every text query evaluates the phrase once, over at most ``max_name_count`` matches:
+    beyond it the count is "at least" and the sites are those of the counted matches."""
+    capped = Engine.open(laion_index, tiny_settings(max_name_count=7), embedder)
+    response = capped.search_text("Jane Doe", k=3)
+    assert response.counts.name_match == 7 and response.counts.name_match_capped
+    assert sum(s.count for s in response.sites) == 7
+    assert [r.match for r in response.results] == ["name_match"] * 3
+
+
 def test_search_by_site_covers_subdomains_and_folders(laion_engine, published) -> None:
     rows = published[1]
     everything = laion_engine.search_site("artstation.com", k=100)
@@ -294,7 +306,9 @@ def test_the_default_nprobe_is_a_share_of_the_lists(tmp_path) -> None:
         write_index(np.load(tmp_path / "v.npy"), f"IVF{nlist},PQ8x4np", tmp_path / f"{nlist}.faiss")
         index = VectorIndex(tmp_path / f"{nlist}.faiss", rows, nprobe=None, rerank=50)
         nprobes[nlist] = faiss.extract_index_ivf(index.index).nprobe
-    assert nprobes == {16: 16, 2048: 2048 // vector_index.PROBE_SHARE}
+    assert nprobes == {16: 16, 2048: vector_index.default_nprobe(2048)}
+    assert vector_index.default_nprobe(32_768) == 32_768 // vector_index.PROBE_SHARE
+    assert vector_index.default_nprobe(1 << 22) == vector_index.MAX_NPROBE
 
 
 def test_an_interrupted_ingest_resumes_at_the_next_part(
