@@ -123,9 +123,12 @@ class Settings(BaseSettings):
     # Full-size pixels that uploads being decoded may hold together (indexer/images.py's
     # MemoryBudget): a burst of small files that decode big waits its turn within it.
     decode_memory_bytes: int = 300_000_000
-    # Counts of name and site matches stop here, and are then reported as at least this many:
-    # an exact count of a common word over 10 million captions costs a scan.
+    # Counts of site and name matches stop here, and are then reported as at least this many:
+    # an exact count of a common site or word over 10 million items costs a scan. A site is
+    # counted along an index (cheap); a name is a phrase evaluated over each word's postings,
+    # about 2 us a match, which every text query pays (docs/scale.md).
     max_count: int = 10_000
+    max_name_count: int = 1_000
 
     # --- opt-out registry ----------------------------------------------------------------
     registry: str | None = None  # None: INDEX_DIR.optouts.sqlite beside the index directory

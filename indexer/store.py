@@ -238,35 +238,36 @@ class Store:
             (low, high, cap),
         ).fetchone()[0]
 
-    def name_matches(self, match: str, limit: int, cap: int) -> tuple[list[int], int]:
-        """(rows whose metadata matches the FTS5 ``match``, best first; how many, counted up
-        to ``cap``). Under ``cap`` matches they are ranked by bm25; a query that matches more
-        (a common word over millions of captions) takes them in row order, as ranking them
-        all would cost a scan of every match."""
-        total = self.conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM items_fts WHERE items_fts MATCH ? LIMIT ?)",
-            (match, cap),
-        ).fetchone()[0]
-        if total < cap:
-            weights = ", ".join(str(w) for w in BM25_WEIGHTS)
-            order = f"bm25(items_fts, {weights}), rowid"
-        else:
-            order = "rowid"
+    def name_matches(self, match: str, limit: int, cap: int) -> tuple[list[int], list[int]]:
+        """(the best ``limit`` rows whose metadata matches the FTS5 ``match``; all of its
+        matches up to ``cap``, in row order). The count and the sites come from that one
+        evaluation of the phrase. Under ``cap`` matches the page is ranked by bm25; a query
+        that matches more (a common word over millions of captions) takes them in row order,
+        as ranking them all would cost a scan of every match."""
+        found = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT rowid FROM items_fts WHERE items_fts MATCH ? LIMIT ?", (match, cap)
+            )
+        ]
+        if len(found) >= cap or len(found) <= 1:
+            return found[:limit], found
+        weights = ", ".join(str(w) for w in BM25_WEIGHTS)
         rows = self.conn.execute(
-            f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY {order} LIMIT ?",
+            "SELECT rowid FROM items_fts WHERE items_fts MATCH ? "
+            f"ORDER BY bm25(items_fts, {weights}), rowid LIMIT ?",
             (match, limit),
         )
-        return [r[0] for r in rows], total
+        return [r[0] for r in rows], found
 
-    def hosts_of_matches(self, match: str, cap: int, limit: int = 10) -> list[tuple[str, int]]:
-        """The hosts most of the first ``cap`` name matches come from, with their counts."""
-        rows = self.conn.execute(
-            "SELECT host, count(*) AS n FROM items WHERE idx IN (SELECT rowid FROM items_fts "
-            "WHERE items_fts MATCH ? LIMIT ?) AND host != '' GROUP BY host "
-            "ORDER BY n DESC, host LIMIT ?",
-            (match, cap, limit),
+    def hosts_of(self, rows: list[int], limit: int = 10) -> list[tuple[str, int]]:
+        """The hosts most of ``rows`` come from, with their counts."""
+        found = self.conn.execute(
+            "SELECT host, count(*) AS n FROM items WHERE idx IN (SELECT value FROM json_each(?)) "
+            "AND host != '' GROUP BY host ORDER BY n DESC, host LIMIT ?",
+            (json.dumps(rows), limit),
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1]) for r in found]
 
     def duplicate_ids(self, row: sqlite3.Row, limit: int = 100) -> list[str]:
         """Ids of the other members of ``row``'s duplicate group, in index order. Most

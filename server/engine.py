@@ -127,12 +127,12 @@ class Engine:
         if vector is None:
             vector = self.embedder.encode_texts([query])[0]
         phrase = normalise_tokens(query)
-        names, name_total = self.name_matches(phrase, offset + k)
+        names, found = self.name_matches(phrase, offset + k)
         ranked = self.rank(names, vector, target, offset + k, collapse)
         counts = schemas.MatchCounts(
-            name_match=name_total, name_match_capped=name_total >= self.settings.max_count
+            name_match=len(found), name_match_capped=len(found) >= self.settings.max_name_count
         )
-        sites = self.sites_of(phrase) if name_total else []
+        sites = self.sites_of(found) if found else []
         page = answers.Page(query, "text", vector, offset, k, counts, None, started, safe=safe)
         response = answers.respond(self, ranked, page)
         response.sites = sites
@@ -253,18 +253,19 @@ class Engine:
             raise QueryError(f"offset must be between 0 and {10 * self.settings.max_k}")
 
     # --- evidence ------------------------------------------------------------------------
-    def name_matches(self, phrase: list[str], limit: int) -> tuple[list[Candidate], int]:
-        """Items whose metadata contains the query as a phrase, best bm25 first."""
+    def name_matches(self, phrase: list[str], limit: int) -> tuple[list[Candidate], list[int]]:
+        """Items whose metadata contains the query as a phrase, best bm25 first; and the
+        rows of all matches, counted up to ``max_name_count``."""
         if not phrase:
-            return [], 0
+            return [], []
         match = '"' + " ".join(phrase) + '"'
-        rows, total = self.index.store().name_matches(match, limit, self.settings.max_count)
-        return [Candidate(r, "name_match") for r in rows], total
+        cap = self.settings.max_name_count
+        rows, found = self.index.store().name_matches(match, limit, cap)
+        return [Candidate(r, "name_match") for r in rows], found
 
-    def sites_of(self, phrase: list[str]) -> list[schemas.SiteCount]:
+    def sites_of(self, rows: list[int]) -> list[schemas.SiteCount]:
         """Where the name matches come from: the hosts with the most of them."""
-        match = '"' + " ".join(phrase) + '"'
-        pairs = self.index.store().hosts_of_matches(match, self.settings.max_count)
+        pairs = self.index.store().hosts_of(rows)
         return [schemas.SiteCount(site=host, count=n) for host, n in pairs]
 
     def knn(self, vector: np.ndarray, target: str, count: int) -> list[tuple[int, float]]:
@@ -277,8 +278,10 @@ class Engine:
     def rank(
         self, strong: list[Candidate], vector: np.ndarray, target: str, need: int, collapse: bool
     ) -> list[Candidate]:
-        """Strong evidence first, then CLIP neighbours, each item and group once."""
-        count = min(self.n, need * 2 + 64)
+        """Strong evidence first, then CLIP neighbours, each item and group once. Room is
+        asked for the duplicates a collapse folds and the few hidden items; every candidate
+        costs an exact re-score, so no more is asked without a collapse."""
+        count = min(self.n, need * (2 if collapse else 1) + 64)
         while True:
             pairs = self.knn(vector, target, count)
             similar = [Candidate(i, "similar", cosine=s, against=target) for i, s in pairs]
