@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from hibt import __version__
 from hibt.config import Settings
@@ -65,6 +66,13 @@ def bearer(authorization: str) -> str:
     return token.strip()
 
 
+def answered(model: BaseModel) -> Response:
+    """A search answer serialised once. Returned as a model, FastAPI would dump it to a dict
+    and validate it again against ``response_model`` (about 14 ms of a 1,000-result answer);
+    ``response_model`` still documents it."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 def create_app(
     engine: Engine,
     settings: Settings,
@@ -113,8 +121,10 @@ def create_app(
         collapse: bool = True,
         index: IndexName = None,
         safe: Safe = True,
-    ) -> schemas.SearchResponse:
-        return catalogue.engine(index).search_text(q, k, offset, target, collapse, safe=safe)
+    ) -> Response:
+        return answered(
+            catalogue.engine(index).search_text(q, k, offset, target, collapse, safe=safe)
+        )
 
     @app.get("/api/search/site", response_model=schemas.SearchResponse, responses=ERRORS)
     def search_site(
@@ -125,16 +135,16 @@ def create_app(
         offset: Annotated[int, Query(ge=0)] = 0,
         index: IndexName = None,
         safe: Safe = True,
-    ) -> schemas.SearchResponse:
-        return catalogue.engine(index).search_site(site, k, offset, safe)
+    ) -> Response:
+        return answered(catalogue.engine(index).search_site(site, k, offset, safe))
 
     @app.post("/api/search/batch", response_model=schemas.BatchResponse, responses=ERRORS)
-    def search_batch(
-        body: schemas.BatchTextQuery, index: IndexName = None
-    ) -> schemas.BatchResponse:
+    def search_batch(body: schemas.BatchTextQuery, index: IndexName = None) -> Response:
         chosen = catalogue.engine(index)
-        return schemas.BatchResponse(
-            responses=[chosen.search_text(q, body.k, safe=body.safe) for q in body.queries]
+        return answered(
+            schemas.BatchResponse(
+                responses=[chosen.search_text(q, body.k, safe=body.safe) for q in body.queries]
+            )
         )
 
     @app.post("/api/search/image", response_model=schemas.SearchResponse, responses=ERRORS)
@@ -145,13 +155,13 @@ def create_app(
         collapse: bool = True,
         index: IndexName = None,
         safe: Safe = True,
-    ) -> schemas.SearchResponse:
+    ) -> Response:
         data = read_upload(image, settings.max_upload_bytes)
-        return catalogue.engine(index).search_image(data, k, offset, collapse, safe)
+        return answered(catalogue.engine(index).search_image(data, k, offset, collapse, safe))
 
     @app.post("/api/search/vector", response_model=schemas.SearchResponse, responses=ERRORS)
-    def search_vector(body: schemas.VectorQuery, index: IndexName = None) -> schemas.SearchResponse:
-        return catalogue.engine(index).search_vector(body)
+    def search_vector(body: schemas.VectorQuery, index: IndexName = None) -> Response:
+        return answered(catalogue.engine(index).search_vector(body))
 
     @app.get("/api/items/{item_id}", response_model=schemas.ItemDetail, responses=ERRORS)
     def item(item_id: str, index: IndexName = None, safe: Safe = True) -> schemas.ItemDetail:
