@@ -34,7 +34,6 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-DIM = 512
 PART_ROWS = 1_000_000
 CENTRES = 20_000
 
@@ -50,7 +49,9 @@ WORDS = words(
 )
 FIRST = words("jane john maria li ahmed sofia ivan yuki omar emma lucas aiko pablo nina")
 LAST = words("doe smith garcia chen khan rossi petrov tanaka haddad brown silva sato lopez")
-MODEL = ["--model", "ViT-B-32", "--pretrained", "random-init"]
+# The model whose query encoder the server runs, and its embedding width. ViT-B-32 (random
+# weights: none can be downloaded here) pays a real encode; tiny-test is for CI-sized runs.
+MODELS = {"ViT-B-32": (["--pretrained", "random-init"], 512), "tiny-test": ([], 64)}
 
 
 def cpu_model() -> str:
@@ -66,19 +67,20 @@ class Clusters:
     intrinsic dimension, as real embeddings have; isotropic noise in 512 dimensions makes
     neighbour ranking meaningless) scaled so a vector's cosine to its centre is 0.70-0.85."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.centres = normalised(rng.standard_normal((CENTRES, DIM), dtype=np.float32))
+    def __init__(self, rng: np.random.Generator, dim: int) -> None:
+        self.centres = normalised(rng.standard_normal((CENTRES, dim), dtype=np.float32))
         weights = np.arange(1, CENTRES + 1, dtype=np.float64) ** -0.8
         self.weights = weights / weights.sum()
         cosine = rng.uniform(0.70, 0.85, CENTRES)
-        spectrum = np.arange(1, DIM + 1, dtype=np.float64) ** -0.5
+        spectrum = np.arange(1, dim + 1, dtype=np.float64) ** -0.5
         scale = np.sqrt(1.0 / cosine**2 - 1.0) / np.sqrt((spectrum**2).sum())
         spread = rng.permuted(np.tile(spectrum, (CENTRES, 1)), axis=1) * scale[:, None]
         self.spread = spread.astype(np.float32)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         which = rng.choice(CENTRES, n, p=self.weights)
-        noise = rng.standard_normal((n, DIM), dtype=np.float32) * self.spread[which]
+        noise = rng.standard_normal(self.centres[which].shape, dtype=np.float32)
+        noise *= self.spread[which]
         return normalised(self.centres[which] + noise)
 
 
@@ -88,7 +90,7 @@ def normalised(x: np.ndarray) -> np.ndarray:
 
 def perturbed(rng: np.random.Generator, x: np.ndarray, cosine: float) -> np.ndarray:
     """``x`` moved to about ``cosine`` from where it was."""
-    s = np.sqrt(1.0 / cosine**2 - 1.0) / np.sqrt(DIM)
+    s = np.sqrt(1.0 / cosine**2 - 1.0) / np.sqrt(x.shape[1])
     return normalised(x + rng.standard_normal(x.shape, dtype=np.float32) * s)
 
 
@@ -116,17 +118,17 @@ def metadata(rng: np.random.Generator, start: int, n: int) -> pa.Table:
     )
 
 
-def write_dataset(source: Path, n: int) -> None:
+def write_dataset(source: Path, n: int, dim: int) -> None:
     if (source / "done").is_file():
         return
     rng = np.random.default_rng(0)
-    clusters = Clusters(rng)
+    clusters = Clusters(rng, dim)
     for folder in ("img_emb", "metadata"):
         (source / folder).mkdir(parents=True, exist_ok=True)
     for number, start in enumerate(range(0, n, PART_ROWS)):
         rows = min(PART_ROWS, n - start)
         path = source / "img_emb" / f"img_emb_{number:04d}.npy"
-        vectors = np.lib.format.open_memmap(path, "w+", np.float16, (rows, DIM))
+        vectors = np.lib.format.open_memmap(path, "w+", np.float16, (rows, dim))
         for at in range(0, rows, 100_000):
             vectors[at : at + 100_000] = clusters.sample(rng, min(100_000, rows - at))
         vectors.flush()
@@ -330,14 +332,30 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench-scale")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clean", action="store_true", help="delete the index afterwards")
+    parser.add_argument("--model", choices=sorted(MODELS), default="ViT-B-32")
+    parser.add_argument("--faiss-factory", help="instead of the size's default (e.g. for CI)")
     args = parser.parse_args()
     work = args.work / f"n{args.n}"
     source, index_dir = work / "source", work / "index"
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); N = {args.n:,}", flush=True)
-    write_dataset(source, args.n)
+    flags, dim = MODELS[args.model]
+    write_dataset(source, args.n, dim)
     started = time.perf_counter()
     if not (index_dir / "manifest.json").is_file():
-        cmd = [sys.executable, "-m", "hibt", "index", str(source), "--out", str(index_dir), *MODEL]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hibt",
+            "index",
+            str(source),
+            "--out",
+            str(index_dir),
+            "--model",
+            args.model,
+            *flags,
+        ]
+        if args.faiss_factory:
+            cmd += ["--faiss-factory", args.faiss_factory]
         subprocess.run(cmd, check=True)
     build_s = time.perf_counter() - started
     manifest = json.loads((index_dir / "manifest.json").read_text())
