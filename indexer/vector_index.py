@@ -25,7 +25,7 @@ MAX_TRAIN = 327_680  # 20 a list at 16,384 lists: k-means costs sample x lists x
 HNSW_LISTS = 131_072  # from here a flat quantiser's cost per vector outgrows an HNSW graph's
 HNSW_ADD_EF = 256  # HNSW's default (16) files a quarter of the vectors in a wrong list
 PROBE_SHARE = 64  # by default one list in this many is searched (docs/scale.md)
-MIN_NPROBE, MAX_NPROBE = 64, 1024
+MIN_NPROBE, MAX_NPROBE = 128, 1024
 ADD_BLOCK = 65_536
 PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk merge
 
@@ -155,6 +155,9 @@ class VectorRows:
         self.path, self.shape = path, shape
         self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:]))
         self.fd = os.open(path, os.O_RDONLY)
+        # Rows are read at random: without this the kernel reads ahead about 128 KB around
+        # each 1 KB row that misses the page cache, filling it with rows nobody asked for.
+        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
 
     def __len__(self) -> int:
         return self.shape[0]
