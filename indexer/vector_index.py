@@ -24,7 +24,7 @@ TRAIN_PER_LIST = 40  # k-means wants about this many training points per inverte
 MAX_TRAIN = 327_680  # 20 a list at 16,384 lists: k-means costs sample x lists x dim
 HNSW_LISTS = 131_072  # from here a flat quantiser's cost per vector outgrows an HNSW graph's
 HNSW_ADD_EF = 256  # HNSW's default (16) files a quarter of the vectors in a wrong list
-PROBE_SHARE = 64  # by default one list in this many is searched (docs/scale.md)
+SCAN_CODES = 160_000  # PQ codes a query scans by default, about 10 ms here (docs/scale.md)
 MIN_NPROBE, MAX_NPROBE = 128, 1024
 ADD_BLOCK = 65_536
 PART_ROWS = 1_000_000  # vectors per separately written part before the on-disk merge
@@ -44,10 +44,12 @@ def default_factory(n: int, dim: int) -> str:
     return f"IVF{nlist}{quantiser},PQ{dim // 8}x8np"
 
 
-def default_nprobe(nlist: int) -> int:
-    """A fixed share of the lists: the share of a query's true neighbours found depends on
-    the share of lists searched, so a fixed nprobe loses recall as nlist grows with N."""
-    return min(nlist, MAX_NPROBE, max(MIN_NPROBE, nlist // PROBE_SHARE))
+def default_nprobe(nlist: int, ntotal: int) -> int:
+    """As many lists as hold about SCAN_CODES vectors. Where the lists are small (fewer
+    vectors, or more lists than 4 sqrt(N)) a query's true neighbours are spread over more of
+    them: at 1M, 655 of 4,096 lists find as many (recall@10 0.95) as 262 of 16,384 at 10M."""
+    per_list = max(1, ntotal // max(1, nlist))
+    return min(nlist, MAX_NPROBE, max(MIN_NPROBE, round(SCAN_CODES / per_list)))
 
 
 def is_exact(factory: str) -> bool:
@@ -190,7 +192,7 @@ class VectorIndex:
         self.rerank = 0 if self.exact else rerank
         if not self.exact:
             ivf = faiss.extract_index_ivf(self.index)
-            nprobe = nprobe or default_nprobe(ivf.nlist)
+            nprobe = nprobe or default_nprobe(ivf.nlist, ivf.ntotal)
             params = faiss.ParameterSpace()
             params.set_index_parameter(self.index, "nprobe", nprobe)
             quantiser = faiss.downcast_index(ivf.quantizer)

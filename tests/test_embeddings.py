@@ -296,19 +296,20 @@ def test_compressed_on_disk_index_reranked_matches_exact_search(tmp_path, monkey
     assert hits / 500 >= 0.95
 
 
-def test_the_default_nprobe_is_a_share_of_the_lists(tmp_path) -> None:
-    """A fixed nprobe would search a smaller share of a larger index and lose recall."""
+def test_the_default_nprobe_scans_about_the_same_number_of_codes(tmp_path) -> None:
+    """A fixed nprobe would scan a smaller share of a larger index and lose recall; a fixed
+    share would scan ever more codes. The index applies the default from its own sizes."""
     vectors = clustered(4000, 64)
     np.save(tmp_path / "v.npy", vectors)
     rows = VectorRows(tmp_path / "v.npy")
-    nprobes = {}
-    for nlist in (16, 2048):
+    for nlist in (16, 256):
         write_index(np.load(tmp_path / "v.npy"), f"IVF{nlist},PQ8x4np", tmp_path / f"{nlist}.faiss")
         index = VectorIndex(tmp_path / f"{nlist}.faiss", rows, nprobe=None, rerank=50)
-        nprobes[nlist] = faiss.extract_index_ivf(index.index).nprobe
-    assert nprobes == {16: 16, 2048: vector_index.default_nprobe(2048)}
-    assert vector_index.default_nprobe(32_768) == 32_768 // vector_index.PROBE_SHARE
-    assert vector_index.default_nprobe(1 << 22) == vector_index.MAX_NPROBE
+        assert faiss.extract_index_ivf(index.index).nprobe == nlist  # a small index: all
+    nprobe = vector_index.default_nprobe
+    assert nprobe(16_384, 10_000_000) == 262 and nprobe(4_096, 1_000_000) == 655
+    assert nprobe(131_072, 10**9) == vector_index.MIN_NPROBE
+    assert nprobe(1 << 20, 10**7) == vector_index.MAX_NPROBE
 
 
 def test_an_interrupted_ingest_resumes_at_the_next_part(
