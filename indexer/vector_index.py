@@ -47,7 +47,7 @@ def default_factory(n: int, dim: int) -> str:
 def default_nprobe(nlist: int, ntotal: int) -> int:
     """As many lists as hold about SCAN_CODES vectors. Where the lists are small (fewer
     vectors, or more lists than 4 sqrt(N)) a query's true neighbours are spread over more of
-    them: at 1M, 655 of 4,096 lists find as many (recall@10 0.95) as 262 of 16,384 at 10M."""
+    them: at 1M, 656 of 4,096 lists find as many (recall@10 0.95) as 262 of 16,384 at 10M."""
     per_list = max(1, ntotal // max(1, nlist))
     return min(nlist, MAX_NPROBE, max(MIN_NPROBE, round(SCAN_CODES / per_list)))
 

@@ -307,7 +307,7 @@ def test_the_default_nprobe_scans_about_the_same_number_of_codes(tmp_path) -> No
         index = VectorIndex(tmp_path / f"{nlist}.faiss", rows, nprobe=None, rerank=50)
         assert faiss.extract_index_ivf(index.index).nprobe == nlist  # a small index: all
     nprobe = vector_index.default_nprobe
-    assert nprobe(16_384, 10_000_000) == 262 and nprobe(4_096, 1_000_000) == 655
+    assert nprobe(16_384, 10_000_000) == 262 and nprobe(4_096, 1_000_000) == 656
     assert nprobe(131_072, 10**9) == vector_index.MIN_NPROBE
     assert nprobe(1 << 20, 10**7) == vector_index.MAX_NPROBE
 
