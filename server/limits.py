@@ -9,6 +9,7 @@ queries wait in one bounded queue instead of piling up threads until every answe
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from hibt.config import Settings
 from hibt.errors import HibtError
 
 Scope = dict[str, Any]
@@ -214,6 +216,26 @@ class QueryGate:
             self.waiting.popleft().set()
         else:
             self.running -= 1
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as a container or taskset sets it),
+    not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def query_places(settings: Settings) -> tuple[int, int]:
+    """(queries run at once, places to wait): by default one running query per usable CPU,
+    since more at once only share the same cores and the GIL, each then slower, and four
+    times as many waiting, so a burst of a few requests per core waits its turn, yet an
+    answered query waits at most about four queries' time however many clients come; the
+    rest are told to come back (503 + Retry-After)."""
+    running = settings.max_concurrent_queries or usable_cpus()
+    queued = settings.max_queued_queries
+    return running, 4 * running if queued is None else queued
 
 
 def not_queued(path: str) -> bool:

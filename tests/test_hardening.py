@@ -29,6 +29,7 @@ from PIL import Image
 from hibt.indexer.build import build_index
 from hibt.indexer.decode import DecodeOptions, decode_one
 from hibt.indexer.images import decode
+from hibt.server import limits
 from hibt.server.app import create_app, open_app
 from hibt.server.engine import Engine
 from hibt.server.ratelimit import RateLimiter
@@ -156,6 +157,42 @@ def test_overload_is_shed_with_503_and_retry_after(engine, dataset) -> None:
     busy = next(r for r in answers if r.status_code == 503)
     assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["detail"]
     assert health_wait < 2.0
+
+
+def test_by_default_queries_run_one_per_cpu_and_few_wait(engine, monkeypatch) -> None:
+    """With default settings on a 2-CPU machine, 16 slow searches at once: 2 run at a
+    time, 8 wait their turn and the other 6 are told 503 at once, instead of all 16 sharing
+    the cores (each answer then slower) or waiting in a long queue (latency growing with
+    the number of clients)."""
+    monkeypatch.setattr(limits, "usable_cpus", lambda: 2)
+    running, most = 0, 0
+    lock = threading.Lock()
+    search = engine.search_text
+
+    def slow_search(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.2)
+            return search(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(engine, "search_text", slow_search)
+    app = create_app(engine, tiny_settings())
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            gets = [client.get("/api/search", params={"q": f"owl {n}"}) for n in range(16)]
+            return list(await asyncio.gather(*gets))
+
+    statuses = sorted(r.status_code for r in asyncio.run(burst()))
+    assert statuses == [200] * 10 + [503] * 6, statuses
+    assert most == 2
 
 
 def test_a_trickling_upload_holds_no_query_slot(engine, dataset) -> None:
