@@ -84,7 +84,8 @@ def create_app(
     app.state.engine = engine
     app.state.catalogue = catalogue
     # Innermost first: the query queue, the body's byte count, then the headers on all.
-    app.add_middleware(QueryGate, *query_places(settings), settings.queue_wait_s)
+    places = query_places(settings)
+    app.add_middleware(QueryGate, *places, settings.queue_wait_s, settings.queue_target_s)
     app.add_middleware(BodyLimit, settings.max_upload_bytes, settings.max_json_bytes)
     app.add_middleware(SecurityHeaders)
 
