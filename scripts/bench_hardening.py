@@ -219,7 +219,8 @@ def phase_bodies(index: Path, args) -> None:
 
 
 async def load(base: str, clients: int, seconds: float) -> tuple[int, int, list[float]]:
-    """Text searches from ``clients`` concurrent clients: (ok, refused, latencies)."""
+    """Text searches from ``clients`` concurrent clients: (answered, refused, the answered
+    ones' latencies). A refused client waits as Retry-After says, as a polite client would."""
     ok, refused, latencies = 0, 0, []
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -232,9 +233,9 @@ async def load(base: str, clients: int, seconds: float) -> tuple[int, int, list[
                 n += 1
                 started = time.perf_counter()
                 answer = await client.get("/api/search", params={"q": f"owl {worker} {n}"})
-                latencies.append(time.perf_counter() - started)
                 if answer.status_code == 200:
                     ok += 1
+                    latencies.append(time.perf_counter() - started)
                 else:
                     refused += 1
                     await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
@@ -260,8 +261,12 @@ def phase_overload(index: Path, args) -> None:
     """Clients spread over PROCESSES processes at both levels, so the client side is the
     same size for 8 and 32 and no one Python loop's overhead is what gets measured. The
     levels alternate for --rounds rounds (other load on the machine falls on both alike);
-    medians are given, with the server's CPU time per answer."""
-    runs: dict[int, list[tuple[float, float, float, int, float]]] = {8: [], 32: []}
+    medians are given: answers/s, the answered requests' latency, the share refused with
+    503, the server's CPU time per answer (503s included in its CPU) and the clients' (which
+    share the machine with it here, so their work is CPU the server does not get); then the
+    ratio of the two levels' rates, round by round (its median is the least disturbed by load
+    that comes and goes)."""
+    runs: dict[int, list[tuple[float, ...]]] = {8: [], 32: []}
     with server(index) as (base, pid), ProcessPoolExecutor(PROCESSES) as pool:
         asyncio.run(load(base, 8, 2))  # warm up
         for _ in range(args.rounds):
@@ -273,18 +278,22 @@ def phase_overload(index: Path, args) -> None:
                 ok, refused = sum(p[0] for p in parts), sum(p[1] for p in parts)
                 lat = sorted(x for p in parts for x in p[2])
                 p99 = lat[int(len(lat) * 0.99) - 1]
-                rate = ok / args.seconds
-                runs[clients].append((rate, statistics.median(lat), p99, refused, cpu / ok))
+                rate, share = ok / args.seconds, refused / (ok + refused)
+                mine = sum(p[3] for p in parts) / ok
+                runs[clients].append((rate, statistics.median(lat), p99, share, cpu / ok, mine))
     for clients, rows in runs.items():
-        rate, p50, p99, refused, per = (statistics.median(col) for col in zip(*rows, strict=True))
+        columns = (statistics.median(col) for col in zip(*rows, strict=True))
+        rate, p50, p99, share, per, mine = columns
         rates = ", ".join(f"{r[0]:.0f}" for r in rows)
         print(
             f"overload: {clients:2d} clients: {rate:.1f} answers/s (rounds: {rates}), "
-            f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, {refused:.0f} refused (503), "
-            f"server CPU {per * 1000:.1f} ms an answer"
+            f"answered in p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
+            f"{share:.0%} of requests refused (503); CPU an answer: server "
+            f"{per * 1000:.1f} ms, clients {mine * 1000:.1f} ms"
         )
     ratio = statistics.median(r[0] for r in runs[32]) / statistics.median(r[0] for r in runs[8])
-    print(f"overload: throughput at 32 / at 8 = {ratio:.2f}")
+    paired = statistics.median(b[0] / a[0] for a, b in zip(runs[8], runs[32], strict=True))
+    print(f"overload: throughput at 32 / at 8 = {ratio:.2f} (round by round: {paired:.2f})")
 
 
 def phase_claims(_: Path, args) -> None:

@@ -1,6 +1,5 @@
 """HTTP API (JSON under /api, OpenAPI at /docs) and the static web page."""
 
-import os
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -21,7 +20,7 @@ from hibt.server.docs import add_docs
 from hibt.server.engine import Engine, Visibility
 from hibt.server.headers import SecurityHeaders
 from hibt.server.index import OpenIndex
-from hibt.server.limits import BodyLimit, Busy, QueryGate, Slots
+from hibt.server.limits import BodyLimit, Busy, QueryGate, Slots, query_places
 from hibt.server.optouts import OptOuts, registry_path
 from hibt.server.ratelimit import RateLimiter
 from hibt.server.registry import Registry
@@ -93,8 +92,8 @@ def create_app(
     app.state.engine = engine
     app.state.catalogue = catalogue
     # Innermost first: the query queue, the body's byte count, then the headers on all.
-    running = settings.max_concurrent_queries or 2 * (os.cpu_count() or 1)
-    app.add_middleware(QueryGate, running, settings.max_queued_queries, settings.queue_wait_s)
+    places = query_places(settings)
+    app.add_middleware(QueryGate, *places, settings.queue_wait_s, settings.queue_target_s)
     app.add_middleware(BodyLimit, settings.max_upload_bytes, settings.max_json_bytes)
     app.add_middleware(SecurityHeaders)
 

@@ -9,6 +9,8 @@ queries wait in one bounded queue instead of piling up threads until every answe
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from hibt.config import Settings
 from hibt.errors import HibtError
 
 Scope = dict[str, Any]
@@ -122,34 +125,53 @@ class QueueFull(Exception):
 
 
 class QueryGate:
-    """At most ``running`` queries at once under /api; up to ``queued`` more wait, each at
-    most ``wait_s``; the rest are told 503 with Retry-After at once. Throughput stays what
-    the machine gives at ``running`` however many clients come (more threads only fight
-    over the GIL), and latency stays bounded by the queue.
+    """At most ``running`` queries at once under /api; more wait, each at most ``wait_s``,
+    while the queue holds fewer than ``queued`` and its expected wait (the places ahead
+    times how long a query has lately held its place, over ``running``) is within
+    ``target_s``; the rest are told 503 with Retry-After at once. Throughput stays what the
+    machine gives at ``running`` however many clients come (more threads only fight over
+    the cores and the GIL), and an answered request waits about ``target_s`` at most.
+    Bounding the wait rather than the count queues as many cheap queries as can be answered
+    in time (each refusal and retry costs CPU too, on both sides) and few dear ones.
 
     A request takes its place once its body has arrived (when the route reads the last of
     it) and gives it up as its answer starts, so a client that trickles an upload or reads
     an answer slowly never holds one. Paths ``not_queued`` pass untouched."""
 
-    def __init__(self, app: ASGIApp, running: int, queued: int, wait_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, running: int, queued: int, wait_s: float, target_s: float
+    ) -> None:
         self.app, self.limit, self.queued, self.wait_s = app, max(1, running), queued, wait_s
+        self.target_s = target_s
         self.running = 0
         self.waiting: deque[anyio.Event] = deque()
+        self.hold_s = 0.0  # how long a query holds its place: a moving average
+
+    def expected_wait(self) -> float:
+        """What one more request in the queue would wait for a place, as things go."""
+        return (len(self.waiting) + 1) * self.hold_s / self.limit
+
+    def held(self, seconds: float) -> None:
+        self.hold_s = seconds if not self.hold_s else self.hold_s + 0.2 * (seconds - self.hold_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith("/api/") or not_queued(path):
             return await self.app(scope, receive, send)
         state = {"asked": False, "held": False, "refused": False, "started": False}
+        since = 0.0
 
         async def take() -> bool:
+            nonlocal since
             state["asked"] = True
             state["held"] = await self.enter()
+            since = time.monotonic()
             return state["held"]
 
         def give_back() -> None:
             if state["held"]:
                 state["held"] = False
+                self.held(time.monotonic() - since)
                 self.leave()
 
         async def body_then_place() -> Message:
@@ -187,7 +209,7 @@ class QueryGate:
         if self.running < self.limit and not self.waiting:
             self.running += 1
             return True
-        if len(self.waiting) >= self.queued:
+        if len(self.waiting) >= self.queued or self.expected_wait() > self.target_s:
             return False
         turn = anyio.Event()
         self.waiting.append(turn)
@@ -214,6 +236,21 @@ class QueryGate:
             self.waiting.popleft().set()
         else:
             self.running -= 1
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as a container or taskset sets it),
+    not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def query_places(settings: Settings) -> tuple[int, int]:
+    """(queries run at once, most places to wait): by default one running query per usable
+    CPU, since more at once only share the same cores and the GIL, each then slower."""
+    return settings.max_concurrent_queries or usable_cpus(), settings.max_queued_queries
 
 
 def not_queued(path: str) -> bool:

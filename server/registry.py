@@ -126,6 +126,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 EXPORT_ITEM_COLUMNS = "item_id, dataset, source, url, sha256, phash, status, created_at"
 # A domain claim that counts: verified, or (when asked for) pending and not yet lapsed.
 OPEN_CLAIM = "withdrawn_at IS NULL AND (status = 'verified' OR (:pending AND created_at > :cutoff))"
+VERIFIED_CLAIM = "withdrawn_at IS NULL AND status = 'verified'"  # read from domains_verified
 IN_LIST = "IN (SELECT value FROM json_each(?))"  # one bound JSON array, any length
 # A domain's claims in one row (GROUP BY domain): verified when one of them is, dated by that
 # claim, else by the first pending one.
@@ -480,10 +481,12 @@ class Registry:
 
     def export_domains(self, conn: sqlite3.Connection, pending: bool) -> sqlite3.Cursor:
         """One row per claimed domain, in the order first claimed: verified when a claim on
-        it is (with that claim's date); pending ones only when asked."""
+        it is (with that claim's date); pending ones only when asked. Without them only the
+        verified claims' index is read, so squatters' pending claims, however many, cost
+        the export nothing."""
+        which = OPEN_CLAIM if pending else VERIFIED_CLAIM
         return conn.execute(
-            f"SELECT {DOMAIN_SUMMARY} FROM domains WHERE {OPEN_CLAIM} "
-            "GROUP BY domain ORDER BY min(seq)",
+            f"SELECT {DOMAIN_SUMMARY} FROM domains WHERE {which} GROUP BY domain ORDER BY min(seq)",
             {"pending": pending, "cutoff": pending_cutoff()},
         )
 

@@ -29,6 +29,7 @@ from PIL import Image
 from hibt.indexer.build import build_index
 from hibt.indexer.decode import DecodeOptions, decode_one
 from hibt.indexer.images import decode
+from hibt.server import limits
 from hibt.server.app import create_app, open_app
 from hibt.server.engine import Engine
 from hibt.server.ratelimit import RateLimiter
@@ -132,7 +133,9 @@ def test_a_body_without_length_is_cut_off_at_its_limit(engine) -> None:
 
 # --- 4. overload -------------------------------------------------------------------------
 def test_overload_is_shed_with_503_and_retry_after(engine, dataset) -> None:
-    settings = tiny_settings(max_concurrent_queries=1, max_queued_queries=2, queue_wait_s=30)
+    settings = tiny_settings(
+        max_concurrent_queries=1, max_queued_queries=2, queue_wait_s=30, queue_target_s=30
+    )
     app = create_app(engine, settings)
     upload = dataset[1][3].path.read_bytes()
 
@@ -156,6 +159,51 @@ def test_overload_is_shed_with_503_and_retry_after(engine, dataset) -> None:
     busy = next(r for r in answers if r.status_code == 503)
     assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["detail"]
     assert health_wait < 2.0
+
+
+def test_by_default_queries_run_one_per_cpu_and_wait_a_bounded_time(engine, monkeypatch) -> None:
+    """With default settings on a 2-CPU machine, 16 searches of 0.3 s at once: 2 run at a
+    time, and only as many wait as can be answered within queue_target_s (1 s: 2 running,
+    about 6 waiting); the rest are told 503 at once, instead of all 16 sharing the cores
+    (each answer then slower) or queueing for 2.4 s."""
+    monkeypatch.setattr(limits, "usable_cpus", lambda: 2)
+    running, most = 0, 0
+    lock = threading.Lock()
+    search = engine.search_text
+
+    def slow_search(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.3)
+            return search(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(engine, "search_text", slow_search)
+    app = create_app(engine, tiny_settings())
+
+    async def timed(client: httpx.AsyncClient, n: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        answer = await client.get("/api/search", params={"q": f"owl {n}"})
+        return answer.status_code, time.perf_counter() - started
+
+    async def burst() -> list[tuple[int, float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for n in range(3):  # the gate learns how long a query holds its place
+                assert (await timed(client, n))[0] == 200
+            return list(await asyncio.gather(*(timed(client, n) for n in range(16))))
+
+    answers = asyncio.run(burst())
+    answered = [seconds for status, seconds in answers if status == 200]
+    assert {status for status, _ in answers} == {200, 503}
+    assert 2 + 2 <= len(answered) <= 2 + 8, answers  # about 6 wait; never all 14
+    assert most == 2
+    assert max(answered) < 1.0 + 0.3 + 0.5, answers  # the target, a query, and slack
 
 
 def test_a_trickling_upload_holds_no_query_slot(engine, dataset) -> None:
