@@ -179,11 +179,14 @@ def decode(
             fmt = image.format or "unknown"
             target = least or working_size
             image.draft("RGB", (target, target))  # JPEG: decode at reduced size
-            with budget.hold(decode_cost(image)) if budget else nullcontext():
+            cost = decode_cost(image)
+            with budget.hold(cost) if budget else nullcontext():
                 image.load()
                 image = reduced(flatten(upright(image)), least)
                 if max(image.size) > working_size:
                     image.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
+            if budget is None and cost >= BIG_DECODE:
+                release_memory()  # a decoder process keeps no 40 MP image's heap (as hold())
     except BadImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
