@@ -89,3 +89,19 @@ def test_reduced_decode_keeps_fingerprints_and_embedding() -> None:
     assert bits.max() <= 16  # of 256
     pixels = [resize_center_crop(im, 224).astype(np.int16) for im in (full, small)]
     assert np.abs(pixels[0] - pixels[1]).mean() < 0.5
+
+
+@pytest.mark.parametrize("size", [(728, 469), (300, 900), (160, 120), (224, 224)])
+def test_model_input_is_resize_then_centre_crop(size: tuple[int, int]) -> None:
+    """Resampling only the centre square gives open_clip's resize-then-crop, give or take
+    one level on a few pixels (portrait, landscape, smaller than the input, square)."""
+    from hibt.indexer.model_input import resize_center_crop
+
+    image = drawing(9, size).convert("RGB")
+    w, h = size
+    scale = 224 / min(w, h)
+    new = (max(224, round(w * scale)), max(224, round(h * scale)))
+    left, top = (new[0] - 224) // 2, (new[1] - 224) // 2
+    full = image.resize(new, Image.Resampling.BICUBIC).crop((left, top, left + 224, top + 224))
+    diff = np.abs(resize_center_crop(image, 224).astype(np.int16) - np.asarray(full))
+    assert diff.max() <= 1 and diff.mean() < 0.01
