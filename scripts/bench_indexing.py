@@ -160,6 +160,7 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
     import hashlib
 
     from hibt.config import RANDOM_WEIGHTS, Settings
+    from hibt.indexer import nsfw
     from hibt.indexer.copies.fingerprint import index_fingerprints
     from hibt.indexer.images import decode, least_side, read_bytes, thumbnail_jpeg
     from hibt.indexer.model import Embedder, ModelSpec
@@ -185,6 +186,7 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
         clocked("fingerprints", index_fingerprints, loaded.image)
         clocked("thumbnail", thumbnail_jpeg, loaded.image, settings.thumbnail_size)
         pixels.append(clocked("model input", resize_center_crop, loaded.image, embedder.image_size))
+        clocked("safety score", nsfw.classifier().score, loaded.image)
         captions.append(path.with_suffix(".txt").read_text())
     embedder.encode_pixels(np.stack(pixels[:2]))  # warm-up
     for start in range(0, len(paths), batch):
