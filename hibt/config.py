@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # --- building ------------------------------------------------------------------------
     batch_size: int = 64
     chunk_size: int = 512  # records per resumable unit of work
-    decode_workers: int = 0  # 0: chosen from the CPU count
+    decode_workers: int = 0  # 0: chosen from measured costs, at most one a core; -1: inline
     faiss_factory: str | None = None  # None: chosen from the number of vectors
     # Tests only: make a build fail at a named phase as a machine would, "PHASE" (killed
     # with SIGKILL) or "PHASE:enospc" (the disk is full there); indexer/faults.py.

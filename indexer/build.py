@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import shutil
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +45,7 @@ from hibt.indexer.copies.views import INDEX_VARIANTS
 from hibt.indexer.datasets import Dataset, open_dataset
 from hibt.indexer.decode import Decoded, DecodeOptions, decode_one
 from hibt.indexer.faults import fault_point, parse
+from hibt.indexer.images import DECODE_VERSION
 from hibt.indexer.records import Record
 from hibt.indexer.store import Store, Thumbnails
 from hibt.indexer.vector_index import default_factory, write_index
@@ -89,6 +92,12 @@ def source_digest(source: Path) -> str:
     return digest.hexdigest()
 
 
+def image_code() -> str:
+    """What the code that turns an image file into stored rows is: the copy fingerprints'
+    code and how files are decoded (an index made by other code is not resumed or reused)."""
+    return f"{code_digest()}.d{DECODE_VERSION}"
+
+
 def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.building"
 
@@ -132,15 +141,31 @@ def records_digest(previous: str, signature: str) -> str:
     return hashlib.sha256(f"{previous}:{signature}".encode()).hexdigest()
 
 
-def decode_workers(settings: Settings) -> int:
+def decode_workers(settings: Settings, costs: StageCosts | None = None) -> int:
     """Decoder processes beside the encoder; a negative setting decodes in this process.
 
-    One per core: with only two chunks in flight, workers that run ahead of a slow encoder
-    go idle, and with a fast encoder (or the tiny test model) decoding is the bottleneck.
+    Unless set, chosen from what images have cost so far (``costs``): the cores' share
+    that decoding takes of the work, so decoding keeps up with the encoder without
+    processes (and their memory) that would only wait. A slow encoder (ViT-B-32 on a CPU)
+    needs one on two cores; a fast one (the tiny test model) one per core. Without costs:
+    the most it may use.
     """
     if settings.decode_workers:
         return settings.decode_workers
-    return max(1, min(4, os.cpu_count() or 2))
+    cores = os.cpu_count() or 2
+    if costs is None:
+        return max(1, min(4, cores))
+    share = costs.decode / max(costs.decode + costs.encode, 1e-9)
+    return max(1, min(cores, math.ceil(cores * share - 0.25)))
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """CPU seconds an image costs in a decoder (everything decode_one does) and in the
+    building process (encoding its image and caption, writing), as measured so far."""
+
+    decode: float
+    encode: float
 
 
 def progress_bar(total: int | None, done: int, unit: str, what: str) -> tqdm:
@@ -168,13 +193,15 @@ def decode_options(settings: Settings, model_image_size: int) -> DecodeOptions:
     )
 
 
-def split_results(
-    chunk: list[Record], results: list[Decoded | str], seen: set[str]
-) -> tuple[list[tuple[Record, Decoded]], list[tuple[Record, str]]]:
-    """(kept records with their decoded images, skipped records with the reason); a record
-    whose id is in ``seen`` (indexed already) is a duplicate key. Adds kept ids to ``seen``."""
-    ok: list[tuple[Record, Decoded]] = []
-    skipped: list[tuple[Record, str]] = []
+def kept_results(
+    chunk: list[Record],
+    results: Iterable[Decoded | str],
+    seen: set[str],
+    skipped: list[tuple[Record, str]],
+) -> Iterator[tuple[Record, Decoded]]:
+    """Kept records with their decoded images, as the results come; a skipped record goes
+    into ``skipped`` with the reason. A record whose id is in ``seen`` (indexed already) is
+    a duplicate key. Adds kept ids to ``seen``."""
     for record, result in zip(chunk, results, strict=True):
         if isinstance(result, str):
             skipped.append((record, result))
@@ -182,7 +209,15 @@ def split_results(
             skipped.append((record, "duplicate key in dataset"))
         else:
             seen.add(record.id)
-            ok.append((record, result))
+            yield record, result
+
+
+def split_results(
+    chunk: list[Record], results: list[Decoded | str], seen: set[str]
+) -> tuple[list[tuple[Record, Decoded]], list[tuple[Record, str]]]:
+    """(kept records with their decoded images, skipped records with the reason)."""
+    skipped: list[tuple[Record, str]] = []
+    ok = list(kept_results(chunk, results, seen, skipped))
     return ok, skipped
 
 
@@ -194,21 +229,34 @@ def embed_records(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image and caption vectors (float16) of a chunk's kept records, ``batch_size`` at a
     time; ``advance`` hears how many are done after each batch."""
-    dim = embedder.dim
-    images = np.zeros((len(ok), dim), np.float16)
-    captions = np.zeros((len(ok), dim), np.float16)
-    for start in range(0, len(ok), batch_size):
-        part = ok[start : start + batch_size]
-        images[start : start + len(part)] = embedder.encode_pixels(
-            np.stack([d.pixels for _, d in part])
-        )
+    _, images, captions = embed_stream(embedder, ok, batch_size, advance)
+    return images, captions
+
+
+def embed_stream(
+    embedder: Embedder,
+    pairs: Iterable[tuple[Record, Decoded]],
+    batch_size: int,
+    advance: Callable[[int], object] = lambda n: None,
+) -> tuple[list[tuple[Record, Decoded]], np.ndarray, np.ndarray]:
+    """(the pairs, their image and caption vectors in float16), each batch encoded as soon
+    as its records are decoded: the encoder works while decoders finish the chunk. A
+    record's model input is let go once encoded (150 KB an image)."""
+    dim, pairs = embedder.dim, iter(pairs)
+    kept: list[tuple[Record, Decoded]] = []
+    images, captions = [np.zeros((0, dim), np.float16)], [np.zeros((0, dim), np.float16)]
+    while part := list(itertools.islice(pairs, batch_size)):
+        images.append(embedder.encode_pixels(np.stack([d.pixels for _, d in part])))
+        vectors = np.zeros((len(part), dim), np.float16)
         texts = [(i, r.caption) for i, (r, _) in enumerate(part) if r.caption.strip()]
         if texts:
-            vecs = embedder.encode_texts([t for _, t in texts])
-            for (i, _), vec in zip(texts, vecs, strict=True):
-                captions[start + i] = vec
+            vectors[[i for i, _ in texts]] = embedder.encode_texts([t for _, t in texts])
+        captions.append(vectors)
+        for _, decoded in part:
+            decoded.pixels = None
+        kept.extend(part)
         advance(len(part))
-    return images, captions
+    return kept, np.concatenate(images).astype(np.float16), np.concatenate(captions)
 
 
 def chunk_arrays(
@@ -251,10 +299,11 @@ class Builder:
         self.rebuild = rebuild
         self.fresh = fresh
         self.bar: tqdm = tqdm(disable=True)  # replaced by the real bar in run()
+        self.decoding: DecodeStream | None = None  # while run() decodes
         self.options = decode_options(settings, embedder.image_size)
         if settings.nsfw_scoring:
             nsfw.bundled_model()  # a missing classifier stops the build here, not per image
-        self.build_key = self.key_of(code_digest())
+        self.build_key = self.key_of(image_code())
 
     def key_of(self, code: str) -> str:
         """What an unfinished build in the staging directory must share to be resumed."""
@@ -386,25 +435,11 @@ class Builder:
         if records_done:
             print(f"resuming after {records_done} records ({items_done} indexed)", file=sys.stderr)
         self.bar = progress_bar(self.dataset.estimated_size(), records_done, "img", "indexing")
-        workers = decode_workers(self.settings)
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers) if workers > 0 else _Inline() as pool:
-            # Two chunks in flight: the workers decode chunk N+1 while this process encodes
-            # chunk N, and memory stays bounded (Pool.imap alone would read ahead unbounded).
-            pending = None
-            for chunk in batched(records, self.settings.chunk_size):
-                signed = chunk_signature(chunk)  # before its files are read
-                decoding = pool.map_async(
-                    decode_one, [(r.image_ref(), self.options) for r in chunk], 4
-                )
-                if pending is not None:
-                    records_done, items_done, chunks_done = self.finish_chunk(
-                        *pending, records_done, items_done, chunks_done
-                    )
-                pending = (chunk, decoding, signed)
-            if pending is not None:
+        chunks = batched(records, self.settings.chunk_size)
+        with DecodeStream(chunks, self.options, self.settings) as self.decoding:
+            for chunk, signed, results in self.decoding:
                 records_done, items_done, chunks_done = self.finish_chunk(
-                    *pending, records_done, items_done, chunks_done
+                    chunk, results, signed, records_done, items_done, chunks_done
                 )
         self.bar.close()
         return self.finalize(items_done, chunks_done)
@@ -412,15 +447,15 @@ class Builder:
     def finish_chunk(
         self,
         chunk: list[Record],
-        decoding,
+        results: Iterable[Decoded | str],
         signed: str,
         records_done: int,
         items_done: int,
         chunks_done: int,
     ) -> tuple[int, int, int]:
-        """Write a decoded chunk and commit it with the progress and the records' digest
-        (``signed``: its chunk_signature)."""
-        kept = self.process_chunk(chunk, decoding.get(), items_done, chunks_done)
+        """Write a chunk as its records are decoded and commit it with the progress and the
+        records' digest (``signed``: its chunk_signature)."""
+        kept = self.process_chunk(chunk, results, items_done, chunks_done)
         progress = (records_done + len(chunk), items_done + kept, chunks_done + 1)
         digest = records_digest(self.store.get_state("records_digest"), signed)
         self.store.set_state("records_digest", digest)
@@ -428,23 +463,32 @@ class Builder:
         return progress
 
     def process_chunk(
-        self, chunk: list[Record], results: list[Decoded | str], base: int, number: int
+        self, chunk: list[Record], results: Iterable[Decoded | str], base: int, number: int
     ) -> int:
-        ok, skipped = split_results(chunk, results, self.store.known_ids([r.id for r in chunk]))
-        self.bar.update(len(skipped))  # kept ones advance it per encoder batch: a smooth ETA
-        self.write_chunk(number, base, ok, skipped)
-        return len(ok)
+        skipped: list[tuple[Record, str]] = []
+        seen = self.store.known_ids([r.id for r in chunk])
+        return self.write_chunk(number, base, kept_results(chunk, results, seen, skipped), skipped)
 
     def write_chunk(
         self,
         number: int,
         base: int,
-        ok: list[tuple[Record, Decoded]],
+        pairs: Iterable[tuple[Record, Decoded]],
         skipped: list[tuple[Record, str]],
-    ) -> None:
-        images, captions = embed_records(
-            self.embedder, ok, self.settings.batch_size, self.bar.update
-        )
+    ) -> int:
+        """Encode the kept records as they come (``skipped`` fills meanwhile), then write
+        the chunk's arrays, thumbnails and rows; the number kept."""
+        cpu, done = time.process_time(), 0
+
+        def encoded(n: int) -> None:
+            nonlocal done
+            done += n
+            self.bar.update(n)  # kept ones advance the bar per encoder batch: a smooth ETA
+            if self.decoding is not None:
+                self.decoding.balance((time.process_time() - cpu) / done)
+
+        ok, images, captions = embed_stream(self.embedder, pairs, self.settings.batch_size, encoded)
+        self.bar.update(len(skipped))
         np.savez(self.stage / CHUNKS / f"{number:06d}.npz", **chunk_arrays(ok, images, captions))
         rows = [item_row(base + i, r, d) for i, (r, d) in enumerate(ok)]
         # Thumbnails first: a chunk whose metadata is committed has its thumbnails on disk.
@@ -453,6 +497,7 @@ class Builder:
         fault_point(self.settings, "chunk_saved")
         self.store.insert_items(rows)
         self.store.record_skipped((r.key, r.source, why) for r, why in skipped)
+        return len(ok)
 
     def commit_progress(self, records: int, items: int, chunks: int) -> None:
         for name, value in (
@@ -621,25 +666,103 @@ class Builder:
         return arrays
 
 
-class _Inline:
-    """Stands in for a process pool when decoding runs in this process."""
+WINDOW_PER_WORKER = 8  # decodes in flight a worker: enough that none waits for work
 
-    def __enter__(self) -> _Inline:
+
+class DecodeStream:
+    """A build's records decoded by worker processes, in order, chunk by chunk.
+
+    A few decodes a worker are in flight, not whole chunks: the encoder starts on a
+    chunk's first batch while the rest decodes (neither waits for the other), workers go
+    on into the next chunk across a chunk's end, and what waits in memory is a window of
+    images, not chunks. A chunk's signature is taken when it is formed, before any of its
+    files is read. With decode_workers unset the workers are as many as the measured
+    costs call for (:meth:`balance`): one to start, another started when needed. The
+    workers are spawned: they import no torch and never hold the model.
+    """
+
+    def __init__(
+        self, chunks: Iterator[list[Record]], options: DecodeOptions, settings: Settings
+    ) -> None:
+        self.chunks, self.options, self.settings = chunks, options, settings
+        self.limit = decode_workers(settings)  # negative: decode in this process
+        self.wanted = 1 if settings.decode_workers == 0 else self.limit
+        self.pools: list = []
+        self.formed: deque[tuple[list[Record], str]] = deque()
+        self.feed: deque[Record] = deque()  # records of formed chunks not yet sent
+        self.pending: deque = deque()  # sent, in record order
+        self.sent, self.decode_cpu, self.decoded = 0, 0.0, 0
+
+    def __enter__(self) -> DecodeStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        for pool in self.pools:
+            pool.terminate()
+            pool.join()
 
-    @staticmethod
-    def map_async(func, iterable, chunksize: int = 1) -> _Done:
-        return _Done(list(map(func, iterable)))
+    def __iter__(self) -> Iterator[tuple[list[Record], str, Iterator[Decoded | str]]]:
+        """(chunk, its signature, its results as they come); each chunk's results are read
+        to the end before the next chunk is asked for."""
+        while self.formed or self.form():
+            chunk, signed = self.formed.popleft()
+            yield chunk, signed, self.results(len(chunk))
+
+    def form(self) -> bool:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return False
+        self.formed.append((chunk, chunk_signature(chunk)))  # before its files are read
+        self.feed.extend(chunk)
+        return True
+
+    def results(self, n: int) -> Iterator[Decoded | str]:
+        for _ in range(n):
+            self.top_up()
+            result = self.pending.popleft().get()
+            if isinstance(result, Decoded):
+                self.decode_cpu, self.decoded = self.decode_cpu + result.cpu, self.decoded + 1
+            yield result
+
+    def top_up(self) -> None:
+        while len(self.pending) < WINDOW_PER_WORKER * max(1, self.wanted):
+            if not self.feed and not self.form():
+                return
+            self.send(self.feed.popleft())
+
+    def send(self, record: Record) -> None:
+        task = (record.image_ref(), self.options)
+        if self.limit < 0:
+            self.pending.append(_Done(decode_one(task)))
+            return
+        if len(self.pools) < self.wanted:
+            self.pools.append(multiprocessing.get_context("spawn").Pool(1))
+        self.pending.append(self.pools[self.sent % self.wanted].apply_async(decode_one, (task,)))
+        self.sent += 1
+
+    def balance(self, rest: float) -> None:
+        """Workers for what an image costs: ``rest``, CPU seconds of this process's work
+        (encoding, writing) an image, against the workers' decode seconds an image."""
+        if self.settings.decode_workers or not self.decoded:
+            return
+        wanted = decode_workers(self.settings, StageCosts(self.decode_cpu / self.decoded, rest))
+        if wanted != self.wanted:
+            tqdm.write(
+                f"decoding in {wanted} processes (CPU an image: decoding "
+                f"{1000 * self.decode_cpu / self.decoded:.0f} ms, encoding and writing "
+                f"{1000 * rest:.0f} ms)",
+                file=sys.stderr,
+            )
+            self.wanted = wanted
 
 
 @dataclass
 class _Done:
-    value: list
+    """A decode done in this process, answering as a worker's would."""
 
-    def get(self) -> list:
+    value: Decoded | str
+
+    def get(self) -> Decoded | str:
         return self.value
 
 

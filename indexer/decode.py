@@ -6,6 +6,7 @@ Kept free of torch imports so spawned workers start fast and stay small.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from hibt.indexer import nsfw
 from hibt.indexer.copies.fingerprint import index_fingerprints
-from hibt.indexer.images import BadImage, decode, read_bytes, thumbnail_jpeg
+from hibt.indexer.images import BadImage, decode, least_side, read_bytes, thumbnail_jpeg
 from hibt.indexer.model_input import resize_center_crop
 
 
@@ -29,7 +30,7 @@ class DecodeOptions:
 
 @dataclass
 class Decoded:
-    pixels: np.ndarray  # uint8 (S, S, 3) model input
+    pixels: np.ndarray | None  # uint8 (S, S, 3) model input; None once encoded
     hashes: np.ndarray  # uint8 (INDEX_VARIANTS, HASH_BYTES)
     descriptors: np.ndarray  # float32 (INDEX_VARIANTS, DESCRIPTOR_DIM)
     colour: np.ndarray  # uint8 (COLOUR_BYTES,)
@@ -38,14 +39,17 @@ class Decoded:
     height: int
     sha256: str
     nsfw: float | None = None  # open_nsfw's P(explicit); None when not scored
+    cpu: float = 0.0  # CPU seconds decode_one spent on it (the build balances on it)
 
 
 def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
     """Decoded item, or the reason the file was skipped (never raises for bad input)."""
     ref, opts = args
+    started = time.process_time()
     try:
         data = read_bytes(ref, opts.max_bytes)  # read once: decoded and hashed from memory
-        loaded = decode(data, opts.max_pixels, opts.working_size)
+        least = least_side(opts.model_image_size, opts.thumbnail_size)
+        loaded = decode(data, opts.max_pixels, opts.working_size, least=least)
         prints = index_fingerprints(loaded.image)
         return Decoded(
             pixels=resize_center_crop(loaded.image, opts.model_image_size),
@@ -57,6 +61,7 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
             height=loaded.height,
             sha256=hashlib.sha256(data).hexdigest(),
             nsfw=nsfw.classifier().score(loaded.image) if opts.score_nsfw else None,
+            cpu=time.process_time() - started,
         )
     except BadImage as exc:
         return exc.reason

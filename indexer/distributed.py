@@ -51,11 +51,11 @@ from hibt.indexer.build import (
     chunk_arrays,
     decode_options,
     embed_records,
+    image_code,
     item_row,
     progress_bar,
 )
 from hibt.indexer.build import split_results as split_chunk
-from hibt.indexer.copies.fingerprint import code_digest
 from hibt.indexer.datasets import Dataset
 from hibt.indexer.decode import DecodeOptions, decode_one
 from hibt.indexer.records import Record
@@ -284,7 +284,7 @@ class RayBuilder(Builder):
         self.stage = ray_staging_dir(out)
         self.rebuild, self.fresh = rebuild, fresh
         self.options = decode_options(settings, identity["image_size"])
-        self.build_key = self.key_of(code_digest())
+        self.build_key = self.key_of(image_code())
 
     def parts_url(self) -> str:
         """Parts of this build's content only: another source or setting writes elsewhere."""

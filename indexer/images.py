@@ -21,6 +21,10 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from hibt.errors import BadImage
 
+# What decode() makes of a file: 2 reduces to least_side (1 kept up to working_size). A build
+# key holds it, so an index is never resumed or reused across a change of pixels.
+DECODE_VERSION = 2
+
 # Pillow's own bomb check is replaced by an explicit pixel limit checked before decoding.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -28,7 +32,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 @dataclass
 class LoadedImage:
-    image: Image.Image  # RGB, at most ``working_size`` on its longest side
+    # RGB, at most ``working_size`` on its longest side, and reduced by a whole factor while
+    # its shortest side stays at least ``least`` (see least_side)
+    image: Image.Image
     width: int  # of the original file
     height: int
     format: str
@@ -130,9 +136,34 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+def least_side(model_image_size: int, thumbnail_size: int) -> int:
+    """The shortest side an image is decoded down to: what the model's input (its shortest
+    side), the fingerprints' base (copies.views.HASH_BASE) and the thumbnail need, no more.
+    A 1600 px JPEG decoded at a quarter of its size in the DCT (draft) costs a tenth of a
+    full decode, and every later resize starts from 400 px instead of 1024."""
+    from hibt.indexer.copies.views import HASH_BASE
+
+    return max(model_image_size, HASH_BASE, thumbnail_size)
+
+
+def reduced(image: Image.Image, least: int) -> Image.Image:
+    """``image`` shrunk by the largest whole factor that keeps its shortest side at least
+    ``least`` (Image.reduce: a box average, cheap and exact in its weights)."""
+    factor = min(image.size) // least if least else 1
+    return image.reduce(factor) if factor >= 2 else image
+
+
 def decode(
-    data: bytes, max_pixels: int, working_size: int, budget: MemoryBudget | None = None
+    data: bytes,
+    max_pixels: int,
+    working_size: int,
+    budget: MemoryBudget | None = None,
+    least: int = 0,
 ) -> LoadedImage:
+    """``least``: reduce the image while its shortest side stays at least this (JPEG: in
+    the decoder, at 1/2, 1/4 or 1/8; other formats after decoding); 0 keeps it up to
+    ``working_size``. Build and query pass the same value (least_side), so an upload is
+    decoded as its indexed original was."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -146,12 +177,16 @@ def decode(
             if width < 1 or height < 1:
                 raise BadImage("corrupt", "image has no pixels")
             fmt = image.format or "unknown"
-            image.draft("RGB", (working_size, working_size))  # JPEG: decode at reduced size
-            with budget.hold(decode_cost(image)) if budget else nullcontext():
+            target = least or working_size
+            image.draft("RGB", (target, target))  # JPEG: decode at reduced size
+            cost = decode_cost(image)
+            with budget.hold(cost) if budget else nullcontext():
                 image.load()
-                image = flatten(upright(image))
+                image = reduced(flatten(upright(image)), least)
                 if max(image.size) > working_size:
                     image.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
+            if budget is None and cost >= BIG_DECODE:
+                release_memory()  # a decoder process keeps no 40 MP image's heap (as hold())
     except BadImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
@@ -162,10 +197,10 @@ def decode(
 
 
 def load_image(
-    ref: Path | bytes, max_pixels: int, max_bytes: int, working_size: int
+    ref: Path | bytes, max_pixels: int, max_bytes: int, working_size: int, least: int = 0
 ) -> LoadedImage:
     """Decode a path or bytes, or raise :class:`BadImage` with the reason."""
-    return decode(read_bytes(ref, max_bytes), max_pixels, working_size)
+    return decode(read_bytes(ref, max_bytes), max_pixels, working_size, least=least)
 
 
 def thumbnail_jpeg(image: Image.Image, size: int, quality: int = 80) -> bytes:

@@ -16,6 +16,7 @@ thread is timed on the same images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -61,10 +62,39 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024
+class PeakMemory:
+    """The highest resident memory of this process and all its descendants together,
+    sampled every 20 ms while the block runs (a build's decoder processes are alive at the
+    same time as its encoder; ru_maxrss of a spawned child also counts its parent's pages
+    before exec, which overstated them)."""
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        import psutil
+
+        self.peak, self.done = 0, threading.Event()
+        me = psutil.Process()
+
+        def sample() -> None:
+            while not self.done.wait(0.02):
+                total = 0
+                for proc in (me, *me.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):  # ended between listing and reading
+                        total += proc.memory_info().rss
+                self.peak = max(self.peak, total)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    @property
+    def mb(self) -> float:
+        return self.peak / 2**20
 
 
 def run_baseline(source: Path, batch: int) -> dict:
@@ -73,28 +103,29 @@ def run_baseline(source: Path, batch: int) -> dict:
     import torch
     from PIL import Image
 
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(MODEL)
-    paths = sorted(source.glob("*.jpg"))
-    started, cpu = time.perf_counter(), cpu_seconds()
-    image_features, text_features = [], []
-    for start in range(0, len(paths), batch):
-        chunk = paths[start : start + batch]
-        images = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in chunk])
-        captions = [p.with_suffix(".txt").read_text() for p in chunk]
-        with torch.no_grad():
-            f = model.encode_image(images)
-            t = model.encode_text(tokenizer(captions))
-        image_features.append((f / f.norm(dim=-1, keepdim=True)).numpy())
-        text_features.append((t / t.norm(dim=-1, keepdim=True)).numpy())
-    out = Path(tempfile.mkdtemp())
-    np.save(out / "image.npy", np.concatenate(image_features))
-    np.save(out / "text.npy", np.concatenate(text_features))
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    with PeakMemory() as memory:  # from the model's creation, as for hibt's side
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
+        model.eval()
+        tokenizer = open_clip.get_tokenizer(MODEL)
+        paths = sorted(source.glob("*.jpg"))
+        started, cpu = time.perf_counter(), cpu_seconds()
+        image_features, text_features = [], []
+        for start in range(0, len(paths), batch):
+            chunk = paths[start : start + batch]
+            images = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in chunk])
+            captions = [p.with_suffix(".txt").read_text() for p in chunk]
+            with torch.no_grad():
+                f = model.encode_image(images)
+                t = model.encode_text(tokenizer(captions))
+            image_features.append((f / f.norm(dim=-1, keepdim=True)).numpy())
+            text_features.append((t / t.norm(dim=-1, keepdim=True)).numpy())
+        out = Path(tempfile.mkdtemp())
+        np.save(out / "image.npy", np.concatenate(image_features))
+        np.save(out / "text.npy", np.concatenate(text_features))
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     shutil.rmtree(out)
-    return {"images": len(paths), "seconds": seconds, "cpu": cpu, "peak_mb": peak_rss_mb()}
+    return {"images": len(paths), "seconds": seconds, "cpu": cpu, "peak_mb": memory.mb}
 
 
 def run_hibt(source: Path, precision: str, cache: Path, scoring: bool = True) -> dict:
@@ -105,17 +136,18 @@ def run_hibt(source: Path, precision: str, cache: Path, scoring: bool = True) ->
     settings = Settings(
         model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision, nsfw_scoring=scoring
     )
-    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, settings.runtime, cache)
-    out = Path(tempfile.mkdtemp()) / "index"
-    started, cpu = time.perf_counter(), cpu_seconds()
-    result = build_index(source, out, embedder, settings)
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    with PeakMemory() as memory:
+        embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, settings.runtime, cache)
+        out = Path(tempfile.mkdtemp()) / "index"
+        started, cpu = time.perf_counter(), cpu_seconds()
+        result = build_index(source, out, embedder, settings)
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     shutil.rmtree(out.parent)
     return {
         "images": result.manifest.counts.items,
         "seconds": seconds,
         "cpu": cpu,
-        "peak_mb": peak_rss_mb(),
+        "peak_mb": memory.mb,
         "precision": embedder.describe(),
         "scored": result.manifest.safety.scored if result.manifest.safety else 0,
     }
@@ -128,14 +160,16 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
     import hashlib
 
     from hibt.config import RANDOM_WEIGHTS, Settings
+    from hibt.indexer import nsfw
     from hibt.indexer.copies.fingerprint import index_fingerprints
-    from hibt.indexer.images import decode, read_bytes, thumbnail_jpeg
+    from hibt.indexer.images import decode, least_side, read_bytes, thumbnail_jpeg
     from hibt.indexer.model import Embedder, ModelSpec
     from hibt.indexer.model_input import resize_center_crop
 
     settings = Settings()
     embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, runtime, cache)
     paths = sorted(source.glob("*.jpg"))[: max(batch, 32)]
+    least = least_side(embedder.image_size, settings.thumbnail_size)  # as decode_one decodes
     spent: dict[str, float] = {}
 
     def clocked(stage: str, call, *args):
@@ -148,10 +182,11 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
     for path in paths:
         data = clocked("read", read_bytes, path, 10**9)
         clocked("sha256", lambda d=data: hashlib.sha256(d).hexdigest())
-        loaded = clocked("decode", decode, data, 10**9, settings.working_size)
+        loaded = clocked("decode", decode, data, 10**9, settings.working_size, None, least)
         clocked("fingerprints", index_fingerprints, loaded.image)
         clocked("thumbnail", thumbnail_jpeg, loaded.image, settings.thumbnail_size)
         pixels.append(clocked("model input", resize_center_crop, loaded.image, embedder.image_size))
+        clocked("safety score", nsfw.classifier().score, loaded.image)
         captions.append(path.with_suffix(".txt").read_text())
     embedder.encode_pixels(np.stack(pixels[:2]))  # warm-up
     for start in range(0, len(paths), batch):
@@ -161,6 +196,28 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
         "encoder": embedder.describe(),
         "images": len(paths),
         "ms_per_image": {k: 1000 * v / len(paths) for k, v in spent.items()},
+    }
+
+
+def run_encoder(precision: str, runtime: str, batch: int, cache: Path) -> dict:
+    """The image encoder alone on model inputs already made, ``batch`` at a time, with the
+    build's threads: the rate a build could reach if nothing but encoding cost anything."""
+    from hibt.config import RANDOM_WEIGHTS
+    from hibt.indexer.model import Embedder, ModelSpec
+
+    embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, runtime, cache)
+    size = embedder.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    embedder.encode_pixels(pixels[:2])  # first-call set-up is not throughput
+    batches = 3
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        embedder.encode_pixels(pixels)
+    return {
+        "encoder": embedder.describe(),
+        "images": batches * batch,
+        "seconds": time.perf_counter() - started,
+        "cpu": time.process_time() - cpu,
     }
 
 
@@ -206,13 +263,17 @@ def timed(call, inputs: list) -> tuple[list[float], list[float]]:
 
 
 def query_side(source: Path, reps: int, cache: Path) -> dict:
-    """Encode latency of single queries, and agreement of each encoder with torch fp32."""
-    from hibt.config import RANDOM_WEIGHTS
-    from hibt.indexer.images import load_image
+    """Encode latency of single queries (an upload decoded as the server decodes it, then
+    resized, cropped, normalised and encoded), and agreement of each encoder with fp32."""
+    from hibt.config import RANDOM_WEIGHTS, Settings
+    from hibt.indexer.images import least_side, load_image
     from hibt.indexer.model import Embedder, ModelSpec
 
     spec = ModelSpec(MODEL, RANDOM_WEIGHTS)
-    images = [load_image(p, 10**9, 10**9, 512).image for p in sorted(source.glob("*.jpg"))[:32]]
+    s = Settings()
+    least = least_side(224, s.thumbnail_size)  # ViT-B-32's input: as Engine.search_image
+    paths = sorted(source.glob("*.jpg"))[:32]
+    images = [load_image(p, 10**9, 10**9, s.working_size, least).image for p in paths]
     texts = [f"a painting of a {w} by Jane Doe" for w in ("fox", "lighthouse", "teapot", "owl")] * 8
     reference = Embedder(spec, "fp32")
     ref_images, ref_texts = reference.encode_images(images), reference.encode_texts(texts)
@@ -250,6 +311,8 @@ def child(args: argparse.Namespace) -> None:
         )
     elif args.child == "hibt":
         print(json.dumps(run_hibt(args.source, args.precision, args.cache, not args.no_scoring)))
+    elif args.child == "encoder":
+        print(json.dumps(run_encoder(args.precision, args.runtime, args.batch, args.cache)))
     elif args.child == "nsfw":
         print(json.dumps(run_nsfw(args.source)))
     else:
@@ -288,6 +351,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--runtime", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--query-only", action="store_true", help="skip the indexing runs")
     parser.add_argument("--no-scoring", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -313,6 +377,10 @@ def main() -> None:
         ours = spawn("hibt", args, "--precision", args.precision)
         unscored = spawn("hibt", args, "--precision", args.precision, "--no-scoring")
         print_indexing(base, ours, unscored)
+        encoders = [spawn("encoder", args, "--precision", args.precision)]
+        if {"avx512_bf16", "amx_bf16"} & set(flags):  # native bf16: the issue's yardstick
+            encoders.append(spawn("encoder", args, "--precision", "bf16", "--runtime", "torch"))
+        print_encoders(encoders, ours)
         print_scoring(spawn("nsfw", args), ours, unscored)
         indexing = ours
     print_stages(spawn("stages", args, "--precision", args.precision), indexing)
@@ -338,6 +406,19 @@ def print_indexing(base: dict, ours: dict, unscored: dict) -> None:
         "(hibt also hashes, thumbnails and writes SQLite + FAISS); "
         f"peak memory {ours['peak_mb'] / base['peak_mb']:.2f}x"
     )
+
+
+def print_encoders(encoders: list[dict], build: dict) -> None:
+    """Each image encoder's own rate beside the whole build's, wall and per CPU second."""
+    print("\nimage encoder alone, batches of model inputs, the build's threads")
+    rate, per_cpu = build["images"] / build["seconds"], build["images"] / build["cpu"]
+    for e in encoders:
+        alone, alone_cpu = e["images"] / e["seconds"], e["images"] / e["cpu"]
+        print(
+            f"  {e['encoder']:<18} {alone:6.1f} img/s, {alone_cpu:6.1f} img per CPU s; "
+            f"the build reaches {rate / alone:.2f}x its rate ({per_cpu / alone_cpu:.2f}x "
+            "per CPU s)"
+        )
 
 
 def print_scoring(alone: dict, ours: dict, unscored: dict) -> None:

@@ -24,7 +24,7 @@ from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.copies.verify import verify_match
-from hibt.indexer.images import MemoryBudget, decode
+from hibt.indexer.images import MemoryBudget, decode, least_side
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
 from hibt.server import answers, schemas
@@ -145,7 +145,11 @@ class Engine:
         self.check_page(k, offset)
         try:
             loaded = decode(
-                data, self.settings.max_upload_pixels, self.settings.working_size, self.decodes
+                data,
+                self.settings.max_upload_pixels,
+                self.settings.working_size,
+                self.decodes,
+                least_side(self.embedder.image_size, self.settings.thumbnail_size),
             )
         except BadImage as exc:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None

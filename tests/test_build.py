@@ -217,3 +217,27 @@ def test_opening_with_another_model_fails(built) -> None:
     }
     with pytest.raises(IndexUnreadable, match="not be comparable"):
         fmt.check_model(manifest, other)
+
+
+def test_decoder_count_follows_measured_costs(monkeypatch) -> None:
+    """Decoders take the cores' share that decoding has of an image's CPU time: one on two
+    cores beside a slow encoder, one a core beside a fast one; a setting wins."""
+    from hibt.indexer.build import StageCosts, decode_workers
+
+    auto = tiny_settings(decode_workers=0)
+    slow, fast = StageCosts(decode=0.010, encode=0.040), StageCosts(decode=0.010, encode=0.001)
+    for cores, expected in ((2, (1, 2)), (8, (2, 8))):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert (decode_workers(auto, slow), decode_workers(auto, fast)) == expected
+    assert decode_workers(tiny_settings(decode_workers=3), fast) == 3
+
+
+def test_streamed_decoding_with_chosen_workers_writes_the_same_index(
+    dataset, embedder, built, tmp_path
+) -> None:
+    """Decoders chosen by measured costs (started as needed, fed a few images at a time
+    across chunk ends) give the index one decoder process gives."""
+    out = tmp_path / "auto"
+    build_index(dataset[0], out, embedder, tiny_settings(decode_workers=0))
+    for name in (fmt.IMAGE_VECTORS, fmt.CAPTION_VECTORS, fmt.FINGERPRINTS, fmt.DESCRIPTORS):
+        assert np.array_equal(np.load(out / name), np.load(built.index_dir / name))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from hibt.errors import BadImage
-from hibt.indexer.images import decode, load_image
+from hibt.indexer.images import decode, least_side, load_image
 from tests.datagen import BROKEN, drawing
 
 LIMITS = {"max_pixels": 50_000_000, "working_size": 1024}
@@ -56,3 +57,51 @@ def test_large_images_are_shrunk_for_work_but_keep_their_size() -> None:
     loaded = decode(buf.getvalue(), **LIMITS)
     assert (loaded.width, loaded.height) == (3000, 1000)
     assert max(loaded.image.size) == 1024
+
+
+@pytest.mark.parametrize(("fmt", "size"), [("JPEG", (400, 300)), ("PNG", (400, 300))])
+def test_decoded_at_what_the_work_needs(fmt: str, size: tuple[int, int]) -> None:
+    """A 1600x1200 file is decoded at a quarter (JPEG: in the decoder; PNG: Image.reduce),
+    its shortest side still at least least_side; a small file is left as it is."""
+    least = least_side(224, 256)
+    big, small = io.BytesIO(), io.BytesIO()
+    drawing(6, (1600, 1200)).save(big, format=fmt)
+    drawing(6, (300, 200)).save(small, format=fmt)
+    loaded = decode(big.getvalue(), **LIMITS, least=least)
+    assert loaded.image.size == size and (loaded.width, loaded.height) == (1600, 1200)
+    assert decode(small.getvalue(), **LIMITS, least=least).image.size == (300, 200)
+
+
+def test_reduced_decode_keeps_fingerprints_and_embedding() -> None:
+    """What the build stores from a file decoded at least_side is what it stored from the
+    file decoded at working_size: the same descriptors (cosine) and the same pHash bits
+    but a few, the same CLIP input."""
+    from hibt.indexer.copies.fingerprint import index_fingerprints
+    from hibt.indexer.model_input import resize_center_crop
+
+    buf = io.BytesIO()
+    drawing(8, (1600, 1200)).save(buf, format="JPEG", quality=90)
+    full = decode(buf.getvalue(), **LIMITS).image
+    small = decode(buf.getvalue(), **LIMITS, least=least_side(224, 256)).image
+    a, b = index_fingerprints(full), index_fingerprints(small)
+    assert np.min(np.sum(a.descriptors * b.descriptors, axis=1)) > 0.995
+    bits = np.unpackbits(a.hashes ^ b.hashes, axis=1).sum(axis=1)
+    assert bits.max() <= 16  # of 256
+    pixels = [resize_center_crop(im, 224).astype(np.int16) for im in (full, small)]
+    assert np.abs(pixels[0] - pixels[1]).mean() < 0.5
+
+
+@pytest.mark.parametrize("size", [(728, 469), (300, 900), (160, 120), (224, 224)])
+def test_model_input_is_resize_then_centre_crop(size: tuple[int, int]) -> None:
+    """Resampling only the centre square gives open_clip's resize-then-crop, give or take
+    one level on a few pixels (portrait, landscape, smaller than the input, square)."""
+    from hibt.indexer.model_input import resize_center_crop
+
+    image = drawing(9, size).convert("RGB")
+    w, h = size
+    scale = 224 / min(w, h)
+    new = (max(224, round(w * scale)), max(224, round(h * scale)))
+    left, top = (new[0] - 224) // 2, (new[1] - 224) // 2
+    full = image.resize(new, Image.Resampling.BICUBIC).crop((left, top, left + 224, top + 224))
+    diff = np.abs(resize_center_crop(image, 224).astype(np.int16) - np.asarray(full))
+    assert diff.max() <= 1 and diff.mean() < 0.01

@@ -104,3 +104,20 @@ def test_choice_is_automatic_and_overridable(embedder, monkeypatch) -> None:
     assert runtime.choose("auto", "auto", model)[1] == "torch"
     with pytest.raises(ModelUnavailable, match="onnxruntime is not installed"):
         runtime.choose("int8", "onnx", model)
+
+
+def test_exported_vit_is_encode_image() -> None:
+    """The image tower as exported (patches through one MatMul, the last block for the class
+    token only) computes open_clip's encode_image; other pooling keeps open_clip's form."""
+    import torch
+
+    from hibt.indexer.model import create
+
+    model = create(ModelSpec(TINY_MODEL)).eval()
+    assert isinstance(runtime.image_tower(model), runtime.VitTower)
+    pixels = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        got, ref = runtime.VitTower(model)(pixels), model.encode_image(pixels)
+    assert torch.allclose(got, ref, atol=1e-5)
+    model.visual.pool_type = "avg"
+    assert isinstance(runtime.image_tower(model), runtime.ImageTower)

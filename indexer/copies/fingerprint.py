@@ -92,11 +92,16 @@ class Fingerprints:
         return self.flags("strict")
 
 
-def low_frequencies(view: Image.Image) -> np.ndarray:
-    """(16, 16) unnormalised DCT-II coefficients, computed as imagehash's pHash does."""
-    grey = view.convert("L").resize((DCT_SIZE, DCT_SIZE), Image.Resampling.LANCZOS)
-    coefficients = dct(dct(np.asarray(grey, dtype=np.float64), axis=0), axis=1)
-    return coefficients[:HASH_SIZE, :HASH_SIZE]
+def low_frequencies(views: list[Image.Image]) -> np.ndarray:
+    """(views, 16, 16) unnormalised DCT-II coefficients, each computed as imagehash's pHash
+    does; the DCTs of all views in one call (the same coefficients, bit for bit)."""
+    grey = np.stack(
+        [
+            np.asarray(v.convert("L").resize((DCT_SIZE, DCT_SIZE), Image.Resampling.LANCZOS))
+            for v in views
+        ]
+    ).astype(np.float64)
+    return dct(dct(grey, axis=1), axis=2)[:, :HASH_SIZE, :HASH_SIZE]
 
     coefficients = dct(dct(np.asarray(grey, dtype=np.float64), axis=0), axis=1)
     return coefficients[:HASH_SIZE, :HASH_SIZE]
@@ -159,7 +164,7 @@ def fingerprints(images: list[Image.Image], banded: bool = False) -> Fingerprint
     """Hashes and descriptors of ``images``; ``banded``: each descriptor limited to its
     image's band (uploads only: a stored view keeps every frequency, to be compared in any
     band)."""
-    blocks = [low_frequencies(i) for i in images]
+    blocks = list(low_frequencies(images))
     bands = [band(i) if banded else (HASH_SIZE, HASH_SIZE) for i in images]
     return Fingerprints(
         hashes=np.stack([phash_bits(b) for b in blocks]),
