@@ -9,10 +9,12 @@ of views that matched (the upload's view, such as "mirrored" or "turn 5 undone",
 stored view, such as "crop 80%", made again from the stored thumbnail), so the two pictures
 are already in one frame, and compares them on a grid of blocks:
 
-* every block alike: the same picture (exact or near copy, as the descriptor said);
+* every block alike, and alike pixel by pixel once laid over each other (fine lines, fine
+  tones): the same picture (exact or near copy, as the descriptor said);
 * a few blocks unlike, where the upload carries colour the stored picture does not have
   there (a caption, a logo, a watermark laid over it): ``edited``, with the region named;
-* otherwise: ``different``, a sibling that shares a template or a layout, never a copy.
+* otherwise, or when the two views have other shapes: ``different``, a sibling that shares
+  a template or a layout, never a copy.
 
 The comparison is done at the scale the upload holds (a 15 px thumbnail cannot show a clef,
 so it is not held to), after the upload's grey levels are fitted to the stored ones (a
