@@ -341,6 +341,7 @@ def evaluate(
                 "similarities": similarities,
                 "neg_similarities": neg_similarities,
                 "ms": 1000 * float(np.mean(seconds)),
+                "seconds": seconds,
             }
         )
         print(f"  {name}: R@1 {hit1 / n:.3f} FP {false_pos}/{len(negatives)}", file=sys.stderr)
@@ -473,9 +474,11 @@ def main() -> None:
     results = evaluate(engine, originals, negatives, args.transforms, args.work)
     print_table(results, (settings.exact_copy_min_similarity, settings.near_copy_min_similarity))
     print_calibration(results)
+    ms = 1000 * np.concatenate([r["seconds"] for r in results])
     print(
-        f"\nmean time per image query (engine.search_image: decode, copy + CLIP search): "
-        f"{np.mean([r['ms'] for r in results]):.1f} ms"
+        f"\ntime per image query (engine.search_image: decode, copy + CLIP search), "
+        f"{len(ms)} queries: mean {ms.mean():.1f} ms, p50 {np.percentile(ms, 50):.1f} ms, "
+        f"p99 {np.percentile(ms, 99):.1f} ms"
     )
 
 

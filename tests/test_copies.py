@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from hibt.config import Settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import build_index
-from hibt.indexer.copies import framing, search
+from hibt.indexer.copies import framing, search, verify
 from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
     Fingerprints,
@@ -44,6 +44,7 @@ from hibt.indexer.copies.views import (
     query_views,
     views_of,
 )
+from hibt.indexer.images import thumbnail_jpeg
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -834,6 +835,7 @@ def sibling_index(tmp_path_factory, embedder) -> Engine:
     save(thin_star(40, 200), root / "star_40.png")
     save(tricolour(("#002b7f", "#fcd116", "#ce1126")), root / "romania.png")
     save(drawing(32, (240, 180)), root / "drawing.png")
+    save(line_icon(255), root / "icon.png")
     Image.fromarray(np.asarray(drawing(32, (240, 180)))).save(
         root / "drawing_again.png", optimize=True
     )
@@ -872,6 +874,63 @@ def test_an_overlay_is_an_edited_copy_and_says_where(sibling_index: Engine) -> N
     for untouched in (drawing(32, (240, 180)), drawing(32, (240, 180)).resize((120, 90))):
         _, first = top(sibling_index, encode(untouched, "JPEG", quality=85))
         assert first.match in ("exact_copy", "near_copy") and first.edited_region is None
+
+
+def line_icon(fill: int, size: tuple[int, int] = (120, 120)) -> Image.Image:
+    """A line icon: a ring, a cross and an outlined bar at the bottom filled with ``fill``
+    (white, or a pale grey in a sibling: too thin a part for the 8x8 blocks to see)."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 10, 100, 80), outline="black", width=3)
+    draw.line((60, 15, 60, 75), fill="black", width=2)
+    draw.line((25, 45, 95, 45), fill="black", width=2)
+    draw.rectangle((15, 92, 105, 104), outline="black", width=2, fill=(fill,) * 3)
+    return image
+
+
+def stored_thumbnail(image: Image.Image) -> Image.Image:
+    """What verification compares an upload with: the index's JPEG thumbnail."""
+    return Image.open(io.BytesIO(thumbnail_jpeg(image, 256))).convert("RGB")
+
+
+def test_fine_tones_tell_a_refilled_sibling_and_keep_copies(monkeypatch) -> None:
+    """Pixel by pixel, laid over each other: a bar filled pale grey instead of white is
+    another picture, though every 8x8 block of the two is alike (the stage that catches
+    it is the fine-tone one: without it the sibling passes). Copies re-encoded at JPEG 30,
+    halved, or one pixel off stay the same picture."""
+    stored = stored_thumbnail(line_icon(255))
+    sibling = verify.verify(hash_base(line_icon(200)), stored)
+    assert (sibling.kind, sibling.region) == ("different", "fine tones")
+    shifted = ImageOps.expand(line_icon(255), (2, 1, 0, 0), fill="white").crop((0, 0, 120, 120))
+    copies = (encode_decode(line_icon(255), 30), line_icon(255).resize((60, 60)), shifted)
+    for copy in copies:
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    monkeypatch.setattr(verify, "TONE_MAX", 256.0)
+    assert verify.verify(hash_base(line_icon(200)), stored).kind == "same"
+
+
+def test_views_of_other_shapes_are_not_one_picture() -> None:
+    """Blocks are compared on squashed squares: a wide picture met a square one there."""
+    stored = stored_thumbnail(line_icon(255))
+    wide = verify.verify(hash_base(line_icon(255).resize((200, 120))), stored)
+    assert (wide.kind, wide.region) == ("different", "shape")
+
+
+def test_an_overlay_is_still_an_edit_for_the_fine_stage() -> None:
+    """The benchmark's repost (a translucent box) of the icon: edited, at the bottom right."""
+    verdict = verify.verify(hash_base(overlaid(line_icon(255))), stored_thumbnail(line_icon(255)))
+    assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+
+
+def test_the_engine_answers_similar_for_a_refilled_sibling(sibling_index: Engine) -> None:
+    _, first = top(sibling_index, encode(line_icon(200)))
+    assert first.source == "icon.png" and first.match == "similar"
+    _, first = top(sibling_index, encode(line_icon(255), "JPEG", quality=30))
+    assert first.source == "icon.png" and first.match in ("exact_copy", "near_copy")
+
+
+def encode_decode(image: Image.Image, quality: int) -> Image.Image:
+    return Image.open(io.BytesIO(encode(image, "JPEG", quality=quality))).convert("RGB")
 
 
 def test_the_verdict_counts_pictures_and_names_the_best_match(dup_index: Engine) -> None:

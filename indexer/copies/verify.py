@@ -9,10 +9,12 @@ of views that matched (the upload's view, such as "mirrored" or "turn 5 undone",
 stored view, such as "crop 80%", made again from the stored thumbnail), so the two pictures
 are already in one frame, and compares them on a grid of blocks:
 
-* every block alike: the same picture (exact or near copy, as the descriptor said);
+* every block alike, and alike pixel by pixel once laid over each other (fine lines, fine
+  tones): the same picture (exact or near copy, as the descriptor said);
 * a few blocks unlike, where the upload carries colour the stored picture does not have
   there (a caption, a logo, a watermark laid over it): ``edited``, with the region named;
-* otherwise: ``different``, a sibling that shares a template or a layout, never a copy.
+* otherwise, or when the two views have other shapes: ``different``, a sibling that shares
+  a template or a layout, never a copy.
 
 The comparison is done at the scale the upload holds (a 15 px thumbnail cannot show a clef,
 so it is not held to), after the upload's grey levels are fitted to the stored ones (a
@@ -22,10 +24,13 @@ resampling and JPEG do not count as a change).
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import fft, ndimage
 
 from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
@@ -53,6 +58,20 @@ FINE_SIDE = 128  # fine lines are compared at up to this size ...
 MIN_FINE = 64  # ... and from this size up
 DETAIL_MIN = 2.0
 FINE_MIN = 0.6
+# Shape: two views whose width-to-height ratios differ by more than this (as a log ratio,
+# about 16%) are not one picture, whatever their squashed 64x64 blocks say.
+ASPECT_MAX = 0.15
+# Fine tones: both views at up to TONE_SIDE px, the upload laid over the stored view by
+# phase correlation (a whole-pixel offset of at most MAX_OFFSET), grey levels fitted with a
+# gain held to TONE_GAIN, each pixel at its best shift of one; the 95th percentile of the
+# grey difference over the pixels that carry ink (INK levels from the picture's border
+# level in either view) is under TONE_MAX for the same picture (calibrated:
+# docs/copy-detection.md, "Verification").
+TONE_SIDE = 256
+TONE_GAIN = (0.75, 1.33)
+MAX_OFFSET = 4
+INK = 24.0
+TONE_MAX = 32.0
 WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
 REGIONS = (("top", "middle", "bottom"), ("left", "centre", "right"))
 
@@ -137,6 +156,8 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
         return Verdict("same")
+    if aspect_differs(upload_view, stored_view):
+        return Verdict("different", "shape", 1.0)
     side = min(SIDE, largest) // GRID * GRID
     up, st = (
         v.convert("RGB").resize((side, side), Image.Resampling.BOX)
@@ -155,6 +176,8 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
             and fine_agreement(upload_view, stored_view, largest) < FINE_MIN
         ):
             return Verdict("different", "fine lines", share)
+        if tone_difference(upload_view, stored_view) >= TONE_MAX:
+            return Verdict("different", "fine tones", share)
         return Verdict("same")
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
@@ -182,6 +205,66 @@ def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
     return best
 
 
+def aspect_differs(a: Image.Image, b: Image.Image) -> bool:
+    """Whether two views have other shapes: blocks and descriptors are taken on squashed
+    squares, where a square LED meets a wide one, a 60% crop of either looking alike."""
+    return abs(math.log((a.width / a.height) / (b.width / b.height))) > ASPECT_MAX
+
+
+def tone_difference(upload: Image.Image, stored: Image.Image) -> float:
+    """How far the two views' grey levels stay apart where they carry ink, once laid over
+    each other to the pixel: the 95th percentile of the difference, 0-255. The blocks
+    average a thin shape away (a cream card against a white one, a moon shaded otherwise,
+    a bar outlined against one filled); here each pixel counts. What is left for copies
+    is resampling and JPEG noise, which the blur and the shift of a pixel absorb."""
+    size = common_size(upload, stored)
+    up, st = (
+        np.asarray(v.convert("L").resize(size, Image.Resampling.BOX), np.float32)
+        for v in (upload, stored)
+    )
+    up = moved(up, *phase_offset(up, st))
+    up = fit(up, st, TONE_GAIN)  # once aligned: misaligned lines would pull the gain down
+    up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
+    diff = shifted_difference(up, st)
+    ink = (np.abs(up - border_level(up)) > INK) | (np.abs(st - border_level(st)) > INK)
+    ink[:2], ink[-2:], ink[:, :2], ink[:, -2:] = False, False, False, False
+    return float(np.percentile(diff[ink], 95)) if ink.any() else 0.0
+
+
+def common_size(upload: Image.Image, stored: Image.Image) -> tuple[int, int]:
+    """The stored view's shape at the finer of the two views' scales that both hold, at most
+    :data:`TONE_SIDE` px: an upload smaller than the stored view is compared at its size."""
+    scale = min(
+        TONE_SIDE / max(stored.size), upload.width / stored.width, upload.height / stored.height, 1
+    )
+    return max(8, round(stored.width * scale)), max(8, round(stored.height * scale))
+
+
+def phase_offset(up: np.ndarray, stored: np.ndarray) -> tuple[int, int]:
+    """The whole-pixel offset that lays ``up`` over ``stored`` (phase correlation, a Hann
+    window against the edges); none when it is more than :data:`MAX_OFFSET` pixels: a view
+    pair that matched is off by a pixel or two, a larger jump is a match of patterns."""
+    h, w = stored.shape
+    window = hann(h, w)
+    fa, fb = (fft.rfft2((v - v.mean()) * window) for v in (up, stored))
+    cross = fb * np.conj(fa)
+    peak = fft.irfft2(cross / (np.abs(cross) + 1e-9), s=(h, w))
+    dy, dx = np.unravel_index(int(np.argmax(peak)), peak.shape)
+    dy, dx = (d - n if d > n // 2 else d for d, n in ((dy, h), (dx, w)))
+    return (int(dy), int(dx)) if max(abs(dy), abs(dx)) <= MAX_OFFSET else (0, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def hann(h: int, w: int) -> np.ndarray:
+    return np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+
+
+def border_level(grey_image: np.ndarray) -> float:
+    """The picture's ground: the median grey level of its outermost rows and columns."""
+    edge = (grey_image[0], grey_image[-1], grey_image[:, 0], grey_image[:, -1])
+    return float(np.median(np.concatenate(edge)))
+
+
 def detail(image: Image.Image) -> np.ndarray:
     grey_image = image.convert("L")
     sharp = np.asarray(grey_image, dtype=np.float32)
@@ -193,14 +276,16 @@ def grey(image: Image.Image) -> np.ndarray:
     return np.asarray(blurred, dtype=np.float32)
 
 
-def fit(up: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """``up`` with its grey levels scaled and shifted to best match ``stored``'s (least
-    squares): brightness and contrast are not an edit. A flat upload is left as it is."""
+def fit(up: np.ndarray, stored: np.ndarray, gains: tuple[float, float] = (0.5, 2.0)) -> np.ndarray:
+    """``up`` with its grey levels scaled (by a gain within ``gains``) and shifted to best
+    match ``stored``'s (least squares): brightness and contrast are not an edit. A flat
+    upload is left as it is."""
     a, b = up.ravel(), stored.ravel()
     spread = float(a.std())
     if spread < 1e-3:
         return up
-    gain = float(np.clip(np.cov(a, b)[0, 1] / spread**2, 0.5, 2.0))
+    covariance = float(np.dot(a - a.mean(), b - b.mean())) / max(1, a.size - 1)
+    gain = float(np.clip(covariance / spread**2, *gains))
     return (up - a.mean()) * gain + b.mean()
 
 
@@ -210,14 +295,19 @@ def shifted_difference(up: np.ndarray, stored: np.ndarray) -> np.ndarray:
     on a thin line is a full-contrast difference, while a changed part differs anywhere."""
     pad = np.pad(up, SHIFT, mode="edge")
     h, w = stored.shape
-    return np.min(
-        [
-            np.abs(pad[SHIFT + dy : SHIFT + dy + h, SHIFT + dx : SHIFT + dx + w] - stored)
-            for dy in range(-SHIFT, SHIFT + 1)
-            for dx in range(-SHIFT, SHIFT + 1)
-        ],
-        axis=0,
-    )
+    least = np.full(stored.shape, np.inf, np.float32)
+    for dy in range(-SHIFT, SHIFT + 1):
+        for dx in range(-SHIFT, SHIFT + 1):
+            moved_up = pad[SHIFT + dy : SHIFT + dy + h, SHIFT + dx : SHIFT + dx + w]
+            np.minimum(least, np.abs(moved_up - stored), out=least)
+    return least
+
+
+def moved(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` moved by whole pixels, its edge rows and columns repeated into the gap."""
+    h, w = image.shape
+    pad = np.pad(image, ((abs(dy),) * 2, (abs(dx),) * 2), mode="edge")
+    return pad[abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w]
 
 
 def block_mask(blocks: np.ndarray, side: int) -> np.ndarray:
