@@ -113,11 +113,11 @@ class Settings(BaseSettings):
     # image uploads may be max_upload_bytes (plus the form's own bytes); any other body is
     # JSON and is refused past max_json_bytes (10,000 URLs to check fit in it).
     max_json_bytes: int = 4_000_000
-    # Queries run at most this many at once (0: one per CPU this process may use); more wait
+    # Queries run at most this many at once (0: two per CPU this process may use); more wait
     # (at most max_queued_queries, each at most queue_wait_s) while the queue's expected wait
     # is within queue_target_s; past that a request is refused with 503 and Retry-After, so
     # latency stays bounded and throughput does not fall under overload (more queries at once
-    # than CPUs only fight over the GIL and the cores: docs/hardening.md has the figures).
+    # only fight over the GIL and the cores: docs/hardening.md has the figures).
     max_concurrent_queries: int = 0
     max_queued_queries: int = 64
     queue_wait_s: float = 30.0

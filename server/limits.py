@@ -248,9 +248,11 @@ def usable_cpus() -> int:
 
 
 def query_places(settings: Settings) -> tuple[int, int]:
-    """(queries run at once, most places to wait): by default one running query per usable
-    CPU, since more at once only share the same cores and the GIL, each then slower."""
-    return settings.max_concurrent_queries or usable_cpus(), settings.max_queued_queries
+    """(queries run at once, most places to wait): by default two running queries per usable
+    CPU. Many more only share the same cores and the GIL, each answer slower; but one per
+    CPU measured no less CPU an answer and a few per cent less throughput with 32 clients
+    than with 8 (docs/hardening.md): a query also waits on SQLite, the GIL and memory."""
+    return settings.max_concurrent_queries or 2 * usable_cpus(), settings.max_queued_queries
 
 
 def not_queued(path: str) -> bool:
