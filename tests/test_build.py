@@ -108,7 +108,10 @@ def test_crash_midway_leaves_no_index_and_resume_matches_clean_build(
 def test_sigkill_during_build_then_resume(dataset, tmp_path) -> None:
     """The real command, killed with SIGKILL while it works, then run again."""
     out = tmp_path / "killed"
+    # torch encodes: the one-off ONNX export (15 s of CPU, 86 s wall on a loaded 2-core
+    # machine) would otherwise spend the deadline below before any chunk is done.
     env = {**os.environ, "HIBT_CHUNK_SIZE": "4", "HIBT_DECODE_WORKERS": "-1"}
+    env["HIBT_RUNTIME"] = "torch"
     cmd = [
         sys.executable,
         "-m",
