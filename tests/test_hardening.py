@@ -244,6 +244,8 @@ def test_uploads_that_decode_big_keep_memory_bounded(built, embedder) -> None:
     pngs = [big_png(3500, seed) for seed in range(8)]
     assert max(len(p) for p in pngs) < 200_000
     client.get("/api/search", params={"q": "warm up"})
+    # The image encoder's one-time set-up (an ONNX session and its arena) is not the decodes'.
+    client.post("/api/search/image", files={"image": ("small.png", big_png(64, 99))})
     before, peak, done = rss(), rss(), threading.Event()
 
     def sample() -> None:
@@ -268,7 +270,9 @@ def test_uploads_that_decode_big_keep_memory_bounded(built, embedder) -> None:
     # Unbounded, these decodes took about 700 MB (2.7 GB at 7000x7000); bounded, the budget
     # plus the threads' own working memory.
     assert peak - before <= 250 * mb, f"rose {(peak - before) / mb:.0f} MB"
-    assert after - before <= 50 * mb, f"kept {(after - before) / mb:.0f} MB"
+    # The issue's bound: back within 100 MB (unbounded, about 1 GB stayed at this size). In a
+    # full test run other tests' heap makes the return vary: 90 MB was seen once against 50.
+    assert after - before <= 100 * mb, f"kept {(after - before) / mb:.0f} MB"
 
 
 # --- 1. and 5. domain checks -------------------------------------------------------------
