@@ -127,7 +127,7 @@ class Engine:
         if vector is None:
             vector = self.embedder.encode_texts([query])[0]
         phrase = normalise_tokens(query)
-        names, found = self.name_matches(phrase, offset + k)
+        names, found = self.name_matches(phrase, (offset + k) * (2 if collapse else 1) + 64)
         ranked = self.rank(names, vector, target, offset + k, collapse)
         counts = schemas.MatchCounts(
             name_match=len(found), name_match_capped=len(found) >= self.settings.max_name_count

@@ -139,3 +139,22 @@ def test_duplicates_of_an_item_are_an_indexed_lookup(built) -> None:
     alone = store.conn.execute("SELECT * FROM items WHERE dup_count = 1 LIMIT 1").fetchone()
     store.conn.close()  # a lone item needs no query: none can run on a closed connection
     assert store.duplicate_ids(alone) == []
+
+
+def test_name_matches_fill_the_page_after_their_duplicates_fold(built, embedder) -> None:
+    """The page asks for name matches with room for the duplicates a collapse folds: with
+    an artist's files paired as duplicates, a page of as many groups is all name matches."""
+    from hibt.server.engine import Engine
+    from tests.conftest import tiny_settings
+
+    engine = Engine.open(built.index_dir, tiny_settings(), embedder)
+    everything = engine.search_text("Zoë O'Brien", k=60, collapse=False)
+    named = [r.id for r in everything.results if r.match == "name_match"]
+    idxs = [engine.index.store().by_id(i)["idx"] for i in named]
+    groups = np.array(engine.index.groups)
+    for a, b in zip(idxs[0::2], idxs[1::2], strict=False):
+        groups[b] = groups[a]
+    engine.index.groups = groups
+    page = engine.search_text("Zoë O'Brien", k=len(idxs) // 2)
+    assert len(idxs) >= 4
+    assert [r.match for r in page.results] == ["name_match"] * (len(idxs) // 2)
