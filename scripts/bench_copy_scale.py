@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (scripts/ is on the path of a script)
 from PIL import Image  # noqa: E402
 
 from hibt.config import Settings  # noqa: E402
@@ -215,13 +216,6 @@ def memory() -> str:
         f"RSS {fields.get('VmRSS', 0):.0f} MB (own {fields.get('RssAnon', 0):.0f}, file pages "
         f"{fields.get('RssFile', 0):.0f}), peak {fields.get('VmHWM', 0):.0f} MB"
     )
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown"
 
 
 def size_on_disk(folder: Path, names: tuple[str, ...]) -> int:

@@ -42,17 +42,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20
 PROCESSES = 4  # client processes in the overload phase
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def rss(pid: int) -> int:

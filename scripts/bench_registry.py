@@ -39,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 
 BATCH = 1000  # items per claim (the API's max_optout_items)
@@ -65,16 +67,6 @@ def digest(i: int, salt: bytes) -> str:
 
 def item_id(i: int) -> str:
     return f"{i:016x}"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rss_mb() -> float:

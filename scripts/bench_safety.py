@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shutil
 import sqlite3
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_indexing import make_images  # noqa: E402
+from machine import cpu_model  # noqa: E402  (scripts/ is on the path of a script)
 
 
 def as_built_before(index_dir: Path, out: Path) -> Path:
@@ -57,16 +57,6 @@ def flag_every_tenth(index_dir: Path) -> int:
     store.commit()
     store.close()
     return len(range(0, n, 10))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -31,6 +30,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from machine import cpu_model
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,13 +52,6 @@ LAST = words("doe smith garcia chen khan rossi petrov tanaka haddad brown silva 
 # The model whose query encoder the server runs, and its embedding width. ViT-B-32 (random
 # weights: none can be downloaded here) pays a real encode; tiny-test is for CI-sized runs.
 MODELS = {"ViT-B-32": (["--pretrained", "random-init"], 512), "tiny-test": ([], 64)}
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 class Clusters:
