@@ -63,6 +63,13 @@ class NoOptOuts:
         return {}
 
 
+def with_room(need: int, collapse: bool) -> int:
+    """Candidates to ask for to fill ``need`` answers: room for the duplicates a collapse
+    folds and the few hidden items. Every candidate costs an exact re-score, so no more is
+    asked without a collapse."""
+    return need * (2 if collapse else 1) + 64
+
+
 class Engine:
     def __init__(
         self,
@@ -127,7 +134,7 @@ class Engine:
         if vector is None:
             vector = self.embedder.encode_texts([query])[0]
         phrase = normalise_tokens(query)
-        names, found = self.name_matches(phrase, (offset + k) * (2 if collapse else 1) + 64)
+        names, found = self.name_matches(phrase, with_room(offset + k, collapse))
         ranked = self.rank(names, vector, target, offset + k, collapse)
         counts = schemas.MatchCounts(
             name_match=len(found), name_match_capped=len(found) >= self.settings.max_name_count
@@ -282,10 +289,8 @@ class Engine:
     def rank(
         self, strong: list[Candidate], vector: np.ndarray, target: str, need: int, collapse: bool
     ) -> list[Candidate]:
-        """Strong evidence first, then CLIP neighbours, each item and group once. Room is
-        asked for the duplicates a collapse folds and the few hidden items; every candidate
-        costs an exact re-score, so no more is asked without a collapse."""
-        count = min(self.n, need * (2 if collapse else 1) + 64)
+        """Strong evidence first, then CLIP neighbours, each item and group once."""
+        count = min(self.n, with_room(need, collapse))
         while True:
             pairs = self.knn(vector, target, count)
             similar = [Candidate(i, "similar", cosine=s, against=target) for i, s in pairs]
