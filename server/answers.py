@@ -93,7 +93,7 @@ def results(
     safe: bool = True,
 ) -> list[schemas.Result]:
     index = engine.index
-    rows = index.store().items([c.idx for c in shown])
+    rows = index.items([c.idx for c in shown])
     idxs = sorted(rows)  # memory-mapped rows read in file order
     score_of: dict[int, float | None] = {
         c.idx: round(c.cosine, 5) for c in shown if c.against == "images"

@@ -292,7 +292,7 @@ class ClipService:
         dataset's published columns."""
         engine = served.engine
         hidden = engine.visibility.hidden_among(idxs)
-        rows = engine.index.store().items([i for i in idxs if i not in hidden])
+        rows = engine.index.items([i for i in idxs if i not in hidden])
         statuses = engine.visibility.statuses(list(rows.values()))
         out = {}
         for idx, row in rows.items():

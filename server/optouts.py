@@ -185,7 +185,7 @@ class OptOuts:
         """Which of these rows to leave out of an answer when the operator hides opt-outs."""
         if not self.settings.hide_opted_out or not idxs:
             return set()
-        rows = list(self.index.store().items(idxs).values())
+        rows = list(self.index.items(idxs).values())
         opted = self.statuses(rows)
         return {r["idx"] for r in rows if opted.get(r["id"]) in ("unverified", "verified")}
 

@@ -35,7 +35,7 @@ class Removals:
         return any(name and str(name) in self.keys for name in names)
 
     def hidden_among(self, idxs: list[int]) -> set[int]:
-        rows = self.index.store().items(idxs).values()
+        rows = self.index.items(idxs).values()
         return {r["idx"] for r in rows if self.removed(r)} | self.inner.hidden_among(idxs)
 
     def statuses(self, rows: list[sqlite3.Row]) -> dict[str, str]:

@@ -73,6 +73,18 @@ def test_k_can_cover_the_whole_index(engine, dataset) -> None:
     assert response.next_offset is None
 
 
+def test_many_rows_read_in_parts_are_the_rows_read_at_once(engine) -> None:
+    """Long metadata reads are split over several connections (OpenIndex.items): every row
+    comes back, once, whatever the order asked for and however often."""
+    rng = np.random.default_rng(0)
+    idxs = [int(i) for _ in range(3) for i in rng.permutation(engine.n)]
+    whole = engine.index.store().items(idxs)
+    parted = engine.index.items(idxs)
+    assert len(idxs) > 2 * 32  # several parts
+    assert sorted(parted) == sorted(whole) == list(range(engine.n))
+    assert all(tuple(parted[i]) == tuple(whole[i]) for i in idxs)
+
+
 def test_vector_query_returns_vectors(engine, built) -> None:
     stored = np.load(built.index_dir / fmt.IMAGE_VECTORS).astype(np.float32)
     query = schemas.VectorQuery(vector=stored[7].tolist(), k=3, return_vectors=True)
