@@ -260,14 +260,13 @@ class Store:
         )
         return [r[0] for r in rows], found
 
-    def hosts_of(self, rows: list[int], limit: int = 10) -> list[tuple[str, int]]:
-        """The hosts most of ``rows`` come from, with their counts."""
+    def host_counts(self, rows: list[int]) -> dict[str, int]:
+        """How many of ``rows`` come from each host (items known by URL)."""
         found = self.conn.execute(
-            "SELECT host, count(*) AS n FROM items WHERE idx IN (SELECT value FROM json_each(?)) "
-            "AND host != '' GROUP BY host ORDER BY n DESC, host LIMIT ?",
-            (json.dumps(rows), limit),
+            f"SELECT host, count(*) FROM items WHERE idx {IN_LIST} AND host != '' GROUP BY host",
+            (as_json(rows),),
         )
-        return [(r[0], r[1]) for r in found]
+        return dict(found.fetchall())
 
     def duplicate_ids(self, row: sqlite3.Row, limit: int = 100) -> list[str]:
         """Ids of the other members of ``row``'s duplicate group, in index order. Most

@@ -12,6 +12,8 @@ import hashlib
 import io
 import sqlite3
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +29,7 @@ from hibt.indexer.copies.verify import verify_match
 from hibt.indexer.images import MemoryBudget, decode, least_side
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
+from hibt.indexer.store import Store
 from hibt.server import answers, schemas
 from hibt.server.answers import Candidate
 from hibt.server.index import OpenIndex
@@ -68,6 +71,16 @@ def with_room(need: int, collapse: bool) -> int:
     folds and the few hidden items. Every candidate costs an exact re-score, so no more is
     asked without a collapse."""
     return need * (2 if collapse else 1) + 64
+
+
+def sites_of(counted: Iterable[dict[str, int]], limit: int = 10) -> list[schemas.SiteCount]:
+    """Where the name matches come from: the hosts with the most of them, from the counts
+    of each part of the matches."""
+    total: Counter[str] = Counter()
+    for counts in counted:
+        total.update(counts)
+    top = sorted(total.items(), key=lambda pair: (-pair[1], pair[0]))[:limit]
+    return [schemas.SiteCount(site=host, count=n) for host, n in top]
 
 
 class Engine:
@@ -131,18 +144,23 @@ class Engine:
         query = self.check_text(query)
         self.check_page(k, offset)
         self.check_target(target)
+        # The phrase is looked up while the text is embedded, and the matches' hosts are
+        # counted while the neighbours are ranked: each pair on both cores at once.
+        phrase = normalise_tokens(query)
+        looked_up = self.index.readers.submit(
+            self.name_matches, phrase, with_room(offset + k, collapse)
+        )
         if vector is None:
             vector = self.embedder.encode_texts([query])[0]
-        phrase = normalise_tokens(query)
-        names, found = self.name_matches(phrase, with_room(offset + k, collapse))
+        names, found = looked_up.result()
+        hosts = self.index.read_in_parts(Store.host_counts, found) if found else []
         ranked = self.rank(names, vector, target, offset + k, collapse)
         counts = schemas.MatchCounts(
             name_match=len(found), name_match_capped=len(found) >= self.settings.max_name_count
         )
-        sites = self.sites_of(found) if found else []
         page = answers.Page(query, "text", vector, offset, k, counts, None, started, safe=safe)
         response = answers.respond(self, ranked, page)
-        response.sites = sites
+        response.sites = sites_of(part.result() for part in hosts)
         return response
 
     def search_image(
@@ -273,11 +291,6 @@ class Engine:
         cap = self.settings.max_name_count
         rows, found = self.index.store().name_matches(match, limit, cap)
         return [Candidate(r, "name_match") for r in rows], found
-
-    def sites_of(self, rows: list[int]) -> list[schemas.SiteCount]:
-        """Where the name matches come from: the hosts with the most of them."""
-        pairs = self.index.store().hosts_of(rows)
-        return [schemas.SiteCount(site=host, count=n) for host, n in pairs]
 
     def knn(self, vector: np.ndarray, target: str, count: int) -> list[tuple[int, float]]:
         ids, scores = self.index.faiss[target].search(vector, count)

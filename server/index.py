@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from hibt.indexer.vector_index import VectorIndex, VectorRows
 # Reads of many metadata rows are split over this many connections, none given fewer rows.
 METADATA_READERS = 8
 ROWS_PER_READ = 32
+T = TypeVar("T")
 
 
 class OpenIndex:
@@ -74,18 +76,23 @@ class OpenIndex:
         return store
 
     def items(self, idxs: Sequence[int]) -> dict[int, sqlite3.Row]:
-        """Metadata of many rows. A long list is read in parts on several connections at
-        once, so that rows not in the page cache are fetched side by side rather than one
-        after another (docs/scale.md has the figures)."""
+        """Metadata of many rows, read in parts side by side (read_in_parts)."""
+        found: dict[int, sqlite3.Row] = {}
+        for part in self.read_in_parts(Store.items, idxs):
+            found.update(part.result())
+        return found
+
+    def read_in_parts(
+        self, read: Callable[[Store, list[int]], T], idxs: Sequence[int]
+    ) -> list[Future[T]]:
+        """Start ``read`` over parts of ``idxs``, each on a reader thread's own connection,
+        so that rows not in the page cache are fetched side by side rather than one after
+        another (docs/scale.md has the figures). The caller collects the parts when it
+        needs them, and can do other work meanwhile."""
         idxs = list(idxs)
         step = max(ROWS_PER_READ, -(-len(idxs) // METADATA_READERS))
-        parts = [idxs[i : i + step] for i in range(0, len(idxs), step)]
-        if len(parts) <= 1:
-            return self.store().items(idxs)
-        found: dict[int, sqlite3.Row] = {}
-        for rows in self.readers.map(lambda part: self.store().items(part), parts):
-            found.update(rows)
-        return found
+        parts = [idxs[i : i + step] for i in range(0, len(idxs), step)] or [[]]
+        return [self.readers.submit(lambda p=p: read(self.store(), p)) for p in parts]
 
     def thumbnails(self) -> Thumbnails:
         thumbs = getattr(self.local, "thumbnails", None)
