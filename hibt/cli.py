@@ -213,6 +213,9 @@ def serve(
     checkpoint: CheckpointOpt = None,
 ) -> None:
     """Serve the JSON API and the web page for one index or several."""
+    from hibt.server.limits import one_thread_per_query
+
+    one_thread_per_query()  # before what it limits is imported
     import uvicorn
 
     from hibt.server.app import open_app

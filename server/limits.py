@@ -1,5 +1,5 @@
 """What one request may cost the server: bytes of body, a place among running queries, a
-slot for a domain check.
+slot for a domain check, one thread of arithmetic.
 
 Pure ASGI middleware, so a limit holds whatever the route is and before it reads the
 body: a body is counted as it arrives (a chunked body has no Content-Length to trust), and
@@ -29,6 +29,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORM_OVERHEAD = 65536  # a multipart body's own bytes around the file: boundaries, fields
 BUSY = "the server is busy; retry in a moment"
+
+
+def one_thread_per_query() -> None:
+    """Run each query's arithmetic (FAISS, BLAS, the encoders) on one thread: the cores are
+    shared among concurrent queries instead. A team of threads for one query's small
+    matrix product gained little and its idle threads spun, taking the core that another
+    query, or this query's own metadata reads, needed (docs/scale.md). OpenMP and OpenBLAS
+    read these once, when they load, and OpenMP's own setter is per thread: so this must run
+    before numpy, FAISS or torch are imported. An operator's own values are kept."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 class Busy(HibtError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -36,3 +37,35 @@ def test_serve_refuses_a_missing_index(tmp_path) -> None:
     )
     assert done.returncode == 2
     assert "not an index directory" in done.stderr
+
+
+SHOW_THREADS = """
+import sys, uvicorn
+from hibt import cli
+# Stand in for the HTTP loop: print how many threads each query's arithmetic would get.
+def report(*args, **kwargs):
+    import faiss, torch
+    print(faiss.omp_get_max_threads(), torch.get_num_threads())
+uvicorn.run = report
+cli.app(["serve", sys.argv[1]], standalone_mode=False)
+"""
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1 1"), ("2", "2 2")])
+def test_serve_runs_each_query_on_one_thread(built, preset, expected) -> None:
+    """`hibt serve` limits OpenMP and BLAS to one thread before they load (a team per query
+    spun on the shared cores); an operator's own OMP_NUM_THREADS is kept."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+    if preset:
+        env["OMP_NUM_THREADS"] = preset
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW_THREADS, str(built.index_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == expected
