@@ -43,6 +43,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from machine import cpu_model
+from serving import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20
@@ -77,41 +78,11 @@ def big_png(side: int, seed: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def server(index: Path, **env: str):
     """`hibt serve` on a free loopback port: (base URL, pid)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hibt", "serve", str(index), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HIBT_OFFLINE": "1", **env},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("the server did not start")
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.3)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving(index, {"HIBT_OFFLINE": "1", **env}) as served:
+        yield served.base, served.proc.pid
 
 
 class Peak:

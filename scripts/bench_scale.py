@@ -19,8 +19,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from machine import cpu_model
 from PIL import Image
+from serving import Served, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 PART_ROWS = 1_000_000
@@ -134,12 +133,6 @@ def write_dataset(source: Path, n: int, dim: int) -> None:
     (source / "done").write_text("ok")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss(pid: int) -> tuple[float, float]:
     """(current, peak) resident memory of a process in GB."""
     fields = {}
@@ -228,26 +221,15 @@ def name_query(i: int) -> str:
 
 
 def serve_and_measure(source: Path, index_dir: Path, vectors: np.ndarray, count: int) -> dict:
-    port = free_port()
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hibt", "serve", str(index_dir), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HIBT_WRITES_PER_MINUTE": "100000"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, timeout=120)
+    with serving(index_dir, {"HIBT_WRITES_PER_MINUTE": "100000"}) as served:
+        return measure(served, source, index_dir, vectors, count)
+
+
+def measure(served: Served, source: Path, index_dir: Path, vectors: np.ndarray, count: int) -> dict:
+    proc = served.proc
+    client = httpx.Client(base_url=served.base, timeout=120)
     try:
-        while True:
-            try:
-                if client.get("/api/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-            if proc.poll() is not None:
-                raise SystemExit("the server died while starting")
-        start_s = time.perf_counter() - started
+        start_s = served.start_s
         rss_start = rss(proc.pid)
         SERVER["pid"] = proc.pid
         rng = np.random.default_rng(1)
@@ -304,8 +286,6 @@ def serve_and_measure(source: Path, index_dir: Path, vectors: np.ndarray, count:
         }
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 _ids: dict[str, int] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from tests.conftest import free_port
+from scripts.serving import free_port
 
 
 @contextmanager

@@ -33,7 +33,8 @@ from hibt.server import limits
 from hibt.server.app import create_app, open_app
 from hibt.server.engine import Engine
 from hibt.server.ratelimit import RateLimiter
-from tests.conftest import free_port, tiny_settings
+from scripts.serving import free_port
+from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
 
 WEB = Path(__file__).resolve().parent.parent / "web"

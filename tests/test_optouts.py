@@ -23,7 +23,8 @@ from hibt.server import optouts as optouts_module
 from hibt.server.app import open_app
 from hibt.server.optouts import EXPORT_FIELDS, registry_path
 from hibt.server.registry import PENDING_DOMAIN_TTL
-from tests.conftest import free_port, serving, tiny_settings
+from scripts.serving import free_port
+from tests.conftest import serving, tiny_settings
 from tests.datagen import drawing, save
 
 

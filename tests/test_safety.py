@@ -26,7 +26,8 @@ from hibt.indexer.build import build_index
 from hibt.indexer.store import Store, Thumbnails
 from hibt.server.app import open_app
 from hibt.server.engine import Engine
-from tests.conftest import free_port, tiny_settings
+from scripts.serving import free_port
+from tests.conftest import tiny_settings
 from tests.datagen import drawing, save, write_published
 from tests.loopback import static_site
 from tests.test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
