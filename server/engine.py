@@ -144,23 +144,23 @@ class Engine:
         query = self.check_text(query)
         self.check_page(k, offset)
         self.check_target(target)
-        # The phrase is looked up while the text is embedded, and the matches' hosts are
-        # counted while the neighbours are ranked: each pair on both cores at once.
+        # In a big index the name phrase is looked up while the text is embedded, and the
+        # hosts of many matches are counted while the neighbours are ranked.
         phrase = normalise_tokens(query)
-        looked_up = self.index.readers.submit(
+        names_found = self.index.meanwhile(
             self.name_matches, phrase, with_room(offset + k, collapse)
         )
         if vector is None:
             vector = self.embedder.encode_texts([query])[0]
-        names, found = looked_up.result()
-        hosts = self.index.read_in_parts(Store.host_counts, found) if found else []
+        names, found = names_found()
+        hosts = self.index.read_in_parts(Store.host_counts, found)
         ranked = self.rank(names, vector, target, offset + k, collapse)
         counts = schemas.MatchCounts(
             name_match=len(found), name_match_capped=len(found) >= self.settings.max_name_count
         )
         page = answers.Page(query, "text", vector, offset, k, counts, None, started, safe=safe)
         response = answers.respond(self, ranked, page)
-        response.sites = sites_of(part.result() for part in hosts)
+        response.sites = sites_of(hosts()) if found else []
         return response
 
     def search_image(

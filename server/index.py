@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,9 +21,12 @@ from hibt.indexer.copies.matching import CopyMatcher
 from hibt.indexer.store import Store, Thumbnails
 from hibt.indexer.vector_index import VectorIndex, VectorRows
 
-# Reads of many metadata rows are split over this many connections, none given fewer rows.
+# Reads of many metadata rows are split over this many connections, none given fewer rows
+# (a page of results is read by the request's own thread: a hand-over costs more under load).
 METADATA_READERS = 8
-ROWS_PER_READ = 32
+ROWS_PER_READ = 64
+# From this many items a text query's name lookup runs beside its text encoder.
+OVERLAP_FROM = 1_000_000
 T = TypeVar("T")
 
 
@@ -78,21 +81,35 @@ class OpenIndex:
     def items(self, idxs: Sequence[int]) -> dict[int, sqlite3.Row]:
         """Metadata of many rows, read in parts side by side (read_in_parts)."""
         found: dict[int, sqlite3.Row] = {}
-        for part in self.read_in_parts(Store.items, idxs):
-            found.update(part.result())
+        for rows in self.read_in_parts(Store.items, idxs)():
+            found.update(rows)
         return found
 
     def read_in_parts(
         self, read: Callable[[Store, list[int]], T], idxs: Sequence[int]
-    ) -> list[Future[T]]:
-        """Start ``read`` over parts of ``idxs``, each on a reader thread's own connection,
-        so that rows not in the page cache are fetched side by side rather than one after
-        another (docs/scale.md has the figures). The caller collects the parts when it
-        needs them, and can do other work meanwhile."""
+    ) -> Callable[[], list[T]]:
+        """Start ``read`` over parts of ``idxs`` on reader threads, each with its own
+        connection, so that rows not in the page cache are fetched side by side rather than
+        one after another (docs/scale.md has the figures); returns what collects them. The
+        first part is read by the collecting thread itself, so a short list (one part) is
+        never handed over: under load each hand-over cost more CPU than it saved."""
         idxs = list(idxs)
         step = max(ROWS_PER_READ, -(-len(idxs) // METADATA_READERS))
-        parts = [idxs[i : i + step] for i in range(0, len(idxs), step)] or [[]]
-        return [self.readers.submit(lambda p=p: read(self.store(), p)) for p in parts]
+        first, *rest = [idxs[i : i + step] for i in range(0, len(idxs), step)] or [[]]
+        started = [self.readers.submit(lambda p=p: read(self.store(), p)) for p in rest]
+
+        def collect() -> list[T]:
+            return [read(self.store(), first), *(part.result() for part in started)]
+
+        return collect
+
+    def meanwhile(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
+        """``fn(*args)`` started on a reader thread when this index is big enough for its
+        lookups to cost more than the hand-over (milliseconds at 10M), else run by the
+        collecting thread; returns what collects it."""
+        if self.n < OVERLAP_FROM:
+            return lambda: fn(*args)
+        return self.readers.submit(fn, *args).result
 
     def thumbnails(self) -> Thumbnails:
         thumbs = getattr(self.local, "thumbnails", None)

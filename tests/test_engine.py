@@ -9,7 +9,9 @@ import pytest
 
 from hibt.errors import QueryError
 from hibt.indexer import index_format as fmt
+from hibt.server import index as index_module
 from hibt.server import schemas
+from hibt.server.index import ROWS_PER_READ
 
 
 def test_every_indexed_image_finds_itself_first(engine, dataset) -> None:
@@ -77,12 +79,23 @@ def test_many_rows_read_in_parts_are_the_rows_read_at_once(engine) -> None:
     """Long metadata reads are split over several connections (OpenIndex.items): every row
     comes back, once, whatever the order asked for and however often."""
     rng = np.random.default_rng(0)
-    idxs = [int(i) for _ in range(3) for i in rng.permutation(engine.n)]
+    idxs = [int(i) for _ in range(5) for i in rng.permutation(engine.n)]
     whole = engine.index.store().items(idxs)
     parted = engine.index.items(idxs)
-    assert len(idxs) > 2 * 32  # several parts
+    assert len(idxs) > 2 * ROWS_PER_READ  # several parts
     assert sorted(parted) == sorted(whole) == list(range(engine.n))
     assert all(tuple(parted[i]) == tuple(whole[i]) for i in idxs)
+
+
+def test_a_big_index_looks_names_up_beside_the_encoder(engine, dataset, monkeypatch) -> None:
+    """From OVERLAP_FROM items the name phrase runs on a reader thread while the text is
+    embedded: the answer is the one the request's own thread gives."""
+    artist = dataset[1][0].artist
+    inline = engine.search_text(artist, k=10).model_dump(exclude={"took_ms"})
+    monkeypatch.setattr(index_module, "OVERLAP_FROM", 0)
+    beside = engine.search_text(artist, k=10).model_dump(exclude={"took_ms"})
+    assert beside == inline
+    assert inline["counts"]["name_match"] > 0
 
 
 def test_vector_query_returns_vectors(engine, built) -> None:
