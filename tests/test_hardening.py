@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -26,9 +29,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from hibt.config import TINY_MODEL
 from hibt.indexer.build import build_index
 from hibt.indexer.decode import DecodeOptions, decode_one
 from hibt.indexer.images import decode
+from hibt.indexer.model import Embedder, ModelSpec
 from hibt.server import limits
 from hibt.server.app import create_app, open_app
 from hibt.server.engine import Engine
@@ -36,6 +41,8 @@ from hibt.server.ratelimit import RateLimiter
 from scripts.serving import free_port
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
+
+ROOT = Path(__file__).resolve().parent.parent
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -236,12 +243,12 @@ def test_a_trickling_upload_holds_no_query_slot(engine, dataset) -> None:
 
 
 # --- 2. small uploads that decode big ----------------------------------------------------
-def test_uploads_that_decode_big_keep_memory_bounded(built, embedder) -> None:
-    """Eight PNGs of a few KB that decode to 3500x3500 at once, with a 100 MB decode
-    budget: the issue's 7000x7000 case at a quarter of the pixels and time
-    (scripts/bench_hardening.py runs it whole: RSS rise <= 500 MB, back within 100 MB)."""
+def decode_burst(index_dir: str) -> dict[str, object]:
+    """Eight PNGs of a few KB that decode to 3500x3500, posted at once to a server with a
+    100 MB decode budget: (status codes, RSS rise at the peak, RSS kept after), in MB."""
     settings = tiny_settings(max_concurrent_queries=8, decode_memory_bytes=100_000_000)
-    client = TestClient(create_app(Engine.open(built.index_dir, settings, embedder), settings))
+    engine = Engine.open(Path(index_dir), settings, Embedder(ModelSpec(TINY_MODEL)))
+    client = TestClient(create_app(engine, settings))
     pngs = [big_png(3500, seed) for seed in range(8)]
     assert max(len(p) for p in pngs) < 200_000
     with client, ThreadPoolExecutor(8) as pool:
@@ -268,14 +275,32 @@ def test_uploads_that_decode_big_keep_memory_bounded(built, embedder) -> None:
         done.set()
         sampler.join()
         after = rss()
-    assert codes == [200] * 8
     mb = 1 << 20
-    # Unbounded, these decodes took about 700 MB (2.7 GB at 7000x7000); bounded, the budget
-    # plus the threads' own working memory: 87-93 MB alone, up to 287 MB late in a full run,
-    # whose fragmented heap serves fewer of the burst's blocks from memory already held.
-    assert peak - before <= 400 * mb, f"rose {(peak - before) / mb:.0f} MB"
-    # The issue's bound: back within 100 MB (unbounded, about 1 GB stayed at this size).
-    assert after - before <= 100 * mb, f"kept {(after - before) / mb:.0f} MB"
+    return {"codes": codes, "rose": (peak - before) / mb, "kept": (after - before) / mb}
+
+
+def test_uploads_that_decode_big_keep_memory_bounded(built) -> None:
+    """The issue's 7000x7000 case at a quarter of the pixels and time (decode_burst;
+    scripts/bench_hardening.py runs it whole: RSS rise <= 500 MB, back within 100 MB). In a
+    process of its own: late in a full run this one's heap, fragmented by hundreds of other
+    tests, held 108-286 MB of the same burst that a fresh server gives back."""
+    script = "import json, sys; from tests.test_hardening import decode_burst; "
+    script += "print(json.dumps(decode_burst(sys.argv[1])))"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(built.index_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["codes"] == [200] * 8
+    # Without the budget this burst rose 338 MB (2.7 GB at 7000x7000 before decodes were
+    # reduced); with it 87-125 MB: the budget plus the threads' own working memory.
+    assert got["rose"] <= 250, f"rose {got['rose']:.0f} MB"
+    # The issue's bound: back within 100 MB (before memory was given back, about 1 GB stayed).
+    assert got["kept"] <= 100, f"kept {got['kept']:.0f} MB"
 
 
 # --- 1. and 5. domain checks -------------------------------------------------------------
