@@ -5,6 +5,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,8 @@ from hibt.indexer.build import BuildResult, build_index
 from hibt.indexer.model import Embedder, ModelSpec
 from scripts.serving import serving as serve_command
 from tests.datagen import Item, make_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("HIBT_OFFLINE", "1")  # tests never wait on a model hub
 # ONNX exports of the test models go to a folder of this run, never the user's cache.
@@ -53,6 +57,27 @@ def engine(built, embedder):
     from hibt.server.engine import Engine
 
     return Engine.open(built.index_dir, tiny_settings(), embedder)
+
+
+def python_lines(
+    script: str,
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> list[str]:
+    """What ``script`` printed, line by line, run by a fresh Python (it must succeed): for
+    what this process's own state (imports, heap) would change."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
 
 
 @contextmanager

@@ -13,8 +13,6 @@ import os
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -39,10 +37,8 @@ from hibt.server.app import create_app, open_app
 from hibt.server.engine import Engine
 from hibt.server.ratelimit import RateLimiter
 from scripts.serving import free_port
-from tests.conftest import tiny_settings
+from tests.conftest import python_lines, tiny_settings
 from tests.datagen import drawing, save
-
-ROOT = Path(__file__).resolve().parent.parent
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -286,15 +282,7 @@ def test_uploads_that_decode_big_keep_memory_bounded(built) -> None:
     tests, held 108-286 MB of the same burst that a fresh server gives back."""
     script = "import json, sys; from tests.test_hardening import decode_burst; "
     script += "print(json.dumps(decode_burst(sys.argv[1])))"
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(built.index_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.splitlines()[-1])
+    got = json.loads(python_lines(script, str(built.index_dir))[-1])
     assert got["codes"] == [200] * 8
     # Without the budget this burst rose 338 MB (2.7 GB at 7000x7000 before decodes were
     # reduced); with it 87-125 MB: the budget plus the threads' own working memory.

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, python_lines
 
 PROBE = """
 import importlib.resources as res, server, indexer, hibt.server.app, hibt.indexer.model as m
@@ -42,11 +42,7 @@ def test_wheel_installs_under_hibt_and_leaves_other_server_packages_alone(tmp_pa
         capture_output=True,
     )
     env = {**os.environ, "PYTHONPATH": f"{theirs}{os.pathsep}{target}"}
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, cwd=tmp_path, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    whose, app_file, pages, config = out.stdout.splitlines()
+    whose, app_file, pages, config = python_lines(PROBE, env=env, cwd=tmp_path)
     assert whose == "their server their indexer"
     assert Path(app_file).is_relative_to(target / "hibt" / "server")
     assert {"index.html", "optout.html", "app.js"} <= set(ast.literal_eval(pages))
