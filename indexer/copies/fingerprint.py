@@ -103,9 +103,6 @@ def low_frequencies(views: list[Image.Image]) -> np.ndarray:
     ).astype(np.float64)
     return dct(dct(grey, axis=1), axis=2)[:, :HASH_SIZE, :HASH_SIZE]
 
-    coefficients = dct(dct(np.asarray(grey, dtype=np.float64), axis=0), axis=1)
-    return coefficients[:HASH_SIZE, :HASH_SIZE]
-
 
 def phash_bits(block: np.ndarray) -> np.ndarray:
     """HASH_BYTES bytes: each coefficient above the block's median, packed."""
