@@ -38,7 +38,7 @@ from hibt.indexer.copies.fingerprint import (  # noqa: E402
     query_fingerprints,
 )
 from hibt.indexer.datasets import open_dataset  # noqa: E402
-from hibt.indexer.images import BadImage, least_side, load_image  # noqa: E402
+from hibt.indexer.images import BadImage, load_image  # noqa: E402
 from hibt.indexer.model import Embedder, ModelSpec  # noqa: E402
 from hibt.indexer.records import Record  # noqa: E402
 from hibt.server.engine import Engine  # noqa: E402
@@ -379,7 +379,7 @@ def row_of(engine: Engine, item_id: str) -> int:
 def load_upload(data: bytes, engine: Engine) -> Image.Image:
     """An upload decoded as Engine.search_image decodes it."""
     s = engine.settings
-    least = least_side(engine.embedder.image_size, s.thumbnail_size)
+    least = engine.upload_least_side()
     return load_image(data, s.max_upload_pixels, len(data) + 1, s.working_size, least).image
 
 

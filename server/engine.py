@@ -174,7 +174,7 @@ class Engine:
                 self.settings.max_upload_pixels,
                 self.settings.working_size,
                 self.decodes,
-                least_side(self.embedder.image_size, self.settings.thumbnail_size),
+                self.upload_least_side(),
             )
         except BadImage as exc:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
@@ -274,6 +274,11 @@ class Engine:
                 f"this index has no {target} to search (its dataset published no caption "
                 "embeddings); use target=images"
             )
+
+    def upload_least_side(self) -> int:
+        """The shortest side an upload is decoded down to: the build's (decode.decode_one),
+        so an upload and the stored image it copies are reduced alike."""
+        return least_side(self.embedder.image_size, self.settings.thumbnail_size)
 
     def check_page(self, k: int, offset: int) -> None:
         if not 1 <= k <= self.settings.max_k:
