@@ -33,7 +33,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from machine import cpu_model
+from machine import PeakMemory, cpu_model
 from serving import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,27 +84,6 @@ def server(index: Path, **env: str):
         yield served.base, served.proc.pid
 
 
-class Peak:
-    """The highest RSS of a process while the block runs, sampled every 10 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self.done = pid, rss(pid), threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-
-    def sample(self) -> None:
-        while not self.done.is_set():
-            self.peak = max(self.peak, rss(self.pid))
-            time.sleep(0.01)
-
-    def __enter__(self) -> Peak:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-
 # --- phases ------------------------------------------------------------------------------
 def phase_decode(index: Path, args) -> None:
     pngs = [big_png(args.side, seed) for seed in range(8)]
@@ -113,7 +91,7 @@ def phase_decode(index: Path, args) -> None:
         httpx.get(f"{base}/api/search", params={"q": "warm up"}, timeout=60)
         before = rss(pid)
         started = time.perf_counter()
-        with Peak(pid) as peak, ThreadPoolExecutor(8) as pool:
+        with PeakMemory(pid) as peak, ThreadPoolExecutor(8) as pool:
 
             def post(png: bytes) -> int:
                 files = {"image": ("big.png", png, "image/png")}
@@ -165,7 +143,7 @@ def phase_bodies(index: Path, args) -> None:
         for name, path, kind, size_mb, head, fill in cases:
             before, sent = rss(pid), [0]
             started = time.perf_counter()
-            with Peak(pid) as peak:
+            with PeakMemory(pid) as peak:
                 try:
                     answer = httpx.post(
                         base + path,

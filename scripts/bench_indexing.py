@@ -16,7 +16,6 @@ thread is timed on the same images.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import shutil
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import PeakMemory
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,48 +62,14 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-class PeakMemory:
-    """The highest resident memory of this process and all its descendants together,
-    sampled every 20 ms while the block runs (a build's decoder processes are alive at the
-    same time as its encoder; ru_maxrss of a spawned child also counts its parent's pages
-    before exec, which overstated them)."""
-
-    def __enter__(self) -> PeakMemory:
-        import threading
-
-        import psutil
-
-        self.peak, self.done = 0, threading.Event()
-        me = psutil.Process()
-
-        def sample() -> None:
-            while not self.done.wait(0.02):
-                total = 0
-                for proc in (me, *me.children(recursive=True)):
-                    with contextlib.suppress(psutil.Error):  # ended between listing and reading
-                        total += proc.memory_info().rss
-                self.peak = max(self.peak, total)
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-    @property
-    def mb(self) -> float:
-        return self.peak / 2**20
-
-
 def run_baseline(source: Path, batch: int) -> dict:
     """The tutorial loop, deliberately plain."""
     import open_clip
     import torch
     from PIL import Image
 
-    with PeakMemory() as memory:  # from the model's creation, as for hibt's side
+    # From the model's creation, as for hibt's side.
+    with PeakMemory(children=True, every=0.02) as memory:
         torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
         model.eval()
@@ -136,7 +102,7 @@ def run_hibt(source: Path, precision: str, cache: Path, scoring: bool = True) ->
     settings = Settings(
         model=MODEL, pretrained=RANDOM_WEIGHTS, precision=precision, nsfw_scoring=scoring
     )
-    with PeakMemory() as memory:
+    with PeakMemory(children=True, every=0.02) as memory:
         embedder = Embedder(ModelSpec(MODEL, RANDOM_WEIGHTS), precision, settings.runtime, cache)
         out = Path(tempfile.mkdtemp()) / "index"
         started, cpu = time.perf_counter(), cpu_seconds()

@@ -1,8 +1,10 @@
-"""What the benchmarks print about the machine they ran on."""
+"""What the benchmarks print about the machine they ran on, and the memory they took."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import threading
 from pathlib import Path
 
 
@@ -15,3 +17,43 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+class PeakMemory:
+    """The highest resident memory of a process (this one unless ``pid``), with all its
+    descendants when ``children`` (a build's decoder processes live beside its encoder;
+    ru_maxrss of a spawned child also counts its parent's pages before exec), sampled every
+    ``every`` seconds while the block runs."""
+
+    def __init__(self, pid: int | None = None, children: bool = False, every: float = 0.01):
+        import psutil
+
+        self.process, self.children, self.every = psutil.Process(pid), children, every
+        self.peak, self.done = self.now(), threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def now(self) -> int:
+        import psutil
+
+        procs = [self.process, *(self.process.children(recursive=True) if self.children else [])]
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):  # ended between listing and reading
+                total += proc.memory_info().rss
+        return total
+
+    def sample(self) -> None:
+        while not self.done.wait(self.every):
+            self.peak = max(self.peak, self.now())
+
+    def __enter__(self) -> PeakMemory:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    @property
+    def mb(self) -> float:
+        return self.peak / 2**20
