@@ -36,6 +36,7 @@ from hibt.server import limits
 from hibt.server.app import create_app, open_app
 from hibt.server.engine import Engine
 from hibt.server.ratelimit import RateLimiter
+from scripts.machine import PeakMemory
 from scripts.serving import free_port
 from tests.conftest import python_lines, tiny_settings
 from tests.datagen import drawing, save
@@ -257,22 +258,12 @@ def decode_burst(index_dir: str) -> dict[str, object]:
         # What a server keeps once it has served eight uploads at once (their threads, the
         # allocator's arenas, the image encoder's session and its buffers) is not the decodes'.
         assert burst([big_png(256, 90 + seed) for seed in range(8)]) == [200] * 8
-        before, peak, done = rss(), rss(), threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, rss())
-                time.sleep(0.01)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        codes = burst(pngs)
-        done.set()
-        sampler.join()
+        before = rss()
+        with PeakMemory() as peak:
+            codes = burst(pngs)
         after = rss()
     mb = 1 << 20
-    return {"codes": codes, "rose": (peak - before) / mb, "kept": (after - before) / mb}
+    return {"codes": codes, "rose": (peak.peak - before) / mb, "kept": (after - before) / mb}
 
 
 def test_uploads_that_decode_big_keep_memory_bounded(built) -> None:
