@@ -14,7 +14,7 @@ import numpy as np
 
 from hibt.indexer import nsfw
 from hibt.indexer.copies.fingerprint import index_fingerprints
-from hibt.indexer.images import BadImage, decode, least_side, read_bytes, thumbnail_jpeg
+from hibt.indexer.images import BadImage, decode, least_side, read_bytes, thumbnail_bytes
 from hibt.indexer.model_input import resize_center_crop
 
 
@@ -56,7 +56,7 @@ def decode_one(args: tuple[Path | bytes, DecodeOptions]) -> Decoded | str:
             hashes=prints.hashes,
             descriptors=prints.descriptors,
             colour=prints.colour,
-            thumbnail=thumbnail_jpeg(loaded.image, opts.thumbnail_size),
+            thumbnail=thumbnail_bytes(loaded.image, opts.thumbnail_size),
             width=loaded.width,
             height=loaded.height,
             sha256=hashlib.sha256(data).hexdigest(),

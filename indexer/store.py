@@ -332,8 +332,9 @@ class Store:
 
 
 class Thumbnails:
-    """The thumbnails' own SQLite file: JPEG bytes by row, kept out of the metadata so that
-    stays small and hot."""
+    """The thumbnails' own SQLite file: image bytes by row (lossless WebP or JPEG:
+    images.thumbnail_bytes; the column keeps its first name, so older indexes open), kept out
+    of the metadata so that stays small and hot."""
 
     SCHEMA = "CREATE TABLE IF NOT EXISTS thumbnails (idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)"
 

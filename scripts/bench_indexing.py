@@ -128,7 +128,7 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
     from hibt.config import RANDOM_WEIGHTS, Settings
     from hibt.indexer import nsfw
     from hibt.indexer.copies.fingerprint import index_fingerprints
-    from hibt.indexer.images import decode, least_side, read_bytes, thumbnail_jpeg
+    from hibt.indexer.images import decode, least_side, read_bytes, thumbnail_bytes
     from hibt.indexer.model import Embedder, ModelSpec
     from hibt.indexer.model_input import resize_center_crop
 
@@ -150,7 +150,7 @@ def stage_profile(source: Path, precision: str, runtime: str, batch: int, cache:
         clocked("sha256", lambda d=data: hashlib.sha256(d).hexdigest())
         loaded = clocked("decode", decode, data, 10**9, settings.working_size, None, least)
         clocked("fingerprints", index_fingerprints, loaded.image)
-        clocked("thumbnail", thumbnail_jpeg, loaded.image, settings.thumbnail_size)
+        clocked("thumbnail", thumbnail_bytes, loaded.image, settings.thumbnail_size)
         pixels.append(clocked("model input", resize_center_crop, loaded.image, embedder.image_size))
         clocked("safety score", nsfw.classifier().score, loaded.image)
         captions.append(path.with_suffix(".txt").read_text())

@@ -14,7 +14,7 @@ from hibt import __version__
 from hibt.config import Settings
 from hibt.errors import HibtError, QueryError, RegistryError
 from hibt.indexer.model import Embedder, embedder_from
-from hibt.server import across, clip_compat, do_not_train, openapi_examples, schemas
+from hibt.server import across, answers, clip_compat, do_not_train, openapi_examples, schemas
 from hibt.server.catalogue import Catalogue, Served, model_key, parse_target, unique_name
 from hibt.server.docs import add_docs
 from hibt.server.engine import Engine, Visibility
@@ -169,9 +169,10 @@ def create_app(
     @app.get("/api/items/{item_id}/thumbnail", responses=ERRORS)
     def thumbnail(item_id: str, index: IndexName = None, safe: Safe = True) -> Response:
         """In safe mode a flagged item's thumbnail is blurred here, however it is asked for."""
+        data = catalogue.engine(index).thumbnail(item_id, safe)
         return Response(
-            catalogue.engine(index).thumbnail(item_id, safe),
-            media_type="image/jpeg",
+            data,
+            media_type=answers.media_type(data),
             headers={"Cache-Control": "public, max-age=86400"},
         )
 

@@ -259,9 +259,9 @@ PARAMETERS: dict[str, Any] = {
     "format": "jsonl",
     "include_pending": False,
 }
-BINARY = {
-    ("GET", "/api/items/{item_id}/thumbnail"): "image/jpeg",
-    ("GET", "/api/items/{item_id}/image"): "image/*",
+BINARY = {  # a thumbnail is lossless WebP for a drawing, JPEG for a photo (images.py)
+    ("GET", "/api/items/{item_id}/thumbnail"): ("image/webp", "image/jpeg"),
+    ("GET", "/api/items/{item_id}/image"): ("image/*",),
 }
 EXPORT_LINE = (
     '{"kind": "item", "dataset": "openclipart", "item_id": "3f2a9c0d1e4b5a67", '
@@ -290,7 +290,8 @@ def with_examples(document: dict) -> dict:
                     content["example"] = REQUESTS[key]
             ok = op["responses"].get("200") or op["responses"].get("201") or {}
             if key in BINARY:
-                ok["content"] = {BINARY[key]: {"schema": {"type": "string", "format": "binary"}}}
+                binary = {"schema": {"type": "string", "format": "binary"}}
+                ok["content"] = {kind: binary for kind in BINARY[key]}
             elif path == "/api/optouts/export":
                 ok["content"]["application/x-ndjson"]["example"] = EXPORT_LINE
                 ok["content"]["text/csv"]["example"] = "kind,dataset,item_id,...\n"

@@ -66,9 +66,9 @@ class Safety:
         )
 
 
-def blurred(jpeg: bytes) -> bytes:
+def blurred(thumbnail: bytes) -> bytes:
     """The thumbnail blurred past recognition, as a JPEG."""
-    with Image.open(io.BytesIO(jpeg)) as image:
+    with Image.open(io.BytesIO(thumbnail)) as image:
         image = image.convert("RGB")
         radius = max(image.size) * BLUR_FRACTION
         out = io.BytesIO()

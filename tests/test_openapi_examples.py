@@ -30,4 +30,4 @@ def test_every_endpoint_has_examples(built, embedder, tmp_path) -> None:
                     missing.append(f"{where} answer {kind}")
     assert not missing, missing
     thumbnail = document["paths"]["/api/items/{item_id}/thumbnail"]["get"]["responses"]["200"]
-    assert list(thumbnail["content"]) == ["image/jpeg"]
+    assert list(thumbnail["content"]) == ["image/webp", "image/jpeg"]
