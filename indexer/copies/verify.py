@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -81,6 +82,9 @@ class Verdict:
     kind: str  # "same", "edited" or "different"
     region: str | None = None  # where an edited or different picture differs
     differing: float = 0.0  # share of blocks that differ
+    # How far the two stay apart where they carry ink (Tones.mean), outside any edit;
+    # infinite when they differ in blocks. Rival candidates are told apart by it (rivals.py).
+    distance: float = math.inf
 
 
 RANK = {"same": 0, "edited": 1, "different": 2}
@@ -96,7 +100,7 @@ def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> 
     from, and only when they differ as the thumbnail trimmed of its flat borders (framing it
     as the build did, chrome and all, costs tens of ms: too slow for every sibling flag)."""
     if match.query_view < 0 or query.scene is None:
-        return Verdict("same")  # same bytes: nothing to verify
+        return Verdict("same", distance=0.0)  # same bytes: nothing to verify
     base = Scene(hash_base(stored), hash_base(stored), None)
     query_view, stored_view = widened(query, match)
     if INDEX_VIEWS[stored_view].name != "trimmed":
@@ -112,7 +116,7 @@ def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> 
         found.append(verify(query.scene.uncut, base.uncut, fine=True))
     if all(v.kind != "same" for v in found):  # a frame added or cut: trimmed on both sides
         found.append(compare(query, query_view, trimmed_quickly(base.uncut)))
-    return min(found, key=lambda v: RANK[v.kind])
+    return min(found, key=lambda v: (RANK[v.kind], v.distance))
 
 
 def trimmed_quickly(image: Image.Image) -> Image.Image:
@@ -155,7 +159,7 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     or a turn undone lands a pixel or more off, which fine lines do not survive."""
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
-        return Verdict("same")
+        return Verdict("same", distance=0.0)
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     side = min(SIDE, largest) // GRID * GRID
@@ -170,18 +174,20 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     share = float(differs.mean())
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
+        tones = tone_difference(upload_view, stored_view)
         if (
             fine
             and largest >= MIN_FINE
             and fine_agreement(upload_view, stored_view, largest) < FINE_MIN
         ):
-            return Verdict("different", "fine lines", share)
-        if tone_difference(upload_view, stored_view) >= TONE_MAX:
-            return Verdict("different", "fine tones", share)
-        return Verdict("same")
+            return Verdict("different", "fine lines", share, tones.mean)
+        if tones.high >= TONE_MAX:
+            return Verdict("different", "fine tones", share, tones.mean)
+        return Verdict("same", distance=tones.mean)
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
-        return Verdict("edited", where, share)
+        tones = tone_difference(upload_view, stored_view, differs)
+        return Verdict("edited", where, share, tones.mean)
     return Verdict("different", where, share)
 
 
@@ -211,9 +217,16 @@ def aspect_differs(a: Image.Image, b: Image.Image) -> bool:
     return abs(math.log((a.width / a.height) / (b.width / b.height))) > ASPECT_MAX
 
 
-def tone_difference(upload: Image.Image, stored: Image.Image) -> float:
+class Tones(NamedTuple):
+    high: float  # the 95th percentile of the difference over ink: the same picture under TONE_MAX
+    mean: float  # its mean: how close, to rank rival candidates (rivals.py)
+
+
+def tone_difference(
+    upload: Image.Image, stored: Image.Image, edited: np.ndarray | None = None
+) -> Tones:
     """How far the two views' grey levels stay apart where they carry ink, once laid over
-    each other to the pixel: the 95th percentile of the difference, 0-255. The blocks
+    each other to the pixel (0-255), outside the ``edited`` (GRID, GRID) blocks. The blocks
     average a thin shape away (a cream card against a white one, a moon shaded otherwise,
     a bar outlined against one filled); here each pixel counts. What is left for copies
     is resampling and JPEG noise, which the blur and the shift of a pixel absorb."""
@@ -228,7 +241,11 @@ def tone_difference(upload: Image.Image, stored: Image.Image) -> float:
     diff = shifted_difference(up, st)
     ink = (np.abs(up - border_level(up)) > INK) | (np.abs(st - border_level(st)) > INK)
     ink[:2], ink[-2:], ink[:, :2], ink[:, -2:] = False, False, False, False
-    return float(np.percentile(diff[ink], 95)) if ink.any() else 0.0
+    if edited is not None:  # what was laid over is not the picture
+        ink &= ~block_mask(edited, ink.shape)
+    if not ink.any():
+        return Tones(0.0, 0.0)
+    return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()))
 
 
 def common_size(upload: Image.Image, stored: Image.Image) -> tuple[int, int]:
@@ -310,10 +327,10 @@ def moved(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return pad[abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w]
 
 
-def block_mask(blocks: np.ndarray, side: int) -> np.ndarray:
-    """The (side, side) pixels of the chosen blocks."""
-    step = side // GRID
-    return np.kron(blocks, np.ones((step, step), bool)).astype(bool)
+def block_mask(blocks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of an image of ``shape`` that lie in the chosen (GRID, GRID) blocks."""
+    h, w = shape
+    return blocks[np.ix_(np.arange(h) * GRID // h, np.arange(w) * GRID // w)]
 
 
 def block_means(values: np.ndarray, side: int) -> np.ndarray:
@@ -357,7 +374,7 @@ def laid_over(
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
     if float(np.abs(opponent(up)).mean()) >= GREY_UPLOAD:  # or another colour than there was
         added = np.maximum(added, np.linalg.norm(opponent(up) - opponent(stored), axis=-1))
-    inside = block_mask(differs, side)
+    inside = block_mask(differs, (side, side))
     changed = added[inside & (diff >= BLOCK_DIFF)]
     if not changed.size:  # another colour, not another shape: a recoloured part
         return False
