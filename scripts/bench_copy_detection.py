@@ -183,9 +183,9 @@ def build(
         work.mkdir(parents=True, exist_ok=True)
         held_file.write_text("".join(f"{k}\t{h}\n" for k, h in sorted(held.items())))
     held = dict(line.split("\t") for line in held_file.read_text().splitlines())
-    if not (index_dir / "manifest.json").exists():
-        kept = {r.key for r in dataset} - set(held)
-        Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings).run()
+    kept = {r.key for r in dataset} - set(held)
+    # Reused while its build key holds; rebuilt after a change to fingerprints or decoding.
+    Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings).run()
     return index_dir, held, [r for r in dataset if r.key in held]
 
 

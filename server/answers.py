@@ -202,14 +202,25 @@ def copy_verdict(
             f"this image is almost blank, too plain to tell a copy of it from another "
             f"plain image among {n} images"
         )
-    verdict = f"no copy of this image found among {n} images"
-    if copies:  # look-alikes, closest first
-        verdict += (
-            f"; the closest look-alike has fingerprint similarity "
-            f"{copies[0].copy_similarity:.3f}, under the {engine.thresholds.near} a near "
-            f"copy needs"
+    if counts.undecided_files:
+        return (
+            f"no certain copy among {n} images: this image is as close to "
+            f"{counts.undecided_files} files that differ from each other (the closest "
+            "are shown first as similar), so which one, if any, it copies cannot be told"
         )
-    return verdict
+    verdict = f"no copy of this image found among {n} images"
+    if not copies:
+        return verdict
+    closest, near = copies[0].copy_similarity, engine.thresholds.near
+    if closest is not None and closest >= near:  # turned down by verification
+        return (
+            f"{verdict}; the closest look-alike (fingerprint similarity {closest:.3f}) "
+            "differs from it in detail when compared region by region"
+        )
+    return (
+        f"{verdict}; the closest look-alike has fingerprint similarity {closest:.3f}, "
+        f"under the {near} a near copy needs"
+    )
 
 
 def copies_found(engine: Engine, counts: schemas.MatchCounts, files: int, best: Candidate) -> str:
@@ -272,10 +283,10 @@ def thumbnail(engine: Engine, item_id: str, safe: bool = True) -> bytes:
     """The stored thumbnail; blurred in safe mode when the item is flagged, however it was
     asked for."""
     row = row_by_id(engine, item_id)
-    jpeg = engine.index.thumbnails().get(row["idx"]) if engine.index.has_images else None
-    if jpeg is None:
+    data = engine.index.thumbnails().get(row["idx"]) if engine.index.has_images else None
+    if data is None:
         raise QueryError("this item has no thumbnail", 404)
-    return blurred(jpeg) if safe and engine.safety.flagged(row) else jpeg
+    return blurred(data) if safe and engine.safety.flagged(row) else data
 
 
 def original(engine: Engine, item_id: str, safe: bool = True) -> tuple[bytes, str]:

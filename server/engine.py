@@ -25,7 +25,8 @@ from hibt.errors import BadImage, QueryError
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
-from hibt.indexer.copies.verify import verify_match
+from hibt.indexer.copies.rivals import Checked, same_picture, settle
+from hibt.indexer.copies.verify import Verdict, verify_match
 from hibt.indexer.images import MemoryBudget, decode, least_side
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
@@ -181,9 +182,9 @@ class Engine:
         vector = self.embedder.encode_images([loaded.image])[0]
         if self.index.has_images:
             prints = query_fingerprints(loaded.image)
-            copies, blank = self.copy_candidates(data, prints, vector), plain(prints)
+            (copies, rivals), blank = self.copy_candidates(data, prints, vector), plain(prints)
         else:
-            copies, blank = self.likely_copies(vector), False
+            copies, rivals, blank = self.likely_copies(vector), 0, False
         counts = schemas.MatchCounts(
             exact_copy=sum(c.match == "exact_copy" for c in copies),
             near_copy=sum(c.match == "near_copy" for c in copies),
@@ -192,6 +193,7 @@ class Engine:
             copy_pictures=len(
                 {int(self.groups[c.idx]) for c in copies if c.match in (*COPY_KINDS, "likely_copy")}
             ),
+            undecided_files=rivals,
         )
         ranked = self.rank(copies, vector, "images", offset + k, collapse)
         verdict = answers.copy_verdict(self, counts, blank, copies)
@@ -352,60 +354,87 @@ class Engine:
 
     def copy_candidates(
         self, data: bytes, prints: Fingerprints, vector: np.ndarray
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], int]:
         """Exact and near copies, closest first; the same bytes beat any hash. Look-alikes come
         after them, as similar: fingerprints just under the near-copy threshold (a copy
-        recoloured past recognition, a sibling drawing), or blank items like a blank upload."""
+        recoloured past recognition, a sibling drawing), or blank items like a blank upload.
+        Within a kind, what verification measured closest comes first (a grey upload of a
+        red arrow is nearer the red arrow than the purple one, which the descriptor cannot
+        say). Also the number of files the upload could not be told apart from (rivals.py)."""
         t = self.thresholds
         matches = self.index.copies.match(prints, t.lookalike, t.exact_colour, t.uncut)
         for idx in self.index.store().idxs_by_sha256(hashlib.sha256(data).hexdigest()):
             matches[idx] = CopyMatch(idx, 1.0, 0.0, 0, same_bytes=True)
-        labelled, regions = self.verified([(m, m.label(t)) for m in matches.values()], prints)
+        labelled, verdicts, rivals = self.verified(
+            [(m, m.label(t)) for m in matches.values()], prints
+        )
         vectors = self.index.image_vectors
+        unverified = Verdict("different")
         ranked = sorted(
             ((m, kind) for m, kind in labelled if kind),
             key=lambda p: (
                 KIND_ORDER[p[1]],
+                verdicts.get(p[0].idx, unverified).distance,
                 p[0].rank_key(),
                 -float(vectors[p[0].idx] @ vector),
                 p[0].idx,
             ),
         )
-        return [
+        candidates = [
             Candidate(
                 m.idx,
                 kind,
                 m.hash_distance,
                 None if m.blank else round(m.similarity, 4),
-                edited_region=regions.get(m.idx),
+                edited_region=verdicts[m.idx].region if kind == "edited_copy" else None,
             )
             for m, kind in ranked
         ]
+        return candidates, rivals
 
     def verified(
         self, labelled: list[tuple[CopyMatch, str | None]], prints: Fingerprints
-    ) -> tuple[list[tuple[CopyMatch, str | None]], dict[int, str | None]]:
+    ) -> tuple[list[tuple[CopyMatch, str | None]], dict[int, Verdict], int]:
         """The copies, best first, verified region by region against their stored
         thumbnails (verify.py): the same picture keeps its label, a picture with a caption
         or logo laid over it becomes an edited copy, and a sibling (a template shared, a
-        detail redrawn) is only similar. Copies past the verification limit are shown as
-        look-alikes: unverified, they are not counted. Also returns where each edited copy
-        differs."""
+        detail redrawn) is only similar. Then weighed against each other (rivals.py): only
+        the closest picture is a copy, and none when others are as close. Copies past the
+        verification limit are shown as look-alikes: unverified, they are not counted. Also
+        returns each verified candidate's verdict, and the files no copy could be told from."""
         copies = sorted(
-            (p for p in labelled if p[1] in ("exact_copy", "near_copy") and not p[0].same_bytes),
+            (p for p in labelled if p[1] in COPY_KINDS),
             key=lambda p: (p[0].rank_key(), p[0].idx),
-        )
-        checked: dict[int, str] = {}
-        regions: dict[int, str | None] = {}
-        thumbnails = self.index.thumbnails()
-        for number, (m, kind) in enumerate(copies):
-            jpeg = thumbnails.get(m.idx) if number < self.settings.copy_verify_limit else None
-            if jpeg is None:
-                checked[m.idx] = "similar"
-                continue
-            verdict = verify_match(prints, m, Image.open(io.BytesIO(jpeg)).convert("RGB"))
-            if verdict.kind == "edited":
-                checked[m.idx], regions[m.idx] = "edited_copy", verdict.region
-            else:
-                checked[m.idx] = kind if verdict.kind == "same" else "similar"
-        return [(m, checked.get(m.idx, kind)) for m, kind in labelled], regions
+        )[: self.settings.copy_verify_limit]
+        rows = self.index.store().items([m.idx for m, _ in copies])
+        checked = [
+            Checked(m.idx, rows[m.idx]["sha256"], self.verdict(prints, m)) for m, _ in copies
+        ]
+        settled = settle(checked, self.same_picture)
+        verdicts = {c.idx: c.verdict for c in checked}
+        out = []
+        for m, kind in labelled:
+            if kind in COPY_KINDS and m.idx not in settled.copies:
+                kind = "similar"
+            elif kind in COPY_KINDS and verdicts[m.idx].kind == "edited":
+                kind = "edited_copy"
+            out.append((m, kind))
+        return out, verdicts, settled.rivals
+
+    def verdict(self, prints: Fingerprints, match: CopyMatch) -> Verdict:
+        """``match`` verified against its stored thumbnail; the same bytes need nothing."""
+        if match.same_bytes:
+            return Verdict("same", distance=0.0)
+        thumbnail = self.thumbnail_image(match.idx)
+        if thumbnail is None:
+            return Verdict("different", "no thumbnail")
+        return verify_match(prints, match, thumbnail)
+
+    def thumbnail_image(self, idx: int) -> Image.Image | None:
+        data = self.index.thumbnails().get(idx)
+        return None if data is None else Image.open(io.BytesIO(data)).convert("RGB")
+
+    def same_picture(self, a: int, b: int) -> bool:
+        """Whether two stored items show one picture, by their thumbnails (rivals.py)."""
+        first, second = self.thumbnail_image(a), self.thumbnail_image(b)
+        return first is not None and second is not None and same_picture(first, second)

@@ -97,6 +97,11 @@ class MatchCounts(BaseModel):
         description="Distinct pictures among the copies: duplicate groups, each counted once "
         "however many files it holds",
     )
+    undecided_files: int = Field(
+        0,
+        description="Files the upload passed verification against that differ from each other "
+        "by less than it differs from them: no copy is claimed, they are shown as similar",
+    )
     likely_copy: int = Field(0, description="Items known by URL whose image embedding is close")
     name_match: int = 0
     name_match_capped: bool = Field(

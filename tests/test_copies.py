@@ -33,6 +33,8 @@ from hibt.indexer.copies.fingerprint import (
 from hibt.indexer.copies.framing import trim_borders
 from hibt.indexer.copies.groups import STRONG_COLOUR, blank_pairs, duplicate_groups
 from hibt.indexer.copies.matching import CopyMatcher, CopyThresholds
+from hibt.indexer.copies.rivals import Checked, Settled, same_picture, settle
+from hibt.indexer.copies.verify import Verdict
 from hibt.indexer.copies.views import (
     INDEX_VARIANTS,
     INDEX_VIEWS,
@@ -44,7 +46,7 @@ from hibt.indexer.copies.views import (
     query_views,
     views_of,
 )
-from hibt.indexer.images import thumbnail_jpeg
+from hibt.indexer.images import thumbnail_bytes
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -889,8 +891,8 @@ def line_icon(fill: int, size: tuple[int, int] = (120, 120)) -> Image.Image:
 
 
 def stored_thumbnail(image: Image.Image) -> Image.Image:
-    """What verification compares an upload with: the index's JPEG thumbnail."""
-    return Image.open(io.BytesIO(thumbnail_jpeg(image, 256))).convert("RGB")
+    """What verification compares an upload with: the index's thumbnail."""
+    return Image.open(io.BytesIO(thumbnail_bytes(image, 256))).convert("RGB")
 
 
 def test_fine_tones_tell_a_refilled_sibling_and_keep_copies(monkeypatch) -> None:
@@ -940,3 +942,72 @@ def test_the_verdict_counts_pictures_and_names_the_best_match(dup_index: Engine)
     assert files == 3 and response.counts.copy_pictures == 1
     assert response.copy_verdict.startswith(f"1 picture found among {dup_index.n} images")
     assert "(3 files:" in response.copy_verdict and "the best match is “" in response.copy_verdict
+
+
+def checked(idx: int, kind: str, distance: float, sha: str | None = None) -> Checked:
+    return Checked(idx, sha or f"file{idx}", Verdict(kind, distance=distance))
+
+
+def test_rivals_only_the_closest_picture_is_a_copy_and_none_when_another_is_as_close() -> None:
+    """A ratio test over verified candidates: a clear best is the copy, with its other files;
+    a second picture within twice its distance (passed or turned down) leaves no copy."""
+    never = lambda a, b: False  # noqa: E731
+    clear = [checked(1, "same", 0.1), checked(2, "same", 1.5), checked(3, "same", 0.2, "file1")]
+    assert settle(clear, never) == Settled({1, 3})
+    close = [checked(1, "same", 1.0), checked(2, "same", 1.6), checked(4, "different", 5.0)]
+    assert settle(close, never) == Settled(set(), rivals=2)
+    turned_down = [checked(1, "edited", 1.0), checked(2, "different", 1.9)]
+    assert settle(turned_down, never) == Settled(set(), rivals=2)
+    assert settle([checked(1, "different", 1.0)], never) == Settled(set())
+    asked = []
+
+    def one_picture(a: int, b: int) -> bool:
+        asked.append((a, b))
+        return True
+
+    files = [checked(1, "same", 1.0), checked(2, "same", 1.6), checked(5, "same", 9.0)]
+    assert settle(files, one_picture) == Settled({1, 2, 5})
+    assert sorted(asked) == [(1, 2), (1, 5)]  # each asked once
+
+
+def test_same_picture_holds_for_files_of_one_drawing_not_for_a_sibling() -> None:
+    star = thin_star(72, 100)
+    again = Image.open(io.BytesIO(thumbnail_bytes(star, 256))).convert("RGB")
+    assert same_picture(star, again)
+    assert not same_picture(star, thin_star(76, 100))
+
+
+@pytest.fixture(scope="module")
+def star_family(tmp_path_factory, embedder) -> Engine:
+    """Openclipart's generated stars in small: 100 px rings of 88 to 96 thin spokes, which
+    meet each other at 0.996-0.998 by descriptor and differ by a few grey levels."""
+    root = tmp_path_factory.mktemp("stars")
+    for points in (88, 90, 92, 94, 96):
+        save(thin_star(points, 100), root / f"star_{points}.png")
+    for i in range(4):
+        save(drawing(300 + i), root / f"other_{i}.png")
+    out = tmp_path_factory.mktemp("star-index") / "index"
+    build_index(root, out, embedder, tiny_settings())
+    return Engine.open(out, tiny_settings(), embedder)
+
+
+def test_a_star_is_a_copy_of_itself_only_and_undecided_where_its_family_looks_alike(
+    star_family: Engine,
+) -> None:
+    """Lossless or at JPEG 30, a star meets its own thumbnail closer than any sibling: a copy
+    of that star alone. Halved, it is as close to four siblings as to itself, and a star not
+    in the index is as close to several: no copy claimed, the verdict says why."""
+    for data in (encode(thin_star(92, 100)), encode(thin_star(92, 100), "JPEG", quality=30)):
+        response, first = top(star_family, data)
+        assert first.source == "star_92.png" and first.match in ("exact_copy", "near_copy")
+        assert response.counts.copy_pictures == 1 and response.counts.undecided_files == 0
+    for star in (thin_star(92, 100).resize((50, 50), Image.LANCZOS), thin_star(93, 100)):
+        response = star_family.search_image(encode(star), k=5, collapse=False)
+        assert {r.match for r in response.results[:5]} == {"similar"}
+        assert response.counts.exact_copy == response.counts.near_copy == 0
+    halved = thin_star(92, 100).resize((50, 50), Image.LANCZOS)
+    response = star_family.search_image(encode(halved), k=5)
+    assert response.counts.undecided_files >= 2
+    assert response.copy_verdict.startswith(f"no certain copy among {star_family.n} images")
+    response = star_family.search_image(encode(thin_star(93, 100)), k=5)
+    assert "differs from it in detail" in response.copy_verdict

@@ -231,18 +231,20 @@ def tone_difference(
     a bar outlined against one filled); here each pixel counts. What is left for copies
     is resampling and JPEG noise, which the blur and the shift of a pixel absorb."""
     size = common_size(upload, stored)
-    up, st = (
-        np.asarray(v.convert("L").resize(size, Image.Resampling.BOX), np.float32)
-        for v in (upload, stored)
-    )
+    up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
+    up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
+    picture = np.ones(st.shape, bool)
+    if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
+        added = chroma(up_rgb) - chroma(st_rgb) >= OVERLAY_CHROMA / 2
+        picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     up = moved(up, *phase_offset(up, st))
-    up = fit(up, st, TONE_GAIN)  # once aligned: misaligned lines would pull the gain down
+    # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
+    up = fit(up, st, TONE_GAIN, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
     ink = (np.abs(up - border_level(up)) > INK) | (np.abs(st - border_level(st)) > INK)
     ink[:2], ink[-2:], ink[:, :2], ink[:, -2:] = False, False, False, False
-    if edited is not None:  # what was laid over is not the picture
-        ink &= ~block_mask(edited, ink.shape)
+    ink &= picture
     if not ink.any():
         return Tones(0.0, 0.0)
     return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()))
@@ -293,11 +295,18 @@ def grey(image: Image.Image) -> np.ndarray:
     return np.asarray(blurred, dtype=np.float32)
 
 
-def fit(up: np.ndarray, stored: np.ndarray, gains: tuple[float, float] = (0.5, 2.0)) -> np.ndarray:
+def fit(
+    up: np.ndarray,
+    stored: np.ndarray,
+    gains: tuple[float, float] = (0.5, 2.0),
+    where: np.ndarray | None = None,
+) -> np.ndarray:
     """``up`` with its grey levels scaled (by a gain within ``gains``) and shifted to best
-    match ``stored``'s (least squares): brightness and contrast are not an edit. A flat
-    upload is left as it is."""
-    a, b = up.ravel(), stored.ravel()
+    match ``stored``'s (least squares, over the pixels ``where`` is true, by default all):
+    brightness and contrast are not an edit. A flat upload is left as it is."""
+    a, b = (up.ravel(), stored.ravel()) if where is None else (up[where], stored[where])
+    if a.size < 2:
+        return up
     spread = float(a.std())
     if spread < 1e-3:
         return up

@@ -1,0 +1,88 @@
+"""Rival candidates: an upload copies one picture, not several that differ from each other.
+
+Verification (verify.py) holds each candidate to the upload alone, and passes anything within
+the noise of a resized, recompressed or cropped copy. Openclipart's generated stars (a ring of
+59 thin spokes, of 64, of 71...) differ from each other by less than that noise, so an upload
+of one passed as a copy of dozens. Here the candidates are weighed against each other, as a
+ratio test weighs a feature's best match against its second (Lowe, SIFT):
+
+* the closest candidate that passed (by ``Verdict.distance``) is the best;
+* any candidate of another picture within ``RIVAL_RATIO`` times its distance (a passed one or
+  one verification turned down) is a rival: the upload is as close to two pictures that are
+  not one, and nothing tells which, if either, it copies. No copy is claimed; the candidates
+  are shown as look-alikes, and the verdict says the upload cannot be told apart;
+* otherwise the best is the copy, with the candidates that are the same picture as it (the
+  same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``).
+
+A lossless upload of a star meets its own thumbnail (lossless: images.thumbnail_bytes) at a
+distance near 0 and keeps its copy; the same star halved or at JPEG 30 meets a dozen siblings
+as closely as itself and is answered as undecided. Calibration: docs/copy-detection.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from hibt.indexer.copies.verify import Verdict, verify
+
+# A candidate of another picture within this many times the best's distance is a rival.
+RIVAL_RATIO = 2.0
+# Two stored thumbnails whose verified distance is under this are one picture (0-255 levels).
+SAME_PICTURE = 0.5
+# At most this many passed candidates beyond the rivals' reach are checked for being the best's
+# picture (each check compares two thumbnails); the rest stay look-alikes.
+SAME_CHECKS = 8
+PASSED = ("same", "edited")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A candidate after verification."""
+
+    idx: int
+    sha256: str
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Settled:
+    copies: set[int]  # the candidates whose copy claim stands
+    rivals: int = 0  # when none stands for rivals: the files within reach, the best's included
+
+
+def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> Settled:
+    """Which of the ``checked`` candidates are copies; ``same_picture(a, b)`` tells whether
+    two stored items show one picture (called only for the few that need it)."""
+    passed = sorted(
+        (c for c in checked if c.verdict.kind in PASSED), key=lambda c: (c.verdict.distance, c.idx)
+    )
+    if not passed:
+        return Settled(set())
+    best = passed[0]
+    reach = RIVAL_RATIO * best.verdict.distance
+
+    @functools.cache
+    def same(c: Checked) -> bool:
+        return c.idx == best.idx or c.sha256 == best.sha256 or same_picture(best.idx, c.idx)
+
+    near = sorted(
+        (c for c in checked if c.verdict.distance <= reach and c is not best),
+        key=lambda c: c.verdict.distance,
+    )
+    if any(not same(c) for c in near):  # stops at the first rival
+        return Settled(set(), rivals=len({best.sha256} | {c.sha256 for c in near}))
+    beyond = [c for c in passed[1:] if c.verdict.distance > reach][:SAME_CHECKS]
+    return Settled(
+        {best.idx} | {c.idx for c in near + beyond if c.verdict.kind in PASSED and same(c)}
+    )
+
+
+def same_picture(first: Image.Image, second: Image.Image) -> bool:
+    """Whether two stored thumbnails show one picture: verified as the same, and as close as
+    two files of one drawing (another size, another encoding) come."""
+    verdict = verify(first, second, fine=True)
+    return verdict.kind == "same" and verdict.distance < SAME_PICTURE
