@@ -8,12 +8,13 @@ collapsed to one result that carries the size of its group. answers.py shapes th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -407,10 +408,11 @@ class Engine:
             key=lambda p: (p[0].rank_key(), p[0].idx),
         )[: self.settings.copy_verify_limit]
         rows = self.index.store().items([m.idx for m, _ in copies])
+        thumbnail = functools.cache(self.thumbnail_image)  # each decoded once a query
         checked = [
-            Checked(m.idx, rows[m.idx]["sha256"], self.verdict(prints, m)) for m, _ in copies
+            Checked(m.idx, rows[m.idx]["sha256"], verdict(prints, m, thumbnail)) for m, _ in copies
         ]
-        settled = settle(checked, self.same_picture)
+        settled = settle(checked, lambda a, b: pictured_alike(thumbnail(a), thumbnail(b)))
         verdicts = {c.idx: c.verdict for c in checked}
         out = []
         for m, kind in labelled:
@@ -421,20 +423,23 @@ class Engine:
             out.append((m, kind))
         return out, verdicts, settled.rivals
 
-    def verdict(self, prints: Fingerprints, match: CopyMatch) -> Verdict:
-        """``match`` verified against its stored thumbnail; the same bytes need nothing."""
-        if match.same_bytes:
-            return Verdict("same", distance=0.0)
-        thumbnail = self.thumbnail_image(match.idx)
-        if thumbnail is None:
-            return Verdict("different", "no thumbnail")
-        return verify_match(prints, match, thumbnail)
-
     def thumbnail_image(self, idx: int) -> Image.Image | None:
         data = self.index.thumbnails().get(idx)
         return None if data is None else Image.open(io.BytesIO(data)).convert("RGB")
 
-    def same_picture(self, a: int, b: int) -> bool:
-        """Whether two stored items show one picture, by their thumbnails (rivals.py)."""
-        first, second = self.thumbnail_image(a), self.thumbnail_image(b)
-        return first is not None and second is not None and same_picture(first, second)
+
+def verdict(
+    prints: Fingerprints, match: CopyMatch, thumbnail: Callable[[int], Image.Image | None]
+) -> Verdict:
+    """``match`` verified against its stored thumbnail; the same bytes need nothing."""
+    if match.same_bytes:
+        return Verdict("same", distance=0.0)
+    stored = thumbnail(match.idx)
+    if stored is None:
+        return Verdict("different", "no thumbnail")
+    return verify_match(prints, match, stored)
+
+
+def pictured_alike(first: Image.Image | None, second: Image.Image | None) -> bool:
+    """Whether two stored thumbnails, when both exist, show one picture (rivals.py)."""
+    return first is not None and second is not None and same_picture(first, second)
