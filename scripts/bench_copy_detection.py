@@ -185,7 +185,7 @@ def build(
     held = dict(line.split("\t") for line in held_file.read_text().splitlines())
     kept = {r.key for r in dataset} - set(held)
     # Reused while its build key holds; rebuilt after a change to fingerprints or decoding.
-    Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings).run()
+    Builder(Subset(dataset, kept), str(source), index_dir, embedder, settings, rebuild=False).run()
     return index_dir, held, [r for r in dataset if r.key in held]
 
 
