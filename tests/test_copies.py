@@ -918,6 +918,53 @@ def test_views_of_other_shapes_are_not_one_picture() -> None:
     assert (wide.kind, wide.region) == ("different", "shape")
 
 
+def test_a_view_too_small_to_verify_is_still_held_to_its_shape() -> None:
+    """A 14x31 crop of a small symbol once passed as a copy of a wide flag: too small for
+    blocks, it was accepted before its shape was looked at."""
+    tall = line_icon(255).resize((14, 31))
+    assert verify.verify(tall, stored_thumbnail(line_icon(255).resize((256, 171)))).kind == (
+        "different"
+    )
+    assert verify.verify(tall, stored_thumbnail(line_icon(255).resize((56, 124)))).kind == "same"
+
+
+def test_a_blank_view_is_no_evidence_of_a_copy() -> None:
+    """The empty centre of an icon whose bar lies along its edge met the empty inside of a
+    flowchart box block for block: a view with nothing in it proves nothing."""
+    bar_edge = Image.new("RGB", (36, 36), "white")
+    ImageDraw.Draw(bar_edge).line((0, 35, 35, 35), fill=(120, 120, 120))
+    box_inside = Image.new("RGB", (180, 180), "white")
+    ImageDraw.Draw(box_inside).line((0, 179, 179, 179), fill="black")
+    verdict = verify.verify(bar_edge, box_inside)
+    assert (verdict.kind, verdict.region) == ("different", "blank")
+
+
+def playing_card(ground: tuple[int, int, int]) -> Image.Image:
+    """A four of diamonds: red pips on a card of the ``ground`` colour, on white."""
+    image = Image.new("RGB", (140, 190), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((4, 4, 135, 185), 10, fill=ground, outline=(60, 60, 60), width=2)
+    for x, y in ((35, 45), (105, 45), (35, 145), (105, 145), (70, 95)):
+        draw.polygon(((x, y - 16), (x + 11, y), (x, y + 16), (x - 11, y)), fill=(220, 20, 30))
+    return image
+
+
+def test_a_card_on_a_cream_ground_is_not_a_copy_of_one_on_white(monkeypatch) -> None:
+    """Openclipart's white and cream card decks: the cream is a pale colour over the whole
+    card, too pale for a block to change hue and too flat for grey ink to show. The mean
+    colour difference over the picture tells them; saturated, brightened, JPEG or halved
+    copies stay the same picture."""
+    stored = stored_thumbnail(playing_card((252, 248, 212)))
+    sibling = verify.verify(hash_base(playing_card((255, 255, 255))), stored)
+    assert (sibling.kind, sibling.region) == ("different", "colour")
+    cream = playing_card((252, 248, 212))
+    jittered = ImageEnhance.Color(ImageEnhance.Brightness(cream).enhance(1.1)).enhance(1.4)
+    for copy in (encode_decode(cream, 30), cream.resize((70, 95)), jittered):
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    monkeypatch.setattr(verify, "COLOUR_MEAN_MAX", 1e9)
+    assert verify.verify(hash_base(playing_card((255, 255, 255))), stored).kind == "same"
+
+
 def test_an_overlay_is_still_an_edit_for_the_fine_stage() -> None:
     """The benchmark's repost (a translucent box) of the icon: edited, at the bottom right."""
     verdict = verify.verify(hash_base(overlaid(line_icon(255))), stored_thumbnail(line_icon(255)))

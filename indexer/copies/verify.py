@@ -10,11 +10,13 @@ stored view, such as "crop 80%", made again from the stored thumbnail), so the t
 are already in one frame, and compares them on a grid of blocks:
 
 * every block alike, and alike pixel by pixel once laid over each other (fine lines, fine
-  tones): the same picture (exact or near copy, as the descriptor said);
+  tones, and colour over the whole picture): the same picture (exact or near copy, as the
+  descriptor said);
 * a few blocks unlike, where the upload carries colour the stored picture does not have
   there (a caption, a logo, a watermark laid over it): ``edited``, with the region named;
-* otherwise, or when the two views have other shapes: ``different``, a sibling that shares
-  a template or a layout, never a copy.
+* otherwise, when the two views have other shapes, or when neither carries ink inside its
+  edge (nothing to compare): ``different``, a sibling that shares a template or a layout,
+  never a copy.
 
 The comparison is done at the scale the upload holds (a 15 px thumbnail cannot show a clef,
 so it is not held to), after the upload's grey levels are fitted to the stored ones (a
@@ -53,6 +55,9 @@ OVERLAY_CHROMA = 40.0
 # and the opponent-colour distance (0-255 scale) at which a block is another colour.
 GREY_UPLOAD = 4.0
 COLOUR_DIFF = 48.0
+# Mean opponent-colour distance over the whole picture (0-255 scale) from which two views
+# are other colourings of one drawing (calibrated: docs/copy-detection.md, run P).
+COLOUR_MEAN_MAX = 15.0
 # Fine lines: compared from FINE_SIDE px up, where both pictures have at least DETAIL_MIN
 # grey levels RMS of detail; under FINE_MIN correlation the lines are other lines.
 FINE_SIDE = 128  # fine lines are compared at up to this size ...
@@ -157,11 +162,11 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
     as it is against the whole stored picture. A crop, a flip chosen among symmetric ones
     or a turn undone lands a pixel or more off, which fine lines do not survive."""
+    if aspect_differs(upload_view, stored_view):
+        return Verdict("different", "shape", 1.0)
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
         return Verdict("same", distance=0.0)
-    if aspect_differs(upload_view, stored_view):
-        return Verdict("different", "shape", 1.0)
     side = min(SIDE, largest) // GRID * GRID
     up, st = (
         v.convert("RGB").resize((side, side), Image.Resampling.BOX)
@@ -183,12 +188,23 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        return Verdict("same", distance=tones.mean)
+        return unlike(tones, share) or Verdict("same", distance=tones.mean)
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
         tones = tone_difference(upload_view, stored_view, differs)
-        return Verdict("edited", where, share, tones.mean)
+        return unlike(tones, share) or Verdict("edited", where, share, tones.mean)
     return Verdict("different", where, share)
+
+
+def unlike(tones: Tones, share: float) -> Verdict | None:
+    """The verdict when the two views, alike in blocks, are not one picture by their pixels:
+    nothing inked to compare (the empty centre of an icon whose bar lies along its edge met
+    the empty inside of any box), or another colouring of the drawing."""
+    if not tones.inked:
+        return Verdict("different", "blank", share)
+    if tones.colour >= COLOUR_MEAN_MAX:
+        return Verdict("different", "colour", share, tones.mean)
+    return None
 
 
 def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
@@ -213,13 +229,18 @@ def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
 
 def aspect_differs(a: Image.Image, b: Image.Image) -> bool:
     """Whether two views have other shapes: blocks and descriptors are taken on squashed
-    squares, where a square LED meets a wide one, a 60% crop of either looking alike."""
-    return abs(math.log((a.width / a.height) / (b.width / b.height))) > ASPECT_MAX
+    squares, where a square LED meets a wide one, a 60% crop of either looking alike. Held
+    even for views too small to verify (a 14x31 crop of a small symbol is not a wide flag),
+    with a pixel of rounding on the short side allowed."""
+    rounding = 1 / min(a.width, a.height, b.width, b.height)
+    return abs(math.log((a.width / a.height) / (b.width / b.height))) > ASPECT_MAX + rounding
 
 
 class Tones(NamedTuple):
     high: float  # the 95th percentile of the difference over ink: the same picture under TONE_MAX
     mean: float  # its mean: how close, to rank rival candidates (rivals.py)
+    colour: float = 0.0  # mean colour difference over the picture: under COLOUR_MEAN_MAX
+    inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
 
 
 def tone_difference(
@@ -237,17 +258,35 @@ def tone_difference(
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
         added = chroma(up_rgb) - chroma(st_rgb) >= OVERLAY_CHROMA / 2
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
-    up = moved(up, *phase_offset(up, st))
+    offset = phase_offset(up, st)
+    up = moved(up, *offset)
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
     up = fit(up, st, TONE_GAIN, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
+    picture[:2], picture[-2:], picture[:, :2], picture[:, -2:] = False, False, False, False
     ink = (np.abs(up - border_level(up)) > INK) | (np.abs(st - border_level(st)) > INK)
-    ink[:2], ink[-2:], ink[:, :2], ink[:, -2:] = False, False, False, False
     ink &= picture
+    colour = colour_difference(up_rgb, st_rgb, offset, picture)
     if not ink.any():
-        return Tones(0.0, 0.0)
-    return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()))
+        return Tones(0.0, 0.0, colour, inked=False)
+    return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()), colour)
+
+
+def colour_difference(
+    upload: Image.Image, stored: Image.Image, offset: tuple[int, int], where: np.ndarray
+) -> float:
+    """The mean opponent-colour distance between the two views laid over each other
+    (``offset``), over ``where``, once the upload's saturation is fitted; 0 for a grey
+    upload (a greyscale copy is a copy). The blocks' colour test (:func:`recoloured`) waits
+    for a whole block of another hue; a card on a cream ground against one on white, or a
+    balloon in another shade, differs by less per block but over the whole picture."""
+    a, b = opponent(upload), opponent(stored)
+    if float(np.abs(a).mean()) < GREY_UPLOAD or not where.any():
+        return 0.0
+    a = np.stack([moved(a[..., i], *offset) for i in range(2)], axis=-1) * saturation_gain(a, b)
+    a, b = (ndimage.gaussian_filter(v, (0.8, 0.8, 0)) for v in (a, b))
+    return float(shifted_difference(a, b)[where].mean())
 
 
 def common_size(upload: Image.Image, stored: Image.Image) -> tuple[int, int]:
@@ -316,16 +355,19 @@ def fit(
 
 
 def shifted_difference(up: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """Per pixel, the least absolute difference between ``stored`` and ``up`` moved by up to
-    :data:`SHIFT` pixels either way: a crop or a turn undone lands a pixel or two off, which
-    on a thin line is a full-contrast difference, while a changed part differs anywhere."""
-    pad = np.pad(up, SHIFT, mode="edge")
-    h, w = stored.shape
-    least = np.full(stored.shape, np.inf, np.float32)
+    """Per pixel, the least absolute difference (for (h, w, channels) arrays, the least
+    distance) between ``stored`` and ``up`` moved by up to :data:`SHIFT` pixels either way:
+    a crop or a turn undone lands a pixel or two off, which on a thin line is a
+    full-contrast difference, while a changed part differs anywhere."""
+    h, w = stored.shape[:2]
+    pad = np.pad(up, ((SHIFT, SHIFT), (SHIFT, SHIFT)) + ((0, 0),) * (up.ndim - 2), mode="edge")
+    least = np.full((h, w), np.inf, np.float32)
     for dy in range(-SHIFT, SHIFT + 1):
         for dx in range(-SHIFT, SHIFT + 1):
             moved_up = pad[SHIFT + dy : SHIFT + dy + h, SHIFT + dx : SHIFT + dx + w]
-            np.minimum(least, np.abs(moved_up - stored), out=least)
+            apart = moved_up - stored
+            apart = np.abs(apart) if apart.ndim == 2 else np.linalg.norm(apart, axis=-1)
+            np.minimum(least, apart, out=least)
     return least
 
 
@@ -363,9 +405,14 @@ def recoloured(up: Image.Image, stored: Image.Image, side: int) -> np.ndarray:
     a, b = opponent(up), opponent(stored)
     if float(np.abs(a).mean()) < GREY_UPLOAD:
         return np.zeros((GRID, GRID), bool)
-    gain = float(np.clip((a * b).sum() / max(1e-6, float((a * a).sum())), 0.5, 2.0))
-    distance = np.linalg.norm(a * gain - b, axis=-1)
+    distance = np.linalg.norm(a * saturation_gain(a, b) - b, axis=-1)
     return block_means(distance, side) >= COLOUR_DIFF
+
+
+def saturation_gain(up: np.ndarray, stored: np.ndarray) -> float:
+    """The gain on the upload's opponent colours that best matches the stored ones (least
+    squares, within a factor of two): a more or less saturated copy is a copy."""
+    return float(np.clip((up * stored).sum() / max(1e-6, float((up * up).sum())), 0.5, 2.0))
 
 
 def chroma(image: Image.Image) -> np.ndarray:
