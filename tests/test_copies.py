@@ -1006,6 +1006,8 @@ def test_rivals_only_the_closest_picture_is_a_copy_and_none_when_another_is_as_c
     turned_down = [checked(1, "edited", 1.0), checked(2, "different", 1.9)]
     assert settle(turned_down, never) == Settled(set(), rivals=2)
     assert settle([checked(1, "different", 1.0)], never) == Settled(set())
+    untouched = [checked(1, "edited", 0.7), checked(2, "same", 1.5)]  # 1 differs in a region
+    assert settle(untouched, never) == Settled({2})
     asked = []
 
     def one_picture(a: int, b: int) -> bool:

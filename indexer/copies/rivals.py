@@ -6,7 +6,8 @@ the noise of a resized, recompressed or cropped copy. Openclipart's generated st
 of one passed as a copy of dozens. Here the candidates are weighed against each other, as a
 ratio test weighs a feature's best match against its second (Lowe, SIFT):
 
-* the closest candidate that passed (by ``Verdict.distance``) is the best;
+* the closest candidate that passed (by ``Verdict.distance``; one verified the same picture
+  before one verified edited) is the best;
 * any candidate of another picture within ``RIVAL_RATIO`` times its distance (a passed one or
   one verification turned down) is a rival: the upload is as close to two pictures that are
   not one, and nothing tells which, if either, it copies. No copy is claimed; the candidates
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from hibt.indexer.copies.verify import Verdict, verify
+from hibt.indexer.copies.verify import RANK, Verdict, verify
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -58,19 +59,28 @@ def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> 
     """Which of the ``checked`` candidates are copies; ``same_picture(a, b)`` tells whether
     two stored items show one picture (called only for the few that need it)."""
     passed = sorted(
-        (c for c in checked if c.verdict.kind in PASSED), key=lambda c: (c.verdict.distance, c.idx)
+        (c for c in checked if c.verdict.kind in PASSED),
+        key=lambda c: (RANK[c.verdict.kind], c.verdict.distance, c.idx),
     )
     if not passed:
         return Settled(set())
     best = passed[0]
     reach = RIVAL_RATIO * best.verdict.distance
+    # An edited candidate's distance leaves out the region where it differs from the upload;
+    # against a best that differs nowhere it is no rival (a smiley re-encoded met its sibling
+    # with another mouth as "edited", closer outside the mouth than itself).
+    weaker = {"edited"} if best.verdict.kind == "same" else set()
 
     @functools.cache
     def same(c: Checked) -> bool:
         return c.idx == best.idx or c.sha256 == best.sha256 or same_picture(best.idx, c.idx)
 
     near = sorted(
-        (c for c in checked if c.verdict.distance <= reach and c is not best),
+        (
+            c
+            for c in checked
+            if c.verdict.distance <= reach and c is not best and c.verdict.kind not in weaker
+        ),
         key=lambda c: c.verdict.distance,
     )
     if any(not same(c) for c in near):  # stops at the first rival
