@@ -965,6 +965,47 @@ def test_a_card_on_a_cream_ground_is_not_a_copy_of_one_on_white(monkeypatch) -> 
     assert verify.verify(hash_base(playing_card((255, 255, 255))), stored).kind == "same"
 
 
+def test_a_greyscale_copy_either_way_round_is_the_same_picture() -> None:
+    """An artist uploads the coloured original; the dataset holds a greyscale copy (or the
+    other way round): colour is not compared when either view is grey. A flag of the same
+    stripes in other colours stays another picture."""
+    flag = tricolour(("#002b7f", "#fcd116", "#ce1126"))
+    for picture in (flag, playing_card((252, 248, 212))):
+        grey = ImageOps.grayscale(picture).convert("RGB")
+        assert verify.verify(hash_base(picture), stored_thumbnail(grey)).kind == "same"
+        assert verify.verify(hash_base(grey), stored_thumbnail(picture)).kind == "same"
+    gabon = tricolour(("#009e60", "#fcd116", "#3a75c4"))
+    assert verify.verify(hash_base(gabon), stored_thumbnail(flag)).kind == "different"
+
+
+def ice_cream(fill: str | tuple[int, int, int]) -> Image.Image:
+    """A cone outlined in black, its wafer filled with ``fill``: white in the black-and-white
+    version of the drawing, a pale tan in the coloured one."""
+    image = Image.new("RGB", (120, 200), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((15, 10, 105, 90), outline="black", width=3, fill="white")
+    draw.polygon(((20, 80), (100, 80), (60, 190)), outline="black", fill=fill, width=3)
+    for y in range(95, 180, 12):
+        draw.line((30, y, 90, y), fill=(90, 90, 90), width=1)
+    return image
+
+
+def test_a_black_and_white_drawing_is_not_a_greyscale_copy_of_the_coloured_one(monkeypatch):
+    """Where one view is grey, colour cannot tell them apart, and the pale fill is too pale
+    for the blocks or the fine tones' 95th percentile: the mean grey difference over ink is
+    held to what a greyscale copy keeps. The coloured drawing made grey, halved or at JPEG
+    30 stays a copy."""
+    coloured = ice_cream((245, 215, 160))
+    stored = stored_thumbnail(coloured)
+    sibling = verify.verify(hash_base(ice_cream("white")), stored)
+    assert (sibling.kind, sibling.region) == ("different", "grey tones")
+    grey = ImageOps.grayscale(coloured).convert("RGB")
+    for copy in (grey, grey.resize((60, 100)), encode_decode(grey, 30)):
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    monkeypatch.setattr(verify, "GREY_COPY_MAX", 1e9)
+    assert verify.verify(hash_base(ice_cream("white")), stored).kind == "same"
+
+
 def test_an_overlay_is_still_an_edit_for_the_fine_stage() -> None:
     """The benchmark's repost (a translucent box) of the icon: edited, at the bottom right."""
     verdict = verify.verify(hash_base(overlaid(line_icon(255))), stored_thumbnail(line_icon(255)))

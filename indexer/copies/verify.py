@@ -51,13 +51,17 @@ BLOCK_DIFF = 24.0
 EDIT_MAX_SHARE = 0.3
 # Chroma (0-255) the upload must add over a differing block for it to count as laid over.
 OVERLAY_CHROMA = 40.0
-# Mean opponent-colour magnitude under which an upload counts as grey (not held to colour),
-# and the opponent-colour distance (0-255 scale) at which a block is another colour.
-GREY_UPLOAD = 4.0
+# Mean opponent-colour magnitude under which a view counts as grey (colour is then not
+# compared), and the opponent-colour distance (0-255 scale) at which a block is another colour.
+GREY = 4.0
 COLOUR_DIFF = 48.0
 # Mean opponent-colour distance over the whole picture (0-255 scale) from which two views
 # are other colourings of one drawing (calibrated: docs/copy-detection.md, run P).
 COLOUR_MEAN_MAX = 15.0
+# Where one view is grey and the other coloured, the mean grey difference over ink
+# (Tones.mean) from which the two are other pictures, not a greyscale copy (calibrated:
+# docs/copy-detection.md, run R).
+GREY_COPY_MAX = 5.0
 # Fine lines: compared from FINE_SIDE px up, where both pictures have at least DETAIL_MIN
 # grey levels RMS of detail; under FINE_MIN correlation the lines are other lines.
 FINE_SIDE = 128  # fine lines are compared at up to this size ...
@@ -108,6 +112,8 @@ def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> 
         return Verdict("same", distance=0.0)  # same bytes: nothing to verify
     base = Scene(hash_base(stored), hash_base(stored), None)
     query_view, stored_view = widened(query, match)
+    if INDEX_VIEWS[stored_view].brightened and one_grey(query.scene.picture, base.uncut):
+        stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
     if INDEX_VIEWS[stored_view].name != "trimmed":
         fine = query.views[query_view].name == "as is" and stored_view == WHOLE
         return compare(query, query_view, INDEX_VIEWS[stored_view].make(base), fine)
@@ -188,22 +194,26 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        return unlike(tones, share) or Verdict("same", distance=tones.mean)
+        return unlike(tones, share, one_grey(up, st)) or Verdict("same", distance=tones.mean)
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
         tones = tone_difference(upload_view, stored_view, differs)
-        return unlike(tones, share) or Verdict("edited", where, share, tones.mean)
+        return unlike(tones, share, one_grey(up, st)) or Verdict("edited", where, share, tones.mean)
     return Verdict("different", where, share)
 
 
-def unlike(tones: Tones, share: float) -> Verdict | None:
+def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | None:
     """The verdict when the two views, alike in blocks, are not one picture by their pixels:
     nothing inked to compare (the empty centre of an icon whose bar lies along its edge met
-    the empty inside of any box), or another colouring of the drawing."""
+    the empty inside of any box), another colouring of the drawing, or, where one view is
+    grey and colour cannot be compared, grey levels further apart than a greyscale copy's
+    (a black-and-white ice cream cone against the vanilla one)."""
     if not tones.inked:
         return Verdict("different", "blank", share)
     if tones.colour >= COLOUR_MEAN_MAX:
         return Verdict("different", "colour", share, tones.mean)
+    if grey_against_colour and tones.mean >= GREY_COPY_MAX:
+        return Verdict("different", "grey tones", share, tones.mean)
     return None
 
 
@@ -277,12 +287,12 @@ def colour_difference(
     upload: Image.Image, stored: Image.Image, offset: tuple[int, int], where: np.ndarray
 ) -> float:
     """The mean opponent-colour distance between the two views laid over each other
-    (``offset``), over ``where``, once the upload's saturation is fitted; 0 for a grey
-    upload (a greyscale copy is a copy). The blocks' colour test (:func:`recoloured`) waits
+    (``offset``), over ``where``, once the upload's saturation is fitted; 0 when either is
+    grey (a greyscale copy is a copy). The blocks' colour test (:func:`recoloured`) waits
     for a whole block of another hue; a card on a cream ground against one on white, or a
     balloon in another shade, differs by less per block but over the whole picture."""
     a, b = opponent(upload), opponent(stored)
-    if float(np.abs(a).mean()) < GREY_UPLOAD or not where.any():
+    if either_grey(a, b) or not where.any():
         return 0.0
     a = np.stack([moved(a[..., i], *offset) for i in range(2)], axis=-1) * saturation_gain(a, b)
     a, b = (ndimage.gaussian_filter(v, (0.8, 0.8, 0)) for v in (a, b))
@@ -399,14 +409,26 @@ def opponent(image: Image.Image) -> np.ndarray:
 
 def recoloured(up: Image.Image, stored: Image.Image, side: int) -> np.ndarray:
     """(GRID, GRID) blocks whose colour is another hue than the stored picture's there.
-    A grey upload is not held to colour (a greyscale copy is a copy), and the upload's
-    saturation is fitted to the stored one first (a more saturated copy is a copy); a
-    flag with other colours in the same stripes (Romania and Gabon) is not."""
+    Colour is not compared when either view is grey (a greyscale copy is a copy, uploaded or
+    stored), and the upload's saturation is fitted to the stored one first (a more saturated
+    copy is a copy); a flag with other colours in the same stripes (Romania and Gabon) is not."""
     a, b = opponent(up), opponent(stored)
-    if float(np.abs(a).mean()) < GREY_UPLOAD:
+    if either_grey(a, b):
         return np.zeros((GRID, GRID), bool)
     distance = np.linalg.norm(a * saturation_gain(a, b) - b, axis=-1)
     return block_means(distance, side) >= COLOUR_DIFF
+
+
+def one_grey(first: Image.Image, second: Image.Image) -> bool:
+    """Whether one of two pictures is grey and the other coloured: a greyscale copy, or
+    another picture that only its colours would tell apart."""
+    grey = [float(np.abs(opponent(v.convert("RGB"))).mean()) < GREY for v in (first, second)]
+    return grey[0] != grey[1]
+
+
+def either_grey(up: np.ndarray, stored: np.ndarray) -> bool:
+    """Whether either view's opponent colours (:func:`opponent`) are those of a grey picture."""
+    return min(float(np.abs(up).mean()), float(np.abs(stored).mean())) < GREY
 
 
 def saturation_gain(up: np.ndarray, stored: np.ndarray) -> float:
@@ -428,7 +450,7 @@ def laid_over(
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
     treble clef is drawn in the staff's own ink)."""
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
-    if float(np.abs(opponent(up)).mean()) >= GREY_UPLOAD:  # or another colour than there was
+    if float(np.abs(opponent(up)).mean()) >= GREY:  # or another colour than there was
         added = np.maximum(added, np.linalg.norm(opponent(up) - opponent(stored), axis=-1))
     inside = block_mask(differs, (side, side))
     changed = added[inside & (diff >= BLOCK_DIFF)]
