@@ -920,12 +920,16 @@ def test_views_of_other_shapes_are_not_one_picture() -> None:
 
 def test_a_view_too_small_to_verify_is_still_held_to_its_shape() -> None:
     """A 14x31 crop of a small symbol once passed as a copy of a wide flag: too small for
-    blocks, it was accepted before its shape was looked at."""
+    blocks, it was accepted before its shape was looked at. A stored picture of a few pixels
+    (a 6x3 flag) is never the copy a larger upload is verified as; a smaller one may be."""
     tall = line_icon(255).resize((14, 31))
     assert verify.verify(tall, stored_thumbnail(line_icon(255).resize((256, 171)))).kind == (
         "different"
     )
     assert verify.verify(tall, stored_thumbnail(line_icon(255).resize((56, 124)))).kind == "same"
+    tiny = stored_thumbnail(line_icon(255).resize((20, 10)))
+    assert verify.verify(line_icon(255).resize((100, 50)), tiny).region == "too small to compare"
+    assert verify.verify(line_icon(255).resize((18, 9)), tiny).kind == "same"
 
 
 def test_a_blank_view_is_no_evidence_of_a_copy() -> None:

@@ -43,7 +43,9 @@ from hibt.indexer.copies.views import INDEX_VIEWS, Scene, hash_base
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
 SIDE = 64  # pixels per side at most for the blocks: 8x8 px each
-MIN_SIDE = 24  # an upload view smaller than this holds no detail to verify: accepted
+# An upload view smaller than this holds no detail to verify: accepted. A stored view
+# smaller than this on its longer side cannot verify a larger upload: never its copy.
+MIN_SIDE = 24
 # A block differs when its mean absolute grey difference (0-255, after the fit) is at least
 # this many levels (calibrated: docs/copy-detection.md, "Verification").
 BLOCK_DIFF = 24.0
@@ -170,6 +172,9 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
     or a turn undone lands a pixel or more off, which fine lines do not survive."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
+    if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
+        # A picture a few pixels wide (a 6x3 flag) holds nothing to tell a larger upload by.
+        return Verdict("different", "too small to compare", 1.0)
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
         return Verdict("same", distance=0.0)
