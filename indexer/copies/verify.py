@@ -427,13 +427,17 @@ def recoloured(up: Image.Image, stored: Image.Image, side: int) -> np.ndarray:
 def one_grey(first: Image.Image, second: Image.Image) -> bool:
     """Whether one of two pictures is grey and the other coloured: a greyscale copy, or
     another picture that only its colours would tell apart."""
-    grey = [float(np.abs(opponent(v.convert("RGB"))).mean()) < GREY for v in (first, second)]
-    return grey[0] != grey[1]
+    return greyish(opponent(first.convert("RGB"))) != greyish(opponent(second.convert("RGB")))
 
 
 def either_grey(up: np.ndarray, stored: np.ndarray) -> bool:
-    """Whether either view's opponent colours (:func:`opponent`) are those of a grey picture."""
-    return min(float(np.abs(up).mean()), float(np.abs(stored).mean())) < GREY
+    """Whether either view's opponent colours (:func:`opponent`) are a grey picture's."""
+    return greyish(up) or greyish(stored)
+
+
+def greyish(colours: np.ndarray) -> bool:
+    """Whether opponent colours (:func:`opponent`) are a grey picture's."""
+    return float(np.abs(colours).mean()) < GREY
 
 
 def saturation_gain(up: np.ndarray, stored: np.ndarray) -> float:
@@ -455,7 +459,7 @@ def laid_over(
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
     treble clef is drawn in the staff's own ink)."""
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
-    if float(np.abs(opponent(up)).mean()) >= GREY:  # or another colour than there was
+    if not greyish(opponent(up)):  # or another colour than there was
         added = np.maximum(added, np.linalg.norm(opponent(up) - opponent(stored), axis=-1))
     inside = block_mask(differs, (side, side))
     changed = added[inside & (diff >= BLOCK_DIFF)]
