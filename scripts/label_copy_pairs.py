@@ -1,0 +1,102 @@
+"""Label pairs of files by the pixel rule of the honest copy benchmark: a rule of pixels
+alone, so that no label is chosen by the engine under test (docs/copy-detection.md, "The
+honest benchmark").
+
+A pair's pixel distance: both pictures laid on white and trimmed of their flat borders, the
+first under the flip or turn that brings it closest, both at the smaller one's size and
+blurred by a pixel, the largest of the three channels' mean absolute difference (0-255).
+Under 1.5 the two are one picture (a copy); anything further is for the eye.
+
+    # the pairs a benchmark run met and the list does not label yet
+    python scripts/label_copy_pairs.py DATASET .bench/s2/unlabelled_pairs.tsv
+    # the committed list: every pair labelled sibling that the pixels call a copy
+    python scripts/label_copy_pairs.py DATASET docs/copy-pairs.tsv --check
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+COPY_MAX = 1.5  # mean grey levels: star pairs at 1.17 looked identical, at 1.9 did not
+INK = 8  # levels from the border's colour that count as the picture, not its margin
+ASPECT = 0.02  # shapes further apart than this (and a pixel) are not one picture
+TURNS = [None, *Image.Transpose]  # as it is, and its 7 flips and turns
+
+
+def picture(path: Path) -> Image.Image:
+    """The file laid on white, trimmed of the margin of its border's colour."""
+    with Image.open(path) as image:
+        rgba = image.convert("RGBA")
+    flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    flat.alpha_composite(rgba)
+    rgb = flat.convert("RGB")
+    pixels = np.asarray(rgb, np.int16)
+    edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    ys, xs = np.nonzero(np.abs(pixels - np.median(edge, axis=0)).max(axis=-1) > INK)
+    if not len(ys):
+        return rgb
+    return rgb.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+
+
+def pixel_distance(first: Image.Image, second: Image.Image) -> float:
+    """The pair's distance under the turn that brings them closest; inf when no turn gives
+    them one shape."""
+    best = float("inf")
+    for turn in TURNS:
+        turned = first if turn is None else first.transpose(turn)
+        ratio, wanted = turned.width / turned.height, second.width / second.height
+        if abs(ratio - wanted) > ASPECT * wanted + 1 / min(*second.size, *turned.size):
+            continue
+        size = min(turned.size, second.size, key=lambda s: s[0] * s[1])
+        a, b = (
+            np.asarray(
+                v.resize(size, Image.Resampling.LANCZOS).filter(ImageFilter.GaussianBlur(1)),
+                np.float32,
+            )
+            for v in (turned, second)
+        )
+        best = min(best, float(np.abs(a - b).mean(axis=(0, 1)).max()))
+    return best
+
+
+def pairs_in(path: Path, dataset: Path) -> list[tuple[str, str, str, Path, Path]]:
+    """(sha_a, sha_b, label, path_a, path_b) from a labelled list (paths under ``dataset``)
+    or a benchmark's unlabelled_pairs.tsv (label "?")."""
+    out = []
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        a, b, third, first, second = line.split("\t")[:5]
+        label = third if third in ("copy", "sibling") else "?"
+        out.append((a, b, label, found(first, dataset), found(second, dataset)))
+    return out
+
+
+def found(path: str, dataset: Path) -> Path:
+    """A path as the benchmark wrote it (from where it ran), or as the list keeps it."""
+    return Path(path) if Path(path).exists() else dataset / path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("dataset", type=Path, help="folder the list's paths are relative to")
+    parser.add_argument("pairs", type=Path, help="unlabelled_pairs.tsv, or the labelled list")
+    parser.add_argument("--check", action="store_true", help="only siblings the pixels call copies")
+    args = parser.parse_args()
+    seen: set[frozenset[str]] = set()
+    for a, b, label, first, second in pairs_in(args.pairs, args.dataset):
+        if frozenset((a, b)) in seen or (args.check and label != "sibling"):
+            continue
+        seen.add(frozenset((a, b)))
+        distance = pixel_distance(picture(first), picture(second))
+        verdict = "copy" if distance < COPY_MAX else "look"
+        if not args.check or verdict == "copy":
+            print(f"{distance:.2f}\t{verdict}\t{label}\t{first.name}\t{second.name}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
