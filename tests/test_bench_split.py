@@ -37,3 +37,35 @@ def test_identical_bytes_stay_together_and_nothing_else_decides() -> None:
     pictures = {k.split("/")[1] for k in held}
     assert 40 < len(pictures) < 120 and set(held.values()) == {"calibrate", "report"}
     assert {k.split("/")[1] for k in b.split(records, 0.2, seed=1)} != pictures
+
+
+def labeller():
+    spec = importlib.util.spec_from_file_location(
+        "label_copy_pairs", ROOT / "scripts" / "label_copy_pairs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_pixel_rule_labels_a_mirrored_moved_copy_and_not_a_changed_detail(
+    tmp_path: Path,
+) -> None:
+    """The labelling rule sees pixels alone: a drawing mirrored and moved along a wider
+    canvas is a copy, the same drawing with one small mark added is not."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    lab = labeller()
+    drawing = Image.new("RGB", (120, 80), "white")
+    pen = ImageDraw.Draw(drawing)
+    pen.polygon([(10, 40), (50, 10), (50, 25), (110, 25), (110, 55), (50, 55), (50, 70)], "teal")
+    pen.line([(10, 40), (50, 10), (50, 25), (110, 25)], "black", 3)
+    canvas = Image.new("RGB", (180, 80), "white")
+    canvas.paste(ImageOps.mirror(drawing), (45, 0))
+    marked = drawing.copy()
+    ImageDraw.Draw(marked).ellipse((70, 32, 82, 44), "orange")
+    for name, image in (("a", drawing), ("b", canvas), ("c", marked)):
+        image.save(tmp_path / f"{name}.png")
+    first, moved, changed = (lab.picture(tmp_path / f"{n}.png") for n in "abc")
+    assert lab.pixel_distance(first, moved) < lab.COPY_MAX
+    assert lab.pixel_distance(first, changed) > lab.COPY_MAX
