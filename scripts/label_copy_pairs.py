@@ -7,8 +7,8 @@ first under the flip or turn that brings it closest, both at the smaller one's s
 blurred by a pixel, the largest of the three channels' mean absolute difference (0-255).
 Under 1.5 the two are one picture (a copy); anything further is for the eye.
 
-    # the pairs a benchmark run met and the list does not label yet
-    python scripts/label_copy_pairs.py DATASET .bench/s2/unlabelled_pairs.tsv
+    # the pairs a benchmark run claimed as copies (or met: unlabelled_pairs.tsv)
+    python scripts/label_copy_pairs.py DATASET WORK/false_copies.tsv
     # the committed list: every pair labelled sibling that the pixels call a copy
     python scripts/label_copy_pairs.py DATASET docs/copy-pairs.tsv --check
 """
@@ -64,13 +64,16 @@ def pixel_distance(first: Image.Image, second: Image.Image) -> float:
 
 
 def pairs_in(path: Path, dataset: Path) -> list[tuple[str, str, str, Path, Path]]:
-    """(sha_a, sha_b, label, path_a, path_b) from a labelled list (paths under ``dataset``)
-    or a benchmark's unlabelled_pairs.tsv (label "?")."""
+    """(sha_a, sha_b, label, path_a, path_b) from a labelled list (paths under ``dataset``),
+    or a benchmark's unlabelled_pairs.tsv or false_copies.tsv (label "?")."""
     out = []
     for line in path.read_text().splitlines():
         if not line or line.startswith("#"):
             continue
-        a, b, third, first, second = line.split("\t")[:5]
+        fields = line.split("\t")
+        if len(fields) == 7:  # false_copies.tsv: transformation first, label and score inside
+            fields = [*fields[1:3], "?", *fields[5:]]
+        a, b, third, first, second = fields[:5]
         label = third if third in ("copy", "sibling") else "?"
         out.append((a, b, label, found(first, dataset), found(second, dataset)))
     return out
