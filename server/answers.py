@@ -10,9 +10,11 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from PIL import Image
@@ -237,8 +239,7 @@ def copies_found(engine: Engine, counts: schemas.MatchCounts, files: int, best: 
         if number
     )
     pictures = counts.copy_pictures
-    row = engine.index.store().items([best.idx])[best.idx]
-    name = row["title"] or row["caption"] or row["id"]
+    name = item_name(engine.index.store().items([best.idx])[best.idx])
     what = best.match.replace("_", " ")
     if best.edited_region:
         what += f", changed at the {best.edited_region}"
@@ -248,6 +249,19 @@ def copies_found(engine: Engine, counts: schemas.MatchCounts, files: int, best: 
         f"({files} {'file' if files == 1 else 'files'}: {kinds}); the best match is "
         f"“{name}” ({what})"
     )
+
+
+def item_name(row: Mapping[str, str | None]) -> str:
+    """What a sentence calls a stored item: its title or caption, else the file name its URL or
+    path ends in (many LAION rows have no caption, and an id means nothing to an artist),
+    else its id."""
+    if row["title"] or row["caption"]:
+        return row["title"] or row["caption"]
+    for where in (row["url"], row["path"]):
+        name = PurePosixPath(unquote(urlsplit(where or "").path)).name
+        if name:
+            return name
+    return row["id"]
 
 
 def model_summary(engine: Engine) -> schemas.ModelSummary:

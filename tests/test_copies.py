@@ -47,6 +47,7 @@ from hibt.indexer.copies.views import (
     views_of,
 )
 from hibt.indexer.images import thumbnail_bytes
+from hibt.server.answers import item_name
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -1034,6 +1035,16 @@ def test_the_verdict_counts_pictures_and_names_the_best_match(dup_index: Engine)
     assert files == 3 and response.counts.copy_pictures == 1
     assert response.copy_verdict.startswith(f"1 picture found among {dup_index.n} images")
     assert "(3 files:" in response.copy_verdict and "the best match is “" in response.copy_verdict
+
+
+def test_the_verdict_names_a_match_without_caption_by_its_file_name() -> None:
+    """A LAION row often has no caption: the verdict names the file its URL ends in, then its
+    path, and only then its id."""
+    row = {"id": "a1b2", "title": "", "caption": "", "path": None}
+    assert item_name({**row, "caption": "Red fox"}) == "Red fox"
+    assert item_name({**row, "url": "https://ex.org/art/my%20fox.png?w=512"}) == "my fox.png"
+    assert item_name({**row, "url": "", "path": "data/set/00001/fox.jpg"}) == "fox.jpg"
+    assert item_name({**row, "url": "https://ex.org/"}) == "a1b2"
 
 
 def checked(idx: int, kind: str, distance: float, sha: str | None = None) -> Checked:
