@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 
 import faiss
@@ -134,6 +135,13 @@ def merge_on_disk(empty: Path, parts: list[Path], path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 keeps the AST
+# constructor's recursion depth per interpreter, not per thread: two threads parsing at once
+# (integrity.describe reads headers a few files at a time) can fail with "SystemError: AST
+# constructor recursion depth mismatch" (CPython gh-106905). Headers are read one at a time.
+HEADER_LOCK = threading.Lock()
+
+
 def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, offset of the data) of a .npy file, reading its header only."""
     with open(path, "rb") as f:
@@ -143,7 +151,8 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
             if major == 1
             else np.lib.format.read_array_header_2_0
         )
-        shape, _, dtype = read(f)
+        with HEADER_LOCK:
+            shape, _, dtype = read(f)
         return shape, np.dtype(dtype), f.tell()
 
 
