@@ -28,7 +28,8 @@ TURNS = [None, *Image.Transpose]  # as it is, and its 7 flips and turns
 
 
 def picture(path: Path) -> Image.Image:
-    """The file laid on white, trimmed of the margin of its border's colour."""
+    """The file laid on white, trimmed of the margin of its border's colour. Not the engine's
+    own trim (framing.py): the labels must not come from the code they judge."""
     with Image.open(path) as image:
         rgba = image.convert("RGBA")
     flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

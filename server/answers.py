@@ -255,8 +255,9 @@ def item_name(row: Mapping[str, str | None]) -> str:
     """What a sentence calls a stored item: its title or caption, else the file name its URL or
     path ends in (many LAION rows have no caption, and an id means nothing to an artist),
     else its id."""
-    if row["title"] or row["caption"]:
-        return row["title"] or row["caption"]
+    text = row["title"] or row["caption"]
+    if text:
+        return text
     for where in (row["url"], row["path"]):
         name = PurePosixPath(unquote(urlsplit(where or "").path)).name
         if name:

@@ -430,8 +430,7 @@ def recoloured(up: Image.Image, stored: Image.Image, side: int) -> np.ndarray:
     a, b = opponent(up), opponent(stored)
     if either_grey(a, b):
         return np.zeros((GRID, GRID), bool)
-    distance = np.linalg.norm(a * saturation_gain(a, b) - b, axis=-1)
-    return block_means(distance, side) >= COLOUR_DIFF
+    return block_means(distance(a * saturation_gain(a, b) - b), side) >= COLOUR_DIFF
 
 
 def one_grey(first: Image.Image, second: Image.Image) -> bool:
@@ -469,8 +468,9 @@ def laid_over(
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
     treble clef is drawn in the staff's own ink)."""
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
-    if not greyish(opponent(up)):  # or another colour than there was
-        added = np.maximum(added, np.linalg.norm(opponent(up) - opponent(stored), axis=-1))
+    colours = opponent(up)
+    if not greyish(colours):  # or another colour than there was
+        added = np.maximum(added, distance(colours - opponent(stored)))
     inside = block_mask(differs, (side, side))
     changed = added[inside & (diff >= BLOCK_DIFF)]
     if not changed.size:  # another colour, not another shape: a recoloured part
