@@ -29,6 +29,9 @@ DECODE_VERSION = 3
 # 96% of Openclipart's drawings (median 0.8x), never of a photo (about 7x).
 LOSSLESS_MAX_RATIO = 3.0
 
+# Formats whose decoded pixels are the picture's own (copy verification holds such an upload
+# to the pixel: verify.off_grid). GIF is left out: a palette often dithers a drawing.
+LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF"})
 # Pillow's own bomb check is replaced by an explicit pixel limit checked before decoding.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -42,6 +45,11 @@ class LoadedImage:
     width: int  # of the original file
     height: int
     format: str
+
+    @property
+    def own_pixels(self) -> bool:
+        """Whether ``image`` is the file's own pixels: a lossless format, not reduced."""
+        return self.format in LOSSLESS_FORMATS and self.image.size == (self.width, self.height)
 
 
 def read_bytes(ref: Path | bytes, max_bytes: int) -> bytes:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -182,7 +182,7 @@ class Engine:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
         if self.index.has_images:
-            prints = query_fingerprints(loaded.image)
+            prints = query_fingerprints(loaded.image, loaded.own_pixels)
             (copies, rivals), blank = self.copy_candidates(data, prints, vector), plain(prints)
         else:
             copies, rivals, blank = self.likely_copies(vector), 0, False
@@ -408,9 +408,10 @@ class Engine:
             key=lambda p: (p[0].rank_key(), p[0].idx),
         )[: self.settings.copy_verify_limit]
         rows = self.index.store().items([m.idx for m, _ in copies])
-        thumbnail = functools.cache(self.thumbnail_image)  # each decoded once a query
+        thumbnail = functools.cache(self.stored_thumbnail)  # each decoded once a query
         checked = [
-            Checked(m.idx, rows[m.idx]["sha256"], verdict(prints, m, thumbnail)) for m, _ in copies
+            Checked(m.idx, rows[m.idx]["sha256"], verdict(prints, m, thumbnail, rows[m.idx]))
+            for m, _ in copies
         ]
         settled = settle(checked, lambda a, b: pictured_alike(thumbnail(a), thumbnail(b)))
         verdicts = {c.idx: c.verdict for c in checked}
@@ -423,23 +424,36 @@ class Engine:
             out.append((m, kind))
         return out, verdicts, settled.rivals
 
-    def thumbnail_image(self, idx: int) -> Image.Image | None:
+    def stored_thumbnail(self, idx: int) -> Thumbnail | None:
         data = self.index.thumbnails().get(idx)
-        return None if data is None else Image.open(io.BytesIO(data)).convert("RGB")
+        if data is None:
+            return None
+        opened = Image.open(io.BytesIO(data))
+        return Thumbnail(opened.convert("RGB"), opened.format == "WEBP")
+
+
+class Thumbnail(NamedTuple):
+    image: Image.Image  # RGB
+    lossless: bool  # WebP, a drawing's (docs/index-format.md), not a photo's JPEG
 
 
 def verdict(
-    prints: Fingerprints, match: CopyMatch, thumbnail: Callable[[int], Image.Image | None]
+    prints: Fingerprints,
+    match: CopyMatch,
+    thumbnail: Callable[[int], Thumbnail | None],
+    row: dict,
 ) -> Verdict:
-    """``match`` verified against its stored thumbnail; the same bytes need nothing."""
+    """``match`` verified against its stored thumbnail; the same bytes need nothing. A
+    lossless thumbnail at the size of the stored file (``row``) is that file's own pixels."""
     if match.same_bytes:
         return Verdict("same", distance=0.0)
     stored = thumbnail(match.idx)
     if stored is None:
         return Verdict("different", "no thumbnail")
-    return verify_match(prints, match, stored)
+    own = stored.lossless and stored.image.size == (row["width"], row["height"])
+    return verify_match(prints, match, stored.image, own)
 
 
-def pictured_alike(first: Image.Image | None, second: Image.Image | None) -> bool:
+def pictured_alike(first: Thumbnail | None, second: Thumbnail | None) -> bool:
     """Whether two stored thumbnails, when both exist, show one picture (rivals.py)."""
-    return first is not None and second is not None and same_picture(first, second)
+    return first is not None and second is not None and same_picture(first.image, second.image)

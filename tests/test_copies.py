@@ -1116,3 +1116,68 @@ def test_a_star_is_a_copy_of_itself_only_and_undecided_where_its_family_looks_al
     assert response.copy_verdict.startswith(f"no certain copy among {star_family.n} images")
     response = star_family.search_image(encode(thin_star(93, 100)), k=5)
     assert "differs from it in detail" in response.copy_verdict
+
+
+def hazard_sign(caption: str) -> Image.Image:
+    """A hazard sign, a black cross on orange, over its caption: Openclipart's "Xn - Nocif"
+    and "Xi - Irritant" are one drawing with another caption."""
+    image = Image.new("RGB", (156, 178), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((2, 2, 153, 153), fill=(255, 153, 0), outline="black", width=4)
+    draw.line((25, 25, 130, 130), fill="black", width=22)
+    draw.line((130, 25, 25, 130), fill="black", width=22)
+    draw.text((45, 160), caption, fill="black")
+    return image
+
+
+def jittered(image: Image.Image) -> Image.Image:
+    """The benchmark's colour jitter: brighter, less contrast, more saturated."""
+    image = ImageEnhance.Brightness(image).enhance(1.15)
+    return ImageEnhance.Color(ImageEnhance.Contrast(image).enhance(0.8)).enhance(1.4)
+
+
+def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
+    """Two lossless files' own pixels: another caption is another picture, though every other
+    comparison allows for resampling and JPEG noise that hide it. A flip, greyscale, a colour
+    jitter, and a JPEG saved again as PNG (not clean: its ringing is left to the other tests)
+    stay the same picture."""
+    stored = stored_thumbnail(hazard_sign("Xn - Nocif"))
+    sibling = verify.verify(hash_base(hazard_sign("Xi - Irritant")), stored, grid=stored)
+    assert (sibling.kind, sibling.region) == ("different", "detail")
+    sign = hazard_sign("Xn - Nocif")
+    copies = (
+        sign.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        ImageOps.grayscale(sign).convert("RGB"),
+        jittered(sign),
+        encode_decode(sign, 40),
+    )
+    for copy in copies:
+        assert verify.verify(hash_base(copy), stored, grid=stored).kind == "same"
+    assert verify.verify(hash_base(hazard_sign("Xi - Irritant")), stored).kind == "same"
+    monkeypatch.setattr(verify, "GRID_MAX", 1e9)
+    assert (
+        verify.verify(hash_base(hazard_sign("Xi - Irritant")), stored, grid=stored).kind == "same"
+    )
+
+
+@pytest.fixture(scope="module")
+def sign_index(tmp_path_factory, embedder) -> Engine:
+    root = tmp_path_factory.mktemp("signs")
+    save(hazard_sign("Xn - Nocif"), root / "nocif.png")
+    for i in range(4):
+        save(drawing(300 + i), root / f"other_{i}.png")
+    out = tmp_path_factory.mktemp("sign-index") / "index"
+    build_index(root, out, embedder, tiny_settings())
+    return Engine.open(out, tiny_settings(), embedder)
+
+
+def test_a_png_of_a_sibling_at_the_stored_file_s_size_is_not_a_copy(sign_index: Engine) -> None:
+    """Through the engine: the upload's PNG and the stored lossless thumbnail, both at the
+    file's own size, are held to the pixel; a JPEG upload is not, and stays a copy."""
+    response, first = top(sign_index, encode(hazard_sign("Xi - Irritant")))
+    assert first.source == "nocif.png" and first.match == "similar"
+    assert response.counts.near_copy + response.counts.exact_copy == 0
+    sign = hazard_sign("Xn - Nocif")
+    for data in (encode(jittered(sign)), encode(sign, "JPEG", quality=60)):
+        _, first = top(sign_index, data)
+        assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")

@@ -72,6 +72,21 @@ def test_decoded_at_what_the_work_needs(fmt: str, size: tuple[int, int]) -> None
     assert decode(small.getvalue(), **LIMITS, least=least).image.size == (300, 200)
 
 
+def test_only_a_lossless_file_decoded_at_its_size_is_its_own_pixels() -> None:
+    """Copy verification holds such an upload to the pixel (verify.off_grid): a PNG as it
+    is, not a JPEG, and not a PNG reduced for the work."""
+    encoded = {}
+    for fmt, size in (("PNG", (200, 150)), ("JPEG", (200, 150)), ("PNG", (3000, 1000))):
+        buf = io.BytesIO()
+        drawing(7, size).save(buf, format=fmt)
+        encoded[fmt, size] = decode(buf.getvalue(), **LIMITS).own_pixels
+    assert encoded == {
+        ("PNG", (200, 150)): True,
+        ("JPEG", (200, 150)): False,
+        ("PNG", (3000, 1000)): False,
+    }
+
+
 def test_reduced_decode_keeps_fingerprints_and_embedding() -> None:
     """What the build stores from a file decoded at least_side is what it stored from the
     file decoded at working_size: the same descriptors (cosine) and the same pHash bits

@@ -186,8 +186,9 @@ def index_fingerprints(image: Image.Image) -> Fingerprints:
     return found
 
 
-def query_fingerprints(image: Image.Image) -> Fingerprints:
-    scene = Scene.of(image)
+def query_fingerprints(image: Image.Image, lossless: bool = False) -> Fingerprints:
+    """``lossless``: ``image`` is a lossless file's pixels at its own size (Scene.own)."""
+    scene = Scene.of(image, lossless)
     found = fingerprints_of(scene, QUERY_VIEWS)
     found.scene = scene
     found.colour = colour_signature(scene.picture)

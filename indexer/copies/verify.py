@@ -84,6 +84,19 @@ TONE_GAIN = (0.75, 1.33)
 MAX_OFFSET = 4
 INK = 24.0
 TONE_MAX = 32.0
+# On one pixel grid: an upload of a lossless file's own pixels against a stored picture kept
+# losslessly at its own size, a flip or turn apart. A copy then differs from it only by a
+# colour map (brightness, contrast, saturation, greyscale) and its rounding, clipping, or
+# the ringing of a JPEG it once was; the largest 3x3 mean of the grey residual of the best
+# such map is under GRID_MAX levels ... (calibrated: docs/copy-detection.md, run W)
+GRID_MAX = 24.0
+# ... held only where at least CLEAN_SHARE of the ink is within CLEAN_LEVEL: a residual all
+# over means the two were not on one grid after all (a turned star met as itself).
+CLEAN_LEVEL = 3.0
+CLEAN_SHARE = 0.25
+# The colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least of.
+FIT_ROUNDS = 2
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
 WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
 REGIONS = (("top", "middle", "bottom"), ("left", "centre", "right"))
 
@@ -101,9 +114,13 @@ class Verdict:
 RANK = {"same": 0, "edited": 1, "different": 2}
 
 
-def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> Verdict:
+def verify_match(
+    query: Fingerprints, match: CopyMatch, stored: Image.Image, own: bool = False
+) -> Verdict:
     """Verify ``match`` of the upload ``query`` (its fingerprints, with their scene) against
     the stored picture ``stored`` (its thumbnail will do: the comparison is at 64 px).
+    ``own``: ``stored`` is the stored file's own pixels (a lossless thumbnail at the file's
+    size); with an upload that is too (Scene.own), whole pictures are compared to the pixel.
 
     The stored view is made again from the thumbnail. Its whole picture, crops and
     brightened view are exact; its trimmed view is not always (JPEG noise can hide a flat
@@ -113,22 +130,27 @@ def verify_match(query: Fingerprints, match: CopyMatch, stored: Image.Image) -> 
     if match.query_view < 0 or query.scene is None:
         return Verdict("same", distance=0.0)  # same bytes: nothing to verify
     base = Scene(hash_base(stored), hash_base(stored), None)
+    grid = own and query.scene.own
     query_view, stored_view = widened(query, match)
     if INDEX_VIEWS[stored_view].brightened and one_grey(query.scene.picture, base.uncut):
         stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
     if INDEX_VIEWS[stored_view].name != "trimmed":
         fine = query.views[query_view].name == "as is" and stored_view == WHOLE
-        return compare(query, query_view, INDEX_VIEWS[stored_view].make(base), fine)
+        # The whole picture, or brightened (a colour map of it): on the upload's grid.
+        on_grid = base.uncut if grid and not INDEX_VIEWS[stored_view].crop else None
+        return compare(query, query_view, INDEX_VIEWS[stored_view].make(base), fine, on_grid)
     untrimmed = query.views[query_view].name.removeprefix("trimmed ")
+    uncut = base.uncut if grid else None
     found = [
-        compare(query, i, base.uncut, v.name == "as is")
+        compare(query, i, base.uncut, v.name == "as is", uncut)
         for i, v in enumerate(query.views)
         if v.name == untrimmed
     ]
     if query.scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
-        found.append(verify(query.scene.uncut, base.uncut, fine=True))
+        found.append(verify(query.scene.uncut, base.uncut, fine=True, grid=uncut))
     if all(v.kind != "same" for v in found):  # a frame added or cut: trimmed on both sides
-        found.append(compare(query, query_view, trimmed_quickly(base.uncut)))
+        trimmed = trimmed_quickly(base.uncut)
+        found.append(compare(query, query_view, trimmed, grid=trimmed if grid else None))
     return min(found, key=lambda v: (RANK[v.kind], v.distance))
 
 
@@ -146,9 +168,16 @@ def trimmed_quickly(image: Image.Image) -> Image.Image:
 
 
 def compare(
-    query: Fingerprints, view: int, stored_view: Image.Image, fine: bool = False
+    query: Fingerprints,
+    view: int,
+    stored_view: Image.Image,
+    fine: bool = False,
+    grid: Image.Image | None = None,
 ) -> Verdict:
-    return verify(query.views[view].make(query.scene), stored_view, fine)
+    """``grid``: as for :func:`verify`; held only for a view that a flip or turn alone made
+    (View.lossless)."""
+    grid = grid if query.views[view].lossless else None
+    return verify(query.views[view].make(query.scene), stored_view, fine, grid)
 
 
 def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
@@ -165,11 +194,19 @@ def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
     return match.query_view, match.stored_view
 
 
-def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = False) -> Verdict:
+def verify(
+    upload_view: Image.Image,
+    stored_view: Image.Image,
+    fine: bool = False,
+    grid: Image.Image | None = None,
+) -> Verdict:
     """Compare two views already in one frame (the pair that matched). ``fine``: also hold
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
     as it is against the whole stored picture. A crop, a flip chosen among symmetric ones
-    or a turn undone lands a pixel or more off, which fine lines do not survive."""
+    or a turn undone lands a pixel or more off, which fine lines do not survive. ``grid``:
+    the stored picture as its lossless file's own pixels, whole, when the upload view is its
+    own file's too: a copy lies on its pixel grid under one of the flips and turns, and
+    differs from it by a colour map alone (off_grid)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
@@ -199,6 +236,8 @@ def verify(upload_view: Image.Image, stored_view: Image.Image, fine: bool = Fals
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
+        if grid is not None and off_grid(upload_view, grid) >= GRID_MAX:
+            return Verdict("different", "detail", share, tones.mean)
         return unlike(tones, share, one_grey(up, st)) or Verdict("same", distance=tones.mean)
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
@@ -220,6 +259,99 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
     return None
+
+
+def off_grid(upload: Image.Image, stored: Image.Image) -> float:
+    """How far ``upload`` stays from ``stored`` in one place once on their common pixel grid:
+    the largest 3x3 mean of :func:`grid_residual`, in grey levels. Every other comparison
+    allows for resampling and recompression, which hide a caption's other words or a line
+    drawn shorter (Xn - Nocif against Xi - Irritant); two files' own pixels have none to allow
+    for. A mean over 3x3 pixels of the signed residual keeps a missing stroke and averages
+    the ringing of a JPEG saved again as PNG away. 0 when there is no grid in common, or when
+    under CLEAN_SHARE of the ink is within CLEAN_LEVEL (noise all over: the other tests allow
+    for it)."""
+    found = grid_residual(upload, stored)
+    if found is None:
+        return 0.0
+    left, up, st = found
+    grey_up, grey_st = up @ LUMA, st @ LUMA
+    ink = np.abs(grey_st - border_level(grey_st)) > INK
+    ink |= np.abs(grey_up - border_level(grey_up)) > INK
+    if not ink.any() or float((np.abs(left[ink]) <= CLEAN_LEVEL).mean()) < CLEAN_SHARE:
+        return 0.0
+    return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
+
+
+def grid_residual(
+    upload: Image.Image, stored: Image.Image
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per pixel, what the best affine colour map of the stored view (brightness, contrast,
+    saturation and greyscale are a copier's edits) leaves of the upload (:func:`colour_residual`),
+    under the flip or turn of the upload whose grey levels lie closest; with the two
+    (h, w, 3) views as compared. Views whose sizes differ by a few pixels (two trims of one
+    picture) are compared where they overlap best. None when no flip or turn comes within
+    :data:`MAX_OFFSET` pixels of the stored view's size."""
+    st = np.asarray(stored.convert("RGB"), np.float32)
+    up = np.asarray(upload.convert("RGB"), np.float32)
+    grey_st, grey_up = st.mean(axis=2), up.mean(axis=2)
+    laid = [
+        (*overlapping(grey, grey_st), turn)
+        for turn, grey in enumerate(dihedral(grey_up))
+        if max(abs(a - b) for a, b in zip(grey.shape, grey_st.shape, strict=True)) <= MAX_OFFSET
+    ]
+    if not laid:
+        return None
+    _, (a, b), turn = min(laid, key=lambda found: found[0])
+    up, st = dihedral(up)[turn][a], st[b]
+    return colour_residual(st, up), up, st
+
+
+def dihedral(image: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and turns of an image, as numpy views, in a fixed order."""
+    return [np.rot90(v, k) for v in (image, image[::-1]) for k in range(4)]
+
+
+Window = tuple[slice, slice]
+
+
+def overlapping(first: np.ndarray, second: np.ndarray) -> tuple[float, tuple[Window, Window]]:
+    """Where two grey images, cut to their common size, differ least: the mean absolute
+    difference there and the two windows."""
+    h, w = min(first.shape[0], second.shape[0]), min(first.shape[1], second.shape[1])
+
+    def windows(image: np.ndarray) -> list[Window]:
+        return [
+            (slice(y, y + h), slice(x, x + w))
+            for y in range(image.shape[0] - h + 1)
+            for x in range(image.shape[1] - w + 1)
+        ]
+
+    return min(
+        (float(np.abs(first[a] - second[b]).mean()), (a, b))
+        for a in windows(first)
+        for b in windows(second)
+    )
+
+
+def colour_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
+    """Per pixel, the grey level (luma) of what an affine map of ``stored`` fitted to
+    ``upload`` (both (h, w, 3)) leaves, signed. Luma, because JPEG keeps it at every pixel
+    while it halves colour's resolution: a thin coloured line saved as JPEG, even at 95, loses
+    its colour, not its line. The map is fitted by least squares (in float64 about the means:
+    a drawing's channels move together, and float32 normal equations lose the fit), and
+    fitted again on the pixels it fit within the mean (a changed caption, or white clipped by
+    a brightened copy, is no measure of the map); its prediction is clipped as the copy's
+    pixels were."""
+    x = stored.reshape(-1, 3).astype(np.float64)
+    y = upload.reshape(-1, 3).astype(np.float64)
+    fitted = np.ones(len(y), bool)
+    for _ in range(FIT_ROUNDS):
+        mx, my = x[fitted].mean(axis=0), y[fitted].mean(axis=0)
+        xs = x[fitted] - mx
+        gain = np.linalg.lstsq(xs.T @ xs, xs.T @ (y[fitted] - my), rcond=None)[0]
+        left = (np.clip((x - mx) @ gain + my, 0, 255) - y) @ LUMA
+        fitted = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
+    return left.reshape(stored.shape[:2]).astype(np.float32)
 
 
 def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:

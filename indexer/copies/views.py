@@ -52,12 +52,16 @@ class Scene:
     uncut: Image.Image  # the image shrunk to HASH_BASE
     picture: Image.Image  # the picture in it (window chrome cut away)
     box: Box | None  # the box inside the picture's own flat frame
+    # Whether ``uncut`` holds the file's own pixels: a lossless file no larger than HASH_BASE,
+    # neither shrunk nor recompressed (verify.py holds such an upload to the pixel).
+    own: bool = False
 
     @classmethod
-    def of(cls, image: Image.Image) -> Scene:
+    def of(cls, image: Image.Image, lossless: bool = False) -> Scene:
+        """``lossless``: ``image`` is a lossless file's pixels as decoded, at its own size."""
         uncut = hash_base(image)
         inner, box = picture(uncut)
-        return cls(uncut, inner, box)
+        return cls(uncut, inner, box, lossless and uncut.size == image.size)
 
     @cached_property
     def trimmed(self) -> Image.Image:
@@ -81,6 +85,9 @@ class View:
     # an item only as a stored crop, and only from the uncut similarity up.
     strict: bool = False
     banded: bool = True  # compared in the DCT band its size holds (uploads only)
+    # Made of the picture's pixels by a flip or turn alone, with no resampling and no cut at
+    # a fixed place: such a view of a copy lies on the stored picture's own pixel grid.
+    lossless: bool = False
 
 
 def hash_base(image: Image.Image) -> Image.Image:
@@ -151,7 +158,13 @@ INDEX_VIEWS: tuple[View, ...] = (
 
 QUERY_VIEWS: tuple[View, ...] = (
     *(
-        View(name, lambda s, op=op: transposed(s.picture, op), whole=op is None, turned=turn)
+        View(
+            name,
+            lambda s, op=op: transposed(s.picture, op),
+            whole=op is None,
+            turned=turn,
+            lossless=True,
+        )
         for name, op, turn in DIHEDRAL
     ),
     *(
@@ -160,6 +173,7 @@ QUERY_VIEWS: tuple[View, ...] = (
             lambda s, op=op: transposed(s.trimmed, op),
             whole=op is None,
             turned=turn,
+            lossless=True,
         )
         for name, op, turn in DIHEDRAL
     ),
