@@ -136,9 +136,10 @@ def verify_match(
         stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
     if INDEX_VIEWS[stored_view].name != "trimmed":
         fine = query.views[query_view].name == "as is" and stored_view == WHOLE
-        # The whole picture, or brightened (a colour map of it): on the upload's grid.
-        on_grid = base.uncut if grid and not INDEX_VIEWS[stored_view].crop else None
-        return compare(query, query_view, INDEX_VIEWS[stored_view].make(base), fine, on_grid)
+        view = INDEX_VIEWS[stored_view].make(base)
+        # The whole picture, or brightened (its clipped whites are a brightened copy's too).
+        on_grid = view if grid and not INDEX_VIEWS[stored_view].crop else None
+        return compare(query, query_view, view, fine, on_grid)
     untrimmed = query.views[query_view].name.removeprefix("trimmed ")
     uncut = base.uncut if grid else None
     found = [
