@@ -831,6 +831,15 @@ def overlaid(image: Image.Image) -> Image.Image:
     return out
 
 
+def engine_over(root: Path, tmp_path_factory, embedder) -> Engine:
+    """An engine over the pictures in ``root`` and four unrelated drawings."""
+    for i in range(4):
+        save(drawing(300 + i), root / f"other_{i}.png")
+    out = tmp_path_factory.mktemp(f"{root.name}-index") / "index"
+    build_index(root, out, embedder, tiny_settings())
+    return Engine.open(out, tiny_settings(), embedder)
+
+
 @pytest.fixture(scope="module")
 def sibling_index(tmp_path_factory, embedder) -> Engine:
     """A thin-line star, a tricolour flag, a drawing and one copy of it in other bytes."""
@@ -842,11 +851,7 @@ def sibling_index(tmp_path_factory, embedder) -> Engine:
     Image.fromarray(np.asarray(drawing(32, (240, 180)))).save(
         root / "drawing_again.png", optimize=True
     )
-    for i in range(4):
-        save(drawing(300 + i), root / f"other_{i}.png")
-    out = tmp_path_factory.mktemp("sibling-index") / "index"
-    build_index(root, out, embedder, tiny_settings())
-    return Engine.open(out, tiny_settings(), embedder)
+    return engine_over(root, tmp_path_factory, embedder)
 
 
 def test_a_sibling_with_other_fine_lines_is_not_a_copy(sibling_index: Engine) -> None:
@@ -1089,11 +1094,7 @@ def star_family(tmp_path_factory, embedder) -> Engine:
     root = tmp_path_factory.mktemp("stars")
     for points in (88, 90, 92, 94, 96):
         save(thin_star(points, 100), root / f"star_{points}.png")
-    for i in range(4):
-        save(drawing(300 + i), root / f"other_{i}.png")
-    out = tmp_path_factory.mktemp("star-index") / "index"
-    build_index(root, out, embedder, tiny_settings())
-    return Engine.open(out, tiny_settings(), embedder)
+    return engine_over(root, tmp_path_factory, embedder)
 
 
 def test_a_star_is_a_copy_of_itself_only_and_undecided_where_its_family_looks_alike(
@@ -1164,11 +1165,7 @@ def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
 def sign_index(tmp_path_factory, embedder) -> Engine:
     root = tmp_path_factory.mktemp("signs")
     save(hazard_sign("Xn - Nocif"), root / "nocif.png")
-    for i in range(4):
-        save(drawing(300 + i), root / f"other_{i}.png")
-    out = tmp_path_factory.mktemp("sign-index") / "index"
-    build_index(root, out, embedder, tiny_settings())
-    return Engine.open(out, tiny_settings(), embedder)
+    return engine_over(root, tmp_path_factory, embedder)
 
 
 def test_a_png_of_a_sibling_at_the_stored_file_s_size_is_not_a_copy(sign_index: Engine) -> None:

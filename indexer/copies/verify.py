@@ -275,9 +275,7 @@ def off_grid(upload: Image.Image, stored: Image.Image) -> float:
     if found is None:
         return 0.0
     left, up, st = found
-    grey_up, grey_st = up @ LUMA, st @ LUMA
-    ink = np.abs(grey_st - border_level(grey_st)) > INK
-    ink |= np.abs(grey_up - border_level(grey_up)) > INK
+    ink = inked(up @ LUMA, st @ LUMA)
     if not ink.any() or float((np.abs(left[ink]) <= CLEAN_LEVEL).mean()) < CLEAN_SHARE:
         return 0.0
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
@@ -413,8 +411,7 @@ def tone_difference(
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
     picture[:2], picture[-2:], picture[:, :2], picture[:, -2:] = False, False, False, False
-    ink = (np.abs(up - border_level(up)) > INK) | (np.abs(st - border_level(st)) > INK)
-    ink &= picture
+    ink = inked(up, st) & picture
     colour = colour_difference(up_rgb, st_rgb, offset, picture)
     if not ink.any():
         return Tones(0.0, 0.0, colour, inked=False)
@@ -463,6 +460,11 @@ def phase_offset(up: np.ndarray, stored: np.ndarray) -> tuple[int, int]:
 @functools.lru_cache(maxsize=64)
 def hann(h: int, w: int) -> np.ndarray:
     return np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+
+
+def inked(*greys: np.ndarray) -> np.ndarray:
+    """The pixels that carry ink (INK levels from its border's level) in any of the views."""
+    return np.logical_or.reduce([np.abs(g - border_level(g)) > INK for g in greys])
 
 
 def border_level(grey_image: np.ndarray) -> float:
