@@ -1143,7 +1143,8 @@ def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
     jitter, and a JPEG saved again as PNG (not clean: its ringing is left to the other tests)
     stay the same picture."""
     stored = stored_thumbnail(hazard_sign("Xn - Nocif"))
-    sibling = verify.verify(hash_base(hazard_sign("Xi - Irritant")), stored, grid=stored)
+    irritant = hash_base(hazard_sign("Xi - Irritant"))
+    sibling = verify.verify(irritant, stored, grid=stored)
     assert (sibling.kind, sibling.region) == ("different", "detail")
     sign = hazard_sign("Xn - Nocif")
     copies = (
@@ -1154,11 +1155,42 @@ def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
     )
     for copy in copies:
         assert verify.verify(hash_base(copy), stored, grid=stored).kind == "same"
-    assert verify.verify(hash_base(hazard_sign("Xi - Irritant")), stored).kind == "same"
+    assert verify.verify(irritant, stored).kind == "same"
     monkeypatch.setattr(verify, "GRID_MAX", 1e9)
-    assert (
-        verify.verify(hash_base(hazard_sign("Xi - Irritant")), stored, grid=stored).kind == "same"
+    assert verify.verify(irritant, stored, grid=stored).kind == "same"
+
+
+def shaded_sign(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
+    """The hazard sign with its orange square shaded from ``top`` to ``bottom``: a gradient
+    that brightening or saturating clips part of, as in many Openclipart drawings."""
+    pixels = np.asarray(hazard_sign("Xn - Nocif")).copy()
+    square = (pixels[:156] == (255, 153, 0)).all(axis=2)
+    shade = np.linspace(0, 1, 156)[:, None, None]
+    gradient = np.broadcast_to(
+        np.array(top) * (1 - shade) + np.array(bottom) * shade, (156, 156, 3)
     )
+    pixels[:156, :156][square] = gradient[square].round().astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def test_on_one_pixel_grid_a_copier_s_colour_edit_changes_every_colour_alike() -> None:
+    """A copier's colour edit (brightness, contrast, saturation; clipped) leaves nothing of a
+    copy once modelled, where any affine colour map left 10-19 levels along the clipped
+    gradient; and a part given another hue, which an affine map fits (a sign recoloured
+    green, a red pin for a green one), is no such edit."""
+    sign = shaded_sign((255, 40, 40), (40, 40, 255))
+    stored = stored_thumbnail(sign)
+    edits = (
+        jittered(sign),
+        ImageEnhance.Brightness(sign).enhance(1.2),
+        ImageEnhance.Color(sign).enhance(1.6),
+        ImageEnhance.Contrast(sign).enhance(1.3),
+    )
+    for edit in edits:
+        assert verify.off_grid(hash_base(edit), stored) < verify.CLEAN_LEVEL
+    orange = stored_thumbnail(shaded_sign((255, 200, 60), (200, 80, 0)))
+    green = hash_base(shaded_sign((60, 160, 60), (0, 100, 0)))
+    assert verify.off_grid(green, orange) >= verify.GRID_MAX
 
 
 @pytest.fixture(scope="module")

@@ -86,16 +86,23 @@ INK = 24.0
 TONE_MAX = 32.0
 # On one pixel grid: an upload of a lossless file's own pixels against a stored picture kept
 # losslessly at its own size, a flip or turn apart. A copy then differs from it only by a
-# colour map (brightness, contrast, saturation, greyscale) and its rounding, clipping, or
-# the ringing of a JPEG it once was; the largest 3x3 mean of the grey residual of the best
-# such map is under GRID_MAX levels ... (calibrated: docs/copy-detection.md, run W)
+# copier's colour edit (brightness, contrast, saturation, greyscale: copier_residual) and its
+# rounding, clipping, or the ringing of a JPEG it once was; the largest 3x3 mean of the grey
+# residual is under GRID_MAX levels ... (calibrated: docs/copy-detection.md, runs W and X)
 GRID_MAX = 24.0
-# ... held only where at least CLEAN_SHARE of the ink is within CLEAN_LEVEL: a residual all
-# over means the two were not on one grid after all (a turned star met as itself).
+# ... held only where at least CLEAN_SHARE of the ink is within CLEAN_LEVEL of any affine
+# colour map (affine_residual): a residual all over means the two were not on one grid after
+# all (a turned star met as itself).
 CLEAN_LEVEL = 3.0
 CLEAN_SHARE = 0.25
-# The colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least of.
+# Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
+# of; the copier's map only on pixels its clipping cannot have touched. Its floor and
+# ceiling are the upload's levels where the stored picture is black or white (within
+# BOUND_LEVELS of 0 or 255, on at least BOUND_PIXELS pixels).
 FIT_ROUNDS = 2
+BOUND_LEVELS = 5.0
+BOUND_PIXELS = 16
+CLIP_REACH = 1
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
 WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
 REGIONS = (("top", "middle", "bottom"), ("left", "centre", "right"))
@@ -207,7 +214,7 @@ def verify(
     or a turn undone lands a pixel or more off, which fine lines do not survive. ``grid``:
     the stored picture as its lossless file's own pixels, whole, when the upload view is its
     own file's too: a copy lies on its pixel grid under one of the flips and turns, and
-    differs from it by a colour map alone (off_grid)."""
+    differs from it by a copier's colour edit alone (off_grid)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
@@ -264,35 +271,33 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
 
 def off_grid(upload: Image.Image, stored: Image.Image) -> float:
     """How far ``upload`` stays from ``stored`` in one place once on their common pixel grid:
-    the largest 3x3 mean of :func:`grid_residual`, in grey levels. Every other comparison
+    the largest 3x3 mean of :func:`copier_residual`, in grey levels. Every other comparison
     allows for resampling and recompression, which hide a caption's other words or a line
     drawn shorter (Xn - Nocif against Xi - Irritant); two files' own pixels have none to allow
     for. A mean over 3x3 pixels of the signed residual keeps a missing stroke and averages
     the ringing of a JPEG saved again as PNG away. 0 when there is no grid in common, or when
-    under CLEAN_SHARE of the ink is within CLEAN_LEVEL (noise all over: the other tests allow
-    for it)."""
-    found = grid_residual(upload, stored)
+    under CLEAN_SHARE of the ink is within CLEAN_LEVEL of any colour map (noise all over: the
+    other tests allow for it)."""
+    found = on_one_grid(upload, stored)
     if found is None:
         return 0.0
-    left, up, st = found
+    up, st = found
     ink = inked(up @ LUMA, st @ LUMA)
-    if not ink.any() or float((np.abs(left[ink]) <= CLEAN_LEVEL).mean()) < CLEAN_SHARE:
+    clean = np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL
+    if not ink.any() or float(clean.mean()) < CLEAN_SHARE:
         return 0.0
+    left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
 
 
-def grid_residual(
-    upload: Image.Image, stored: Image.Image
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per pixel, what the best affine colour map of the stored view (brightness, contrast,
-    saturation and greyscale are a copier's edits) leaves of the upload (:func:`colour_residual`),
-    under the flip or turn of the upload whose grey levels lie closest; with the two
-    (h, w, 3) views as compared. Views whose sizes differ by a few pixels (two trims of one
-    picture) are compared where they overlap best. None when no flip or turn comes within
+def on_one_grid(upload: Image.Image, stored: Image.Image) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two views as (h, w, 3) float arrays, the upload under the flip or turn whose grey
+    levels lie closest. Views whose sizes differ by a few pixels (two trims of one picture)
+    are cut to where they overlap best. None when no flip or turn comes within
     :data:`MAX_OFFSET` pixels of the stored view's size."""
     st = np.asarray(stored.convert("RGB"), np.float32)
     up = np.asarray(upload.convert("RGB"), np.float32)
-    grey_st, grey_up = st.mean(axis=2), up.mean(axis=2)
+    grey_st, grey_up = st @ LUMA, up @ LUMA  # luma: a greyscale copy's own levels
     laid = [
         (*overlapping(grey, grey_st), turn)
         for turn, grey in enumerate(dihedral(grey_up))
@@ -301,8 +306,7 @@ def grid_residual(
     if not laid:
         return None
     _, (a, b), turn = min(laid, key=lambda found: found[0])
-    up, st = dihedral(up)[turn][a], st[b]
-    return colour_residual(st, up), up, st
+    return dihedral(up)[turn][a], st[b]
 
 
 def dihedral(image: np.ndarray) -> list[np.ndarray]:
@@ -332,15 +336,12 @@ def overlapping(first: np.ndarray, second: np.ndarray) -> tuple[float, tuple[Win
     )
 
 
-def colour_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
-    """Per pixel, the grey level (luma) of what an affine map of ``stored`` fitted to
-    ``upload`` (both (h, w, 3)) leaves, signed. Luma, because JPEG keeps it at every pixel
-    while it halves colour's resolution: a thin coloured line saved as JPEG, even at 95, loses
-    its colour, not its line. The map is fitted by least squares (in float64 about the means:
-    a drawing's channels move together, and float32 normal equations lose the fit), and
-    fitted again on the pixels it fit within the mean (a changed caption, or white clipped by
-    a brightened copy, is no measure of the map); its prediction is clipped as the copy's
-    pixels were."""
+def affine_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
+    """Per pixel, the grey level (luma) of what the best affine map of ``stored``'s colours
+    leaves of ``upload`` (both (h, w, 3)), signed: whether the two lie on one grid at all,
+    whatever their colours. Fitted by least squares in float64 about the means (a drawing's
+    channels move together, and float32 normal equations lose the fit), again on the pixels
+    it fit within the mean."""
     x = stored.reshape(-1, 3).astype(np.float64)
     y = upload.reshape(-1, 3).astype(np.float64)
     fitted = np.ones(len(y), bool)
@@ -350,7 +351,56 @@ def colour_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
         gain = np.linalg.lstsq(xs.T @ xs, xs.T @ (y[fitted] - my), rcond=None)[0]
         left = (np.clip((x - mx) @ gain + my, 0, 255) - y) @ LUMA
         fitted = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
-    return left.reshape(stored.shape[:2]).astype(np.float32)
+    return left.reshape(stored.shape[:2])
+
+
+def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
+    """Per pixel, the grey level (luma) of what a copier's colour edit of ``stored`` leaves
+    of ``upload`` (both (h, w, 3)), signed; 0 where the edit clipped. A copier's edit is
+    ``a * Y + b + s * (RGB - Y)`` (Y: luma; brightness and contrast are a and b, saturation
+    and greyscale s >= 0), clipped to the levels the upload gives the stored picture's black
+    and white: brightening clips white, and a contrast after it makes that clipped white
+    grey. Any affine map would also turn hue, and so pass a green pin for a red one, or one
+    face's skin recoloured in a picture of two. Luma, because JPEG keeps it at every pixel
+    while it halves colour's resolution. Fitted on the levels clipping cannot have touched,
+    again on those of the pixels it fit within the mean."""
+    x = stored.reshape(-1, 3).astype(np.float64)
+    y = upload.reshape(-1, 3).astype(np.float64)
+    floor, ceiling = level_of(x, y, black=True), level_of(x, y, black=False)
+    grey = x @ LUMA.astype(np.float64)
+    terms = np.stack([np.repeat(grey[:, None], 3, axis=1), np.ones_like(x), x - grey[:, None]], -1)
+    # Each channel of each pixel is one equation; those at the floor or ceiling may be clipped.
+    free = (y > floor + 0.5) & (y < ceiling - 0.5)
+    unclipped = free if free.sum() >= BOUND_PIXELS else np.ones(y.shape, bool)
+    fitted = unclipped
+    for _ in range(FIT_ROUNDS):
+        a, b, s = np.linalg.lstsq(terms[fitted], y[fitted], rcond=None)[0]
+        raw = terms @ np.array([a, b, max(s, 0.0)])
+        left = (np.clip(raw, floor, ceiling) - y) @ LUMA
+        near = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
+        touched = clipping(raw.reshape(stored.shape), floor, ceiling).reshape(-1, 3)
+        fitted = unclipped & near[:, None] & ~touched
+        if fitted.sum() < BOUND_PIXELS:
+            fitted = unclipped & near[:, None]
+    return np.where(touched.any(axis=1), 0.0, left).reshape(stored.shape[:2])
+
+
+def clipping(raw: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """(h, w, 3): the levels of ``raw`` (h, w, 3) that an edit clipped, or may have where it
+    was made before the picture was shrunk: within CLIP_REACH pixels of one beyond bounds."""
+    size = (2 * CLIP_REACH + 1, 2 * CLIP_REACH + 1, 1)
+    high = ndimage.maximum_filter(raw, size=size) > ceiling + 0.5
+    return high | (ndimage.minimum_filter(raw, size=size) < floor - 0.5)
+
+
+def level_of(stored: np.ndarray, upload: np.ndarray, black: bool) -> np.ndarray:
+    """The upload's (3,) level where the stored picture (both (n, 3)) is black, or white:
+    the median over those pixels; 0 or 255 when there are too few of them."""
+    bound = 0.0 if black else 255.0
+    at = (np.abs(stored - bound) <= BOUND_LEVELS).all(axis=1)
+    if at.sum() < BOUND_PIXELS:
+        return np.full(3, bound)
+    return np.median(upload[at], axis=0)
 
 
 def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
