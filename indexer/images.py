@@ -45,11 +45,18 @@ class LoadedImage:
     width: int  # of the original file
     height: int
     format: str
+    reduction: int = 1  # the whole factor it was reduced by (reduced)
 
     @property
-    def own_pixels(self) -> bool:
-        """Whether ``image`` is the file's own pixels: a lossless format, not reduced."""
-        return self.format in LOSSLESS_FORMATS and self.image.size == (self.width, self.height)
+    def lossless(self) -> bool:
+        """Whether ``image`` holds the file's own pixels, reduced or shrunk alone."""
+        return self.format in LOSSLESS_FORMATS
+
+    @property
+    def turns_kept(self) -> bool:
+        """Whether a flip or turn of the file decodes to that flip or turn of ``image``: the
+        reduction's boxes tile the file exactly (533 px halved leaves a column of one)."""
+        return self.width % self.reduction == 0 and self.height % self.reduction == 0
 
 
 def read_bytes(ref: Path | bytes, max_bytes: int) -> bytes:
@@ -158,10 +165,14 @@ def least_side(model_image_size: int, thumbnail_size: int) -> int:
     return max(model_image_size, HASH_BASE, thumbnail_size)
 
 
-def reduced(image: Image.Image, least: int) -> Image.Image:
-    """``image`` shrunk by the largest whole factor that keeps its shortest side at least
-    ``least`` (Image.reduce: a box average, cheap and exact in its weights)."""
-    factor = min(image.size) // least if least else 1
+def reduction(size: tuple[int, int], least: int) -> int:
+    """The largest whole factor that keeps the shortest side at least ``least``; 1 for none."""
+    return max(1, min(size) // least) if least else 1
+
+
+def reduced(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` shrunk by ``factor`` (Image.reduce: a box average, cheap and exact in its
+    weights)."""
     return image.reduce(factor) if factor >= 2 else image
 
 
@@ -194,7 +205,9 @@ def decode(
             cost = decode_cost(image)
             with budget.hold(cost) if budget else nullcontext():
                 image.load()
-                image = reduced(flatten(upright(image)), least)
+                image = flatten(upright(image))
+                factor = reduction(image.size, least)
+                image = reduced(image, factor)
                 if max(image.size) > working_size:
                     image.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
             if budget is None and cost >= BIG_DECODE:
@@ -205,7 +218,7 @@ def decode(
         raise BadImage("not_image", "not a recognised image file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage("corrupt", f"corrupt or truncated image ({exc})") from None
-    return LoadedImage(image=image, width=width, height=height, format=fmt)
+    return LoadedImage(image=image, width=width, height=height, format=fmt, reduction=factor)
 
 
 def load_image(
@@ -219,11 +232,18 @@ def thumbnail_bytes(image: Image.Image, size: int, quality: int = 80) -> bytes:
     """The stored thumbnail: lossless WebP for a drawing, JPEG for a photo. Copy verification
     compares an upload with it pixel by pixel, and JPEG's ringing around thin lines is as
     large as the difference between two generated stars (docs/copy-detection.md)."""
-    thumb = image.copy()
-    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    thumb = thumbnail_pixels(image, size)
     jpeg, lossless = io.BytesIO(), io.BytesIO()
     thumb.save(jpeg, format="JPEG", quality=quality, optimize=True)
     thumb.save(lossless, format="WEBP", lossless=True, method=1, quality=0)
     if lossless.tell() <= LOSSLESS_MAX_RATIO * jpeg.tell():
         return lossless.getvalue()
     return jpeg.getvalue()
+
+
+def thumbnail_pixels(image: Image.Image, size: int) -> Image.Image:
+    """``image`` shrunk to fit ``size`` as a stored thumbnail is: an upload shrunk so from a
+    file of the stored file's size lies on its thumbnail's pixel grid (copies.views.Grid)."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    return thumb

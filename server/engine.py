@@ -28,7 +28,8 @@ from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerpri
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.copies.rivals import Checked, same_picture, settle
 from hibt.indexer.copies.verify import Verdict, verify_match
-from hibt.indexer.images import MemoryBudget, decode, least_side
+from hibt.indexer.copies.views import Grid, Scene
+from hibt.indexer.images import LoadedImage, MemoryBudget, decode, least_side, thumbnail_pixels
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
 from hibt.indexer.store import Store
@@ -182,7 +183,7 @@ class Engine:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
         if self.index.has_images:
-            prints = query_fingerprints(loaded.image, loaded.own_pixels)
+            prints = query_fingerprints(loaded.image, self.upload_grid(loaded))
             (copies, rivals), blank = self.copy_candidates(data, prints, vector), plain(prints)
         else:
             copies, rivals, blank = self.likely_copies(vector), 0, False
@@ -277,6 +278,16 @@ class Engine:
                 f"this index has no {target} to search (its dataset published no caption "
                 "embeddings); use target=images"
             )
+
+    def upload_grid(self, loaded: LoadedImage) -> Grid | None:
+        """A lossless upload as the build keeps a stored file: held to the pixel against a
+        stored file on its grid (views.Grid). Not when a reduction left a remainder: a flip of
+        such a file lies half a pixel off, and a flipped copy of a nearly symmetric picture
+        would be closer unflipped, its one asymmetric detail then taken for a difference."""
+        if not loaded.lossless or not loaded.turns_kept:
+            return None
+        image = thumbnail_pixels(loaded.image, self.settings.thumbnail_size)
+        return Grid(Scene.of(image), (loaded.width, loaded.height))
 
     def upload_least_side(self) -> int:
         """The shortest side an upload is decoded down to: the build's (decode.decode_one),
@@ -444,14 +455,18 @@ def verdict(
     row: dict,
 ) -> Verdict:
     """``match`` verified against its stored thumbnail; the same bytes need nothing. A
-    lossless thumbnail at the size of the stored file (``row``) is that file's own pixels."""
+    lossless thumbnail may lie on the upload's pixel grid (views.Grid.meets: by its size and
+    that of the stored file, ``row``)."""
     if match.same_bytes:
         return Verdict("same", distance=0.0)
     stored = thumbnail(match.idx)
     if stored is None:
         return Verdict("different", "no thumbnail")
-    own = stored.lossless and stored.image.size == (row["width"], row["height"])
-    return verify_match(prints, match, stored.image, own)
+    size = (row["width"], row["height"])
+    on_grid = stored.lossless and prints.grid is not None
+    return verify_match(
+        prints, match, stored.image, on_grid and prints.grid.meets(stored.image.size, size)
+    )
 
 
 def pictured_alike(first: Thumbnail | None, second: Thumbnail | None) -> bool:

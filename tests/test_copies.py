@@ -1160,6 +1160,50 @@ def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
     assert verify.verify(irritant, stored, grid=stored).kind == "same"
 
 
+def large_sign(caption: str, width: int) -> Image.Image:
+    """The hazard sign drawn ``width`` x 608 px, its caption in the same small type: a detail
+    of a few pixels once the file is reduced and shrunk to a 256 px thumbnail."""
+    image = hazard_sign("").resize((width, 608), Image.Resampling.LANCZOS)
+    ImageDraw.Draw(image).text((width // 3, image.height - 18), caption, fill="black")
+    return image
+
+
+@pytest.fixture(scope="module")
+def large_sign_indexes(tmp_path_factory, embedder) -> dict[int, Engine]:
+    """An index of the sign at 532 px (reduced by two, evenly), and one at 533 px (a column
+    of one left), each beside four unrelated drawings."""
+    engines = {}
+    for width in (532, 533):
+        root = tmp_path_factory.mktemp(f"large-sign-{width}")
+        save(large_sign("Xn - Nocif", width), root / "nocif.png")
+        engines[width] = engine_over(root, tmp_path_factory, embedder)
+    return engines
+
+
+def test_a_png_of_a_large_sibling_at_the_stored_file_s_size_is_not_a_copy(
+    large_sign_indexes: dict[int, Engine],
+) -> None:
+    """A lossless upload of the stored file's size, decoded and shrunk as the build keeps its
+    thumbnail, lies on that thumbnail's pixel grid: another caption is another picture, while
+    the sign greyed, jittered, mirrored or at JPEG 60 stays a copy. Where the build's
+    reduction left a remainder (533 px halved), a mirror lies off the grid, and the sign,
+    nearly symmetric, would be closer unmirrored: no upload of that size is held to it."""
+    for width, engine in large_sign_indexes.items():
+        _, first = top(engine, encode(large_sign("Xi - Irritant", width)))
+        held = {"similar"} if width == 532 else {"exact_copy", "near_copy"}  # off the grid
+        assert first.source == "nocif.png" and first.match in held
+        sign = large_sign("Xn - Nocif", width)
+        copies = (
+            ImageOps.grayscale(sign).convert("RGB"),
+            jittered(sign),
+            sign.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            encode_decode(sign, 60),
+        )
+        for copy in copies:
+            _, first = top(engine, encode(copy))
+            assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")
+
+
 def shaded_sign(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
     """The hazard sign with its orange square shaded from ``top`` to ``bottom``: a gradient
     that brightening or saturating clips part of, as in many Openclipart drawings."""

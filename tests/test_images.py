@@ -72,18 +72,26 @@ def test_decoded_at_what_the_work_needs(fmt: str, size: tuple[int, int]) -> None
     assert decode(small.getvalue(), **LIMITS, least=least).image.size == (300, 200)
 
 
-def test_only_a_lossless_file_decoded_at_its_size_is_its_own_pixels() -> None:
-    """Copy verification holds such an upload to the pixel (verify.off_grid): a PNG as it
-    is, not a JPEG, and not a PNG reduced for the work."""
-    encoded = {}
-    for fmt, size in (("PNG", (200, 150)), ("JPEG", (200, 150)), ("PNG", (3000, 1000))):
+def test_a_lossless_file_keeps_its_grid_and_flips_keep_it_when_its_reduction_tiles_it() -> None:
+    """Copy verification holds a lossless upload to the pixel (verify.off_grid), on the grid
+    the build's decode and thumbnail give it: a PNG, not a JPEG. Its flips and turns lie on
+    that grid too unless a reduction left a remainder (533 px halved: a column of one)."""
+    found = {}
+    for fmt, size in (
+        ("PNG", (200, 150)),
+        ("JPEG", (200, 150)),
+        ("PNG", (532, 600)),
+        ("PNG", (533, 600)),
+    ):
         buf = io.BytesIO()
         drawing(7, size).save(buf, format=fmt)
-        encoded[fmt, size] = decode(buf.getvalue(), **LIMITS).own_pixels
-    assert encoded == {
-        ("PNG", (200, 150)): True,
-        ("JPEG", (200, 150)): False,
-        ("PNG", (3000, 1000)): False,
+        loaded = decode(buf.getvalue(), **LIMITS, least=256)
+        found[fmt, size] = (loaded.lossless, loaded.reduction, loaded.turns_kept)
+    assert found == {
+        ("PNG", (200, 150)): (True, 1, True),
+        ("JPEG", (200, 150)): (False, 1, True),
+        ("PNG", (532, 600)): (True, 2, True),
+        ("PNG", (533, 600)): (True, 2, False),
     }
 
 

@@ -33,6 +33,7 @@ from hibt.indexer.copies.views import (
     INDEX_VIEWS,
     QUERY_TRIMMED_VIEW,
     QUERY_VIEWS,
+    Grid,
     Scene,
     View,
     views_of,
@@ -78,6 +79,7 @@ class Fingerprints:
     content_colour: np.ndarray | None = None
     views: list[View] = field(default_factory=list)  # what each row is (views.py)
     scene: Scene | None = None  # what the views were cut from (uploads: for verify.py)
+    grid: Grid | None = None  # the upload as a build keeps a stored file (uploads: verify.py)
 
     def __post_init__(self) -> None:
         if self.bands is None:
@@ -186,11 +188,11 @@ def index_fingerprints(image: Image.Image) -> Fingerprints:
     return found
 
 
-def query_fingerprints(image: Image.Image, lossless: bool = False) -> Fingerprints:
-    """``lossless``: ``image`` is a lossless file's pixels at its own size (Scene.own)."""
-    scene = Scene.of(image, lossless)
+def query_fingerprints(image: Image.Image, grid: Grid | None = None) -> Fingerprints:
+    """``grid``: the upload as a build would keep it, when a lossless file (views.Grid)."""
+    scene = Scene.of(image)
     found = fingerprints_of(scene, QUERY_VIEWS)
-    found.scene = scene
+    found.scene, found.grid = scene, grid
     found.colour = colour_signature(scene.picture)
     found.content_colour = colour_signature(scene.trimmed)
     return found

@@ -122,12 +122,14 @@ RANK = {"same": 0, "edited": 1, "different": 2}
 
 
 def verify_match(
-    query: Fingerprints, match: CopyMatch, stored: Image.Image, own: bool = False
+    query: Fingerprints, match: CopyMatch, stored: Image.Image, on_grid: bool = False
 ) -> Verdict:
     """Verify ``match`` of the upload ``query`` (its fingerprints, with their scene) against
     the stored picture ``stored`` (its thumbnail will do: the comparison is at 64 px).
-    ``own``: ``stored`` is the stored file's own pixels (a lossless thumbnail at the file's
-    size); with an upload that is too (Scene.own), whole pictures are compared to the pixel.
+    ``on_grid``: ``stored`` is a lossless thumbnail on the upload's grid (``query.grid``,
+    views.Grid.meets): the upload's views are then cut from it as the build would (the
+    thumbnail's own resampling, not the fingerprints'), and whole pictures are also compared
+    to the pixel.
 
     The stored view is made again from the thumbnail. Its whole picture, crops and
     brightened view are exact; its trimmed view is not always (JPEG noise can hide a flat
@@ -137,28 +139,33 @@ def verify_match(
     if match.query_view < 0 or query.scene is None:
         return Verdict("same", distance=0.0)  # same bytes: nothing to verify
     base = Scene(hash_base(stored), hash_base(stored), None)
-    grid = own and query.scene.own
+    grid = on_grid and query.grid is not None
+    scene = query.grid.scene if grid else query.scene
     query_view, stored_view = widened(query, match)
-    if INDEX_VIEWS[stored_view].brightened and one_grey(query.scene.picture, base.uncut):
+    if INDEX_VIEWS[stored_view].brightened and one_grey(scene.picture, base.uncut):
         stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
     if INDEX_VIEWS[stored_view].name != "trimmed":
         fine = query.views[query_view].name == "as is" and stored_view == WHOLE
         view = INDEX_VIEWS[stored_view].make(base)
         # The whole picture, or brightened (its clipped whites are a brightened copy's too).
-        on_grid = view if grid and not INDEX_VIEWS[stored_view].crop else None
-        return compare(query, query_view, view, fine, on_grid)
+        held = view if grid and not INDEX_VIEWS[stored_view].crop else None
+        return compare(query, scene, query_view, view, fine, held)
     untrimmed = query.views[query_view].name.removeprefix("trimmed ")
     uncut = base.uncut if grid else None
     found = [
-        compare(query, i, base.uncut, v.name == "as is", uncut)
+        compare(query, scene, i, base.uncut, v.name == "as is", uncut)
         for i, v in enumerate(query.views)
         if v.name == untrimmed
     ]
-    if query.scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
-        found.append(verify(query.scene.uncut, base.uncut, fine=True, grid=uncut))
-    if all(v.kind != "same" for v in found):  # a frame added or cut: trimmed on both sides
+    if scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
+        found.append(verify(scene.uncut, base.uncut, fine=True, grid=uncut))
+    # A frame added or cut: trimmed on both sides; not when the whole pictures lay on one
+    # pixel grid and differed there (no frame was added or cut, and the trims of two
+    # siblings can differ by more than the grid test's few pixels).
+    if all(v.kind != "same" and v.region != "detail" for v in found):
         trimmed = trimmed_quickly(base.uncut)
-        found.append(compare(query, query_view, trimmed, grid=trimmed if grid else None))
+        held = trimmed if grid else None
+        found.append(compare(query, scene, query_view, trimmed, grid=held))
     return min(found, key=lambda v: (RANK[v.kind], v.distance))
 
 
@@ -177,15 +184,16 @@ def trimmed_quickly(image: Image.Image) -> Image.Image:
 
 def compare(
     query: Fingerprints,
+    scene: Scene,
     view: int,
     stored_view: Image.Image,
     fine: bool = False,
     grid: Image.Image | None = None,
 ) -> Verdict:
-    """``grid``: as for :func:`verify`; held only for a view that a flip or turn alone made
-    (View.lossless)."""
+    """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid``: as for
+    :func:`verify`; held only for a view that a flip or turn alone made (View.lossless)."""
     grid = grid if query.views[view].lossless else None
-    return verify(query.views[view].make(query.scene), stored_view, fine, grid)
+    return verify(query.views[view].make(scene), stored_view, fine, grid)
 
 
 def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
@@ -212,9 +220,9 @@ def verify(
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
     as it is against the whole stored picture. A crop, a flip chosen among symmetric ones
     or a turn undone lands a pixel or more off, which fine lines do not survive. ``grid``:
-    the stored picture as its lossless file's own pixels, whole, when the upload view is its
-    own file's too: a copy lies on its pixel grid under one of the flips and turns, and
-    differs from it by a copier's colour edit alone (off_grid)."""
+    the whole stored picture, when it and the upload view lie on one pixel grid (views.Grid):
+    a copy then lies on it under one of the flips and turns, and differs from it by a
+    copier's colour edit alone (off_grid)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):

@@ -52,16 +52,12 @@ class Scene:
     uncut: Image.Image  # the image shrunk to HASH_BASE
     picture: Image.Image  # the picture in it (window chrome cut away)
     box: Box | None  # the box inside the picture's own flat frame
-    # Whether ``uncut`` holds the file's own pixels: a lossless file no larger than HASH_BASE,
-    # neither shrunk nor recompressed (verify.py holds such an upload to the pixel).
-    own: bool = False
 
     @classmethod
-    def of(cls, image: Image.Image, lossless: bool = False) -> Scene:
-        """``lossless``: ``image`` is a lossless file's pixels as decoded, at its own size."""
+    def of(cls, image: Image.Image) -> Scene:
         uncut = hash_base(image)
         inner, box = picture(uncut)
-        return cls(uncut, inner, box, lossless and uncut.size == image.size)
+        return cls(uncut, inner, box)
 
     @cached_property
     def trimmed(self) -> Image.Image:
@@ -71,6 +67,26 @@ class Scene:
     def was_cut(self) -> bool:
         """The picture was cut out of what looked like window chrome or a mount."""
         return self.picture.size != self.uncut.size
+
+
+@dataclass
+class Grid:
+    """An upload as a build keeps a stored file: a lossless file's pixels, decoded as the build
+    decodes and shrunk as its thumbnail is (images.thumbnail_pixels), and whose flips and
+    turns would decode to the same grid (images.LoadedImage.turns_kept). A stored file of its
+    size, kept losslessly, lies on that pixel grid, and so does any that was not shrunk
+    either when this was not: verify.py holds the two to the pixel."""
+
+    scene: Scene  # cut from the upload so shrunk
+    size: tuple[int, int]  # the upload file's, in pixels
+
+    def meets(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
+        """Whether a stored file of size ``stored``, with a lossless thumbnail of size
+        ``thumbnail``, lies on this grid."""
+        if self.scene.uncut.size == self.size and thumbnail == stored:
+            return True  # both files' own pixels: two trims of one picture meet as well
+        shrunk = self.scene.uncut.size
+        return stored in (self.size, self.size[::-1]) and thumbnail in (shrunk, shrunk[::-1])
 
 
 @dataclass(frozen=True)
