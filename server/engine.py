@@ -28,7 +28,7 @@ from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerpri
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.copies.rivals import Checked, same_picture, settle
 from hibt.indexer.copies.verify import Verdict, verify_match
-from hibt.indexer.copies.views import Grid, Scene
+from hibt.indexer.copies.views import Grid
 from hibt.indexer.images import LoadedImage, MemoryBudget, decode, least_side, thumbnail_pixels
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
@@ -287,7 +287,7 @@ class Engine:
         if not loaded.lossless or not loaded.turns_kept:
             return None
         image = thumbnail_pixels(loaded.image, self.settings.thumbnail_size)
-        return Grid(Scene.of(image), (loaded.width, loaded.height))
+        return Grid(image, (loaded.width, loaded.height))
 
     def upload_least_side(self) -> int:
         """The shortest side an upload is decoded down to: the build's (decode.decode_one),

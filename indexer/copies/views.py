@@ -77,15 +77,20 @@ class Grid:
     size, kept losslessly, lies on that pixel grid, and so does any that was not shrunk
     either when this was not: verify.py holds the two to the pixel."""
 
-    scene: Scene  # cut from the upload so shrunk
+    image: Image.Image  # the upload so shrunk
     size: tuple[int, int]  # the upload file's, in pixels
+
+    @cached_property
+    def scene(self) -> Scene:
+        """Cut only when a candidate lies on the grid: framing costs milliseconds."""
+        return Scene.of(self.image)
 
     def meets(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
         """Whether a stored file of size ``stored``, with a lossless thumbnail of size
         ``thumbnail``, lies on this grid."""
-        if self.scene.uncut.size == self.size and thumbnail == stored:
+        shrunk = self.image.size
+        if shrunk == self.size and thumbnail == stored:
             return True  # both files' own pixels: two trims of one picture meet as well
-        shrunk = self.scene.uncut.size
         return stored in (self.size, self.size[::-1]) and thumbnail in (shrunk, shrunk[::-1])
 
 
