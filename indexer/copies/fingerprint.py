@@ -193,6 +193,8 @@ def query_fingerprints(image: Image.Image, grid: Grid | None = None) -> Fingerpr
     scene = Scene.of(image)
     found = fingerprints_of(scene, QUERY_VIEWS)
     found.scene, found.grid = scene, grid
+    if grid is not None and grid.image.size == image.size:
+        grid.scene = scene  # not shrunk: the same pixels, framed once
     found.colour = colour_signature(scene.picture)
     found.content_colour = colour_signature(scene.trimmed)
     return found
