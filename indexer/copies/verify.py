@@ -291,8 +291,9 @@ def off_grid(upload: Image.Image, stored: Image.Image) -> float:
         return 0.0
     up, st = found
     ink = inked(up @ LUMA, st @ LUMA)
-    clean = np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL
-    if not ink.any() or float(clean.mean()) < CLEAN_SHARE:
+    if not ink.any():
+        return 0.0
+    if float((np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL).mean()) < CLEAN_SHARE:
         return 0.0
     left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
