@@ -975,6 +975,42 @@ def test_a_card_on_a_cream_ground_is_not_a_copy_of_one_on_white(monkeypatch) -> 
     assert verify.verify(hash_base(playing_card((255, 255, 255))), stored).kind == "same"
 
 
+def hatched_leaves(fill: tuple[int, int, int]) -> Image.Image:
+    """Two leaves outlined in black and hatched in ``fill``: Openclipart's foglie_rosse
+    (191, 0, 0) and foglie_marroni (90, 61, 28), whose colour covers too little of the
+    page for the colour mean or for any block."""
+    image = Image.new("RGB", (200, 160), "white")
+    draw = ImageDraw.Draw(image)
+    for box in ((10, 20, 95, 140), (105, 20, 190, 140)):
+        draw.ellipse(box, outline="black", width=3)
+        for x in range(box[0] + 12, box[2] - 8, 12):
+            draw.line((x, box[1] + 18, x - 6, box[3] - 18), fill=fill, width=2)
+    return image
+
+
+def test_a_drawing_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
+    """Red leaves against brown ones of about the same grey: a copier's brightness, contrast
+    or saturation scales colour and never turns its hue, so the hue where both are coloured
+    tells them; JPEG, halved, jittered, brightened, saturated and greyscale copies stay."""
+    leaves = hatched_leaves((191, 0, 0))
+    stored = stored_thumbnail(leaves)
+    brown = hash_base(hatched_leaves((90, 61, 28)))
+    found = verify.verify(brown, stored)
+    assert (found.kind, found.region) == ("different", "colour")
+    copies = (
+        encode_decode(leaves, 30),
+        leaves.resize((100, 80)),
+        jittered(leaves),
+        ImageEnhance.Brightness(leaves).enhance(1.3),
+        ImageEnhance.Color(leaves).enhance(1.8),
+        ImageOps.grayscale(leaves).convert("RGB"),
+    )
+    for copy in copies:
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    monkeypatch.setattr(verify, "HUE_MAX", 1e9)
+    assert verify.verify(brown, stored).kind == "same"
+
+
 def test_a_greyscale_copy_either_way_round_is_the_same_picture() -> None:
     """An artist uploads the coloured original; the dataset holds a greyscale copy (or the
     other way round): colour is not compared when either view is grey. A flag of the same

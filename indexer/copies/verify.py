@@ -60,6 +60,14 @@ COLOUR_DIFF = 48.0
 # Mean opponent-colour distance over the whole picture (0-255 scale) from which two views
 # are other colourings of one drawing (calibrated: docs/copy-detection.md, run P).
 COLOUR_MEAN_MAX = 15.0
+# Mean angle (degrees) between the two views' opponent colours, where both are at least
+# HUE_CHROMA from grey, from which one is the other recoloured: a copier's edit scales colour
+# and never turns it (calibrated: docs/copy-detection.md, run Y).
+HUE_MAX = 27.0
+HUE_CHROMA = 24.0
+# Channel level from which a pixel counts as blown: brightening clips a channel and so turns
+# the hue (a yolk turns yellower); such pixels do not count for the hue.
+BLOWN = 250
 # Where one view is grey and the other coloured, the mean grey difference over ink
 # (Tones.mean) from which the two are other pictures, not a greyscale copy (calibrated:
 # docs/copy-detection.md, run R).
@@ -270,7 +278,7 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     (a black-and-white ice cream cone against the vanilla one)."""
     if not tones.inked:
         return Verdict("different", "blank", share)
-    if tones.colour >= COLOUR_MEAN_MAX:
+    if tones.colour >= COLOUR_MEAN_MAX or tones.hue >= HUE_MAX:
         return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
@@ -445,6 +453,7 @@ class Tones(NamedTuple):
     high: float  # the 95th percentile of the difference over ink: the same picture under TONE_MAX
     mean: float  # its mean: how close, to rank rival candidates (rivals.py)
     colour: float = 0.0  # mean colour difference over the picture: under COLOUR_MEAN_MAX
+    hue: float = 0.0  # mean hue angle between them where both are coloured: under HUE_MAX
     inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
 
 
@@ -471,26 +480,50 @@ def tone_difference(
     diff = shifted_difference(up, st)
     picture[:2], picture[-2:], picture[:, :2], picture[:, -2:] = False, False, False, False
     ink = inked(up, st) & picture
-    colour = colour_difference(up_rgb, st_rgb, offset, picture)
+    colours = laid_colours(up_rgb, st_rgb, offset)
+    colour = colour_difference(*colours, picture)
+    blown = (np.asarray(st_rgb).max(axis=2) >= BLOWN) | moved(
+        np.asarray(up_rgb).max(axis=2) >= BLOWN, *offset
+    )
+    hue = hue_turn(*colours, picture & ~blown)
     if not ink.any():
-        return Tones(0.0, 0.0, colour, inked=False)
-    return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()), colour)
+        return Tones(0.0, 0.0, colour, hue, inked=False)
+    return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()), colour, hue)
 
 
-def colour_difference(
-    upload: Image.Image, stored: Image.Image, offset: tuple[int, int], where: np.ndarray
-) -> float:
-    """The mean opponent-colour distance between the two views laid over each other
-    (``offset``), over ``where``, once the upload's saturation is fitted; 0 when either is
-    grey (a greyscale copy is a copy). The blocks' colour test (:func:`recoloured`) waits
-    for a whole block of another hue; a card on a cream ground against one on white, or a
-    balloon in another shade, differs by less per block but over the whole picture."""
+def laid_colours(
+    upload: Image.Image, stored: Image.Image, offset: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two views' opponent colours (:func:`opponent`), the upload's moved by ``offset``
+    onto the stored view's, both blurred by a pixel as the grey levels are."""
     a, b = opponent(upload), opponent(stored)
-    if either_grey(a, b) or not where.any():
+    a = np.stack([moved(a[..., i], *offset) for i in range(2)], axis=-1)
+    return tuple(ndimage.gaussian_filter(v, (0.8, 0.8, 0)) for v in (a, b))
+
+
+def colour_difference(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
+    """The mean opponent-colour distance between two views' laid colours
+    (:func:`laid_colours`), over ``where``, once the upload's saturation is fitted; 0 when
+    either is grey (a greyscale copy is a copy). The blocks' colour test (:func:`recoloured`)
+    waits for a whole block of another hue; a card on a cream ground against one on white,
+    or a balloon in another shade, differs by less per block but over the whole picture."""
+    if either_grey(up, stored) or not where.any():
         return 0.0
-    a = np.stack([moved(a[..., i], *offset) for i in range(2)], axis=-1) * saturation_gain(a, b)
-    a, b = (ndimage.gaussian_filter(v, (0.8, 0.8, 0)) for v in (a, b))
-    return float(shifted_difference(a, b)[where].mean())
+    return float(shifted_difference(up * saturation_gain(up, stored), stored)[where].mean())
+
+
+def hue_turn(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
+    """The mean angle in degrees between two views' laid colours (:func:`laid_colours`) over
+    ``where`` they are both coloured (0 where they never are). A copier's brightness,
+    contrast or saturation scales the opponent colours and keeps their direction; red
+    leaves against brown ones differ by less than the colour mean sees over a white page."""
+    up_size, stored_size = distance(up), distance(stored)
+    both = where & (up_size >= HUE_CHROMA) & (stored_size >= HUE_CHROMA)
+    if not both.any():
+        return 0.0
+    cosine = (up[..., 0] * stored[..., 0] + up[..., 1] * stored[..., 1])[both]
+    cosine /= up_size[both] * stored_size[both]
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))).mean())
 
 
 def common_size(upload: Image.Image, stored: Image.Image) -> tuple[int, int]:
