@@ -182,11 +182,13 @@ def decode(
     working_size: int,
     budget: MemoryBudget | None = None,
     least: int = 0,
+    transpose: Image.Transpose | None = None,
 ) -> LoadedImage:
     """``least``: reduce the image while its shortest side stays at least this (JPEG: in
     the decoder, at 1/2, 1/4 or 1/8; other formats after decoding); 0 keeps it up to
     ``working_size``. Build and query pass the same value (least_side), so an upload is
-    decoded as its indexed original was."""
+    decoded as its indexed original was. ``transpose``: decoded as the file flipped or
+    turned so would be (a reduction that leaves a remainder does not commute with it)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -206,6 +208,8 @@ def decode(
             with budget.hold(cost) if budget else nullcontext():
                 image.load()
                 image = flatten(upright(image))
+                if transpose is not None:
+                    image = image.transpose(transpose)
                 factor = reduction(image.size, least)
                 image = reduced(image, factor)
                 if max(image.size) > working_size:
@@ -243,7 +247,7 @@ def thumbnail_bytes(image: Image.Image, size: int, quality: int = 80) -> bytes:
 
 def thumbnail_pixels(image: Image.Image, size: int) -> Image.Image:
     """``image`` shrunk to fit ``size`` as a stored thumbnail is: an upload shrunk so from a
-    file of the stored file's size lies on its thumbnail's pixel grid (copies.views.Grid)."""
+    file of the stored file's size lies on its thumbnail's pixel grid (copies.grid.Grid)."""
     thumb = image.copy()
     thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
     return thumb

@@ -25,10 +25,10 @@ from hibt.config import Settings
 from hibt.errors import BadImage, QueryError
 from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
+from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.copies.rivals import Checked, same_picture, settle
 from hibt.indexer.copies.verify import Verdict, verify_match
-from hibt.indexer.copies.views import Grid
 from hibt.indexer.images import LoadedImage, MemoryBudget, decode, least_side, thumbnail_pixels
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
@@ -183,7 +183,7 @@ class Engine:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
         if self.index.has_images:
-            prints = query_fingerprints(loaded.image, self.upload_grid(loaded))
+            prints = query_fingerprints(loaded.image, self.upload_grid(loaded, data))
             (copies, rivals), blank = self.copy_candidates(data, prints, vector), plain(prints)
         else:
             copies, rivals, blank = self.likely_copies(vector), 0, False
@@ -279,15 +279,31 @@ class Engine:
                 "embeddings); use target=images"
             )
 
-    def upload_grid(self, loaded: LoadedImage) -> Grid | None:
+    def upload_grid(self, loaded: LoadedImage, data: bytes) -> Grid | None:
         """A lossless upload as the build keeps a stored file: held to the pixel against a
-        stored file on its grid (views.Grid). Not when a reduction left a remainder: a flip of
-        such a file lies half a pixel off, and a flipped copy of a nearly symmetric picture
-        would be closer unflipped, its one asymmetric detail then taken for a difference."""
-        if not loaded.lossless or not loaded.turns_kept:
+        stored file on its grid (grid.Grid). Where its reduction left a remainder, a flip of
+        it lies half a pixel off the flipped file's grid (a flipped copy of a nearly
+        symmetric picture would be closer unflipped, its one asymmetric detail then taken
+        for a difference): the file is decoded again under the flip a candidate needs."""
+        if not loaded.lossless:
             return None
-        image = thumbnail_pixels(loaded.image, self.settings.thumbnail_size)
-        return Grid(image, (loaded.width, loaded.height))
+        size = self.settings.thumbnail_size
+        image = thumbnail_pixels(loaded.image, size)
+        if loaded.turns_kept:
+            return Grid(image, (loaded.width, loaded.height))
+
+        def decode_turned(transpose: Image.Transpose) -> Image.Image:
+            turned = decode(
+                data,
+                self.settings.max_upload_pixels,
+                self.settings.working_size,
+                self.decodes,
+                self.upload_least_side(),
+                transpose,
+            )
+            return thumbnail_pixels(turned.image, size)
+
+        return Grid(image, (loaded.width, loaded.height), decode_turned)
 
     def upload_least_side(self) -> int:
         """The shortest side an upload is decoded down to: the build's (decode.decode_one),
@@ -455,7 +471,7 @@ def verdict(
     row: dict,
 ) -> Verdict:
     """``match`` verified against its stored thumbnail; the same bytes need nothing. A
-    lossless thumbnail may lie on the upload's pixel grid (views.Grid.meets: by its size and
+    lossless thumbnail may lie on the upload's pixel grid (grid.Grid.meets: by its size and
     that of the stored file, ``row``)."""
     if match.same_bytes:
         return Verdict("same", distance=0.0)

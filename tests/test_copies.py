@@ -1222,12 +1222,12 @@ def test_a_png_of_a_large_sibling_at_the_stored_file_s_size_is_not_a_copy(
     """A lossless upload of the stored file's size, decoded and shrunk as the build keeps its
     thumbnail, lies on that thumbnail's pixel grid: another caption is another picture, while
     the sign greyed, jittered, mirrored or at JPEG 60 stays a copy. Where the build's
-    reduction left a remainder (533 px halved), a mirror lies off the grid, and the sign,
-    nearly symmetric, would be closer unmirrored: its mirrored copy must stay a copy (no
-    upload of that size is held to the pixel, Engine.upload_grid)."""
-    _, first = top(large_sign_indexes[532], encode(large_sign("Xi - Irritant", 532)))
-    assert (first.source, first.match) == ("nocif.png", "similar")
+    reduction left a remainder (533 px halved), a mirror of the upload lies half a pixel off
+    the mirrored file's grid, and the sign, nearly symmetric, would lie closer unmirrored:
+    the upload is decoded again as the mirrored file (Grid.under)."""
     for width, engine in large_sign_indexes.items():
+        _, first = top(engine, encode(large_sign("Xi - Irritant", width)))
+        assert (first.source, first.match) == ("nocif.png", "similar")
         sign = large_sign("Xn - Nocif", width)
         copies = (
             ImageOps.grayscale(sign).convert("RGB"),
@@ -1238,6 +1238,16 @@ def test_a_png_of_a_large_sibling_at_the_stored_file_s_size_is_not_a_copy(
         for copy in copies:
             _, first = top(engine, encode(copy))
             assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")
+
+
+def test_the_dihedral_turns_are_named_as_pillow_s_transposes() -> None:
+    """Grid.under decodes the file under the transpose named for a turn of dihedral()."""
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for turn, transpose in zip(verify.dihedral(pixels), verify.DIHEDRAL, strict=True):
+        image = Image.fromarray(pixels)
+        assert np.array_equal(
+            np.asarray(image if transpose is None else image.transpose(transpose)), turn
+        )
 
 
 def shaded_sign(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:

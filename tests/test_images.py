@@ -95,6 +95,24 @@ def test_a_lossless_file_keeps_its_grid_and_flips_keep_it_when_its_reduction_til
     }
 
 
+def test_a_file_decoded_as_if_flipped_is_the_flipped_file_decoded() -> None:
+    """Copy verification decodes a lossless upload again under the flip a candidate needs
+    (grid.Grid.under): where the reduction leaves a remainder, that is the flipped file's
+    decode, and flipping the decoded picture is not."""
+    flip = Image.Transpose.FLIP_LEFT_RIGHT
+    files = {}
+    for name, image in (("file", drawing(7, (533, 600))), ("flipped", None)):
+        image = image if image is not None else drawing(7, (533, 600)).transpose(flip)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        files[name] = buf.getvalue()
+    decoded = decode(files["file"], **LIMITS, least=256, transpose=flip).image
+    flipped = decode(files["flipped"], **LIMITS, least=256).image
+    assert np.array_equal(np.asarray(decoded), np.asarray(flipped))
+    turned_after = decode(files["file"], **LIMITS, least=256).image.transpose(flip)
+    assert not np.array_equal(np.asarray(turned_after), np.asarray(flipped))
+
+
 def test_reduced_decode_keeps_fingerprints_and_embedding() -> None:
     """What the build stores from a file decoded at least_side is what it stored from the
     file decoded at working_size: the same descriptors (cosine) and the same pHash bits

@@ -29,11 +29,11 @@ import numpy as np
 from PIL import Image
 from scipy.fft import dct
 
+from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.views import (
     INDEX_VIEWS,
     QUERY_TRIMMED_VIEW,
     QUERY_VIEWS,
-    Grid,
     Scene,
     View,
     views_of,
@@ -189,7 +189,7 @@ def index_fingerprints(image: Image.Image) -> Fingerprints:
 
 
 def query_fingerprints(image: Image.Image, grid: Grid | None = None) -> Fingerprints:
-    """``grid``: the upload as a build would keep it, when a lossless file (views.Grid)."""
+    """``grid``: the upload as a build would keep it, when a lossless file (grid.Grid)."""
     scene = Scene.of(image)
     found = fingerprints_of(scene, QUERY_VIEWS)
     found.scene, found.grid = scene, grid

@@ -37,6 +37,7 @@ from scipy import fft, ndimage
 
 from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
+from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch
 from hibt.indexer.copies.views import INDEX_VIEWS, Scene, hash_base
 
@@ -112,6 +113,11 @@ BOUND_LEVELS = 5.0
 BOUND_PIXELS = 16
 CLIP_REACH = 1
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
+# The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
+# counter-clockwise, as ROTATE_90 does; [::-1] flips top to bottom).
+T = Image.Transpose
+DIHEDRAL = (None, T.ROTATE_90, T.ROTATE_180, T.ROTATE_270)
+DIHEDRAL += (T.FLIP_TOP_BOTTOM, T.TRANSVERSE, T.FLIP_LEFT_RIGHT, T.TRANSPOSE)
 WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
 REGIONS = (("top", "middle", "bottom"), ("left", "centre", "right"))
 
@@ -135,7 +141,7 @@ def verify_match(
     """Verify ``match`` of the upload ``query`` (its fingerprints, with their scene) against
     the stored picture ``stored`` (its thumbnail will do: the comparison is at 64 px).
     ``on_grid``: ``stored`` is a lossless thumbnail on the upload's grid (``query.grid``,
-    views.Grid.meets): the upload's views are then cut from it as the build would (the
+    grid.Grid.meets): the upload's views are then cut from it as the build would (the
     thumbnail's own resampling, not the fingerprints'), and whole pictures are also compared
     to the pixel.
 
@@ -166,7 +172,7 @@ def verify_match(
         if v.name == untrimmed
     ]
     if scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
-        found.append(verify(scene.uncut, base.uncut, fine=True, grid=uncut))
+        found.append(verify(scene.uncut, base.uncut, True, uncut, filed(query, scene.uncut)))
     # A frame added or cut: trimmed on both sides; not when the whole pictures lay on one
     # pixel grid and differed there (no frame was added or cut, and the trims of two
     # siblings can differ by more than the grid test's few pixels).
@@ -201,7 +207,17 @@ def compare(
     """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid``: as for
     :func:`verify`; held only for a view that a flip or turn alone made (View.lossless)."""
     grid = grid if query.views[view].lossless else None
-    return verify(query.views[view].make(scene), stored_view, fine, grid)
+    upload = query.views[view].make(scene)
+    return verify(upload, stored_view, fine, grid, filed(query, upload) if grid else None)
+
+
+def filed(query: Fingerprints, upload: Image.Image) -> Grid | None:
+    """The upload's grid when ``upload`` is its picture as it is: a flip or turn of it is
+    then taken as the file's would be decoded (Grid.under)."""
+    grid = query.grid
+    if grid is None or upload.size != grid.image.size or upload.mode != grid.image.mode:
+        return None
+    return grid if upload.tobytes() == grid.image.tobytes() else None
 
 
 def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
@@ -223,14 +239,16 @@ def verify(
     stored_view: Image.Image,
     fine: bool = False,
     grid: Image.Image | None = None,
+    source: Grid | None = None,
 ) -> Verdict:
     """Compare two views already in one frame (the pair that matched). ``fine``: also hold
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
     as it is against the whole stored picture. A crop, a flip chosen among symmetric ones
     or a turn undone lands a pixel or more off, which fine lines do not survive. ``grid``:
-    the whole stored picture, when it and the upload view lie on one pixel grid (views.Grid):
+    the whole stored picture, when it and the upload view lie on one pixel grid (grid.Grid):
     a copy then lies on it under one of the flips and turns, and differs from it by a
-    copier's colour edit alone (off_grid)."""
+    copier's colour edit alone (off_grid). ``source``: the upload's grid, when the view is
+    its picture as it is (:func:`filed`)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
@@ -260,7 +278,7 @@ def verify(
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        if grid is not None and off_grid(upload_view, grid) >= GRID_MAX:
+        if grid is not None and off_grid(upload_view, grid, source) >= GRID_MAX:
             return Verdict("different", "detail", share, tones.mean)
         return unlike(tones, share, one_grey(up, st)) or Verdict("same", distance=tones.mean)
     where = region(differs)
@@ -285,7 +303,7 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     return None
 
 
-def off_grid(upload: Image.Image, stored: Image.Image) -> float:
+def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = None) -> float:
     """How far ``upload`` stays from ``stored`` in one place once on their common pixel grid:
     the largest 3x3 mean of :func:`copier_residual`, in grey levels. Every other comparison
     allows for resampling and recompression, which hide a caption's other words or a line
@@ -293,8 +311,8 @@ def off_grid(upload: Image.Image, stored: Image.Image) -> float:
     for. A mean over 3x3 pixels of the signed residual keeps a missing stroke and averages
     the ringing of a JPEG saved again as PNG away. 0 when there is no grid in common, or when
     under CLEAN_SHARE of the ink is within CLEAN_LEVEL of any colour map (noise all over: the
-    other tests allow for it)."""
-    found = on_one_grid(upload, stored)
+    other tests allow for it). ``source``: as for :func:`on_one_grid`."""
+    found = on_one_grid(upload, stored, source)
     if found is None:
         return 0.0
     up, st = found
@@ -307,31 +325,52 @@ def off_grid(upload: Image.Image, stored: Image.Image) -> float:
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
 
 
-def on_one_grid(upload: Image.Image, stored: Image.Image) -> tuple[np.ndarray, np.ndarray] | None:
+Window = tuple[slice, slice]
+
+
+def on_one_grid(
+    upload: Image.Image, stored: Image.Image, source: Grid | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The two views as (h, w, 3) float arrays, the upload under the flip or turn whose grey
     levels lie closest. Views whose sizes differ by a few pixels (two trims of one picture)
     are cut to where they overlap best. None when no flip or turn comes within
-    :data:`MAX_OFFSET` pixels of the stored view's size."""
+    :data:`MAX_OFFSET` pixels of the stored view's size. ``source``: the upload's grid when
+    ``upload`` is its picture: the two closest flips or turns are then the file's, decoded
+    again (Grid.under), since a flip of a picture reduced with a remainder lies half a pixel
+    off the flipped file's, and a nearly symmetric picture would lie closer unflipped."""
     st = np.asarray(stored.convert("RGB"), np.float32)
-    up = np.asarray(upload.convert("RGB"), np.float32)
-    grey_st, grey_up = st @ LUMA, up @ LUMA  # luma: a greyscale copy's own levels
-    laid = [
-        (*overlapping(grey, grey_st), turn)
-        for turn, grey in enumerate(dihedral(grey_up))
-        if max(abs(a - b) for a, b in zip(grey.shape, grey_st.shape, strict=True)) <= MAX_OFFSET
-    ]
+    turns = dihedral(np.asarray(upload.convert("RGB"), np.float32))
+    laid = closest(dict(enumerate(turns)), st)
+    if source is not None:
+        turns = {
+            k: np.asarray(source.under(DIHEDRAL[k]).convert("RGB"), np.float32)
+            for *_, k in laid[:2]
+        }
+        laid = closest(turns, st)
     if not laid:
         return None
-    _, (a, b), turn = min(laid, key=lambda found: found[0])
-    return dihedral(up)[turn][a], st[b]
+    _, (a, b), k = laid[0]
+    return turns[k][a], st[b]
+
+
+def closest(
+    turns: dict[int, np.ndarray], stored: np.ndarray
+) -> list[tuple[float, tuple[Window, Window], int]]:
+    """The flips or turns (by their index in dihedral()) within :data:`MAX_OFFSET` pixels of
+    ``stored``'s size, closest first by luma (a greyscale copy's own levels): how far apart,
+    where they overlap best, which."""
+    grey = stored @ LUMA
+    laid = [
+        (*overlapping(turn @ LUMA, grey), k)
+        for k, turn in turns.items()
+        if max(abs(a - b) for a, b in zip(turn.shape[:2], grey.shape, strict=True)) <= MAX_OFFSET
+    ]
+    return sorted(laid, key=lambda found: found[0])
 
 
 def dihedral(image: np.ndarray) -> list[np.ndarray]:
     """The 8 flips and turns of an image, as numpy views, in a fixed order."""
     return [np.rot90(v, k) for v in (image, image[::-1]) for k in range(4)]
-
-
-Window = tuple[slice, slice]
 
 
 def overlapping(first: np.ndarray, second: np.ndarray) -> tuple[float, tuple[Window, Window]]:

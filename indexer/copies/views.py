@@ -69,31 +69,6 @@ class Scene:
         return self.picture.size != self.uncut.size
 
 
-@dataclass
-class Grid:
-    """An upload as a build keeps a stored file: a lossless file's pixels, decoded as the build
-    decodes and shrunk as its thumbnail is (images.thumbnail_pixels), and whose flips and
-    turns would decode to the same grid (images.LoadedImage.turns_kept). A stored file of its
-    size, kept losslessly, lies on that pixel grid, and so does any that was not shrunk
-    either when this was not: verify.py holds the two to the pixel."""
-
-    image: Image.Image  # the upload so shrunk
-    size: tuple[int, int]  # the upload file's, in pixels
-
-    @cached_property
-    def scene(self) -> Scene:
-        """Cut only when a candidate lies on the grid: framing costs milliseconds."""
-        return Scene.of(self.image)
-
-    def meets(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
-        """Whether a stored file of size ``stored``, with a lossless thumbnail of size
-        ``thumbnail``, lies on this grid."""
-        shrunk = self.image.size
-        if shrunk == self.size and thumbnail == stored:
-            return True  # both files' own pixels: two trims of one picture meet as well
-        return stored in (self.size, self.size[::-1]) and thumbnail in (shrunk, shrunk[::-1])
-
-
 @dataclass(frozen=True)
 class View:
     name: str
