@@ -1207,11 +1207,12 @@ def large_sign(caption: str, width: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def large_sign_indexes(tmp_path_factory, embedder) -> dict[int, Engine]:
     """An index of the sign at 532 px (reduced by two, evenly), and one at 533 px (a column
-    of one left), each beside four unrelated drawings."""
+    of one left), each with flat shapes of that size and four unrelated drawings."""
     engines = {}
     for width in (532, 533):
         root = tmp_path_factory.mktemp(f"large-sign-{width}")
         save(large_sign("Xn - Nocif", width), root / "nocif.png")
+        save(drawing(7, (width, width)), root / "shapes.png")
         engines[width] = engine_over(root, tmp_path_factory, embedder)
     return engines
 
@@ -1238,6 +1239,19 @@ def test_a_png_of_a_large_sibling_at_the_stored_file_s_size_is_not_a_copy(
         for copy in copies:
             _, first = top(engine, encode(copy))
             assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")
+
+
+def test_a_flipped_png_of_a_large_file_reduced_with_a_remainder_stays_a_copy(
+    large_sign_indexes: dict[int, Engine],
+) -> None:
+    """Met by the upload's own flipped view, a flip of the reduced picture lies half a pixel
+    off the file's grid, where the edges of flat shapes leave 26 levels: the upload's flip
+    is decoded again from its bytes (Grid.under), whichever view of it matched."""
+    for engine in large_sign_indexes.values():
+        shapes = drawing(7, (533, 533) if engine is large_sign_indexes[533] else (532, 532))
+        for transpose in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90):
+            _, first = top(engine, encode(shapes.transpose(transpose)))
+            assert first.source == "shapes.png" and first.match in ("exact_copy", "near_copy")
 
 
 def test_the_dihedral_turns_are_named_as_pillow_s_transposes() -> None:

@@ -172,7 +172,7 @@ def verify_match(
         if v.name == untrimmed
     ]
     if scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
-        found.append(verify(scene.uncut, base.uncut, True, uncut, filed(query, scene.uncut)))
+        found.append(verify(scene.uncut, base.uncut, True, *pixel_test(query, scene.uncut, uncut)))
     # A frame added or cut: trimmed on both sides; not when the whole pictures lay on one
     # pixel grid and differed there (no frame was added or cut, and the trims of two
     # siblings can differ by more than the grid test's few pixels).
@@ -206,18 +206,29 @@ def compare(
 ) -> Verdict:
     """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid``: as for
     :func:`verify`; held only for a view that a flip or turn alone made (View.lossless)."""
-    grid = grid if query.views[view].lossless else None
     upload = query.views[view].make(scene)
-    return verify(upload, stored_view, fine, grid, filed(query, upload) if grid else None)
+    return verify(
+        upload,
+        stored_view,
+        fine,
+        *pixel_test(query, upload, grid if query.views[view].lossless else None),
+    )
 
 
-def filed(query: Fingerprints, upload: Image.Image) -> Grid | None:
-    """The upload's grid when ``upload`` is its picture as it is: a flip or turn of it is
-    then taken as the file's would be decoded (Grid.under)."""
-    grid = query.grid
-    if grid is None or upload.size != grid.image.size or upload.mode != grid.image.mode:
-        return None
-    return grid if upload.tobytes() == grid.image.tobytes() else None
+def pixel_test(
+    query: Fingerprints, upload: Image.Image, grid: Image.Image | None
+) -> tuple[Image.Image | None, Grid | None]:
+    """What verify() holds ``upload`` to the pixel against (``grid``, the stored picture),
+    and the upload's grid when ``upload`` is its picture, flipped or turned or not: off_grid
+    then lays the file's own flips on the stored picture (Grid.under). A view cut from a
+    picture reduced with a remainder is not held: its flips lie half a pixel off."""
+    source = query.grid
+    if grid is None or source is None:
+        return grid, None
+    pixels = np.asarray(upload.convert("RGB"))
+    if any(np.array_equal(turn, pixels) for turn in dihedral(np.asarray(source.image))):
+        return grid, source
+    return (None if source.decode_turned else grid), None
 
 
 def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
@@ -335,10 +346,12 @@ def on_one_grid(
     levels lie closest. Views whose sizes differ by a few pixels (two trims of one picture)
     are cut to where they overlap best. None when no flip or turn comes within
     :data:`MAX_OFFSET` pixels of the stored view's size. ``source``: the upload's grid when
-    ``upload`` is its picture: the two closest flips or turns are then the file's, decoded
+    ``upload`` is its picture (flipped or turned or not: :func:`pixel_test`): the two closest flips
+    or turns of that picture are then the file's, decoded
     again (Grid.under), since a flip of a picture reduced with a remainder lies half a pixel
     off the flipped file's, and a nearly symmetric picture would lie closer unflipped."""
     st = np.asarray(stored.convert("RGB"), np.float32)
+    upload = upload if source is None else source.image  # any flip of it: all are tried
     turns = dihedral(np.asarray(upload.convert("RGB"), np.float32))
     laid = closest(dict(enumerate(turns)), st)
     if source is not None:
