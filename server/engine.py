@@ -172,13 +172,7 @@ class Engine:
         started = time.perf_counter()
         self.check_page(k, offset)
         try:
-            loaded = decode(
-                data,
-                self.settings.max_upload_pixels,
-                self.settings.working_size,
-                self.decodes,
-                self.upload_least_side(),
-            )
+            loaded = self.decode_upload(data)
         except BadImage as exc:
             raise QueryError(f"cannot use this upload: {exc.reason}", exc.status) from None
         vector = self.embedder.encode_images([loaded.image])[0]
@@ -293,17 +287,22 @@ class Engine:
             return Grid(image, (loaded.width, loaded.height))
 
         def decode_turned(transpose: Image.Transpose) -> Image.Image:
-            turned = decode(
-                data,
-                self.settings.max_upload_pixels,
-                self.settings.working_size,
-                self.decodes,
-                self.upload_least_side(),
-                transpose,
-            )
-            return thumbnail_pixels(turned.image, size)
+            return thumbnail_pixels(self.decode_upload(data, transpose).image, size)
 
         return Grid(image, (loaded.width, loaded.height), decode_turned)
+
+    def decode_upload(self, data: bytes, transpose: Image.Transpose | None = None) -> LoadedImage:
+        """An upload decoded as the build decodes a stored file (reduced alike, least_side),
+        within the upload limits and the decode memory budget; ``transpose``: as the file
+        flipped or turned so would be."""
+        return decode(
+            data,
+            self.settings.max_upload_pixels,
+            self.settings.working_size,
+            self.decodes,
+            self.upload_least_side(),
+            transpose,
+        )
 
     def upload_least_side(self) -> int:
         """The shortest side an upload is decoded down to: the build's (decode.decode_one),

@@ -219,16 +219,17 @@ def pixel_test(
     query: Fingerprints, upload: Image.Image, grid: Image.Image | None
 ) -> tuple[Image.Image | None, Grid | None]:
     """What verify() holds ``upload`` to the pixel against (``grid``, the stored picture),
-    and the upload's grid when ``upload`` is its picture, flipped or turned or not: off_grid
-    then lays the file's own flips on the stored picture (Grid.under). A view cut from a
-    picture reduced with a remainder is not held: its flips lie half a pixel off."""
+    and, for an upload reduced with a remainder (Grid.decode_turned), its grid when
+    ``upload`` is its picture, flipped or turned or not: off_grid then lays the file's own
+    flips on the stored picture (Grid.under). A view cut from such a picture is not held:
+    its flips lie half a pixel off. Any other upload's flips are its file's already."""
     source = query.grid
-    if grid is None or source is None:
+    if grid is None or source is None or source.decode_turned is None:
         return grid, None
     pixels = np.asarray(upload.convert("RGB"))
     if any(np.array_equal(turn, pixels) for turn in dihedral(np.asarray(source.image))):
         return grid, source
-    return (None if source.decode_turned else grid), None
+    return None, None
 
 
 def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
@@ -258,8 +259,8 @@ def verify(
     or a turn undone lands a pixel or more off, which fine lines do not survive. ``grid``:
     the whole stored picture, when it and the upload view lie on one pixel grid (grid.Grid):
     a copy then lies on it under one of the flips and turns, and differs from it by a
-    copier's colour edit alone (off_grid). ``source``: the upload's grid, when the view is
-    its picture as it is (:func:`filed`)."""
+    copier's colour edit alone (off_grid). ``source``: the upload's grid, where off_grid
+    needs it (:func:`pixel_test`)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
@@ -346,10 +347,10 @@ def on_one_grid(
     levels lie closest. Views whose sizes differ by a few pixels (two trims of one picture)
     are cut to where they overlap best. None when no flip or turn comes within
     :data:`MAX_OFFSET` pixels of the stored view's size. ``source``: the upload's grid when
-    ``upload`` is its picture (flipped or turned or not: :func:`pixel_test`): the two closest flips
-    or turns of that picture are then the file's, decoded
-    again (Grid.under), since a flip of a picture reduced with a remainder lies half a pixel
-    off the flipped file's, and a nearly symmetric picture would lie closer unflipped."""
+    ``upload`` is its picture, flipped or turned or not (:func:`pixel_test`): the two
+    closest flips or turns of that picture are then the file's, decoded again (Grid.under),
+    since a flip of a picture reduced with a remainder lies half a pixel off the flipped
+    file's, and a nearly symmetric picture would lie closer unflipped."""
     st = np.asarray(stored.convert("RGB"), np.float32)
     upload = upload if source is None else source.image  # any flip of it: all are tried
     turns = dihedral(np.asarray(upload.convert("RGB"), np.float32))
