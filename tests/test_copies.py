@@ -31,8 +31,9 @@ from hibt.indexer.copies.fingerprint import (
     query_fingerprints,
 )
 from hibt.indexer.copies.framing import trim_borders
+from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.groups import STRONG_COLOUR, blank_pairs, duplicate_groups
-from hibt.indexer.copies.matching import CopyMatcher, CopyThresholds
+from hibt.indexer.copies.matching import CopyMatch, CopyMatcher, CopyThresholds
 from hibt.indexer.copies.rivals import Checked, Settled, same_picture, settle
 from hibt.indexer.copies.verify import Verdict
 from hibt.indexer.copies.views import (
@@ -1314,3 +1315,47 @@ def test_a_png_of_a_sibling_at_the_stored_file_s_size_is_not_a_copy(sign_index: 
     for data in (encode(jittered(sign)), encode(sign, "JPEG", quality=60)):
         _, first = top(sign_index, data)
         assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")
+
+
+def player_button(pointing_left: bool) -> Image.Image:
+    """A round "rewind" button lit from the top left, a little off its canvas's centre: the
+    "forward" button is its mirror but for the light (Openclipart's player_rew, player_fwd)."""
+    yy, xx = np.mgrid[0:60, 0:60]
+    shade = np.repeat((130 + 100 * (1 - (xx + yy) / 120))[..., None], 3, axis=2)
+    disc = Image.new("L", (60, 60), 0)
+    ImageDraw.Draw(disc).ellipse((3, 3, 56, 56), fill=255)
+    button = Image.new("RGB", (60, 60), "white")
+    button.paste(Image.fromarray(shade.astype(np.uint8)), mask=disc)
+    draw = ImageDraw.Draw(button)
+    draw.ellipse((3, 3, 56, 56), outline=(50, 50, 50), width=4)
+    for x in (16, 30):
+        arrow = [(x, 30), (x + 14, 18), (x + 14, 42)]
+        if not pointing_left:
+            arrow = [(59 - a, b) for a, b in arrow]
+        draw.polygon(arrow, fill="white", outline=(50, 50, 50), width=3)
+    return button
+
+
+def test_a_trim_that_met_a_crop_on_one_pixel_grid_is_held_to_the_whole_file() -> None:
+    """The mirrored trim of one button meets a crop of the other, where only blocks and fine
+    tones are compared; lossless files of one size are also held whole to the pixel, and
+    the light falls on the other side. The button itself, mirrored or greyed, stays."""
+    forward = player_button(pointing_left=False)
+    stored = stored_thumbnail(forward)
+    crop = position(INDEX_VIEWS, "crop 90%")
+
+    def verdict(upload: Image.Image, view: str) -> Verdict:
+        prints = query_fingerprints(upload, Grid(upload, upload.size))
+        at = next(i for i, v in enumerate(prints.views) if v.name == view)
+        return verify.verify_match(
+            prints, CopyMatch(0, 1.0, 0.0, 0, query_view=at, stored_view=crop), stored, on_grid=True
+        )
+
+    sibling = verdict(player_button(pointing_left=True), "trimmed mirrored")
+    assert (sibling.kind, sibling.region) == ("different", "detail")
+    assert verdict(forward, "trimmed as is").kind == "same"
+    assert (
+        verdict(forward.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "trimmed mirrored").kind
+        == "same"
+    )
+    assert verdict(ImageOps.grayscale(forward).convert("RGB"), "trimmed as is").kind == "same"

@@ -143,17 +143,35 @@ def verify_match(
     ``on_grid``: ``stored`` is a lossless thumbnail on the upload's grid (``query.grid``,
     grid.Grid.meets): the upload's views are then cut from it as the build would (the
     thumbnail's own resampling, not the fingerprints'), and whole pictures are also compared
-    to the pixel.
+    to the pixel."""
+    if match.query_view < 0 or query.scene is None:
+        return Verdict("same", distance=0.0)  # same bytes: nothing to verify
+    grid = on_grid and query.grid is not None
+    stored = hash_base(stored)
+    verdict = matched_views(query, match, stored, grid)
+    if verdict.kind == "same" and grid and query.views[match.query_view].lossless:
+        # The upload's own pixels met the stored file's in some pair of views (a trim of
+        # one against a crop of the other, where the whole pictures are not compared): a
+        # copy is then also the whole file on its grid. A mirrored icon shaded from the top
+        # left is not (docs/copy-detection.md, run Z).
+        held, source = pixel_test(query, query.grid.image, stored)
+        if held is not None and off_grid(query.grid.image, held, source) >= GRID_MAX:
+            return Verdict("different", "detail", verdict.differing, verdict.distance)
+    return verdict
+
+
+def matched_views(
+    query: Fingerprints, match: CopyMatch, stored: Image.Image, grid: bool
+) -> Verdict:
+    """The verdict on the pair of views that matched (``stored``: the stored picture at
+    the hashing size; ``grid``: as for :func:`verify_match`).
 
     The stored view is made again from the thumbnail. Its whole picture, crops and
     brightened view are exact; its trimmed view is not always (JPEG noise can hide a flat
     frame from the trim), so a trimmed pair is first tried as the whole pictures it came
     from, and only when they differ as the thumbnail trimmed of its flat borders (framing it
     as the build did, chrome and all, costs tens of ms: too slow for every sibling flag)."""
-    if match.query_view < 0 or query.scene is None:
-        return Verdict("same", distance=0.0)  # same bytes: nothing to verify
-    base = Scene(hash_base(stored), hash_base(stored), None)
-    grid = on_grid and query.grid is not None
+    base = Scene(stored, stored, None)
     scene = query.grid.scene if grid else query.scene
     query_view, stored_view = widened(query, match)
     if INDEX_VIEWS[stored_view].brightened and one_grey(scene.picture, base.uncut):
