@@ -32,7 +32,6 @@ from starlette.concurrency import run_in_threadpool
 
 from hibt.config import Settings
 from hibt.errors import BadImage, ProofError, QueryError
-from hibt.indexer.images import decode
 from hibt.server import answers, domain_proof, schemas
 from hibt.server.answers import Candidate
 from hibt.server.catalogue import Catalogue, Served
@@ -235,8 +234,7 @@ class ClipService:
             else:
                 data = fetch_image(request.image_url, s.max_upload_bytes, s.clip_fetch_private)
             try:
-                least = engine.upload_least_side()
-                loaded = decode(data, s.max_upload_pixels, s.working_size, least=least)
+                loaded = engine.decode_upload(data)  # within the engine's decode budget
             except BadImage as exc:
                 raise QueryError(f"cannot use this image: {exc.reason}", exc.status) from None
             return engine.embedder.encode_images([loaded.image])[0]

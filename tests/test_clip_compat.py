@@ -228,3 +228,23 @@ def test_an_image_larger_than_the_json_limit_is_taken_as_an_upload(app, base, na
     assert len(body["image"]) > tiny_settings().max_json_bytes
     answer = httpx.post(f"{base}/knn-service", json=body, timeout=120)
     assert answer.status_code == 200 and len(answer.json()) > 0
+
+
+def test_an_image_query_decodes_within_the_engine_s_memory_budget(app, base, name, monkeypatch):
+    """A burst of small files that decode big must wait for the decode budget whichever
+    door they come in by: ClipClient's base64 image as much as an upload."""
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image
+
+    engine, held = app.state.engine, []
+    hold = engine.decodes.hold
+    monkeypatch.setattr(engine.decodes, "hold", lambda cost: held.append(cost) or hold(cost))
+    buffer = io.BytesIO()
+    Image.new("L", (1500, 1000), 200).save(buffer, format="PNG")
+    body = {"image": base64.b64encode(buffer.getvalue()).decode(), "indice_name": name}
+    answer = httpx.post(f"{base}/knn-service", json=body, timeout=120)
+    assert answer.status_code == 200
+    assert held == [1500 * 1000 * 4 * 3]  # decode_cost: an L image is converted through RGB
