@@ -52,7 +52,8 @@ def test_the_pixel_rule_labels_a_mirrored_moved_copy_and_not_a_changed_detail(
     tmp_path: Path,
 ) -> None:
     """The labelling rule sees pixels alone: a drawing mirrored and moved along a wider
-    canvas is a copy, the same drawing with one small mark added is not."""
+    canvas is a copy, the same drawing with one mark added is not, nor with a dot so small
+    that the mean over the whole picture hides it (a tear on a smiley)."""
     from PIL import Image, ImageDraw, ImageOps
 
     lab = labeller()
@@ -62,10 +63,14 @@ def test_the_pixel_rule_labels_a_mirrored_moved_copy_and_not_a_changed_detail(
     pen.line([(10, 40), (50, 10), (50, 25), (110, 25)], "black", 3)
     canvas = Image.new("RGB", (180, 80), "white")
     canvas.paste(ImageOps.mirror(drawing), (45, 0))
-    marked = drawing.copy()
+    marked, tear = drawing.copy(), drawing.copy()
     ImageDraw.Draw(marked).ellipse((70, 32, 82, 44), "orange")
-    for name, image in (("a", drawing), ("b", canvas), ("c", marked)):
+    ImageDraw.Draw(tear).ellipse((90, 36, 95, 43), "navy")
+    for name, image in (("a", drawing), ("b", canvas), ("c", marked), ("d", tear)):
         image.save(tmp_path / f"{name}.png")
-    first, moved, changed = (lab.picture(tmp_path / f"{n}.png") for n in "abc")
-    assert lab.pixel_distance(first, moved) < lab.COPY_MAX
-    assert lab.pixel_distance(first, changed) > lab.COPY_MAX
+    first, moved, changed, dotted = (lab.picture(tmp_path / f"{n}.png") for n in "abcd")
+    mean, local = lab.pixel_distance(first, moved)
+    assert mean < lab.COPY_MAX and local < lab.LOCAL_MAX
+    assert lab.pixel_distance(first, changed)[0] > lab.COPY_MAX
+    mean, local = lab.pixel_distance(first, dotted)
+    assert mean < lab.COPY_MAX and local > lab.LOCAL_MAX
