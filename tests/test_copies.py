@@ -1117,6 +1117,23 @@ def test_rivals_only_the_closest_picture_is_a_copy_and_none_when_another_is_as_c
     assert sorted(asked) == [(1, 2), (1, 5)]  # each asked once
 
 
+def test_a_candidate_the_pixel_grid_refused_is_no_rival_of_one_it_passed() -> None:
+    """Held to the pixel on the upload's grid, the best passed and the other did not: the
+    pixels tell the two apart, however close their other figures. Where either was not held,
+    the other stays a rival."""
+    never = lambda a, b: False  # noqa: E731
+
+    def held(idx: int, kind: str, distance: float) -> Checked:
+        return Checked(idx, f"file{idx}", Verdict(kind, distance=distance, held=True))
+
+    assert settle([held(1, "same", 1.0), held(2, "different", 1.5)], never) == Settled({1})
+    for pair in (
+        [held(1, "same", 1.0), checked(2, "different", 1.5)],
+        [checked(1, "same", 1.0), held(2, "different", 1.5)],
+    ):
+        assert settle(pair, never) == Settled(set(), rivals=2)
+
+
 def test_same_picture_holds_for_files_of_one_drawing_not_for_a_sibling() -> None:
     star = thin_star(72, 100)
     again = Image.open(io.BytesIO(thumbnail_bytes(star, 256))).convert("RGB")
@@ -1177,12 +1194,12 @@ def jittered(image: Image.Image) -> Image.Image:
 def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
     """Two lossless files' own pixels: another caption is another picture, though every other
     comparison allows for resampling and JPEG noise that hide it. A flip, greyscale, a colour
-    jitter, and a JPEG saved again as PNG (not clean: its ringing is left to the other tests)
-    stay the same picture."""
+    jitter, and a JPEG saved again as PNG stay the same picture, held there (Verdict.held: the
+    pixels decided); without a grid nothing is held."""
     stored = stored_thumbnail(hazard_sign("Xn - Nocif"))
     irritant = hash_base(hazard_sign("Xi - Irritant"))
     sibling = verify.verify(irritant, stored, grid=stored)
-    assert (sibling.kind, sibling.region) == ("different", "detail")
+    assert (sibling.kind, sibling.region, sibling.held) == ("different", "detail", True)
     sign = hazard_sign("Xn - Nocif")
     copies = (
         sign.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
@@ -1191,8 +1208,9 @@ def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
         encode_decode(sign, 40),
     )
     for copy in copies:
-        assert verify.verify(hash_base(copy), stored, grid=stored).kind == "same"
-    assert verify.verify(irritant, stored).kind == "same"
+        verdict = verify.verify(hash_base(copy), stored, grid=stored)
+        assert (verdict.kind, verdict.held) == ("same", True)
+    assert verify.verify(irritant, stored) == Verdict("same", distance=sibling.distance)
     monkeypatch.setattr(verify, "GRID_MAX", 1e9)
     assert verify.verify(irritant, stored, grid=stored).kind == "same"
 
@@ -1317,30 +1335,30 @@ def test_a_png_of_a_sibling_at_the_stored_file_s_size_is_not_a_copy(sign_index: 
         assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")
 
 
-def player_button(pointing_left: bool) -> Image.Image:
-    """A round "rewind" button lit from the top left, a little off its canvas's centre: the
-    "forward" button is its mirror but for the light (Openclipart's player_rew, player_fwd)."""
+def player_button(arrows: Image.Transpose | None = None) -> Image.Image:
+    """A round "rewind" button lit from the top left, a little off its canvas's centre; with
+    its arrows alone flipped or turned by ``arrows``, "forward" or "down" keep the light
+    where it was (Openclipart's player_rew and player_fwd, 2downarrow and 2rightarrow)."""
     yy, xx = np.mgrid[0:60, 0:60]
-    shade = np.repeat((130 + 100 * (1 - (xx + yy) / 120))[..., None], 3, axis=2)
+    shade = np.repeat((130 + 100 * (1 - (xx + 2 * yy) / 180))[..., None], 3, axis=2)
     disc = Image.new("L", (60, 60), 0)
     ImageDraw.Draw(disc).ellipse((3, 3, 56, 56), fill=255)
     button = Image.new("RGB", (60, 60), "white")
     button.paste(Image.fromarray(shade.astype(np.uint8)), mask=disc)
-    draw = ImageDraw.Draw(button)
-    draw.ellipse((3, 3, 56, 56), outline=(50, 50, 50), width=4)
+    ImageDraw.Draw(button).ellipse((3, 3, 56, 56), outline=(50, 50, 50), width=4)
+    layer = Image.new("RGBA", (60, 60), (0, 0, 0, 0))
     for x in (16, 30):
         arrow = [(x, 30), (x + 14, 18), (x + 14, 42)]
-        if not pointing_left:
-            arrow = [(59 - a, b) for a, b in arrow]
-        draw.polygon(arrow, fill="white", outline=(50, 50, 50), width=3)
-    return button
+        ImageDraw.Draw(layer).polygon(arrow, fill="white", outline=(50, 50, 50), width=3)
+    layer = layer if arrows is None else layer.transpose(arrows)
+    return Image.alpha_composite(button.convert("RGBA"), layer).convert("RGB")
 
 
 def test_a_trim_that_met_a_crop_on_one_pixel_grid_is_held_to_the_whole_file() -> None:
     """The mirrored trim of one button meets a crop of the other, where only blocks and fine
     tones are compared; lossless files of one size are also held whole to the pixel, and
     the light falls on the other side. The button itself, mirrored or greyed, stays."""
-    forward = player_button(pointing_left=False)
+    forward = player_button(Image.Transpose.FLIP_LEFT_RIGHT)
     stored = stored_thumbnail(forward)
     crop = position(INDEX_VIEWS, "crop 90%")
 
@@ -1351,7 +1369,7 @@ def test_a_trim_that_met_a_crop_on_one_pixel_grid_is_held_to_the_whole_file() ->
             prints, CopyMatch(0, 1.0, 0.0, 0, query_view=at, stored_view=crop), stored, on_grid=True
         )
 
-    sibling = verdict(player_button(pointing_left=True), "trimmed mirrored")
+    sibling = verdict(player_button(), "trimmed mirrored")
     assert (sibling.kind, sibling.region) == ("different", "detail")
     assert verdict(forward, "trimmed as is").kind == "same"
     assert (

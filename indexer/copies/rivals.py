@@ -70,18 +70,21 @@ def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> 
     # against a best that differs nowhere it is no rival (a smiley re-encoded met its sibling
     # with another mouth as "edited", closer outside the mouth than itself).
     weaker = {"edited"} if best.verdict.kind == "same" else set()
+    # Where the best passed on the upload's pixel grid, a candidate that failed there is told
+    # apart by the pixels themselves, however close its other figures (a turned arrow held
+    # against the arrow it is and the one it is turned to).
+    pixels = best.verdict.held and best.verdict.kind == "same"
+
+    def rival(c: Checked) -> bool:
+        told = pixels and c.verdict.held and c.verdict.kind == "different"
+        return c.verdict.distance <= reach and c.verdict.kind not in weaker and not told
 
     @functools.cache
     def same(c: Checked) -> bool:
         return c.idx == best.idx or c.sha256 == best.sha256 or same_picture(best.idx, c.idx)
 
     near = sorted(
-        (
-            c
-            for c in checked
-            if c.verdict.distance <= reach and c is not best and c.verdict.kind not in weaker
-        ),
-        key=lambda c: c.verdict.distance,
+        (c for c in checked if c is not best and rival(c)), key=lambda c: c.verdict.distance
     )
     if any(not same(c) for c in near):  # stops at the first rival
         return Settled(set(), rivals=len({best.sha256} | {c.sha256 for c in near}))

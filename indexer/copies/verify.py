@@ -26,6 +26,7 @@ resampling and JPEG do not count as a change).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ class Verdict:
     # How far the two stay apart where they carry ink (Tones.mean), outside any edit;
     # infinite when they differ in blocks. Rival candidates are told apart by it (rivals.py).
     distance: float = math.inf
+    held: bool = False  # held to the pixel on the upload's grid (off_grid): the pixels decided
 
 
 RANK = {"same": 0, "edited": 1, "different": 2}
@@ -154,9 +156,11 @@ def verify_match(
         # one against a crop of the other, where the whole pictures are not compared): a
         # copy is then also the whole file on its grid. A mirrored icon shaded from the top
         # left is not (docs/copy-detection.md, run Z).
-        held, source = pixel_test(query, query.grid.image, stored)
-        if held is not None and off_grid(query.grid.image, held, source) >= GRID_MAX:
-            return Verdict("different", "detail", verdict.differing, verdict.distance)
+        whole, source = pixel_test(query, query.grid.image, stored)
+        apart = None if whole is None else off_grid(query.grid.image, whole, source)
+        if apart is not None and apart >= GRID_MAX:
+            return Verdict("different", "detail", verdict.differing, verdict.distance, True)
+        return dataclasses.replace(verdict, held=verdict.held or apart is not None)
     return verdict
 
 
@@ -308,9 +312,11 @@ def verify(
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        if grid is not None and off_grid(upload_view, grid, source) >= GRID_MAX:
-            return Verdict("different", "detail", share, tones.mean)
-        return unlike(tones, share, one_grey(up, st)) or Verdict("same", distance=tones.mean)
+        apart = None if grid is None else off_grid(upload_view, grid, source)
+        if apart is not None and apart >= GRID_MAX:
+            return Verdict("different", "detail", share, tones.mean, held=True)
+        same = Verdict("same", distance=tones.mean, held=apart is not None)
+        return unlike(tones, share, one_grey(up, st)) or same
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
         tones = tone_difference(upload_view, stored_view, differs)
@@ -333,24 +339,24 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     return None
 
 
-def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = None) -> float:
+def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = None) -> float | None:
     """How far ``upload`` stays from ``stored`` in one place once on their common pixel grid:
     the largest 3x3 mean of :func:`copier_residual`, in grey levels. Every other comparison
     allows for resampling and recompression, which hide a caption's other words or a line
     drawn shorter (Xn - Nocif against Xi - Irritant); two files' own pixels have none to allow
     for. A mean over 3x3 pixels of the signed residual keeps a missing stroke and averages
-    the ringing of a JPEG saved again as PNG away. 0 when there is no grid in common, or when
-    under CLEAN_SHARE of the ink is within CLEAN_LEVEL of any colour map (noise all over: the
-    other tests allow for it). ``source``: as for :func:`on_one_grid`."""
+    the ringing of a JPEG saved again as PNG away. None when there is no grid in common, no
+    ink, or under CLEAN_SHARE of the ink within CLEAN_LEVEL of any colour map (noise all
+    over: the other tests allow for it). ``source``: as for :func:`on_one_grid`."""
     found = on_one_grid(upload, stored, source)
     if found is None:
-        return 0.0
+        return None
     up, st = found
     ink = inked(up @ LUMA, st @ LUMA)
     if not ink.any():
-        return 0.0
+        return None
     if float((np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL).mean()) < CLEAN_SHARE:
-        return 0.0
+        return None
     left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
 
