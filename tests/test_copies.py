@@ -1377,3 +1377,37 @@ def test_a_trim_that_met_a_crop_on_one_pixel_grid_is_held_to_the_whole_file() ->
         == "same"
     )
     assert verdict(ImageOps.grayscale(forward).convert("RGB"), "trimmed as is").kind == "same"
+
+
+def signpost(arrow: Image.Transpose | None = None, size: int = 613) -> Image.Image:
+    """A lopsided arrow on a sign with a rivet at its top left, ``size`` px square (613: the
+    build halves it and leaves a row of one); ``arrow`` turns the arrow alone, so "down" is not
+    "right" turned: its rivet stays where it was (Openclipart's aiga_right_arrow1 and
+    aiga_down_arrow1)."""
+    sign = Image.new("RGB", (size, size), (40, 90, 170))
+    unit = size / 100
+    ImageDraw.Draw(sign).ellipse((4 * unit, 4 * unit, 7 * unit, 7 * unit), fill="white")
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    shape = [(15, 40), (55, 40), (55, 12), (88, 50), (55, 72), (55, 60), (15, 60)]
+    outline = {"fill": "white", "outline": "black", "width": round(3 * unit)}
+    ImageDraw.Draw(layer).polygon([(x * unit, y * unit) for x, y in shape], **outline)
+    layer = layer if arrow is None else layer.transpose(arrow)
+    return Image.alpha_composite(sign.convert("RGBA"), layer).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def signpost_index(tmp_path_factory, embedder) -> Engine:
+    root = tmp_path_factory.mktemp("signposts")
+    save(signpost(), root / "right.png")
+    save(signpost(Image.Transpose.ROTATE_270), root / "down.png")
+    return engine_over(root, tmp_path_factory, embedder)
+
+
+def test_a_turned_png_is_a_copy_of_the_file_it_turns_not_undecided(signpost_index) -> None:
+    """The right sign turned a quarter meets the down sign at a smaller fine-tone distance
+    than its own file (whose reduction left a remainder), but only the right sign passes on
+    the upload's pixel grid: the down sign is told apart there and is no rival."""
+    turned = signpost().transpose(Image.Transpose.ROTATE_270)
+    response, first = top(signpost_index, encode(turned))
+    assert (first.source, first.match) == ("right.png", "near_copy")
+    assert response.counts.copy_pictures == 1 and response.counts.undecided_files == 0
