@@ -976,6 +976,27 @@ def test_a_card_on_a_cream_ground_is_not_a_copy_of_one_on_white(monkeypatch) -> 
     assert verify.verify(hash_base(playing_card((255, 255, 255))), stored).kind == "same"
 
 
+def ornamented(card: Image.Image) -> Image.Image:
+    """The card with thin red flourishes in two corners (Openclipart's ornamental deck)."""
+    card = card.copy()
+    draw = ImageDraw.Draw(card)
+    for x, y, dx, dy in ((18, 18, 1, 1), (121, 171, -1, -1)):
+        draw.line((x, y + 40 * dy, x, y, x + 40 * dx, y), fill=(200, 40, 40), width=1)
+    return card
+
+
+def test_on_one_pixel_grid_what_a_brightening_clips_is_still_compared() -> None:
+    """Jittered, the cream card's ground clips to white, and with it the place of the
+    flourishes the other card has there: where an edit clipped, the upload may lie anywhere
+    between the edited levels about it, and red is not white. The plain card, jittered or
+    brightened, stays within its copier's edit."""
+    cream = playing_card((252, 248, 212))
+    stored = stored_thumbnail(cream)
+    assert verify.off_grid(hash_base(jittered(ornamented(cream))), stored) >= verify.GRID_MAX
+    for copy in (jittered(cream), ImageEnhance.Brightness(cream).enhance(1.3)):
+        assert verify.off_grid(hash_base(copy), stored) < verify.CLEAN_LEVEL
+
+
 def hatched_leaves(fill: tuple[int, int, int]) -> Image.Image:
     """Two leaves outlined in black and hatched in ``fill``: Openclipart's foglie_rosse
     (191, 0, 0) and foglie_marroni (90, 61, 28), whose colour covers too little of the

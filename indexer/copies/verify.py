@@ -450,14 +450,17 @@ def affine_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
 
 def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
     """Per pixel, the grey level (luma) of what a copier's colour edit of ``stored`` leaves
-    of ``upload`` (both (h, w, 3)), signed; 0 where the edit clipped. A copier's edit is
+    of ``upload`` (both (h, w, 3)), signed. A copier's edit is
     ``a * Y + b + s * (RGB - Y)`` (Y: luma; brightness and contrast are a and b, saturation
     and greyscale s >= 0), clipped to the levels the upload gives the stored picture's black
     and white: brightening clips white, and a contrast after it makes that clipped white
     grey. Any affine map would also turn hue, and so pass a green pin for a red one, or one
     face's skin recoloured in a picture of two. Luma, because JPEG keeps it at every pixel
     while it halves colour's resolution. Fitted on the levels clipping cannot have touched,
-    again on those of the pixels it fit within the mean."""
+    again on those of the pixels it fit within the mean. Where the edit clipped, or may have,
+    the upload may lie anywhere in :func:`clip_span` (a copy brightened before it was shrunk
+    averages clipped and unclipped levels), and only how far it lies outside is left: a red
+    ornament on a cream ground is not the white a brightening clips that ground to."""
     x = stored.reshape(-1, 3).astype(np.float64)
     y = upload.reshape(-1, 3).astype(np.float64)
     floor, ceiling = level_of(x, y, black=True), level_of(x, y, black=False)
@@ -472,19 +475,32 @@ def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
         raw = terms @ np.array([a, b, max(s, 0.0)])
         left = (np.clip(raw, floor, ceiling) - y) @ LUMA
         near = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
-        touched = clipping(raw.reshape(stored.shape), floor, ceiling).reshape(-1, 3)
+        touched, low, high = (
+            v.reshape(-1, 3) for v in clip_span(raw.reshape(stored.shape), floor, ceiling)
+        )
         fitted = unclipped & near[:, None] & ~touched
         if fitted.sum() < BOUND_PIXELS:
             fitted = unclipped & near[:, None]
-    return np.where(touched.any(axis=1), 0.0, left).reshape(stored.shape[:2])
+    outside = (np.clip(y, low, high) - y) @ LUMA
+    return np.where(touched.any(axis=1), outside, left).reshape(stored.shape[:2])
 
 
-def clipping(raw: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
-    """(h, w, 3): the levels of ``raw`` (h, w, 3) that an edit clipped, or may have where it
-    was made before the picture was shrunk: within CLIP_REACH pixels of one beyond bounds."""
+def clip_span(
+    raw: np.ndarray, floor: np.ndarray, ceiling: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(h, w, 3) each, for an edit's unclipped levels ``raw``: which levels it clipped, or may
+    have where it was made before the picture was shrunk (within CLIP_REACH pixels of one
+    beyond bounds), and the range a copy's level may take there: from the least edited level
+    about it, or from 0 where the edit went under the floor about it, to the greatest, or to
+    255 where it went over the ceiling (an edit of several steps, each clipped, can overshoot
+    where one fitted edit clips)."""
     size = (2 * CLIP_REACH + 1, 2 * CLIP_REACH + 1, 1)
-    high = ndimage.maximum_filter(raw, size=size) > ceiling + 0.5
-    return high | (ndimage.minimum_filter(raw, size=size) < floor - 0.5)
+    over = ndimage.maximum_filter(raw, size=size) > ceiling + 0.5
+    under = ndimage.minimum_filter(raw, size=size) < floor - 0.5
+    edited = np.clip(raw, floor, ceiling)
+    low = np.where(under, 0.0, ndimage.minimum_filter(edited, size=size))
+    high = np.where(over, 255.0, ndimage.maximum_filter(edited, size=size))
+    return over | under, low, high
 
 
 def level_of(stored: np.ndarray, upload: np.ndarray, black: bool) -> np.ndarray:
