@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import random
 import sys
 import time
@@ -475,10 +476,12 @@ def main() -> None:
     print_table(results, (settings.exact_copy_min_similarity, settings.near_copy_min_similarity))
     print_calibration(results)
     ms = 1000 * np.concatenate([r["seconds"] for r in results])
+    from machine import cpu_model  # scripts/ is on the path of a script (not of its tests)
+
     print(
         f"\ntime per image query (engine.search_image: decode, copy + CLIP search), "
         f"{len(ms)} queries: mean {ms.mean():.1f} ms, p50 {np.percentile(ms, 50):.1f} ms, "
-        f"p99 {np.percentile(ms, 99):.1f} ms"
+        f"p99 {np.percentile(ms, 99):.1f} ms; CPU: {cpu_model()} x {os.cpu_count()}"
     )
 
 
