@@ -151,16 +151,18 @@ def verify_match(
     grid = on_grid and query.grid is not None
     stored = hash_base(stored)
     verdict = matched_views(query, match, stored, grid)
-    if verdict.kind == "same" and grid and query.views[match.query_view].lossless:
-        # The upload's own pixels met the stored file's in some pair of views (a trim of
-        # one against a crop of the other, where the whole pictures are not compared): a
-        # copy is then also the whole file on its grid. A mirrored icon shaded from the top
-        # left is not (docs/copy-detection.md, run Z).
+    if verdict.held or verdict.kind != "same" or not grid:
+        return verdict
+    if query.views[match.query_view].lossless:
+        # The upload's own pixels met the stored file's in a pair of views that was not held
+        # to the pixel (a trim of one against a crop of the other): a copy is then also the
+        # whole file on its grid. A mirrored icon shaded from the top left is not
+        # (docs/copy-detection.md, run Z).
         whole, source = pixel_test(query, query.grid.image, stored)
         apart = None if whole is None else off_grid(query.grid.image, whole, source)
         if apart is not None and apart >= GRID_MAX:
             return Verdict("different", "detail", verdict.differing, verdict.distance, True)
-        return dataclasses.replace(verdict, held=verdict.held or apart is not None)
+        return dataclasses.replace(verdict, held=apart is not None)
     return verdict
 
 
