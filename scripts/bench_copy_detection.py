@@ -1,16 +1,19 @@
 """Copy-detection benchmark: recall of transformed copies and false positives of the label.
 
-Splits a dataset by near-duplicate group (whole groups are held out, so a held-out image has
-no copy in the index), builds an index over the rest (cached in --work), then queries with
-transformed versions of indexed images and of held-out images. Prints, per transformation,
-recall@1 and recall@10 of the original's group (as the engine ranks: copies, then
-fingerprint look-alikes, then CLIP neighbours), copy@1 (the first result is the original's
-group and labelled a copy), the false-positive rate of the exact/near copy label on
-held-out images, and the same recalls for CLIP-only matching. Also prints the
-fingerprint similarities seen, from which the thresholds in hibt/config.py were calibrated
-(docs/copy-detection.md).
+Splits a dataset by file identity (a hash of the seed and each file's sha256; identical bytes
+stay together, nothing else), holds out a share of the files in two halves (one to choose
+thresholds, one to report), builds an index over the rest (cached in --work), then queries
+with transformed versions of indexed images and of held-out images. Prints, per
+transformation, recall@1 and recall@10 of the original's group (as the engine ranks: copies,
+then fingerprint look-alikes, then CLIP neighbours), copy@1 and edit@1, the held-out pictures
+called a copy of anything but a labelled copy of them (docs/copy-pairs.tsv), over all and
+over those with a close sibling, and the same recalls for CLIP-only matching; then the
+fingerprint similarities seen and the pairs the false copies came from. Every claimed copy is
+kept in WORK/claimed_copies.tsv, so that a finished run can be judged again after the labels
+change (--recount). Method and figures: docs/copy-detection.md.
 
     python scripts/bench_copy_detection.py data/openclipart/usr/share/openclipart --samples 300
+    python scripts/bench_copy_detection.py DATASET --work WORK --recount
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -274,8 +278,9 @@ def evaluate(
     work: Path,
 ) -> list[dict]:
     """The table's rows; every false copy (a held-out picture's claimed copy that is not a
-    labelled copy of it) is also written to ``work/false_copies.tsv``, to be looked at."""
-    rows, false_copies = [], []
+    labelled copy of it) is also written to ``work/false_copies.tsv``, to be looked at, and
+    every claimed copy to ``work/claimed_copies.tsv`` (:func:`recount`)."""
+    rows, false_copies, claims = [], [], []
     store = engine.index.store()
     for name in transforms:
         hit1 = hit10 = labelled1 = edited1 = clip1 = clip10 = 0
@@ -305,9 +310,29 @@ def evaluate(
             response = timed(seconds, engine.search_image, data, k=20, collapse=False)
             claimed = [(store.by_id(r.id), r) for r in response.results if r.match in COPY]
             wrong = [(row, r) for row, r in claimed if row["sha256"] not in negative.copies]
+            line = "{}\t{}\t{}\t{}\t{}\t{}\t{}\n".format
+            claims += [
+                line(
+                    name,
+                    negative.sha256,
+                    row["sha256"],
+                    r.match,
+                    r.copy_similarity,
+                    negative.path,
+                    row["path"],
+                )
+                for row, r in claimed
+            ]
             false_copies += [
-                f"{name}\t{negative.sha256}\t{row['sha256']}\t{r.match}\t{r.copy_similarity}\t"
-                f"{negative.path}\t{row['path']}\n"
+                line(
+                    name,
+                    negative.sha256,
+                    row["sha256"],
+                    r.match,
+                    r.copy_similarity,
+                    negative.path,
+                    row["path"],
+                )
                 for row, r in wrong
             ]
             wrong = bool(wrong)
@@ -347,7 +372,26 @@ def evaluate(
         )
         print(f"  {name}: R@1 {hit1 / n:.3f} FP {false_pos}/{len(negatives)}", file=sys.stderr)
     (work / "false_copies.tsv").write_text("".join(false_copies))
+    (work / "claimed_copies.tsv").write_text("".join(claims))
     return rows
+
+
+def recount(work: Path, pairs: dict[frozenset[str], str]) -> None:
+    """A finished run's false copies judged under ``pairs`` (the labels now): one per
+    held-out picture and transformation, as the table counts them, and the pairs they come
+    from, most rows first."""
+    rows: dict[str, set[str]] = {}
+    by_pair: Counter[tuple[str, str]] = Counter()
+    for line in (work / "claimed_copies.tsv").read_text().splitlines():
+        name, held, stored, *_, held_path, stored_path = line.split("\t")
+        if pairs.get(frozenset((held, stored))) != "copy":
+            rows.setdefault(name, set()).add(held)
+            by_pair[Path(held_path).name, Path(stored_path).name] += 1
+    total = sum(len(v) for v in rows.values())
+    each = ", ".join(f"{name}: {len(held)}" for name, held in rows.items())
+    print(f"false copies under the present labels: {total} rows ({each})")
+    for (held, stored), n in by_pair.most_common():
+        print(f"  {n:3d}  {held}  claimed as  {stored}")
 
 
 def timed(seconds: list[float], search, *args, **kwargs):
@@ -442,7 +486,14 @@ def main() -> None:
     )
     parser.add_argument("--model", default=TINY_MODEL)
     parser.add_argument("--transforms", nargs="*", default=list(TRANSFORMS))
+    parser.add_argument(
+        "--recount",
+        action="store_true",
+        help="judge the run kept in --work again under the labels now, without querying",
+    )
     args = parser.parse_args()
+    if args.recount:
+        return recount(args.work, labelled_pairs())
 
     settings = Settings(model=args.model, pretrained=None)
     embedder = Embedder(ModelSpec(args.model))
@@ -475,6 +526,8 @@ def main() -> None:
     results = evaluate(engine, originals, negatives, args.transforms, args.work)
     print_table(results, (settings.exact_copy_min_similarity, settings.near_copy_min_similarity))
     print_calibration(results)
+    print()
+    recount(args.work, labelled_pairs())
     ms = 1000 * np.concatenate([r["seconds"] for r in results])
     from machine import cpu_model  # scripts/ is on the path of a script (not of its tests)
 

@@ -74,3 +74,25 @@ def test_the_pixel_rule_labels_a_mirrored_moved_copy_and_not_a_changed_detail(
     assert lab.pixel_distance(first, changed)[0] > lab.COPY_MAX
     mean, local = lab.pixel_distance(first, dotted)
     assert mean < lab.COPY_MAX and local > lab.LOCAL_MAX
+
+
+def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
+    """Every claimed copy is kept, so that a pair labelled again (a copy found to be a
+    sibling) counts in an old run's figures: one row per picture and transformation."""
+    b = bench()
+    claims = [
+        ("identity", "h1", "s1", "a.png", "b.png"),
+        ("identity", "h1", "s2", "a.png", "c.png"),
+        ("hflip", "h1", "s1", "a.png", "b.png"),
+        ("identity", "h2", "s3", "d.png", "e.png"),
+    ]
+    (tmp_path / "claimed_copies.tsv").write_text(
+        "".join(f"{t}\t{h}\t{s}\tnear_copy\t0.99\t/x/{p}\t/x/{q}\n" for t, h, s, p, q in claims)
+    )
+    copies = {frozenset(("h1", "s1")): "copy", frozenset(("h2", "s3")): "copy"}
+    b.recount(tmp_path, copies)
+    assert "1 rows (identity: 1)" in capsys.readouterr().out
+    copies[frozenset(("h1", "s1"))] = "sibling"
+    b.recount(tmp_path, copies)
+    out = capsys.readouterr().out
+    assert "2 rows (identity: 1, hflip: 1)" in out and "2  a.png  claimed as  b.png" in out
