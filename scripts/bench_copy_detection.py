@@ -309,33 +309,17 @@ def evaluate(
             data = query_bytes(name, negative.image)
             response = timed(seconds, engine.search_image, data, k=20, collapse=False)
             claimed = [(store.by_id(r.id), r) for r in response.results if r.match in COPY]
-            wrong = [(row, r) for row, r in claimed if row["sha256"] not in negative.copies]
-            line = "{}\t{}\t{}\t{}\t{}\t{}\t{}\n".format
-            claims += [
-                line(
-                    name,
-                    negative.sha256,
-                    row["sha256"],
-                    r.match,
-                    r.copy_similarity,
-                    negative.path,
-                    row["path"],
+            lines = [
+                (
+                    row["sha256"] not in negative.copies,
+                    f"{name}\t{negative.sha256}\t{row['sha256']}\t{r.match}\t"
+                    f"{r.copy_similarity}\t{negative.path}\t{row['path']}\n",
                 )
                 for row, r in claimed
             ]
-            false_copies += [
-                line(
-                    name,
-                    negative.sha256,
-                    row["sha256"],
-                    r.match,
-                    r.copy_similarity,
-                    negative.path,
-                    row["path"],
-                )
-                for row, r in wrong
-            ]
-            wrong = bool(wrong)
+            claims += [text for _, text in lines]
+            false_copies += [text for false_copy, text in lines if false_copy]
+            wrong = any(false_copy for false_copy, _ in lines)
             false_pos += wrong
             false_sib += wrong and negative.sibling
             found = best_matches(engine, data)
