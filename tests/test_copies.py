@@ -997,6 +997,39 @@ def test_on_one_pixel_grid_what_a_brightening_clips_is_still_compared() -> None:
         assert verify.off_grid(hash_base(copy), stored) < verify.CLEAN_LEVEL
 
 
+def shaded_card() -> Image.Image:
+    """The white card with its ground shaded from white to cream, top to bottom (Openclipart's
+    simple deck against its white one)."""
+    white = playing_card((255, 255, 255))
+    down = np.linspace(0, 1, white.height)[:, None, None]
+    ground = (1 - down) * np.array([255, 255, 235]) + down * np.array([235, 240, 208])
+    inside = Image.new("L", white.size, 0)
+    ImageDraw.Draw(inside).rounded_rectangle((6, 6, 133, 183), 9, fill=255)
+    pixels = np.asarray(white).astype(float)
+    ground_there = (pixels == 255).all(axis=2) & (np.asarray(inside) > 0)
+    return Image.fromarray(np.where(ground_there[..., None], ground, pixels).astype(np.uint8))
+
+
+def test_what_a_stored_flat_fill_holds_a_copy_holds_flat(monkeypatch) -> None:
+    """A copier's edit maps one colour to one colour: where the stored card is flat white,
+    the cream card's shading in grey, or the ornamental card's thin flourishes halved,
+    are another picture, though blocks, fine tones and (in grey) colour all pass them.
+    The white card as JPEG 30, halved, jittered or brightened stays the same picture."""
+    white = playing_card((255, 255, 255))
+    stored = stored_thumbnail(white)
+    grey_shaded = ImageOps.grayscale(shaded_card()).convert("RGB")
+    flourished = ornamented(white).resize((70, 95), Image.Resampling.BICUBIC)
+    for sibling in (grey_shaded, flourished):
+        verdict = verify.verify(hash_base(sibling), stored)
+        assert (verdict.kind, verdict.region) == ("different", "flat fill")
+    bright = ImageEnhance.Brightness(white).enhance(1.3)
+    for copy in (encode_decode(white, 30), white.resize((70, 95)), jittered(white), bright):
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    monkeypatch.setattr(verify, "FLAT_MAX", 1e9)
+    for sibling in (grey_shaded, flourished):
+        assert verify.verify(hash_base(sibling), stored).kind == "same"
+
+
 def hatched_leaves(fill: tuple[int, int, int]) -> Image.Image:
     """Two leaves outlined in black and hatched in ``fill``: Openclipart's foglie_rosse
     (191, 0, 0) and foglie_marroni (90, 61, 28), whose colour covers too little of the

@@ -94,6 +94,19 @@ TONE_GAIN = (0.75, 1.33)
 MAX_OFFSET = 4
 INK = 24.0
 TONE_MAX = 32.0
+# Where the stored view is one flat fill (its grey levels within FLAT_RANGE over every
+# FLAT_WINDOW x FLAT_WINDOW window, a smooth shading included; 9 px keeps the ringing a JPEG
+# leaves beside an edge out), a copier's edit maps it to a fill as flat or as smoothly
+# shaded. Cell means (the smaller side in FLAT_CELLS, at least 4 px each) of the aligned
+# upload, less their best line against the stored view's, over the cells wholly inside one
+# fill (at least FLAT_LEAST of them), span under FLAT_MAX levels: a cream gradient is not a
+# white ground, nor a clock's numbers on its face (calibrated: docs/copy-detection.md, run AA).
+FLAT_RANGE = 2.0
+FLAT_WINDOW = 9
+FLAT_CELLS = 32
+FLAT_LEAST = 4
+FLAT_MAX = 12.0
+FLAT_EDGE = 3  # pixels along the edge that a resampled border smears
 # On one pixel grid: an upload of a lossless file's own pixels against a stored picture kept
 # losslessly at its own size, a flip or turn apart. A copy then differs from it only by a
 # copier's colour edit (brightness, contrast, saturation, greyscale: copier_residual) and its
@@ -317,6 +330,11 @@ def verify(
         apart = None if grid is None else off_grid(upload_view, grid, source)
         if apart is not None and apart >= GRID_MAX:
             return Verdict("different", "detail", share, tones.mean, held=True)
+        # On the grid, the flip or turn the pixels chose: a small detail of a nearly
+        # symmetric picture mirrors with it.
+        fill = tones.fill if apart is None else grid_fill(upload_view, grid, source)
+        if fill >= FLAT_MAX:
+            return Verdict("different", "flat fill", share, tones.mean, held=apart is not None)
         same = Verdict("same", distance=tones.mean, held=apart is not None)
         return unlike(tones, share, one_grey(up, st)) or same
     where = region(differs)
@@ -361,6 +379,13 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
         return None
     left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
+
+
+def grid_fill(upload: Image.Image, stored: Image.Image, source: Grid | None = None) -> float:
+    """:func:`flat_fill` on the two views laid on their common pixel grid (:func:`on_one_grid`;
+    a pair :func:`off_grid` measured has one)."""
+    up, st = on_one_grid(upload, stored, source)
+    return flat_fill(up @ LUMA, st @ LUMA)
 
 
 Window = tuple[slice, slice]
@@ -550,6 +575,7 @@ class Tones(NamedTuple):
     colour: float = 0.0  # mean colour difference over the picture: under COLOUR_MEAN_MAX
     hue: float = 0.0  # mean hue angle between them where both are coloured: under HUE_MAX
     inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
+    fill: float = 0.0  # how far the upload wanders where the stored view is flat: under FLAT_MAX
 
 
 def tone_difference(
@@ -569,6 +595,7 @@ def tone_difference(
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     offset = phase_offset(up, st)
     up = moved(up, *offset)
+    fill = 0.0 if edited is not None else flat_fill(up, st)
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
     up = fit(up, st, TONE_GAIN, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
@@ -583,7 +610,52 @@ def tone_difference(
     hue = hue_turn(*colours, picture & ~blown)
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
-    return Tones(float(np.percentile(diff[ink], 95)), float(diff[ink].mean()), colour, hue)
+    high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
+    return Tones(high, mean, colour, hue, fill=fill)
+
+
+def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
+    """How far the grey ``up``, laid over ``stored``, strays inside the stored view's flat
+    fills (:data:`FLAT_MAX`): the largest span of its cell means about their best line against
+    the stored cells', over any one fill. Cells, because JPEG's ringing and dithering average
+    out in them and a gradient or a line does not; whole cells in one fill, because a cell
+    astride an edge sees the edge. Only the upload's ink in a stored fill counts: where the
+    stored view shades and the upload is flat, a brightening clipped it (the other way)."""
+    window = FLAT_WINDOW
+    span = ndimage.maximum_filter(stored, window) - ndimage.minimum_filter(stored, window)
+    flat = np.zeros(stored.shape, bool)
+    inside = (slice(FLAT_EDGE, -FLAT_EDGE),) * 2
+    flat[inside] = span[inside] <= FLAT_RANGE
+    cell = max(4, min(stored.shape) // FLAT_CELLS)
+    h, w = (n // cell * cell for n in stored.shape)
+    fills, _ = ndimage.label(flat[:h, :w])
+
+    def cells(values: np.ndarray) -> np.ndarray:
+        return values[:h, :w].reshape(h // cell, cell, w // cell, cell)
+
+    labels = cells(fills)
+    first = labels[:, 0, :, 0]
+    whole = (labels == first[:, None, :, None]).all(axis=(1, 3)) & (first > 0)
+    fill_of = first[whole]
+    up_cells, stored_cells = (cells(v).mean(axis=(1, 3))[whole] for v in (up, stored))
+    widest = 0.0
+    for fill in np.unique(fill_of):
+        at = fill_of == fill
+        if at.sum() >= FLAT_LEAST:
+            widest = max(widest, off_line(stored_cells[at], up_cells[at]))
+    return widest
+
+
+def off_line(x: np.ndarray, y: np.ndarray) -> float:
+    """The span of ``y`` about its least-squares line against ``x`` (about its mean where ``x``
+    is flat)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    if np.ptp(x) < 1.0:
+        left = y - y.mean()
+    else:
+        slope, intercept = np.polyfit(x, y, 1)
+        left = y - (slope * x + intercept)
+    return float(np.ptp(left))
 
 
 def laid_colours(
