@@ -621,8 +621,7 @@ def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
     out in them and a gradient or a line does not; whole cells in one fill, because a cell
     astride an edge sees the edge. Only the upload's ink in a stored fill counts: where the
     stored view shades and the upload is flat, a brightening clipped it (the other way)."""
-    window = FLAT_WINDOW
-    span = ndimage.maximum_filter(stored, window) - ndimage.minimum_filter(stored, window)
+    span = ndimage.maximum_filter(stored, FLAT_WINDOW) - ndimage.minimum_filter(stored, FLAT_WINDOW)
     flat = np.zeros(stored.shape, bool)
     inside = (slice(FLAT_EDGE, -FLAT_EDGE),) * 2
     flat[inside] = span[inside] <= FLAT_RANGE
