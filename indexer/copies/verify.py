@@ -327,12 +327,13 @@ def verify(
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        apart = None if grid is None else off_grid(upload_view, grid, source)
+        laid = None if grid is None else on_one_grid(upload_view, grid, source)
+        apart = None if laid is None else grid_residual(*laid)
         if apart is not None and apart >= GRID_MAX:
             return Verdict("different", "detail", share, tones.mean, held=True)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
         # symmetric picture mirrors with it.
-        fill = tones.fill if apart is None else grid_fill(upload_view, grid, source)
+        fill = tones.fill if apart is None else flat_fill(*(v @ LUMA for v in laid))
         if fill >= FLAT_MAX:
             return Verdict("different", "flat fill", share, tones.mean, held=apart is not None)
         same = Verdict("same", distance=tones.mean, held=apart is not None)
@@ -368,10 +369,12 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
     the ringing of a JPEG saved again as PNG away. None when there is no grid in common, no
     ink, or under CLEAN_SHARE of the ink within CLEAN_LEVEL of any colour map (noise all
     over: the other tests allow for it). ``source``: as for :func:`on_one_grid`."""
-    found = on_one_grid(upload, stored, source)
-    if found is None:
-        return None
-    up, st = found
+    laid = on_one_grid(upload, stored, source)
+    return None if laid is None else grid_residual(*laid)
+
+
+def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
+    """:func:`off_grid` for two views already laid on their common grid (:func:`on_one_grid`)."""
     ink = inked(up @ LUMA, st @ LUMA)
     if not ink.any():
         return None
@@ -379,13 +382,6 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
         return None
     left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
-
-
-def grid_fill(upload: Image.Image, stored: Image.Image, source: Grid | None = None) -> float:
-    """:func:`flat_fill` on the two views laid on their common pixel grid (:func:`on_one_grid`;
-    a pair :func:`off_grid` measured has one)."""
-    up, st = on_one_grid(upload, stored, source)
-    return flat_fill(up @ LUMA, st @ LUMA)
 
 
 Window = tuple[slice, slice]
