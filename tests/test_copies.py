@@ -42,6 +42,7 @@ from hibt.indexer.copies.views import (
     QUERY_TRIMMED_VIEW,
     QUERY_VIEWS,
     Scene,
+    centre_crop,
     hash_base,
     position,
     query_views,
@@ -1465,3 +1466,36 @@ def test_a_turned_png_is_a_copy_of_the_file_it_turns_not_undecided(signpost_inde
     response, first = top(signpost_index, encode(turned))
     assert (first.source, first.match) == ("right.png", "near_copy")
     assert response.counts.copy_pictures == 1 and response.counts.undecided_files == 0
+
+
+def ring(width: int, ink: int, size: int = 100) -> Image.Image:
+    """A ring along the edge of a square about a small cross: Openclipart's stars of many
+    points and a small step, whose spokes lie along the rim and leave the middle empty."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((3, 3, size - 3, size - 3), outline=(ink,) * 3, width=width)
+    c = size // 2
+    draw.line((c - 8, c, c + 8, c), fill="black", width=2)
+    draw.line((c, c - 8, c, c + 8), fill="black", width=2)
+    return image
+
+
+def test_a_crop_that_met_a_wider_crop_is_verified_whole(monkeypatch) -> None:
+    """A crop of 70% of a star (its rim in the corners) met another star's crop of 60% through
+    the upload's crop of 80%: two blank centres, alike in every test. Widened, the whole
+    upload lies over the stored crop holding as much of the picture, where the rims differ;
+    a crop of the same star stays the same picture."""
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, "crop 80%"))
+    match.stored_view = position(INDEX_VIEWS, "crop 60%")
+    stored = stored_thumbnail(ring(2, 200))
+
+    def verdict(upload: Image.Image) -> Verdict:
+        return verify.verify_match(query_fingerprints(upload), match, stored)
+
+    sibling = centre_crop(ring(6, 60), 0.7)
+    assert verdict(sibling).kind == "different"
+    for copy in (centre_crop(ring(2, 200), 0.7), centre_crop(ring(2, 200), 0.72)):
+        assert verdict(copy).kind == "same"
+        assert verdict(encode_decode(copy, 30)).kind == "same"
+    monkeypatch.setattr(verify, "widened", lambda q, m, *_: (m.query_view, m.stored_view, None))
+    assert verdict(sibling).kind == "same"

@@ -40,7 +40,7 @@ from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch
-from hibt.indexer.copies.views import INDEX_VIEWS, Scene, hash_base
+from hibt.indexer.copies.views import INDEX_VIEWS, Scene, centre_crop, hash_base
 
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
@@ -129,6 +129,12 @@ CLIP_REACH = 1
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
 # The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
 # counter-clockwise, as ROTATE_90 does; [::-1] flips top to bottom).
+# A crop of the upload that met a wider stored crop is verified whole, against the stored
+# crop within WIDEN_REACH (in WIDEN_STEP steps) of their ratio that lies closest at
+# WIDEN_SIDE px (widened).
+WIDEN_REACH = 0.1
+WIDEN_STEP = 0.02
+WIDEN_SIDE = 48
 T = Image.Transpose
 DIHEDRAL = (None, T.ROTATE_90, T.ROTATE_180, T.ROTATE_270)
 DIHEDRAL += (T.FLIP_TOP_BOTTOM, T.TRANSVERSE, T.FLIP_LEFT_RIGHT, T.TRANSPOSE)
@@ -192,7 +198,9 @@ def matched_views(
     as the build did, chrome and all, costs tens of ms: too slow for every sibling flag)."""
     base = Scene(stored, stored, None)
     scene = query.grid.scene if grid else query.scene
-    query_view, stored_view = widened(query, match)
+    query_view, stored_view, kept = widened(query, match, scene, base.uncut)
+    if kept is not None:
+        return compare(query, scene, query_view, centre_crop(base.uncut, kept))
     if INDEX_VIEWS[stored_view].brightened and one_grey(scene.picture, base.uncut):
         stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
     if INDEX_VIEWS[stored_view].name != "trimmed":
@@ -269,18 +277,44 @@ def pixel_test(
     return None, None
 
 
-def widened(query: Fingerprints, match: CopyMatch) -> tuple[int, int]:
-    """The widest pair of views in the same frame as the pair that matched: a centre crop
-    of the upload that met the stored crop of the same size stands for the whole upload
-    against the whole stored picture. A logo in a corner is what a centre crop leaves out,
-    so the crops find the copy and the whole pictures show the edit."""
-    view = query.views[match.query_view]
-    stored = INDEX_VIEWS[match.stored_view]
-    if view.name.startswith("crop ") and view.name == stored.name:
-        as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
-        whole = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
-        return as_is, whole
-    return match.query_view, match.stored_view
+def widened(
+    query: Fingerprints, match: CopyMatch, scene: Scene, stored: Image.Image
+) -> tuple[int, int, float | None]:
+    """The widest pair of views in the same frame as the pair that matched, and the share of
+    each side of ``stored`` (the stored picture) that its view keeps where no indexed view
+    does. A centre crop of the upload that met the stored crop of the same share stands for
+    the whole upload against the whole stored picture: a logo in a corner is what a centre
+    crop leaves out, so the crops find the copy and the whole pictures show the edit. One
+    that met a wider stored crop stands for the whole upload against the stored crop that
+    holds as much of the picture: the blank centre of a star of thin spokes meets any blank
+    centre, and the spokes are what tell two stars apart."""
+    view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
+    if view.kept in (None, 1.0) or held.kept is None or held.kept > view.kept:
+        return match.query_view, match.stored_view, None
+    as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
+    if held.kept == view.kept:
+        return as_is, WHOLE, None
+    upload = query.views[as_is].make(scene)
+    return as_is, match.stored_view, closest_crop(upload, stored, held.kept / view.kept)
+
+
+def closest_crop(upload: Image.Image, stored: Image.Image, share: float) -> float:
+    """The share of each side of ``stored`` whose centre crop lies closest to ``upload`` in
+    grey levels, within :data:`WIDEN_REACH` of ``share`` and at most the whole: the stored
+    crops are a tenth apart, so two crops that met can be 8% apart in scale."""
+    up = small_grey(upload)
+
+    def apart(kept: float) -> float:
+        st = small_grey(centre_crop(stored, kept))
+        return float(np.abs(fit(up, st) - st).mean())
+
+    steps = np.arange(-WIDEN_REACH, WIDEN_REACH + 1e-9, WIDEN_STEP)
+    return min((float(share * (1 + k)) for k in steps if share * (1 + k) <= 1), key=apart)
+
+
+def small_grey(image: Image.Image) -> np.ndarray:
+    side = (WIDEN_SIDE, WIDEN_SIDE)
+    return np.asarray(image.convert("L").resize(side, Image.Resampling.BOX), np.float32)
 
 
 def verify(

@@ -84,6 +84,9 @@ class View:
     # Made of the picture's pixels by a flip or turn alone, with no resampling and no cut at
     # a fixed place: such a view of a copy lies on the stored picture's own pixel grid.
     lossless: bool = False
+    # The share of each side of its picture that a centre crop keeps (1.0: the whole picture
+    # as it is); None for any other view. Verification widens a pair of crops by it.
+    kept: float | None = None
 
 
 def hash_base(image: Image.Image) -> Image.Image:
@@ -145,6 +148,7 @@ INDEX_VIEWS: tuple[View, ...] = (
             whole=f == 1.0,
             crop=f < 1.0,
             banded=False,
+            kept=f,
         )
         for f in CROPS
     ),
@@ -160,6 +164,7 @@ QUERY_VIEWS: tuple[View, ...] = (
             whole=op is None,
             turned=turn,
             lossless=True,
+            kept=1.0 if op is None else None,
         )
         for name, op, turn in DIHEDRAL
     ),
@@ -173,7 +178,7 @@ QUERY_VIEWS: tuple[View, ...] = (
         )
         for name, op, turn in DIHEDRAL
     ),
-    *(View(f"crop {f:.0%}", lambda s, f=f: centre_crop(s.picture, f)) for f in QUERY_CROPS),
+    *(View(f"crop {f:.0%}", lambda s, f=f: centre_crop(s.picture, f), kept=f) for f in QUERY_CROPS),
     *(
         View(f"turn {a} undone", lambda s, a=a: unrotate(s.picture, a), turned=True)
         for a in SMALL_ROTATIONS
