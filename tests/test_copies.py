@@ -1499,3 +1499,39 @@ def test_a_crop_that_met_a_wider_crop_is_verified_whole(monkeypatch) -> None:
         assert verdict(encode_decode(copy, 30)).kind == "same"
     monkeypatch.setattr(verify, "widened", lambda q, m, *_: (m.query_view, m.stored_view, None))
     assert verdict(sibling).kind == "same"
+
+
+def coffee_card(coffee: tuple[int, int, int]) -> Image.Image:
+    """A pale green card with a green cup of ``coffee`` on it (Openclipart's java against
+    source_java, whose coffee is dark red, not brown)."""
+    image = Image.new("RGB", (200, 200), (225, 238, 200))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 10, 180, 190), fill=(150, 190, 140), outline=(60, 120, 60), width=4)
+    draw.ellipse((50, 110, 150, 180), fill=(235, 245, 225), outline=(20, 140, 20), width=5)
+    draw.ellipse((64, 118, 136, 148), fill=coffee)
+    return image
+
+
+def test_a_part_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
+    """Dark red coffee for brown in a cup a tenth of the card: a copier's edit recolours the
+    whole picture alike, so one patch of another colour is another picture, though the
+    colour and hue over the whole picture, and the blocks the cup's rim shares, pass it.
+    JPEG, halved, jittered, brightened, saturated and greyscale copies stay."""
+    brown = coffee_card((60, 35, 8))
+    stored = stored_thumbnail(brown)
+    red = hash_base(coffee_card((72, 0, 8)))
+    found = verify.verify(red, stored)
+    assert (found.kind, found.region) == ("different", "colour")
+    copies = (
+        encode_decode(brown, 30),
+        brown.resize((100, 100)),
+        encode_decode(brown.resize((50, 50)), 40),
+        jittered(brown),
+        ImageEnhance.Brightness(brown).enhance(1.3),
+        ImageEnhance.Color(brown).enhance(1.8),
+        ImageOps.grayscale(brown).convert("RGB"),
+    )
+    for copy in copies:
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    monkeypatch.setattr(verify, "PATCH_MAX", 1e9)
+    assert verify.verify(red, stored).kind == "same"

@@ -67,6 +67,13 @@ COLOUR_MEAN_MAX = 15.0
 # and never turns it (calibrated: docs/copy-detection.md, run Y).
 HUE_MAX = 27.0
 HUE_CHROMA = 24.0
+# The length of the mean opponent-colour difference (saturation fitted) over a window a
+# PATCH_FRACTION of the shorter side wide, at its largest (blown pixels left out), from which
+# one part of the picture was recoloured (calibrated: docs/copy-detection.md, run AB).
+PATCH_FRACTION = 8
+PATCH_LEAST = 32
+PATCH_PALE = 220
+PATCH_MAX = 26.0
 # Channel level from which a pixel counts as blown: brightening clips a channel and so turns
 # the hue (a yolk turns yellower); such pixels do not count for the hue.
 BLOWN = 250
@@ -387,7 +394,7 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     (a black-and-white ice cream cone against the vanilla one)."""
     if not tones.inked:
         return Verdict("different", "blank", share)
-    if tones.colour >= COLOUR_MEAN_MAX or tones.hue >= HUE_MAX:
+    if tones.colour >= COLOUR_MEAN_MAX or tones.hue >= HUE_MAX or tones.patch >= PATCH_MAX:
         return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
@@ -606,6 +613,7 @@ class Tones(NamedTuple):
     hue: float = 0.0  # mean hue angle between them where both are coloured: under HUE_MAX
     inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
     fill: float = 0.0  # how far the upload wanders where the stored view is flat: under FLAT_MAX
+    patch: float = 0.0  # the colour difference in the one place it is largest: under PATCH_MAX
 
 
 def tone_difference(
@@ -638,10 +646,12 @@ def tone_difference(
         np.asarray(up_rgb).max(axis=2) >= BLOWN, *offset
     )
     hue = hue_turn(*colours, picture & ~blown)
+    pale = np.asarray(st_rgb).max(axis=2) >= PATCH_PALE
+    patch = 0.0 if edited is not None else colour_patch(*colours, picture & ~blown & ~pale)
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
-    return Tones(high, mean, colour, hue, fill=fill)
+    return Tones(high, mean, colour, hue, fill=fill, patch=patch)
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
@@ -706,6 +716,20 @@ def colour_difference(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> 
     if either_grey(up, stored) or not where.any():
         return 0.0
     return float(shifted_difference(up * saturation_gain(up, stored), stored)[where].mean())
+
+
+def colour_patch(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
+    """The largest mean signed hue turn (degrees) between two views' laid colours
+    (:func:`laid_colours`) over a window a :data:`PATCH_FRACTION` of the picture's shorter
+    side wide, where both are coloured (:data:`HUE_CHROMA`) over at least half of it."""
+    cosine = up[..., 0] * stored[..., 0] + up[..., 1] * stored[..., 1]
+    sine = stored[..., 0] * up[..., 1] - stored[..., 1] * up[..., 0]
+    both = where & (distance(up) >= HUE_CHROMA) & (distance(stored) >= HUE_CHROMA)
+    turn = np.where(both, np.degrees(np.arctan2(sine, cosine)), 0.0)
+    window = max(PATCH_LEAST, min(where.shape) // PATCH_FRACTION)
+    share = ndimage.uniform_filter(both.astype(np.float32), window, mode="constant")
+    mean = ndimage.uniform_filter(turn, window, mode="constant") / np.maximum(share, 1e-6)
+    return float(np.abs(mean[share >= 0.5]).max(initial=0.0))
 
 
 def hue_turn(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
