@@ -67,9 +67,11 @@ COLOUR_MEAN_MAX = 15.0
 # and never turns it (calibrated: docs/copy-detection.md, run Y).
 HUE_MAX = 27.0
 HUE_CHROMA = 24.0
-# The length of the mean opponent-colour difference (saturation fitted) over a window a
-# PATCH_FRACTION of the shorter side wide, at its largest (blown pixels left out), from which
-# one part of the picture was recoloured (calibrated: docs/copy-detection.md, run AB).
+# The same hue turn, signed and held in every part of the picture: its mean over a window a
+# PATCH_FRACTION of the shorter side wide and at least PATCH_LEAST px (JPEG's colour blocks
+# are 16 px), leaving out blown and pale pixels (a channel at PATCH_PALE or more: a brightening
+# clips it and a contrast after it hides the clipping), from which one part of the picture was
+# recoloured (calibrated: docs/copy-detection.md, run AB).
 PATCH_FRACTION = 8
 PATCH_LEAST = 32
 PATCH_PALE = 220
@@ -133,15 +135,15 @@ FIT_ROUNDS = 2
 BOUND_LEVELS = 5.0
 BOUND_PIXELS = 16
 CLIP_REACH = 1
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
-# The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
-# counter-clockwise, as ROTATE_90 does; [::-1] flips top to bottom).
 # A crop of the upload that met a wider stored crop is verified whole, against the stored
 # crop within WIDEN_REACH (in WIDEN_STEP steps) of their ratio that lies closest at
 # WIDEN_SIDE px (widened).
 WIDEN_REACH = 0.1
 WIDEN_STEP = 0.02
 WIDEN_SIDE = 48
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
+# The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
+# counter-clockwise, as ROTATE_90 does; [::-1] flips top to bottom).
 T = Image.Transpose
 DIHEDRAL = (None, T.ROTATE_90, T.ROTATE_180, T.ROTATE_270)
 DIHEDRAL += (T.FLIP_TOP_BOTTOM, T.TRANSVERSE, T.FLIP_LEFT_RIGHT, T.TRANSPOSE)
@@ -613,7 +615,7 @@ class Tones(NamedTuple):
     hue: float = 0.0  # mean hue angle between them where both are coloured: under HUE_MAX
     inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
     fill: float = 0.0  # how far the upload wanders where the stored view is flat: under FLAT_MAX
-    patch: float = 0.0  # the colour difference in the one place it is largest: under PATCH_MAX
+    patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
 
 
 def tone_difference(
@@ -720,8 +722,11 @@ def colour_difference(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> 
 
 def colour_patch(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
     """The largest mean signed hue turn (degrees) between two views' laid colours
-    (:func:`laid_colours`) over a window a :data:`PATCH_FRACTION` of the picture's shorter
-    side wide, where both are coloured (:data:`HUE_CHROMA`) over at least half of it."""
+    (:func:`laid_colours`) over ``where`` in a window a :data:`PATCH_FRACTION` of the
+    picture's shorter side wide, where both are coloured (:data:`HUE_CHROMA`) over at least
+    half of it. A copier's edit turns no hue anywhere; the coffee of one cup turned from brown
+    to red is diluted in the mean over the picture (:func:`hue_turn`). Signed, because a
+    recoloured part turns every pixel of it one way, while JPEG's coarse colour scatters."""
     cosine = up[..., 0] * stored[..., 0] + up[..., 1] * stored[..., 1]
     sine = stored[..., 0] * up[..., 1] - stored[..., 1] * up[..., 0]
     both = where & (distance(up) >= HUE_CHROMA) & (distance(stored) >= HUE_CHROMA)
