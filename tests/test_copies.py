@@ -1535,3 +1535,25 @@ def test_a_part_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
         assert verify.verify(hash_base(copy), stored).kind == "same"
     monkeypatch.setattr(verify, "PATCH_MAX", 1e9)
     assert verify.verify(red, stored).kind == "same"
+
+
+def disc_flag(disc: tuple[int, int, int]) -> Image.Image:
+    """Bangladesh's flag: a red disc on green, the two of nearly one grey (59 and 77)."""
+    image = Image.new("RGB", (300, 200), (10, 92, 18))
+    ImageDraw.Draw(image).ellipse((75, 40, 195, 160), fill=disc)
+    return image
+
+
+def test_parts_of_one_grey_told_by_colour_are_still_compared(monkeypatch) -> None:
+    """Bangladesh halved was answered "blank" (nothing inked to compare: the disc is 18 grey
+    levels from the field) and so never a copy of itself. Colour inks it: copies pass, and the
+    flag with its disc in another hue of that grey is still another picture."""
+    flag = disc_flag((252, 0, 15))
+    stored = stored_thumbnail(flag)
+    for copy in (flag.resize((150, 100), Image.Resampling.LANCZOS), encode_decode(flag, 30)):
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    other = verify.verify(hash_base(disc_flag((120, 60, 200))), stored)
+    assert other.kind == "different"
+    monkeypatch.setattr(verify, "border_colour", lambda colours: colours)  # grey ink alone
+    halved = verify.verify(hash_base(flag.resize((150, 100), Image.Resampling.LANCZOS)), stored)
+    assert (halved.kind, halved.region) == ("different", "blank")

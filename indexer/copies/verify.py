@@ -650,6 +650,8 @@ def tone_difference(
     hue = hue_turn(*colours, picture & ~blown)
     pale = np.asarray(st_rgb).max(axis=2) >= PATCH_PALE
     patch = 0.0 if edited is not None else colour_patch(*colours, picture & ~blown & ~pale)
+    if not ink.any():  # parts of one grey told by colour alone: Bangladesh's red disc on green
+        ink = inked(*(distance(c - border_colour(c)) for c in colours)) & picture
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
@@ -782,6 +784,13 @@ def hann(h: int, w: int) -> np.ndarray:
 def inked(*greys: np.ndarray) -> np.ndarray:
     """The pixels that carry ink (INK levels from its border's level) in any of the views."""
     return np.logical_or.reduce([np.abs(g - border_level(g)) > INK for g in greys])
+
+
+def border_colour(colours: np.ndarray) -> np.ndarray:
+    """The picture's ground in opponent colour (:func:`opponent`): the median of each channel
+    over its outermost rows and columns."""
+    edge = (colours[0], colours[-1], colours[:, 0], colours[:, -1])
+    return np.median(np.concatenate(edge), axis=0)
 
 
 def border_level(grey_image: np.ndarray) -> float:
