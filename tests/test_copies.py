@@ -1044,6 +1044,19 @@ def hatched_leaves(fill: tuple[int, int, int]) -> Image.Image:
     return image
 
 
+def colour_edits(image: Image.Image, half: tuple[int, int]) -> tuple[Image.Image, ...]:
+    """Copies a copier's edits of colour leave the same picture: JPEG 30, shrunk to ``half``,
+    jittered, brightened, saturated, greyscale."""
+    return (
+        encode_decode(image, 30),
+        image.resize(half),
+        jittered(image),
+        ImageEnhance.Brightness(image).enhance(1.3),
+        ImageEnhance.Color(image).enhance(1.8),
+        ImageOps.grayscale(image).convert("RGB"),
+    )
+
+
 def test_a_drawing_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
     """Red leaves against brown ones of about the same grey: a copier's brightness, contrast
     or saturation scales colour and never turns its hue, so the hue where both are coloured
@@ -1053,15 +1066,7 @@ def test_a_drawing_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
     brown = hash_base(hatched_leaves((90, 61, 28)))
     found = verify.verify(brown, stored)
     assert (found.kind, found.region) == ("different", "colour")
-    copies = (
-        encode_decode(leaves, 30),
-        leaves.resize((100, 80)),
-        jittered(leaves),
-        ImageEnhance.Brightness(leaves).enhance(1.3),
-        ImageEnhance.Color(leaves).enhance(1.8),
-        ImageOps.grayscale(leaves).convert("RGB"),
-    )
-    for copy in copies:
+    for copy in colour_edits(leaves, (100, 80)):
         assert verify.verify(hash_base(copy), stored).kind == "same"
     monkeypatch.setattr(verify, "HUE_MAX", 1e9)
     assert verify.verify(brown, stored).kind == "same"
@@ -1522,16 +1527,7 @@ def test_a_part_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
     red = hash_base(coffee_card((72, 0, 8)))
     found = verify.verify(red, stored)
     assert (found.kind, found.region) == ("different", "colour")
-    copies = (
-        encode_decode(brown, 30),
-        brown.resize((100, 100)),
-        encode_decode(brown.resize((50, 50)), 40),
-        jittered(brown),
-        ImageEnhance.Brightness(brown).enhance(1.3),
-        ImageEnhance.Color(brown).enhance(1.8),
-        ImageOps.grayscale(brown).convert("RGB"),
-    )
-    for copy in copies:
+    for copy in (*colour_edits(brown, (100, 100)), encode_decode(brown.resize((50, 50)), 40)):
         assert verify.verify(hash_base(copy), stored).kind == "same"
     monkeypatch.setattr(verify, "PATCH_MAX", 1e9)
     assert verify.verify(red, stored).kind == "same"
@@ -1554,6 +1550,6 @@ def test_parts_of_one_grey_told_by_colour_are_still_compared(monkeypatch) -> Non
         assert verify.verify(hash_base(copy), stored).kind == "same"
     other = verify.verify(hash_base(disc_flag((120, 60, 200))), stored)
     assert other.kind == "different"
-    monkeypatch.setattr(verify, "border_colour", lambda colours: colours)  # grey ink alone
+    monkeypatch.setattr(verify, "colour_ink", lambda *c: np.zeros(c[0].shape[:2], bool))
     halved = verify.verify(hash_base(flag.resize((150, 100), Image.Resampling.LANCZOS)), stored)
     assert (halved.kind, halved.region) == ("different", "blank")

@@ -647,11 +647,12 @@ def tone_difference(
     blown = (np.asarray(st_rgb).max(axis=2) >= BLOWN) | moved(
         np.asarray(up_rgb).max(axis=2) >= BLOWN, *offset
     )
-    hue = hue_turn(*colours, picture & ~blown)
+    turns = hue_turns(*colours)
+    hue = hue_turn(*turns, picture & ~blown)
     pale = np.asarray(st_rgb).max(axis=2) >= PATCH_PALE
-    patch = 0.0 if edited is not None else colour_patch(*colours, picture & ~blown & ~pale)
-    if not ink.any():  # parts of one grey told by colour alone: Bangladesh's red disc on green
-        ink = inked(*(distance(c - border_colour(c)) for c in colours)) & picture
+    patch = 0.0 if edited is not None else colour_patch(*turns, picture & ~blown & ~pale)
+    if not ink.any():
+        ink = colour_ink(*colours) & picture
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
@@ -722,35 +723,37 @@ def colour_difference(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> 
     return float(shifted_difference(up * saturation_gain(up, stored), stored)[where].mean())
 
 
-def colour_patch(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
-    """The largest mean signed hue turn (degrees) between two views' laid colours
-    (:func:`laid_colours`) over ``where`` in a window a :data:`PATCH_FRACTION` of the
-    picture's shorter side wide, where both are coloured (:data:`HUE_CHROMA`) over at least
-    half of it. A copier's edit turns no hue anywhere; the coffee of one cup turned from brown
-    to red is diluted in the mean over the picture (:func:`hue_turn`). Signed, because a
-    recoloured part turns every pixel of it one way, while JPEG's coarse colour scatters."""
+def hue_turns(up: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the signed angle in degrees from the stored view's laid colour to the
+    upload's (:func:`laid_colours`), and where both are coloured (:data:`HUE_CHROMA`): what
+    :func:`hue_turn` and :func:`colour_patch` hold, over the picture and part by part."""
     cosine = up[..., 0] * stored[..., 0] + up[..., 1] * stored[..., 1]
     sine = stored[..., 0] * up[..., 1] - stored[..., 1] * up[..., 0]
-    both = where & (distance(up) >= HUE_CHROMA) & (distance(stored) >= HUE_CHROMA)
-    turn = np.where(both, np.degrees(np.arctan2(sine, cosine)), 0.0)
+    coloured = (distance(up) >= HUE_CHROMA) & (distance(stored) >= HUE_CHROMA)
+    return np.degrees(np.arctan2(sine, cosine)), coloured
+
+
+def hue_turn(turns: np.ndarray, coloured: np.ndarray, where: np.ndarray) -> float:
+    """The mean angle between two views' laid colours (:func:`hue_turns`) over ``where`` they
+    are both coloured (0 where they never are). A copier's brightness, contrast or saturation
+    scales the opponent colours and keeps their direction; red leaves against brown ones
+    differ by less than the colour mean sees over a white page."""
+    both = where & coloured
+    return float(np.abs(turns[both]).mean()) if both.any() else 0.0
+
+
+def colour_patch(turns: np.ndarray, coloured: np.ndarray, where: np.ndarray) -> float:
+    """The largest mean signed hue turn (:func:`hue_turns`) over ``where`` in a window a
+    :data:`PATCH_FRACTION` of the picture's shorter side wide, where both views are coloured
+    over at least half of it. A copier's edit turns no hue anywhere; the coffee of one cup
+    turned from brown to red is diluted in the mean over the picture (:func:`hue_turn`).
+    Signed, because a recoloured part turns every pixel of it one way, while JPEG's coarse
+    colour scatters."""
+    both = where & coloured
     window = max(PATCH_LEAST, min(where.shape) // PATCH_FRACTION)
     share = ndimage.uniform_filter(both.astype(np.float32), window, mode="constant")
-    mean = ndimage.uniform_filter(turn, window, mode="constant") / np.maximum(share, 1e-6)
-    return float(np.abs(mean[share >= 0.5]).max(initial=0.0))
-
-
-def hue_turn(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
-    """The mean angle in degrees between two views' laid colours (:func:`laid_colours`) over
-    ``where`` they are both coloured (0 where they never are). A copier's brightness,
-    contrast or saturation scales the opponent colours and keeps their direction; red
-    leaves against brown ones differ by less than the colour mean sees over a white page."""
-    up_size, stored_size = distance(up), distance(stored)
-    both = where & (up_size >= HUE_CHROMA) & (stored_size >= HUE_CHROMA)
-    if not both.any():
-        return 0.0
-    cosine = (up[..., 0] * stored[..., 0] + up[..., 1] * stored[..., 1])[both]
-    cosine /= up_size[both] * stored_size[both]
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))).mean())
+    turn = ndimage.uniform_filter(np.where(both, turns, 0.0), window, mode="constant")
+    return float(np.abs(turn / np.maximum(share, 1e-6))[share >= 0.5].max(initial=0.0))
 
 
 def common_size(upload: Image.Image, stored: Image.Image) -> tuple[int, int]:
@@ -786,17 +789,18 @@ def inked(*greys: np.ndarray) -> np.ndarray:
     return np.logical_or.reduce([np.abs(g - border_level(g)) > INK for g in greys])
 
 
-def border_colour(colours: np.ndarray) -> np.ndarray:
-    """The picture's ground in opponent colour (:func:`opponent`): the median of each channel
-    over its outermost rows and columns."""
-    edge = (colours[0], colours[-1], colours[:, 0], colours[:, -1])
+def colour_ink(*colours: np.ndarray) -> np.ndarray:
+    """The pixels INK or more from the ground in opponent colour (:func:`opponent`) in any of
+    the views: the ink where parts of one grey are told by colour alone (Bangladesh's red disc
+    is 18 grey levels from its green field)."""
+    return inked(*(distance(c - border_level(c)) for c in colours))
+
+
+def border_level(image: np.ndarray) -> float | np.ndarray:
+    """The picture's ground: the median of its outermost rows and columns (a grey level, or
+    each channel's)."""
+    edge = (image[0], image[-1], image[:, 0], image[:, -1])
     return np.median(np.concatenate(edge), axis=0)
-
-
-def border_level(grey_image: np.ndarray) -> float:
-    """The picture's ground: the median grey level of its outermost rows and columns."""
-    edge = (grey_image[0], grey_image[-1], grey_image[:, 0], grey_image[:, -1])
-    return float(np.median(np.concatenate(edge)))
 
 
 def detail(image: Image.Image) -> np.ndarray:
