@@ -1553,3 +1553,86 @@ def test_parts_of_one_grey_told_by_colour_are_still_compared(monkeypatch) -> Non
     monkeypatch.setattr(verify, "colour_ink", lambda *c: np.zeros(c[0].shape[:2], bool))
     halved = verify.verify(hash_base(flag.resize((150, 100), Image.Resampling.LANCZOS)), stored)
     assert (halved.kind, halved.region) == ("different", "blank")
+
+
+def badge() -> Image.Image:
+    """Red, green and blue bars outlined in black with a yellow disc: saturated colours, whose
+    greys differ most between the ways of making a picture grey."""
+    image = Image.new("RGB", (240, 160), "white")
+    draw = ImageDraw.Draw(image)
+    for i, colour in enumerate(((220, 30, 40), (30, 160, 60), (40, 70, 220))):
+        draw.rectangle((20 + 70 * i, 20, 80 + 70 * i, 140), fill=colour, outline="black", width=3)
+    draw.ellipse((95, 55, 145, 105), fill=(250, 210, 20), outline="black", width=3)
+    return image
+
+
+def test_a_picture_made_grey_by_any_common_tool_is_a_greyscale_copy(monkeypatch) -> None:
+    """601 luma, 709 luma, the channels' mean and HSL lightness: a grey copy made any of these
+    ways is a copy, uploaded against the coloured original or stored against its upload.
+    Held to 601 luma alone (PIL's "L"), the other three are refused."""
+    rgb = np.asarray(badge(), np.float32)
+    greys = [
+        Image.fromarray(np.clip(way(rgb) + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+        for way in verify.GREY_WAYS
+    ]
+
+    def kinds() -> list[tuple[str, str]]:
+        return [
+            (
+                verify.verify(hash_base(grey), stored_thumbnail(badge())).kind,
+                verify.verify(hash_base(badge()), stored_thumbnail(grey)).kind,
+            )
+            for grey in greys
+        ]
+
+    assert kinds() == [("same", "same")] * 4
+    assert verify.verify(hash_base(greys[1]), stored_thumbnail(badge())).grey
+    # A caption laid over the coloured upload keeps its colour against the grey stored one.
+    edited = verify.verify(hash_base(overlaid(badge())), stored_thumbnail(greys[3]))
+    assert (edited.kind, edited.region, edited.grey) == ("edited", "bottom right", False)
+    monkeypatch.setattr(verify, "GREY_WAYS", verify.GREY_WAYS[:1])
+    assert [kind for pair in kinds()[1:] for kind in pair].count("same") == 0
+
+
+def test_pictures_compared_in_grey_are_rivals_however_far() -> None:
+    """A grey upload passed as two coloured pictures (each made grey the way that fits it
+    best): their distances say nothing of colour, so the farther is still a rival and no copy
+    is claimed. A candidate compared in colour, or one turned down, keeps the ratio test."""
+    never = lambda a, b: False  # noqa: E731
+
+    def grey(idx: int, kind: str, distance: float) -> Checked:
+        return Checked(idx, f"file{idx}", Verdict(kind, distance=distance, grey=True))
+
+    assert settle([grey(1, "same", 0.5), grey(2, "same", 3.0)], never) == Settled(set(), rivals=2)
+    assert settle([grey(1, "same", 0.5), checked(2, "same", 3.0)], never) == Settled({1})
+    assert settle([grey(1, "same", 0.5), grey(2, "different", 3.0)], never) == Settled({1})
+    assert settle([checked(1, "same", 0.5), checked(2, "same", 3.0)], never) == Settled({1})
+
+
+def slate(level: int) -> Image.Image:
+    """A small dark-grey icon: a slate of ``level`` grey with three white lines."""
+    image = Image.new("RGB", (60, 60), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((4, 4, 56, 56), fill=(level,) * 3, outline="black", width=2)
+    for y in (16, 28, 40):
+        draw.line((12, y, 48, y), fill="white", width=2)
+    return image
+
+
+def test_a_caption_laid_over_a_black_and_white_drawing_is_an_edit(monkeypatch) -> None:
+    """The benchmark's repost of a black-and-white drawing: a blue box and a line of red text.
+    The upload is made grey to be compared with the grey stored drawing, and its colour still
+    shows what was laid over: the text outside the box's blocks is not held as a grey
+    difference (without it: "grey tones"). Made grey by 601 luma: HSL lightness greys the
+    translucent blue box over a dark-grey slate to the slate's own grey, and would be chosen
+    as the way that fits best (without MOSTLY_COLOURED: "same")."""
+    drawings = (ice_cream("white"), line_icon(255), slate(90))
+    for drawing_ in drawings:
+        reposted = overlaid(drawing_)
+        ImageDraw.Draw(reposted).text((6, 6), "(c) reposted by somebody", fill=(200, 0, 0))
+        verdict = verify.verify(hash_base(reposted), stored_thumbnail(drawing_))
+        assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+    monkeypatch.setattr(verify, "MOSTLY_COLOURED", 0.0)
+    reposted = overlaid(slate(90))
+    ImageDraw.Draw(reposted).text((6, 6), "(c) reposted by somebody", fill=(200, 0, 0))
+    assert verify.verify(hash_base(reposted), stored_thumbnail(slate(90))).kind == "same"

@@ -12,6 +12,11 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   one verification turned down) is a rival: the upload is as close to two pictures that are
   not one, and nothing tells which, if either, it copies. No copy is claimed; the candidates
   are shown as look-alikes, and the verdict says the upload cannot be told apart;
+* where the best is a coloured picture that a grey upload passed (``Verdict.grey``), any other
+  such picture that passed is a rival however far: each was made grey the way that fits it
+  best, so their distances say nothing of colour, and a grey arrow is as much a copy of the
+  red arrow as of the blue one. A coloured upload against grey pictures is not held so: they
+  differ from each other in grey, where it can be seen;
 * otherwise the best is the copy, with the candidates that are the same picture as it (the
   same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``).
 
@@ -77,7 +82,9 @@ def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> 
 
     def rival(c: Checked) -> bool:
         told = pixels and c.verdict.held and c.verdict.kind == "different"
-        return c.verdict.distance <= reach and c.verdict.kind not in weaker and not told
+        grey = best.verdict.grey and c.verdict.grey and c.verdict.kind in PASSED
+        near = c.verdict.distance <= reach or grey
+        return near and c.verdict.kind not in weaker and not told
 
     @functools.cache
     def same(c: Checked) -> bool:

@@ -21,7 +21,8 @@ are already in one frame, and compares them on a grid of blocks:
 The comparison is done at the scale the upload holds (a 15 px thumbnail cannot show a clef,
 so it is not held to), after the upload's grey levels are fitted to the stored ones (a
 brightened or low-contrast copy is the same picture) and both are blurred by a pixel (so
-resampling and JPEG do not count as a change).
+resampling and JPEG do not count as a change). A grey view against a coloured one is compared
+in grey, the coloured one made grey the way a copier's tool would (:func:`made_grey`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -141,7 +143,20 @@ CLIP_REACH = 1
 WIDEN_REACH = 0.1
 WIDEN_STEP = 0.02
 WIDEN_SIDE = 48
+SMALL = (WIDEN_SIDE, WIDEN_SIDE)  # the size at which a crop or a grey conversion is chosen
+# Share of its ink a view must have coloured for the way it is made grey to be chosen.
+MOSTLY_COLOURED = 0.5
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
+LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+# The ways a copier's tool makes a picture grey, from (h, w, 3) levels: ITU-R 601 luma (PIL,
+# OpenCV), 709 luma (scikit-image), the channels' mean and HSL lightness (GIMP's "average"
+# and "lightness").
+GREY_WAYS: tuple[Callable[[np.ndarray], np.ndarray], ...] = (
+    lambda rgb: rgb @ LUMA,
+    lambda rgb: rgb @ LUMA_709,
+    lambda rgb: rgb.mean(axis=-1),
+    lambda rgb: (rgb.max(axis=-1) + rgb.min(axis=-1)) / 2,
+)
 # The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
 # counter-clockwise, as ROTATE_90 does; [::-1] flips top to bottom).
 T = Image.Transpose
@@ -160,6 +175,7 @@ class Verdict:
     # infinite when they differ in blocks. Rival candidates are told apart by it (rivals.py).
     distance: float = math.inf
     held: bool = False  # held to the pixel on the upload's grid (off_grid): the pixels decided
+    grey: bool = False  # a grey upload against a coloured picture made grey: colour told nothing
 
 
 RANK = {"same": 0, "edited": 1, "different": 2}
@@ -312,18 +328,13 @@ def closest_crop(upload: Image.Image, stored: Image.Image, share: float) -> floa
     grey levels, within :data:`WIDEN_REACH` of ``share`` and at most the whole: the stored
     crops are a tenth apart, so two crops that met can be 8% apart in scale."""
     up = small_grey(upload)
-
-    def apart(kept: float) -> float:
-        st = small_grey(centre_crop(stored, kept))
-        return float(np.abs(fit(up, st) - st).mean())
-
     steps = np.arange(-WIDEN_REACH, WIDEN_REACH + 1e-9, WIDEN_STEP)
-    return min((float(share * (1 + k)) for k in steps if share * (1 + k) <= 1), key=apart)
+    shares = (float(share * (1 + k)) for k in steps if share * (1 + k) <= 1)
+    return min(shares, key=lambda kept: fitted_apart(up, small_grey(centre_crop(stored, kept))))
 
 
 def small_grey(image: Image.Image) -> np.ndarray:
-    side = (WIDEN_SIDE, WIDEN_SIDE)
-    return np.asarray(image.convert("L").resize(side, Image.Resampling.BOX), np.float32)
+    return np.asarray(image.convert("L").resize(SMALL, Image.Resampling.BOX), np.float32)
 
 
 def verify(
@@ -332,6 +343,7 @@ def verify(
     fine: bool = False,
     grid: Image.Image | None = None,
     source: Grid | None = None,
+    coloured: Image.Image | None = None,
 ) -> Verdict:
     """Compare two views already in one frame (the pair that matched). ``fine``: also hold
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
@@ -340,7 +352,8 @@ def verify(
     the whole stored picture, when it and the upload view lie on one pixel grid (grid.Grid):
     a copy then lies on it under one of the flips and turns, and differs from it by a
     copier's colour edit alone (off_grid). ``source``: the upload's grid, where off_grid
-    needs it (:func:`pixel_test`)."""
+    needs it (:func:`pixel_test`). ``coloured``: where :func:`made_grey` made the views grey,
+    the upload view as it was: a caption laid over it keeps its colour."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
@@ -354,6 +367,13 @@ def verify(
         v.convert("RGB").resize((side, side), Image.Resampling.BOX)
         for v in (upload_view, stored_view)
     )
+    grey_up, grey_stored = (greyish(opponent(v)) for v in (up, st))
+    if grey_up != grey_stored and uncoloured(up if grey_up else st):
+        # A greyscale copy, or another picture that colour alone would tell: held in grey.
+        views = made_grey(upload_view, stored_view, grey_up)
+        verdict = verify(*views, fine, grid, source, upload_view)
+        return dataclasses.replace(verdict, grey=grey_up)
+    grey_against_colour = coloured is not None or grey_up != grey_stored
     up_grey, st_grey = grey(up), grey(st)
     diff = shifted_difference(fit(up_grey, st_grey), st_grey)
     blocks = block_means(diff, side)
@@ -380,11 +400,13 @@ def verify(
         if fill >= FLAT_MAX:
             return Verdict("different", "flat fill", share, tones.mean, held=apart is not None)
         same = Verdict("same", distance=tones.mean, held=apart is not None)
-        return unlike(tones, share, one_grey(up, st)) or same
+        return unlike(tones, share, grey_against_colour) or same
     where = region(differs)
-    if share <= EDIT_MAX_SHARE and laid_over(up, st, diff, differs, side):
-        tones = tone_difference(upload_view, stored_view, differs)
-        return unlike(tones, share, one_grey(up, st)) or Verdict("edited", where, share, tones.mean)
+    over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
+    if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
+        tones = tone_difference(upload_view, stored_view, differs, coloured)
+        edited = Verdict("edited", where, share, tones.mean)
+        return unlike(tones, share, grey_against_colour) or edited
     return Verdict("different", where, share)
 
 
@@ -619,19 +641,25 @@ class Tones(NamedTuple):
 
 
 def tone_difference(
-    upload: Image.Image, stored: Image.Image, edited: np.ndarray | None = None
+    upload: Image.Image,
+    stored: Image.Image,
+    edited: np.ndarray | None = None,
+    coloured: Image.Image | None = None,
 ) -> Tones:
     """How far the two views' grey levels stay apart where they carry ink, once laid over
     each other to the pixel (0-255), outside the ``edited`` (GRID, GRID) blocks. The blocks
     average a thin shape away (a cream card against a white one, a moon shaded otherwise,
     a bar outlined against one filled); here each pixel counts. What is left for copies
-    is resampling and JPEG noise, which the blur and the shift of a pixel absorb."""
+    is resampling and JPEG noise, which the blur and the shift of a pixel absorb.
+    ``coloured``: the upload before it was made grey, whose colour shows what was laid over."""
     size = common_size(upload, stored)
     up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
     up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
     picture = np.ones(st.shape, bool)
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
-        added = chroma(up_rgb) - chroma(st_rgb) >= OVERLAY_CHROMA / 2
+        over = upload if coloured is None else coloured  # its colour, before made grey
+        over_rgb = over.convert("RGB").resize(size, Image.Resampling.BOX)
+        added = chroma(over_rgb) - chroma(st_rgb) >= OVERLAY_CHROMA / 2
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     offset = phase_offset(up, st)
     up = moved(up, *offset)
@@ -902,6 +930,47 @@ def one_grey(first: Image.Image, second: Image.Image) -> bool:
     """Whether one of two pictures is grey and the other coloured: a greyscale copy, or
     another picture that only its colours would tell apart."""
     return greyish(opponent(first.convert("RGB"))) != greyish(opponent(second.convert("RGB")))
+
+
+def uncoloured(image: Image.Image) -> bool:
+    """Whether no pixel of ``image`` is coloured (:data:`HUE_CHROMA`): a picture made grey.
+    A drawing of thin brown lines is greyish (:func:`greyish`) on the whole, and its hue
+    still tells it from one of red lines."""
+    return float(distance(opponent(image)).max(initial=0.0)) < HUE_CHROMA
+
+
+def made_grey(
+    upload: Image.Image, stored: Image.Image, upload_is_grey: bool
+) -> tuple[Image.Image, Image.Image]:
+    """The two views, of which one is grey, with the coloured one made grey the way
+    (:data:`GREY_WAYS`) that brings it closest to the grey one. A grey copy's levels are one
+    of these conversions of the original's, and another conversion's differ from them by up
+    to 30 levels in a saturated part: held to 601 luma alone, a third to two thirds of the
+    copies that other tools made grey were refused (docs/copy-detection.md, run AC). A view
+    coloured over less than :data:`MOSTLY_COLOURED` of its ink is made grey by 601 luma: it
+    is a grey drawing with a caption laid over it as often as a coloured original, and the
+    way that greys the caption most like the drawing under it would hide it."""
+    grey_view, coloured = (upload, stored) if upload_is_grey else (stored, upload)
+    target = small_grey(grey_view)
+    small = np.asarray(coloured.convert("RGB").resize(SMALL, Image.Resampling.BOX), np.float32)
+
+    def left(way: Callable[[np.ndarray], np.ndarray]) -> float:
+        made = way(small)  # the upload fitted to the stored view, as the tones are
+        return fitted_apart(*((target, made) if upload_is_grey else (made, target)), TONE_GAIN)
+
+    ink = inked(small @ LUMA)
+    share = float((distance(opponent(small)) >= HUE_CHROMA)[ink].mean()) if ink.any() else 0.0
+    way = min(GREY_WAYS, key=left) if share >= MOSTLY_COLOURED else GREY_WAYS[0]
+    made = way(np.asarray(coloured.convert("RGB"), np.float32))
+    made = Image.fromarray(np.clip(made + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return (upload, made) if upload_is_grey else (made, stored)
+
+
+def fitted_apart(
+    up: np.ndarray, stored: np.ndarray, gains: tuple[float, float] = (0.5, 2.0)
+) -> float:
+    """The mean grey difference left once ``up``'s levels are fitted to ``stored``'s."""
+    return float(np.abs(fit(up, stored, gains) - stored).mean())
 
 
 def either_grey(up: np.ndarray, stored: np.ndarray) -> bool:
