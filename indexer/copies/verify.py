@@ -367,8 +367,9 @@ def verify(
         v.convert("RGB").resize((side, side), Image.Resampling.BOX)
         for v in (upload_view, stored_view)
     )
-    grey_up, grey_stored = (greyish(opponent(v)) for v in (up, st))
-    if grey_up != grey_stored and uncoloured(up if grey_up else st):
+    colours = opponent(up), opponent(st)
+    grey_up, grey_stored = (greyish(c) for c in colours)
+    if grey_up != grey_stored and uncoloured(colours[0] if grey_up else colours[1]):
         # A greyscale copy, or another picture that colour alone would tell: held in grey.
         views = made_grey(upload_view, stored_view, grey_up)
         verdict = verify(*views, fine, grid, source, upload_view)
@@ -377,7 +378,7 @@ def verify(
     up_grey, st_grey = grey(up), grey(st)
     diff = shifted_difference(fit(up_grey, st_grey), st_grey)
     blocks = block_means(diff, side)
-    differs = (blocks >= BLOCK_DIFF) | recoloured(up, st, side)
+    differs = (blocks >= BLOCK_DIFF) | recoloured(*colours, side)
     share = float(differs.mean())
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
@@ -757,8 +758,7 @@ def hue_turns(up: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, np.ndarra
     :func:`hue_turn` and :func:`colour_patch` hold, over the picture and part by part."""
     cosine = up[..., 0] * stored[..., 0] + up[..., 1] * stored[..., 1]
     sine = stored[..., 0] * up[..., 1] - stored[..., 1] * up[..., 0]
-    coloured = (distance(up) >= HUE_CHROMA) & (distance(stored) >= HUE_CHROMA)
-    return np.degrees(np.arctan2(sine, cosine)), coloured
+    return np.degrees(np.arctan2(sine, cosine)), coloured_at(up) & coloured_at(stored)
 
 
 def hue_turn(turns: np.ndarray, coloured: np.ndarray, where: np.ndarray) -> float:
@@ -915,12 +915,12 @@ def opponent(image: Image.Image) -> np.ndarray:
     return np.stack([r - g, (r + g) / 2 - b], axis=-1)
 
 
-def recoloured(up: Image.Image, stored: Image.Image, side: int) -> np.ndarray:
-    """(GRID, GRID) blocks whose colour is another hue than the stored picture's there.
-    Colour is not compared when either view is grey (a greyscale copy is a copy, uploaded or
-    stored), and the upload's saturation is fitted to the stored one first (a more saturated
-    copy is a copy); a flag with other colours in the same stripes (Romania and Gabon) is not."""
-    a, b = opponent(up), opponent(stored)
+def recoloured(a: np.ndarray, b: np.ndarray, side: int) -> np.ndarray:
+    """(GRID, GRID) blocks where the upload's opponent colours ``a`` (:func:`opponent`) are
+    another hue than the stored picture's ``b``. Colour is not compared when either view is
+    grey (a greyscale copy is a copy, uploaded or stored), and the upload's saturation is
+    fitted to the stored one first (a more saturated copy is a copy); a flag with other
+    colours in the same stripes (Romania and Gabon) is not."""
     if either_grey(a, b):
         return np.zeros((GRID, GRID), bool)
     return block_means(distance(a * saturation_gain(a, b) - b), side) >= COLOUR_DIFF
@@ -932,11 +932,16 @@ def one_grey(first: Image.Image, second: Image.Image) -> bool:
     return greyish(opponent(first.convert("RGB"))) != greyish(opponent(second.convert("RGB")))
 
 
-def uncoloured(image: Image.Image) -> bool:
-    """Whether no pixel of ``image`` is coloured (:data:`HUE_CHROMA`): a picture made grey.
-    A drawing of thin brown lines is greyish (:func:`greyish`) on the whole, and its hue
-    still tells it from one of red lines."""
-    return float(distance(opponent(image)).max(initial=0.0)) < HUE_CHROMA
+def coloured_at(colours: np.ndarray) -> np.ndarray:
+    """Where opponent colours (:func:`opponent`) lie :data:`HUE_CHROMA` or more from grey."""
+    return distance(colours) >= HUE_CHROMA
+
+
+def uncoloured(colours: np.ndarray) -> bool:
+    """Whether no pixel of a view's opponent colours is coloured (:func:`coloured_at`): a
+    picture made grey. A drawing of thin brown lines is greyish (:func:`greyish`) on the
+    whole, and its hue still tells it from one of red lines."""
+    return not coloured_at(colours).any()
 
 
 def made_grey(
@@ -952,16 +957,17 @@ def made_grey(
     way that greys the caption most like the drawing under it would hide it."""
     grey_view, coloured = (upload, stored) if upload_is_grey else (stored, upload)
     target = small_grey(grey_view)
-    small = np.asarray(coloured.convert("RGB").resize(SMALL, Image.Resampling.BOX), np.float32)
+    rgb = coloured.convert("RGB")
+    small = np.asarray(rgb.resize(SMALL, Image.Resampling.BOX), np.float32)
 
     def left(way: Callable[[np.ndarray], np.ndarray]) -> float:
         made = way(small)  # the upload fitted to the stored view, as the tones are
         return fitted_apart(*((target, made) if upload_is_grey else (made, target)), TONE_GAIN)
 
     ink = inked(small @ LUMA)
-    share = float((distance(opponent(small)) >= HUE_CHROMA)[ink].mean()) if ink.any() else 0.0
+    share = float(coloured_at(opponent(small))[ink].mean()) if ink.any() else 0.0
     way = min(GREY_WAYS, key=left) if share >= MOSTLY_COLOURED else GREY_WAYS[0]
-    made = way(np.asarray(coloured.convert("RGB"), np.float32))
+    made = way(np.asarray(rgb, np.float32))
     made = Image.fromarray(np.clip(made + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     return (upload, made) if upload_is_grey else (made, stored)
 
