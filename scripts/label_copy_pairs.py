@@ -10,6 +10,10 @@ the picture wide: a tear on a smiley, numbers on a clock face), the two are one 
 copy); anything further is for the eye. A label the eye gave against these figures is
 marked ``eye`` in a sixth column.
 
+A copier's global tone edit (brightness, contrast, saturation, greyscale by a common tool) is
+tried too where the two files paint the same places: fitted on the pixels both paint, applied
+to the one file's colours before it is laid on white, and measured by the same two figures.
+
     # the pairs a benchmark run claimed as copies (or met: unlabelled_pairs.tsv)
     python scripts/label_copy_pairs.py DATASET WORK/false_copies.tsv
     # the committed list: every label the pixels contradict (not those marked eye)
@@ -33,27 +37,39 @@ WINDOW = 1 / 16
 INK = 8  # levels from the border's colour that count as the picture, not its margin
 ASPECT = 0.02  # shapes further apart than this (and a pixel) are not one picture
 TURNS = [None, *Image.Transpose]  # as it is, and its 7 flips and turns
+# A tone edit: every channel times BOOST plus a grey of the picture times SHADE plus an offset.
+# The grey ways of common tools: 601 luma (PIL, GIMP), 709 luma (scikit-image), channel mean.
+GREY_WAYS = np.array([(0.299, 0.587, 0.114), (0.2126, 0.7152, 0.0722), (1 / 3, 1 / 3, 1 / 3)])
+# How far the edit may stretch the tones: fading (an "away" icon at 0.4) keeps every
+# distinction, while a stretch past 2 clips half the range, a threshold rather than an edit
+# (black and white arrow heads from red and yellow ones need 3).
+GAIN = (0.25, 2.0)
+BOOST_MIN = -0.05  # an exact grey fits with a boost of -0.001; colours turned inside out need -1
 
 
 def picture(path: Path) -> Image.Image:
-    """The file laid on white, trimmed of the margin of its border's colour. Not the engine's
-    own trim (framing.py): the labels must not come from the code they judge."""
+    """The file (RGBA) trimmed of the margin of its border's colour on white. Not the
+    engine's own trim (framing.py): the labels must not come from the code they judge."""
     with Image.open(path) as image:
         rgba = image.convert("RGBA")
-    flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    flat.alpha_composite(rgba)
-    rgb = flat.convert("RGB")
-    pixels = np.asarray(rgb, np.int16)
+    pixels = on_white(np.asarray(rgba, np.float32))
     edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     ys, xs = np.nonzero(np.abs(pixels - np.median(edge, axis=0)).max(axis=-1) > INK)
     if not len(ys):
-        return rgb
-    return rgb.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        return rgba
+    return rgba.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+
+
+def on_white(rgba: np.ndarray, colours: np.ndarray | None = None) -> np.ndarray:
+    """The picture (or other ``colours`` painted with its alpha) laid on white, whole levels."""
+    alpha = rgba[..., 3:] / 255
+    rgb = rgba[..., :3] if colours is None else colours
+    return np.round(rgb * alpha + 255 * (1 - alpha))
 
 
 def pixel_distance(first: Image.Image, second: Image.Image) -> tuple[float, float]:
-    """The pair's distance under the turn that brings them closest, and how far apart they
-    are in one place there; inf when no turn gives them one shape."""
+    """The pair's distance under the turn (and tone edit) that brings them closest, and how
+    far apart they are in one place there; inf when no turn gives them one shape."""
     best = (float("inf"), float("inf"))
     for turn in TURNS:
         turned = first if turn is None else first.transpose(turn)
@@ -62,17 +78,42 @@ def pixel_distance(first: Image.Image, second: Image.Image) -> tuple[float, floa
             continue
         size = min(turned.size, second.size, key=lambda s: s[0] * s[1])
         a, b = (
-            np.asarray(
-                v.resize(size, Image.Resampling.LANCZOS).filter(ImageFilter.GaussianBlur(1)),
-                np.float32,
-            )
+            np.asarray(v.resize(size, Image.Resampling.LANCZOS), np.float32)
             for v in (turned, second)
         )
-        apart = np.abs(a - b)
-        window = max(3, round(min(size) * WINDOW))
-        local = float(ndimage.uniform_filter(apart.max(axis=-1), window).max())
-        best = min(best, (float(apart.mean(axis=(0, 1)).max()), local))
+        best = min(best, apart(on_white(a), on_white(b)))
+        if np.abs(a[..., 3] - b[..., 3]).mean() < COPY_MAX:  # the two paint the same places
+            best = min(best, apart(edited(a, b), on_white(b)), apart(on_white(a), edited(b, a)))
     return best
+
+
+def apart(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Two pictures on white, blurred by a pixel: the largest channel's mean difference, and
+    the largest mean over a window of WINDOW of the shorter side."""
+    a, b = (
+        np.asarray(Image.fromarray(np.uint8(v)).filter(ImageFilter.GaussianBlur(1)), np.float32)
+        for v in (a, b)
+    )
+    differs = np.abs(a - b)
+    window = max(3, round(min(differs.shape[:2]) * WINDOW))
+    local = float(ndimage.uniform_filter(differs.max(axis=-1), window).max())
+    return float(differs.mean(axis=(0, 1)).max()), local
+
+
+def edited(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source`` on white under the tone edit that best gives ``target``'s colours where both
+    paint, or as it is when no edit within GAIN fits."""
+    both = (source[..., 3] == 255) & (target[..., 3] == 255)
+    x, y = source[both][:, :3].astype(np.float64), target[both][:, :3].astype(np.float64)
+    best, colours = np.inf, source[..., :3]
+    for way in GREY_WAYS if len(x) >= 16 else ():
+        terms = np.stack([x, np.repeat((x @ way)[:, None], 3, 1), np.ones_like(x)], -1)
+        (boost, shade, offset), *_ = np.linalg.lstsq(terms.reshape(-1, 3), y.ravel(), rcond=None)
+        left = np.abs(terms @ (boost, shade, offset) - y).mean()
+        if boost > BOOST_MIN and GAIN[0] <= boost + shade <= GAIN[1] and left < best:
+            made = boost * source[..., :3] + shade * (source[..., :3] @ way)[..., None] + offset
+            best, colours = left, np.clip(made, 0, 255)
+    return on_white(source, colours)
 
 
 def pairs_in(path: Path, dataset: Path) -> list[tuple[str, str, str, Path, Path]]:

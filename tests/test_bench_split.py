@@ -76,6 +76,38 @@ def test_the_pixel_rule_labels_a_mirrored_moved_copy_and_not_a_changed_detail(
     assert mean < lab.COPY_MAX and local > lab.LOCAL_MAX
 
 
+def test_the_pixel_rule_allows_a_copiers_tone_edit_and_not_another_colouring(
+    tmp_path: Path,
+) -> None:
+    """A drawing on a clear ground darkened, faded or made grey by a common tool is a copy; the
+    same drawing in another hue, or stretched into black and white, is not."""
+    from PIL import Image, ImageDraw, ImageEnhance
+
+    lab = labeller()
+    drawing = Image.new("RGBA", (120, 80), (0, 0, 0, 0))
+    pen = ImageDraw.Draw(drawing)
+    pen.ellipse((10, 10, 110, 70), (200, 40, 60, 255), "black", 3)
+    pen.rectangle((40, 30, 80, 50), (250, 220, 60, 255))
+    rgb, alpha = drawing.convert("RGB"), drawing.getchannel("A")
+    grey = rgb.convert("L", (0.2126, 0.7152, 0.0722, 0))
+    swapped = Image.merge("RGB", (*reversed(rgb.split()),))
+    variants = {
+        "darker": ImageEnhance.Brightness(rgb).enhance(0.55),
+        "faded": ImageEnhance.Contrast(ImageEnhance.Color(rgb).enhance(0.6)).enhance(0.5),
+        "grey": grey.convert("RGB"),
+        "hue": swapped,
+        "threshold": grey.point(lambda v: 255 if v > 110 else 0).convert("RGB"),
+    }
+    drawing.save(tmp_path / "drawing.png")
+    first = lab.picture(tmp_path / "drawing.png")
+    for name, colours in variants.items():
+        colours.putalpha(alpha)
+        colours.save(tmp_path / f"{name}.png")
+        mean, local = lab.pixel_distance(first, lab.picture(tmp_path / f"{name}.png"))
+        copy = mean < lab.COPY_MAX and local < lab.LOCAL_MAX
+        assert copy == (name in ("darker", "faded", "grey")), (name, mean, local)
+
+
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
     """Every claimed copy is kept, so that a pair labelled again (a copy found to be a
     sibling) counts in an old run's figures: one row per picture and transformation."""
