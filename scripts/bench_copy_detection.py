@@ -219,14 +219,16 @@ def query_image(record: Record, settings: Settings) -> Image.Image | None:
 
 class Negative(NamedTuple):
     """A held-out picture: its image, its file's sha256, the sha256s of the indexed files
-    labelled copies of it (docs/copy-pairs.tsv), and whether an indexed picture other than
-    those meets it at the near-copy similarity as it is (a close sibling)."""
+    labelled copies of it (docs/copy-pairs.tsv), whether an indexed picture other than
+    those meets it at the near-copy similarity as it is (a close sibling), and the sha256s of
+    all that meet it so (for :func:`recount`, under labels given later)."""
 
     image: Image.Image
     path: Path
     sha256: str
     copies: frozenset[str]
     sibling: bool
+    met: frozenset[str] = frozenset()
 
 
 def labelled_pairs(path: Path = PAIRS) -> dict[frozenset[str], str]:
@@ -251,11 +253,12 @@ def negatives_of(
     out, unlabelled = [], []
     for record, image in held:
         sha = file_digest(record)
-        copies, sibling = set(), False
+        copies, sibling, met = set(), False, set()
         for idx, similarity in best_matches(engine, png_bytes(image)).items():
             if similarity < near:
                 continue
             row = store.items([idx])[idx]
+            met.add(row["sha256"])
             label = pairs.get(frozenset((sha, row["sha256"])))
             if label == "copy":
                 copies.add(row["sha256"])
@@ -265,7 +268,7 @@ def negatives_of(
                 unlabelled.append(
                     f"{sha}\t{row['sha256']}\t{similarity:.4f}\t{record.path}\t{row['path']}"
                 )
-        out.append(Negative(image, record.path, sha, frozenset(copies), sibling))
+        out.append(Negative(image, record.path, sha, frozenset(copies), sibling, frozenset(met)))
     (work / "unlabelled_pairs.tsv").write_text("".join(f"{u}\n" for u in unlabelled))
     return out
 
@@ -357,6 +360,8 @@ def evaluate(
         print(f"  {name}: R@1 {hit1 / n:.3f} FP {false_pos}/{len(negatives)}", file=sys.stderr)
     (work / "false_copies.tsv").write_text("".join(false_copies))
     (work / "claimed_copies.tsv").write_text("".join(claims))
+    queried = [f"{n.sha256}\t{n.path}\t{','.join(sorted(n.met))}\n" for n in negatives]
+    (work / "queried.tsv").write_text(f"# {'|'.join(transforms)}\n" + "".join(queried))
     return rows
 
 
@@ -374,8 +379,33 @@ def recount(work: Path, pairs: dict[frozenset[str], str]) -> None:
     total = sum(len(v) for v in rows.values())
     each = ", ".join(f"{name}: {len(held)}" for name, held in rows.items())
     print(f"false copies under the present labels: {total} rows ({each})")
+    if (work / "queried.tsv").exists():
+        print(out_of(work / "queried.tsv", rows, pairs))
     for (held, stored), n in by_pair.most_common():
         print(f"  {n:3d}  {held}  claimed as  {stored}")
+
+
+def out_of(queried: Path, rows: dict[str, set[str]], pairs: dict[frozenset[str], str]) -> str:
+    """The false copies as shares of the run's (picture, transformation) cases, overall and
+    among the pictures with a close sibling under the labels now (:class:`Negative`)."""
+    header, *lines = queried.read_text().splitlines()
+    cases = len(header.removeprefix("# ").split("|"))
+    met = {}
+    for line in lines:
+        sha, _, others = line.split("\t")
+        met[sha] = set(filter(None, others.split(",")))
+    close = {
+        sha
+        for sha, others in met.items()
+        if any(pairs.get(frozenset((sha, m))) != "copy" for m in others)
+    }
+    false = sum(len(held) for held in rows.values())
+    among = sum(len(held & close) for held in rows.values())
+    n, s = len(met) * cases, len(close) * cases
+    return (
+        f"  {false} of {n} ({100 * false / max(1, n):.1f}%); {among} of {s} "
+        f"({100 * among / max(1, s):.1f}%) among the {len(close)} pictures with a close sibling"
+    )
 
 
 def timed(seconds: list[float], search, *args, **kwargs):

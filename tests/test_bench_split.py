@@ -121,10 +121,19 @@ def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys)
     (tmp_path / "claimed_copies.tsv").write_text(
         "".join(f"{t}\t{h}\t{s}\tnear_copy\t0.99\t/x/{p}\t/x/{q}\n" for t, h, s, p, q in claims)
     )
+    # Four pictures queried under two transformations; h1 and h2 met indexed files as they are.
+    (tmp_path / "queried.tsv").write_text(
+        "# identity|hflip\nh1\ta.png\ts1,s2\nh2\td.png\ts3\nh3\tf.png\t\nh4\tg.png\t\n"
+    )
     copies = {frozenset(("h1", "s1")): "copy", frozenset(("h2", "s3")): "copy"}
     b.recount(tmp_path, copies)
-    assert "1 rows (identity: 1)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 rows (identity: 1)" in out
+    assert "1 of 8 (12.5%); 1 of 2 (50.0%) among the 1 pictures with a close sibling" in out
     copies[frozenset(("h1", "s1"))] = "sibling"
+    copies[frozenset(("h1", "s2"))] = "copy"
+    copies[frozenset(("h2", "s3"))] = "sibling"
     b.recount(tmp_path, copies)
     out = capsys.readouterr().out
-    assert "2 rows (identity: 1, hflip: 1)" in out and "2  a.png  claimed as  b.png" in out
+    assert "3 rows (identity: 2, hflip: 1)" in out and "2  a.png  claimed as  b.png" in out
+    assert "3 of 8 (37.5%); 3 of 4 (75.0%) among the 2 pictures with a close sibling" in out
