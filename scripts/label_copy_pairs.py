@@ -37,12 +37,11 @@ WINDOW = 1 / 16
 INK = 8  # levels from the border's colour that count as the picture, not its margin
 ASPECT = 0.02  # shapes further apart than this (and a pixel) are not one picture
 TURNS = [None, *Image.Transpose]  # as it is, and its 7 flips and turns
-# A tone edit: every channel times BOOST plus a grey of the picture times SHADE plus an offset.
-# The grey ways of common tools: 601 luma (PIL, GIMP), 709 luma (scikit-image), channel mean.
+# A tone edit: every channel times a boost, plus a grey of the picture times a shade, plus an
+# offset. The grey ways of common tools: 601 luma (PIL, GIMP), 709 luma (scikit-image), mean.
 GREY_WAYS = np.array([(0.299, 0.587, 0.114), (0.2126, 0.7152, 0.0722), (1 / 3, 1 / 3, 1 / 3)])
-# How far the edit may stretch the tones: fading (an "away" icon at 0.4) keeps every
-# distinction, while a stretch past 2 clips half the range, a threshold rather than an edit
-# (black and white arrow heads from red and yellow ones need 3).
+# How far the edit may stretch the tones (boost + shade): fading (an "away" icon at 0.4) keeps
+# every distinction, while a stretch past 2 clips half the range, a threshold, not an edit.
 GAIN = (0.25, 2.0)
 BOOST_MIN = -0.05  # an exact grey fits with a boost of -0.001; colours turned inside out need -1
 
