@@ -1586,6 +1586,9 @@ def test_a_picture_made_grey_by_any_common_tool_is_a_greyscale_copy(monkeypatch)
         ]
 
     assert kinds() == [("same", "same")] * 4
+    # Held to the pixel as well (a lossless thumbnail on the upload's grid), made grey alike.
+    stored = stored_thumbnail(badge())
+    assert [verify.verify(hash_base(g), stored, True, stored).kind for g in greys] == ["same"] * 4
     assert verify.verify(hash_base(greys[1]), stored_thumbnail(badge())).grey
     # A caption laid over the coloured upload keeps its colour against the grey stored one.
     edited = verify.verify(hash_base(overlaid(badge())), stored_thumbnail(greys[3]))

@@ -151,7 +151,8 @@ LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 # The ways a copier's tool makes a picture grey, from (h, w, 3) levels: ITU-R 601 luma (PIL,
 # OpenCV), 709 luma (scikit-image), the channels' mean and HSL lightness (GIMP's "average"
 # and "lightness").
-GREY_WAYS: tuple[Callable[[np.ndarray], np.ndarray], ...] = (
+GreyWay = Callable[[np.ndarray], np.ndarray]
+GREY_WAYS: tuple[GreyWay, ...] = (
     lambda rgb: rgb @ LUMA,
     lambda rgb: rgb @ LUMA_709,
     lambda rgb: rgb.mean(axis=-1),
@@ -371,8 +372,10 @@ def verify(
     grey_up, grey_stored = (greyish(c) for c in colours)
     if grey_up != grey_stored and uncoloured(colours[0] if grey_up else colours[1]):
         # A greyscale copy, or another picture that colour alone would tell: held in grey.
-        views = made_grey(upload_view, stored_view, grey_up)
-        verdict = verify(*views, fine, grid, source, upload_view)
+        *views, way = made_grey(upload_view, stored_view, grey_up)
+        # What a grey upload is held to the pixel against is made grey the same way.
+        held = greyed(grid, way) if grid is not None and grey_up else grid
+        verdict = verify(*views, fine, held, source, upload_view)
         return dataclasses.replace(verdict, grey=grey_up)
     grey_against_colour = coloured is not None or grey_up != grey_stored
     up_grey, st_grey = grey(up), grey(st)
@@ -946,15 +949,16 @@ def uncoloured(colours: np.ndarray) -> bool:
 
 def made_grey(
     upload: Image.Image, stored: Image.Image, upload_is_grey: bool
-) -> tuple[Image.Image, Image.Image]:
+) -> tuple[Image.Image, Image.Image, GreyWay]:
     """The two views, of which one is grey, with the coloured one made grey the way
-    (:data:`GREY_WAYS`) that brings it closest to the grey one. A grey copy's levels are one
-    of these conversions of the original's, and another conversion's differ from them by up
-    to 30 levels in a saturated part: held to 601 luma alone, a third to two thirds of the
-    copies that other tools made grey were refused (docs/copy-detection.md, run AC). A view
-    coloured over less than :data:`MOSTLY_COLOURED` of its ink is made grey by 601 luma: it
-    is a grey drawing with a caption laid over it as often as a coloured original, and the
-    way that greys the caption most like the drawing under it would hide it."""
+    (:data:`GREY_WAYS`, returned third) that brings it closest to the grey one. A grey copy's
+    levels are one of these conversions of the original's, and another conversion's differ
+    from them by up to 30 levels in a saturated part: held to 601 luma alone, a third to two
+    thirds of the copies that other tools made grey were refused (docs/copy-detection.md,
+    run AC). A view coloured over less than :data:`MOSTLY_COLOURED` of its ink is made grey
+    by 601 luma: it is a grey drawing with a caption laid over it as often as a coloured
+    original, and the way that greys the caption most like the drawing under it would hide
+    it."""
     grey_view, coloured = (upload, stored) if upload_is_grey else (stored, upload)
     target = small_grey(grey_view)
     rgb = coloured.convert("RGB")
@@ -967,9 +971,14 @@ def made_grey(
     ink = inked(small @ LUMA)
     share = float(coloured_at(opponent(small))[ink].mean()) if ink.any() else 0.0
     way = min(GREY_WAYS, key=left) if share >= MOSTLY_COLOURED else GREY_WAYS[0]
-    made = way(np.asarray(rgb, np.float32))
-    made = Image.fromarray(np.clip(made + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    return (upload, made) if upload_is_grey else (made, stored)
+    made = greyed(rgb, way)
+    return (upload, made, way) if upload_is_grey else (made, stored, way)
+
+
+def greyed(image: Image.Image, way: GreyWay) -> Image.Image:
+    """``image`` made grey by ``way`` (:data:`GREY_WAYS`), as RGB."""
+    made = way(np.asarray(image.convert("RGB"), np.float32))
+    return Image.fromarray(np.clip(made + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
 
 
 def fitted_apart(
