@@ -102,6 +102,7 @@ ASPECT_MAX = 0.15
 # docs/copy-detection.md, "Verification").
 TONE_SIDE = 256
 TONE_GAIN = (0.75, 1.33)
+FIT_GAIN = (0.5, 2.0)  # grey levels fitted anywhere else: within a factor of two
 MAX_OFFSET = 4
 INK = 24.0
 TONE_MAX = 32.0
@@ -848,7 +849,7 @@ def grey(image: Image.Image) -> np.ndarray:
 def fit(
     up: np.ndarray,
     stored: np.ndarray,
-    gains: tuple[float, float] = (0.5, 2.0),
+    gains: tuple[float, float] = FIT_GAIN,
     where: np.ndarray | None = None,
 ) -> np.ndarray:
     """``up`` with its grey levels scaled (by a gain within ``gains``) and shifted to best
@@ -964,7 +965,7 @@ def made_grey(
     rgb = coloured.convert("RGB")
     small = np.asarray(rgb.resize(SMALL, Image.Resampling.BOX), np.float32)
 
-    def left(way: Callable[[np.ndarray], np.ndarray]) -> float:
+    def left(way: GreyWay) -> float:
         made = way(small)  # the upload fitted to the stored view, as the tones are
         return fitted_apart(*((target, made) if upload_is_grey else (made, target)), TONE_GAIN)
 
@@ -982,7 +983,7 @@ def greyed(image: Image.Image, way: GreyWay) -> Image.Image:
 
 
 def fitted_apart(
-    up: np.ndarray, stored: np.ndarray, gains: tuple[float, float] = (0.5, 2.0)
+    up: np.ndarray, stored: np.ndarray, gains: tuple[float, float] = FIT_GAIN
 ) -> float:
     """The mean grey difference left once ``up``'s levels are fitted to ``stored``'s."""
     return float(np.abs(fit(up, stored, gains) - stored).mean())
