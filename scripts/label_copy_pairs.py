@@ -13,6 +13,8 @@ marked ``eye`` in a sixth column.
 A copier's global tone edit (brightness, contrast, saturation, greyscale by a common tool) is
 tried too where the two files paint the same places: fitted on the pixels both paint, applied
 to the one file's colours before it is laid on white, and measured by the same two figures.
+So is a brightness alone that clips (every channel times one factor, held at white), which a
+least-squares fit does not find: a cream ground brightened to white.
 
     # the pairs a benchmark run claimed as copies (or met: unlabelled_pairs.tsv)
     python scripts/label_copy_pairs.py DATASET WORK/false_copies.tsv
@@ -44,19 +46,61 @@ GREY_WAYS = np.array([(0.299, 0.587, 0.114), (0.2126, 0.7152, 0.0722), (1 / 3, 1
 # every distinction, while a stretch past 2 clips half the range, a threshold, not an edit.
 GAIN = (0.25, 2.0)
 BOOST_MIN = -0.05  # an exact grey fits with a boost of -0.001; colours turned inside out need -1
+BRIGHTNESS = np.arange(GAIN[0], GAIN[1] + 0.01, 0.05)  # factors tried for a clipped brightness,
+FINER = np.arange(-0.05, 0.051, 0.005)  # then about the best of them
+
+
+def distance(first: Path, second: Path) -> tuple[float, float]:
+    """:func:`pixel_distance` of the two files trimmed; where they are one size, also of both
+    cut to one box (:func:`common_box`), which needs no resampling: an edit in place keeps
+    the size, while the trims of a cream ground and of the same ground brightened to white,
+    or of an icon and its mirror image, can fall a pixel apart."""
+    wholes = [opened(path) for path in (first, second)]
+    best = pixel_distance(*(trimmed(whole) for whole in wholes))
+    boxes = [box_of(whole) for whole in wholes]
+    if wholes[0].size != wholes[1].size or None in boxes:
+        return best
+    box = common_box(boxes, wholes[0].size)
+    return min(best, pixel_distance(*(whole.crop(box) for whole in wholes)))
+
+
+def common_box(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) -> tuple[int, ...]:
+    """The smallest box that holds both pictures under every flip of their canvas (and turn,
+    on a square one), so that a file cut to it and turned is the turned file cut to it; not
+    the whole canvas, whose empty margin would dilute the mean difference."""
+    w, h = size
+    xs = [v for x0, _, x1, _ in boxes for v in (x0, x1, w - x1, w - x0)]
+    ys = [v for _, y0, _, y1 in boxes for v in (y0, y1, h - y1, h - y0)]
+    if w == h:
+        xs = ys = xs + ys
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def opened(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGBA")
 
 
 def picture(path: Path) -> Image.Image:
     """The file (RGBA) trimmed of the margin of its border's colour on white. Not the
     engine's own trim (framing.py): the labels must not come from the code they judge."""
-    with Image.open(path) as image:
-        rgba = image.convert("RGBA")
+    return trimmed(opened(path))
+
+
+def trimmed(rgba: Image.Image) -> Image.Image:
+    """``rgba`` without the margin of its border's colour on white (:func:`picture`)."""
+    box = box_of(rgba)
+    return rgba if box is None else rgba.crop(box)
+
+
+def box_of(rgba: Image.Image) -> tuple[int, int, int, int] | None:
+    """The box of what differs from the border's colour on white; None when nothing does."""
     pixels = on_white(np.asarray(rgba, np.float32))
     edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     ys, xs = np.nonzero(np.abs(pixels - np.median(edge, axis=0)).max(axis=-1) > INK)
     if not len(ys):
-        return rgba
-    return rgba.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def on_white(rgba: np.ndarray, colours: np.ndarray | None = None) -> np.ndarray:
@@ -82,7 +126,9 @@ def pixel_distance(first: Image.Image, second: Image.Image) -> tuple[float, floa
         )
         best = min(best, apart(on_white(a), on_white(b)))
         if np.abs(a[..., 3] - b[..., 3]).mean() < COPY_MAX:  # the two paint the same places
-            best = min(best, apart(edited(a, b), on_white(b)), apart(on_white(a), edited(b, a)))
+            edits = [(edited(a, b), on_white(b)), (on_white(a), edited(b, a))]
+            edits += [(brightened(a, b), on_white(b)), (on_white(a), brightened(b, a))]
+            best = min(best, *(apart(*pair) for pair in edits))
     return best
 
 
@@ -113,6 +159,21 @@ def edited(source: np.ndarray, target: np.ndarray) -> np.ndarray:
             made = boost * source[..., :3] + shade * (source[..., :3] @ way)[..., None] + offset
             best, colours = left, np.clip(made, 0, 255)
     return on_white(source, colours)
+
+
+def brightened(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source`` on white brightened (every channel times one factor of BRIGHTNESS, clipped
+    as an image tool clips) to come closest to ``target`` where both paint."""
+    both = (source[..., 3] == 255) & (target[..., 3] == 255)
+    x, y = source[both][:, :3], target[both][:, :3]
+    if not len(x):
+        return on_white(source)
+    factor = 1.0
+    for factors in (BRIGHTNESS, FINER):
+        factors = factors if factors is BRIGHTNESS else factor + factors
+        left = [np.abs(np.minimum(x * f, 255) - y).mean() for f in factors]
+        factor = float(factors[int(np.argmin(left))])
+    return on_white(source, np.minimum(source[..., :3] * factor, 255))
 
 
 def pairs_in(path: Path, dataset: Path) -> list[tuple[str, str, str, Path, Path]]:
@@ -149,12 +210,12 @@ def main() -> None:
         if frozenset((a, b)) in seen or (args.check and label == "eye"):
             continue
         seen.add(frozenset((a, b)))
-        distance, local = pixel_distance(picture(first), picture(second))
-        verdict = "copy" if distance < COPY_MAX and local < LOCAL_MAX else "look"
+        mean, local = distance(first, second)
+        verdict = "copy" if mean < COPY_MAX and local < LOCAL_MAX else "look"
         # A copy labelled by the mean alone before LOCAL_MAX, that one place now refuses.
-        contradicted = verdict == "copy" if label == "sibling" else distance < COPY_MAX
+        contradicted = verdict == "copy" if label == "sibling" else mean < COPY_MAX
         if not args.check or (contradicted and verdict != label):
-            print(f"{distance:.2f}\t{local:.1f}\t{verdict}\t{label}\t{first.name}\t{second.name}")
+            print(f"{mean:.2f}\t{local:.1f}\t{verdict}\t{label}\t{first.name}\t{second.name}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from hibt.indexer.records import Record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +108,42 @@ def test_the_pixel_rule_allows_a_copiers_tone_edit_and_not_another_colouring(
         mean, local = lab.pixel_distance(first, lab.picture(tmp_path / f"{name}.png"))
         copy = mean < lab.COPY_MAX and local < lab.LOCAL_MAX
         assert copy == (name in ("darker", "faded", "grey")), (name, mean, local)
+
+
+def test_the_pixel_rule_finds_a_ground_brightened_to_white_and_no_margin_dilutes_it(
+    tmp_path: Path,
+) -> None:
+    """A card on a cream ground brightened until the ground clips to white is a copy (a
+    brightness a least-squares tone fit misses); the card on a blue ground is not. Two small
+    different marks in the middle of one large empty canvas stay apart: files of one size
+    are also compared without a trim, but cut to the box of what they show."""
+    from PIL import Image, ImageDraw, ImageEnhance
+
+    lab = labeller()
+    card = Image.new("RGB", (140, 190), (250, 236, 200))
+    pen = ImageDraw.Draw(card)
+    pen.rounded_rectangle((8, 8, 131, 181), 12, None, (60, 40, 20), 3)
+    pen.polygon([(70, 20), (90, 50), (50, 50)], (200, 30, 30))
+    blue = card.copy()
+    ImageDraw.Draw(blue).rectangle((12, 60, 127, 177), (200, 220, 250))
+    dot, flower = (Image.new("RGBA", (128, 128), (0, 0, 0, 0)) for _ in range(2))
+    ImageDraw.Draw(dot).ellipse((54, 54, 74, 74), (140, 180, 150, 255))
+    petals = [(64 + 11 * np.cos(a), 64 + 11 * np.sin(a)) for a in np.linspace(0, 6.28, 17)]
+    ImageDraw.Draw(flower).polygon(
+        [
+            p if i % 2 else (64 + (p[0] - 64) * 0.7, 64 + (p[1] - 64) * 0.7)
+            for i, p in enumerate(petals)
+        ],
+        (140, 180, 150, 255),
+    )
+    ImageDraw.Draw(flower).point((64, 64), (0, 0, 0, 255))
+    files = {"cream": card, "white": ImageEnhance.Brightness(card).enhance(1.2), "blue": blue}
+    for name, image in {**files, "dot": dot, "flower": flower}.items():
+        image.save(tmp_path / f"{name}.png")
+    copy = lab.distance(tmp_path / "cream.png", tmp_path / "white.png")
+    assert copy[0] < lab.COPY_MAX and copy[1] < lab.LOCAL_MAX
+    assert lab.distance(tmp_path / "cream.png", tmp_path / "blue.png")[0] > lab.COPY_MAX
+    assert lab.distance(tmp_path / "dot.png", tmp_path / "flower.png")[0] > lab.COPY_MAX
 
 
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
