@@ -48,6 +48,8 @@ GAIN = (0.25, 2.0)
 BOOST_MIN = -0.05  # an exact grey fits with a boost of -0.001; colours turned inside out need -1
 BRIGHTNESS = np.arange(GAIN[0], GAIN[1] + 0.01, 0.05)  # factors tried for a clipped brightness,
 FINER = np.arange(-0.05, 0.051, 0.005)  # then about the best of them
+HUE_TURN, CHROMA = 10.0, 32  # a clip may turn a colour's hue this much, or any on a pale one
+TURNED_MAX = 0.01  # of the picture: a few antialiased pixels, not a fill
 
 
 def distance(first: Path, second: Path) -> tuple[float, float]:
@@ -163,17 +165,36 @@ def edited(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def brightened(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """``source`` on white brightened (every channel times one factor of BRIGHTNESS, clipped
-    as an image tool clips) to come closest to ``target`` where both paint."""
+    as an image tool clips) to come closest to ``target`` where both paint. Only a factor
+    that turns no fill's hue as it clips: a tinted ground made white, or a red made brighter
+    red, is a brightness; an orange whose red clips into yellow has been turned."""
     both = (source[..., 3] == 255) & (target[..., 3] == 255)
     x, y = source[both][:, :3], target[both][:, :3]
-    if not len(x):
-        return on_white(source)
-    factor = 1.0
-    for factors in (BRIGHTNESS, FINER):
-        factors = factors if factors is BRIGHTNESS else factor + factors
-        left = [np.abs(np.minimum(x * f, 255) - y).mean() for f in factors]
-        factor = float(factors[int(np.argmin(left))])
+    factor, best = 1.0, np.inf
+    for step in (BRIGHTNESS, FINER):
+        for f in step if step is BRIGHTNESS else factor + step:
+            made = x * f
+            left = np.abs(np.minimum(made, 255) - y).mean() if len(x) else np.inf
+            if left < best and turned(made) <= TURNED_MAX:
+                best, chosen = left, float(f)
+        factor = chosen if best < np.inf else factor
     return on_white(source, np.minimum(source[..., :3] * factor, 255))
+
+
+def turned(made: np.ndarray) -> float:
+    """The share of the colours ``made`` (n, 3) whose hue clipping turns (their opponent
+    angle, by more than HUE_TURN degrees where chroma stays CHROMA or more)."""
+    clipped = made.max(axis=-1) > 255
+    if not clipped.any():
+        return 0.0
+    before, after = made[clipped], np.minimum(made[clipped], 255)
+    angles = [
+        np.degrees(np.arctan2(c[:, 0] - c[:, 1], (c[:, 0] + c[:, 1]) / 2 - c[:, 2]))
+        for c in (before, after)
+    ]
+    turn = np.abs((angles[1] - angles[0] + 180) % 360 - 180)
+    coloured = np.ptp(after, axis=-1) >= CHROMA
+    return float((coloured & (turn > HUE_TURN)).sum() / len(made))
 
 
 def pairs_in(path: Path, dataset: Path) -> list[tuple[str, str, str, Path, Path]]:

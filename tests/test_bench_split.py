@@ -114,9 +114,11 @@ def test_the_pixel_rule_finds_a_ground_brightened_to_white_and_no_margin_dilutes
     tmp_path: Path,
 ) -> None:
     """A card on a cream ground brightened until the ground clips to white is a copy (a
-    brightness a least-squares tone fit misses); the card on a blue ground is not. Two small
-    different marks in the middle of one large empty canvas stay apart: files of one size
-    are also compared without a trim, but cut to the box of what they show."""
+    brightness a least-squares tone fit misses); the card on a blue ground is not, nor orange
+    stripes against yellow ones, although a brightness of 1.55 clips the one into the other
+    (a hue turned). Two small different marks in the middle of one large empty canvas stay
+    apart: files of one size are also compared without a trim, but cut to the box of what
+    they show."""
     from PIL import Image, ImageDraw, ImageEnhance
 
     lab = labeller()
@@ -137,12 +139,20 @@ def test_the_pixel_rule_finds_a_ground_brightened_to_white_and_no_margin_dilutes
         (140, 180, 150, 255),
     )
     ImageDraw.Draw(flower).point((64, 64), (0, 0, 0, 255))
+    orange, yellow = (Image.new("RGB", (100, 100), colour) for colour in ("#ffa500", "#ffff00"))
+    for stripes in (orange, yellow):
+        for x in range(-100, 100, 28):
+            ImageDraw.Draw(stripes).polygon(
+                [(x, 100), (x + 14, 100), (x + 114, 0), (x + 100, 0)], "black"
+            )
     files = {"cream": card, "white": ImageEnhance.Brightness(card).enhance(1.2), "blue": blue}
+    files |= {"orange": orange, "yellow": yellow}
     for name, image in {**files, "dot": dot, "flower": flower}.items():
         image.save(tmp_path / f"{name}.png")
     copy = lab.distance(tmp_path / "cream.png", tmp_path / "white.png")
     assert copy[0] < lab.COPY_MAX and copy[1] < lab.LOCAL_MAX
     assert lab.distance(tmp_path / "cream.png", tmp_path / "blue.png")[0] > lab.COPY_MAX
+    assert lab.distance(tmp_path / "orange.png", tmp_path / "yellow.png")[0] > lab.COPY_MAX
     assert lab.distance(tmp_path / "dot.png", tmp_path / "flower.png")[0] > lab.COPY_MAX
 
 
