@@ -876,6 +876,43 @@ def test_a_flag_with_the_same_layout_in_other_colours_is_not_a_copy(sibling_inde
     assert first.source == "romania.png" and first.match == "near_copy"
 
 
+def glossy_arrow() -> Image.Image:
+    """An arrow symmetric left to right, shaded top to bottom, with a gloss on its left half."""
+    w, h = 168, 344
+    shape = [(44, 0), (124, 0), (124, 200), (166, 200), (84, 342), (2, 200), (44, 200)]
+    mask = Image.new("L", (w, h))
+    ImageDraw.Draw(mask).polygon(shape, 255)
+    t = np.linspace(0, 1, h)[:, None, None]
+    fill = np.array([80, 200, 160]) * (1 - t) + np.array([20, 110, 80]) * t
+    arrow = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    arrow.paste(Image.fromarray(fill.repeat(w, 1).astype(np.uint8)), (0, 0), mask)
+    gloss = Image.new("L", (w, h))
+    ImageDraw.Draw(gloss).ellipse((30, 10, 90, 250), 150)
+    gloss = np.minimum(np.asarray(gloss.filter(ImageFilter.GaussianBlur(12))), np.asarray(mask))
+    arrow.paste((255, 255, 255, 255), (0, 0), Image.fromarray(gloss))
+    ImageDraw.Draw(arrow).line([*shape, shape[0]], (10, 60, 40, 255), 3)
+    return arrow
+
+
+def test_a_mirrored_copy_of_a_symmetric_shape_shaded_on_one_side_is_not_edited() -> None:
+    """The descriptor does not tell the flips of a symmetric arrow apart and may meet its
+    mirrored copy as it is, where the gloss lies on the other side: an edit in the centre.
+    The upload's other flips of the view that matched are verified too, and the mirror is
+    the same picture; a caption laid over the mirrored copy stays an edit."""
+    arrow = glossy_arrow()
+    on_white = Image.alpha_composite(Image.new("RGBA", arrow.size, "white"), arrow)
+    stored = stored_thumbnail(on_white.convert("RGB"))
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, "trimmed as is"))
+    match.stored_view = position(INDEX_VIEWS, "trimmed")
+    mirrored = stored.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    prints = query_fingerprints(mirrored)
+    assert verify.matched_views(prints, match, hash_base(stored), False).kind == "edited"
+    assert verify.verify_match(prints, match, stored).kind == "same"
+    match.query_view = position(QUERY_VIEWS, "trimmed mirrored")
+    overlay = query_fingerprints(overlaid(mirrored))
+    assert verify.verify_match(overlay, match, stored).kind == "edited"
+
+
 def test_an_overlay_is_an_edited_copy_and_says_where(sibling_index: Engine) -> None:
     response, first = top(sibling_index, encode(overlaid(drawing(32, (240, 180)))))
     assert first.source.startswith("drawing") and first.match == "edited_copy"

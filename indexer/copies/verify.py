@@ -196,7 +196,7 @@ def verify_match(
         return Verdict("same", distance=0.0)  # same bytes: nothing to verify
     grid = on_grid and query.grid is not None
     stored = hash_base(stored)
-    verdict = matched_views(query, match, stored, grid)
+    match, verdict = least_edited(query, match, stored, grid)
     if verdict.held or verdict.kind != "same" or not grid:
         return verdict
     if query.views[match.query_view].lossless:
@@ -210,6 +210,27 @@ def verify_match(
             return Verdict("different", "detail", verdict.differing, verdict.distance, True)
         return dataclasses.replace(verdict, held=apart is not None)
     return verdict
+
+
+def least_edited(
+    query: Fingerprints, match: CopyMatch, stored: Image.Image, grid: bool
+) -> tuple[CopyMatch, Verdict]:
+    """The verdict on the pair of views that matched (:func:`matched_views`) and, when it
+    finds an edit, on the upload's other flips and turns of that view too, whichever is the
+    least edited. The descriptor does not tell the flips of a symmetric shape apart, while
+    their shading does: an arrow lit from the left, mirrored, met as it is, is the same
+    picture with its centre changed."""
+    verdict = matched_views(query, match, stored, grid)
+    if verdict.kind != "edited" or not query.views[match.query_view].lossless:
+        return match, verdict
+    trimmed = query.views[match.query_view].name.startswith("trimmed ")
+    others = [
+        dataclasses.replace(match, query_view=i)
+        for i, v in enumerate(query.views)
+        if v.lossless and v.name.startswith("trimmed ") == trimmed and i != match.query_view
+    ]
+    found = [(match, verdict), *((m, matched_views(query, m, stored, grid)) for m in others)]
+    return min(found, key=lambda f: (RANK[f[1].kind], f[1].distance))
 
 
 def matched_views(
