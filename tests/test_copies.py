@@ -913,6 +913,37 @@ def test_a_mirrored_copy_of_a_symmetric_shape_shaded_on_one_side_is_not_edited()
     assert verify.verify_match(overlay, match, stored).kind == "edited"
 
 
+def globe() -> Image.Image:
+    """A globe on a white ground with a dashed line running to a sun in the top right corner
+    (Openclipart's earth_and_north_star): a centre crop cuts the sun and the line's ends."""
+    image = Image.new("RGB", (285, 256), "white")
+    pen = ImageDraw.Draw(image)
+    for i in range(0, 40, 2):
+        pen.line((40 + i * 5, 215 - i * 5, 44 + i * 5, 211 - i * 5), "black", 1)
+    pen.ellipse((65, 90, 165, 190), (40, 80, 200), "black", 2)
+    pen.polygon([(90, 120), (130, 110), (120, 160), (95, 150)], (40, 160, 40))
+    pen.arc((50, 100, 180, 180), 200, 340, (220, 170, 40), 8)
+    pen.ellipse((228, 28, 244, 44), (250, 230, 60), "black", 1)
+    pen.text((150, 100), "To The North Star", fill="black")
+    return image
+
+
+def test_a_crop_met_as_the_whole_picture_trimmed_is_not_edited() -> None:
+    """A centre crop of a picture on a flat ground, trimmed, nearly fills the frame of the
+    whole picture trimmed, and the descriptor prefers that whole pair: there the cut sun
+    and line ends are an edit. The upload as it is is verified against the stored crops
+    too, and the crop is the same picture; a caption laid over it stays an edit."""
+    stored = stored_thumbnail(globe())
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, "trimmed as is"))
+    match.stored_view = position(INDEX_VIEWS, "trimmed")
+    for share in (0.8, 0.7):
+        prints = query_fingerprints(centre_crop(globe(), share))
+        assert verify.matched_views(prints, match, hash_base(stored), False).kind == "edited"
+        assert verify.verify_match(prints, match, stored).kind == "same"
+    overlay = query_fingerprints(overlaid(centre_crop(globe(), 0.8)))
+    assert verify.verify_match(overlay, match, stored).kind == "edited"
+
+
 def test_an_overlay_is_an_edited_copy_and_says_where(sibling_index: Engine) -> None:
     response, first = top(sibling_index, encode(overlaid(drawing(32, (240, 180)))))
     assert first.source.startswith("drawing") and first.match == "edited_copy"

@@ -215,20 +215,26 @@ def verify_match(
 def least_edited(
     query: Fingerprints, match: CopyMatch, stored: Image.Image, grid: bool
 ) -> tuple[CopyMatch, Verdict]:
-    """The verdict on the pair of views that matched (:func:`matched_views`) and, when it
-    finds an edit, on the upload's other flips and turns of that view too, whichever is the
-    least edited. The descriptor does not tell the flips of a symmetric shape apart, while
-    their shading does: an arrow lit from the left, mirrored, met as it is, is the same
-    picture with its centre changed."""
+    """The verdict on the pair of views that matched (:func:`matched_views`) or, when it
+    finds an edit, on a pair that undoes what a copier does to the whole picture instead,
+    whichever is the least edited: the upload's other flips and turns of that view (the
+    descriptor does not tell the flips of a symmetric shape apart, while their shading
+    does), and the upload as it is against the stored crops (a crop of a picture on a flat
+    ground, trimmed, nearly fills the frame of the whole picture trimmed)."""
     verdict = matched_views(query, match, stored, grid)
-    if verdict.kind != "edited" or not query.views[match.query_view].lossless:
+    view = query.views[match.query_view]
+    if verdict.kind != "edited" or not view.lossless:
         return match, verdict
-    trimmed = query.views[match.query_view].name.startswith("trimmed ")
+    trimmed = view.name.startswith("trimmed ")
     others = [
         dataclasses.replace(match, query_view=i)
         for i, v in enumerate(query.views)
         if v.lossless and v.name.startswith("trimmed ") == trimmed and i != match.query_view
     ]
+    if not INDEX_VIEWS[match.stored_view].crop:
+        as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
+        crops = (j for j, v in enumerate(INDEX_VIEWS) if v.crop)
+        others += [dataclasses.replace(match, query_view=as_is, stored_view=j) for j in crops]
     found = [(match, verdict), *((m, matched_views(query, m, stored, grid)) for m in others)]
     return min(found, key=lambda f: (RANK[f[1].kind], f[1].distance))
 
