@@ -46,8 +46,8 @@ GREY_WAYS = np.array([(0.299, 0.587, 0.114), (0.2126, 0.7152, 0.0722), (1 / 3, 1
 # every distinction, while a stretch past 2 clips half the range, a threshold, not an edit.
 GAIN = (0.25, 2.0)
 BOOST_MIN = -0.05  # an exact grey fits with a boost of -0.001; colours turned inside out need -1
-BRIGHTNESS = np.arange(GAIN[0], GAIN[1] + 0.01, 0.05)  # factors tried for a clipped brightness,
-FINER = np.arange(-0.05, 0.051, 0.005)  # then about the best of them
+BRIGHTNESS = np.arange(GAIN[0], GAIN[1] + 0.01, 0.05)  # factors tried for a clipped brightness
+FINER = np.arange(-0.05, 0.051, 0.005)  # and then about the best of them
 HUE_TURN, CHROMA = 10.0, 32  # a clip may turn a colour's hue this much, or any on a pale one
 TURNED_MAX = 0.01  # of the picture: a few antialiased pixels, not a fill
 
@@ -171,13 +171,12 @@ def brightened(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     both = (source[..., 3] == 255) & (target[..., 3] == 255)
     x, y = source[both][:, :3], target[both][:, :3]
     factor, best = 1.0, np.inf
-    for step in (BRIGHTNESS, FINER):
-        for f in step if step is BRIGHTNESS else factor + step:
+    for around in (None, FINER):  # the coarse factors, then finer ones about the best
+        for f in BRIGHTNESS if around is None else factor + around:
             made = x * f
             left = np.abs(np.minimum(made, 255) - y).mean() if len(x) else np.inf
             if left < best and turned(made) <= TURNED_MAX:
-                best, chosen = left, float(f)
-        factor = chosen if best < np.inf else factor
+                best, factor = left, float(f)
     return on_white(source, np.minimum(source[..., :3] * factor, 255))
 
 
