@@ -944,6 +944,31 @@ def test_a_crop_met_as_the_whole_picture_trimmed_is_not_edited() -> None:
     assert verify.verify_match(overlay, match, stored).kind == "edited"
 
 
+def emblem_flag() -> Image.Image:
+    """Five stripes, symmetric left to right, with an emblem at the hoist (Costa Rica)."""
+    image = Image.new("RGB", (300, 200), "white")
+    pen = ImageDraw.Draw(image)
+    for top, colour in ((0, "#5aa0e0"), (80, "#ce1126"), (160, "#5aa0e0")):
+        pen.rectangle((0, top, 299, top + 39), colour)
+    pen.ellipse((60, 78, 104, 122), "white", "#f0c000", 4)
+    pen.polygon([(70, 110), (82, 86), (94, 110)], "#1a7a1a")
+    return image
+
+
+def test_a_mirrored_flag_met_by_a_crop_is_not_edited() -> None:
+    """A mirrored flag met through the upload's centre crop, widened to the upload as it is
+    against the whole stored flag, shows its emblem on the other side: an edit. When a crop
+    or the upload as it is finds one, the upload's flips are verified against the whole
+    stored picture too."""
+    stored = stored_thumbnail(emblem_flag())
+    prints = query_fingerprints(emblem_flag().transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    for query_view, stored_view in (("crop 80%", "crop 80%"), ("as is", "whole")):
+        match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, query_view))
+        match.stored_view = position(INDEX_VIEWS, stored_view)
+        assert verify.matched_views(prints, match, hash_base(stored), False).kind == "edited"
+        assert verify.verify_match(prints, match, stored).kind == "same"
+
+
 def test_an_overlay_is_an_edited_copy_and_says_where(sibling_index: Engine) -> None:
     response, first = top(sibling_index, encode(overlaid(drawing(32, (240, 180)))))
     assert first.source.startswith("drawing") and first.match == "edited_copy"

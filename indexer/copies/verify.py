@@ -216,27 +216,35 @@ def least_edited(
     query: Fingerprints, match: CopyMatch, stored: Image.Image, grid: bool
 ) -> tuple[CopyMatch, Verdict]:
     """The verdict on the pair of views that matched (:func:`matched_views`) or, when it
-    finds an edit, on a pair that undoes what a copier does to the whole picture instead,
-    whichever is the least edited: the upload's other flips and turns of that view (the
-    descriptor does not tell the flips of a symmetric shape apart, while their shading
-    does), and the upload as it is against the stored crops (a crop of a picture on a flat
-    ground, trimmed, nearly fills the frame of the whole picture trimmed)."""
+    finds an edit, on a pair that undoes what a copier did to the whole picture otherwise
+    (:func:`undoing`), whichever is the least edited."""
     verdict = matched_views(query, match, stored, grid)
-    view = query.views[match.query_view]
-    if verdict.kind != "edited" or not view.lossless:
+    if verdict.kind != "edited":
         return match, verdict
+    found = [(m, matched_views(query, m, stored, grid)) for m in undoing(query, match)]
+    return min([(match, verdict), *found], key=lambda f: (RANK[f[1].kind], f[1].distance))
+
+
+def undoing(query: Fingerprints, match: CopyMatch) -> list[CopyMatch]:
+    """Pairs of views other than ``match`` that undo a flip, turn or crop: the upload's other
+    flips and turns of the view that matched, trimmed or not (of the upload as it is, against
+    the whole stored picture, when a centre crop or a small turn matched), since the
+    descriptor does not tell the flips of a symmetric shape apart while their shading does;
+    and the upload as it is against the stored crops, since a crop of a picture on a flat
+    ground, trimmed, nearly fills the frame of the whole picture trimmed."""
+    view = query.views[match.query_view]
     trimmed = view.name.startswith("trimmed ")
-    others = [
-        dataclasses.replace(match, query_view=i)
+    stored_view = match.stored_view if view.lossless else WHOLE
+    pairs = [
+        dataclasses.replace(match, query_view=i, stored_view=stored_view)
         for i, v in enumerate(query.views)
-        if v.lossless and v.name.startswith("trimmed ") == trimmed and i != match.query_view
+        if v.lossless and v.name.startswith("trimmed ") == trimmed and v.name != view.name
     ]
-    if not INDEX_VIEWS[match.stored_view].crop:
+    if view.lossless and not INDEX_VIEWS[match.stored_view].crop:
         as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
         crops = (j for j, v in enumerate(INDEX_VIEWS) if v.crop)
-        others += [dataclasses.replace(match, query_view=as_is, stored_view=j) for j in crops]
-    found = [(match, verdict), *((m, matched_views(query, m, stored, grid)) for m in others)]
-    return min(found, key=lambda f: (RANK[f[1].kind], f[1].distance))
+        pairs += [dataclasses.replace(match, query_view=as_is, stored_view=j) for j in crops]
+    return pairs
 
 
 def matched_views(
