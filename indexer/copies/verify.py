@@ -227,20 +227,25 @@ def least_edited(
 
 def undoing(query: Fingerprints, match: CopyMatch) -> list[CopyMatch]:
     """Pairs of views other than ``match`` that undo a flip, turn or crop: the upload's other
-    flips and turns of the view that matched, trimmed or not (of the upload as it is, against
-    the whole stored picture, when a centre crop or a small turn matched), since the
-    descriptor does not tell the flips of a symmetric shape apart while their shading does;
-    and the upload as it is against the stored crops, since a crop of a picture on a flat
-    ground, trimmed, nearly fills the frame of the whole picture trimmed."""
+    flips and turns of the view that matched, trimmed or not, since the descriptor does not
+    tell the flips of a symmetric shape apart while their shading does (for a centre crop of
+    the upload, verified as the upload as it is: the upload mirrored, against the whole
+    stored picture; a turned crop is not looked for); and the upload as it is against the
+    stored crops, since a crop of a picture on a flat ground, trimmed, nearly fills the frame
+    of the whole picture trimmed."""
     view = query.views[match.query_view]
+    if not view.lossless:
+        if view.kept is None:
+            return []
+        mirrored = next(i for i, v in enumerate(query.views) if v.name == "mirrored")
+        return [dataclasses.replace(match, query_view=mirrored, stored_view=WHOLE)]
     trimmed = view.name.startswith("trimmed ")
-    stored_view = match.stored_view if view.lossless else WHOLE
     pairs = [
-        dataclasses.replace(match, query_view=i, stored_view=stored_view)
+        dataclasses.replace(match, query_view=i)
         for i, v in enumerate(query.views)
         if v.lossless and v.name.startswith("trimmed ") == trimmed and v.name != view.name
     ]
-    if view.lossless and not INDEX_VIEWS[match.stored_view].crop:
+    if not INDEX_VIEWS[match.stored_view].crop:
         as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
         crops = (j for j, v in enumerate(INDEX_VIEWS) if v.crop)
         pairs += [dataclasses.replace(match, query_view=as_is, stored_view=j) for j in crops]
