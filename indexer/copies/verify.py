@@ -42,7 +42,7 @@ from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch
-from hibt.indexer.copies.views import INDEX_VIEWS, Scene, centre_crop, hash_base
+from hibt.indexer.copies.views import INDEX_VIEWS, Scene, centre_crop, hash_base, position
 
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
@@ -164,7 +164,7 @@ GREY_WAYS: tuple[GreyWay, ...] = (
 T = Image.Transpose
 DIHEDRAL = (None, T.ROTATE_90, T.ROTATE_180, T.ROTATE_270)
 DIHEDRAL += (T.FLIP_TOP_BOTTOM, T.TRANSVERSE, T.FLIP_LEFT_RIGHT, T.TRANSPOSE)
-WHOLE = next(i for i, v in enumerate(INDEX_VIEWS) if v.name == "whole")
+WHOLE = position(INDEX_VIEWS, "whole")
 REGIONS = (("top", "middle", "bottom"), ("left", "centre", "right"))
 
 
@@ -237,7 +237,7 @@ def undoing(query: Fingerprints, match: CopyMatch) -> list[CopyMatch]:
     if not view.lossless:
         if view.kept is None:
             return []
-        mirrored = next(i for i, v in enumerate(query.views) if v.name == "mirrored")
+        mirrored = position(query.views, "mirrored")
         return [dataclasses.replace(match, query_view=mirrored, stored_view=WHOLE)]
     trimmed = view.name.startswith("trimmed ")
     pairs = [
@@ -246,7 +246,7 @@ def undoing(query: Fingerprints, match: CopyMatch) -> list[CopyMatch]:
         if v.lossless and v.name.startswith("trimmed ") == trimmed and v.name != view.name
     ]
     if not INDEX_VIEWS[match.stored_view].crop:
-        as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
+        as_is = position(query.views, "as is")
         crops = (j for j, v in enumerate(INDEX_VIEWS) if v.crop)
         pairs += [dataclasses.replace(match, query_view=as_is, stored_view=j) for j in crops]
     return pairs
@@ -358,7 +358,7 @@ def widened(
     view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
     if view.kept in (None, 1.0) or held.kept is None or held.kept > view.kept:
         return match.query_view, match.stored_view, None
-    as_is = next(i for i, v in enumerate(query.views) if v.name == "as is")
+    as_is = position(query.views, "as is")
     if held.kept == view.kept:
         return as_is, WHOLE, None
     upload = query.views[as_is].make(scene)

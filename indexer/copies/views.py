@@ -10,7 +10,7 @@ to a catalogue changes no other module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -207,7 +207,7 @@ def flagged(catalogue: tuple[View, ...], flag: str) -> np.ndarray:
     return np.array([i for i, v in enumerate(catalogue) if getattr(v, flag)], dtype=np.int64)
 
 
-def position(catalogue: tuple[View, ...], name: str) -> int:
+def position(catalogue: Sequence[View], name: str) -> int:
     return next(i for i, v in enumerate(catalogue) if v.name == name)
 
 
