@@ -156,6 +156,38 @@ def test_the_pixel_rule_finds_a_ground_brightened_to_white_and_no_margin_dilutes
     assert lab.distance(tmp_path / "dot.png", tmp_path / "flower.png")[0] > lab.COPY_MAX
 
 
+def test_the_pixel_rule_registers_a_mirror_rendered_a_fraction_of_a_pixel_off(
+    tmp_path: Path,
+) -> None:
+    """One drawing rendered twice, mirrored about an axis a quarter pixel off the canvas's
+    centre (two tab icons of one theme), differs only in antialiasing: a copy. The drawing
+    with its tip moved by a pixel and a half is not, shifted as it may be."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    lab = labeller()
+    scale = 8  # rendered at 8x and reduced: antialiased as a rasteriser would
+
+    def tab(left: float, tip: float = 0.0) -> Image.Image:
+        big = Image.new("RGB", (60 * scale, 60 * scale), "white")
+        points = [(left, 12), (left + 17.4 + tip, 30.6), (left, 48.4)]
+        ImageDraw.Draw(big).polygon(
+            [(x * scale, y * scale) for x, y in points], (128, 128, 128), (51, 51, 51), 3 * scale
+        )
+        return big.resize((60, 60), Image.Resampling.BOX)
+
+    files = {
+        "right": tab(21.4),
+        "left": ImageOps.mirror(tab(21.4 - 0.25)),
+        "longer": ImageOps.mirror(tab(21.4 - 0.25, tip=1.5)),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / f"{name}.png")
+    mean, local = lab.distance(tmp_path / "right.png", tmp_path / "left.png")
+    assert mean < lab.COPY_MAX and local < lab.LOCAL_MAX
+    mean, local = lab.distance(tmp_path / "right.png", tmp_path / "longer.png")
+    assert mean >= lab.COPY_MAX or local >= lab.LOCAL_MAX
+
+
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
     """Every claimed copy is kept, so that a pair labelled again (a copy found to be a
     sibling) counts in an old run's figures: one row per picture and transformation."""
