@@ -1732,3 +1732,32 @@ def test_a_caption_laid_over_a_black_and_white_drawing_is_an_edit(monkeypatch) -
     reposted = overlaid(slate(90))
     ImageDraw.Draw(reposted).text((6, 6), "(c) reposted by somebody", fill=(200, 0, 0))
     assert verify.verify(hash_base(reposted), stored_thumbnail(slate(90))).kind == "same"
+
+
+def border_icon(side: str) -> Image.Image:
+    """A 60 px icon of a framed square with one edge drawn thick: a set of four such icons
+    (bottom, left, top, right) differs only in which edge."""
+    image = Image.new("RGB", (60, 60), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((12, 12, 47, 47), outline=(90, 90, 90), width=2)
+    bars = {"bottom": (12, 42, 47, 47), "top": (12, 12, 47, 17), "left": (12, 12, 17, 47)}
+    draw.rectangle(bars[side], fill=(20, 20, 20))
+    return image
+
+
+def test_an_upload_too_small_to_verify_is_ranked_by_how_close_its_pixels_lie(
+    tmp_path_factory, embedder
+) -> None:
+    """A 60 px icon shrunk to 15 px is under the size verification works at, and was accepted
+    as the same picture as every candidate at a distance of 0: the descriptor's order then
+    decided between siblings. Its grey levels still lie closer to its own icon than to the
+    icon with another edge drawn thick, and the engine answers its own icon first."""
+    small = border_icon("bottom").resize((15, 15), Image.Resampling.LANCZOS)
+    stored = {side: stored_thumbnail(border_icon(side)) for side in ("bottom", "top", "left")}
+    own, *others = (verify.verify(small, stored[s]) for s in ("bottom", "top", "left"))
+    assert own.kind == "same" and all(own.distance < other.distance for other in others)
+    root = tmp_path_factory.mktemp("borders")
+    for side in ("bottom", "top", "left"):
+        save(border_icon(side), root / f"border{side}.png")
+    _, first = top(engine_over(root, tmp_path_factory, embedder), encode(small))
+    assert first.source == "borderbottom.png"

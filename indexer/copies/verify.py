@@ -47,8 +47,9 @@ from hibt.indexer.copies.views import INDEX_VIEWS, Scene, centre_crop, hash_base
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
 SIDE = 64  # pixels per side at most for the blocks: 8x8 px each
-# An upload view smaller than this holds no detail to verify: accepted. A stored view
-# smaller than this on its longer side cannot verify a larger upload: never its copy.
+# An upload view smaller than this holds no detail to verify: accepted, at the distance of its
+# grey levels (to rank rivals). A stored view smaller than this on its longer side cannot
+# verify a larger upload: never its copy.
 MIN_SIDE = 24
 # A block differs when its mean absolute grey difference (0-255, after the fit) is at least
 # this many levels (calibrated: docs/copy-detection.md, "Verification").
@@ -403,7 +404,11 @@ def verify(
         return Verdict("different", "too small to compare", 1.0)
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
-        return Verdict("same", distance=0.0)
+        # Too few pixels for blocks or fine lines, but enough to say which stored picture
+        # the upload lies closest to: rival candidates are then told apart (rivals.py),
+        # where a distance of 0 for all made a 15 px icon a copy of whichever sibling the
+        # descriptor ranked first.
+        return Verdict("same", distance=tone_difference(upload_view, stored_view).mean)
     side = min(SIDE, largest) // GRID * GRID
     up, st = (
         v.convert("RGB").resize((side, side), Image.Resampling.BOX)
