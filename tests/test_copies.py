@@ -1735,8 +1735,8 @@ def test_a_caption_laid_over_a_black_and_white_drawing_is_an_edit(monkeypatch) -
 
 
 def border_icon(side: str) -> Image.Image:
-    """A 60 px icon of a framed square with one edge drawn thick: a set of four such icons
-    (bottom, left, top, right) differs only in which edge."""
+    """A 60 px icon of a framed square with one edge drawn thick (``side``: bottom, top or
+    left): the icons of such a set differ only in which edge."""
     image = Image.new("RGB", (60, 60), "white")
     draw = ImageDraw.Draw(image)
     draw.rectangle((12, 12, 47, 47), outline=(90, 90, 90), width=2)

@@ -405,9 +405,7 @@ def verify(
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
         # Too few pixels for blocks or fine lines, but enough to say which stored picture
-        # the upload lies closest to: rival candidates are then told apart (rivals.py),
-        # where a distance of 0 for all made a 15 px icon a copy of whichever sibling the
-        # descriptor ranked first.
+        # the upload lies closest to, so that rival candidates are told apart (rivals.py).
         return Verdict("same", distance=tone_difference(upload_view, stored_view).mean)
     side = min(SIDE, largest) // GRID * GRID
     up, st = (
