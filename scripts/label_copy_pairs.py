@@ -143,10 +143,17 @@ def pixel_distance(first: Image.Image, second: Image.Image) -> tuple[float, floa
 def apart(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two pictures on white, blurred by a pixel: the largest channel's mean difference, and
     the largest mean over a window of WINDOW of the shorter side."""
-    a, b = (
-        np.asarray(Image.fromarray(np.uint8(v)).filter(ImageFilter.GaussianBlur(1)), np.float32)
-        for v in (a, b)
-    )
+    return blurred_apart(blurred(a), blurred(b))
+
+
+def blurred(picture: np.ndarray) -> np.ndarray:
+    """A picture on white blurred by a pixel, in whole levels."""
+    image = Image.fromarray(np.uint8(picture)).filter(ImageFilter.GaussianBlur(1))
+    return np.asarray(image, np.float32)
+
+
+def blurred_apart(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """:func:`apart` of two pictures already :func:`blurred`."""
     differs = np.abs(a - b)
     window = max(3, round(min(differs.shape[:2]) * WINDOW))
     local = float(ndimage.uniform_filter(differs.max(axis=-1), window).max())
@@ -159,14 +166,16 @@ def registered(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     an axis a quarter pixel off its canvas's centre) differs only in antialiasing, which
     trimming to whole pixels cannot register. Searched one axis at a time, only for a pair
     within SHIFT_REACH (a shift moves edges, not what a picture holds)."""
-    best, dy, dx = apart(a, b), 0.0, 0.0
+    target = blurred(b)  # blurred once: only ``a`` moves
+    best, dy, dx = blurred_apart(blurred(a), target), 0.0, 0.0
     if best[0] >= SHIFT_REACH or (best[0] < COPY_MAX and best[1] < LOCAL_MAX):
         return best
     for _ in range(2):
         for along_y in (True, False):
             for step in SHIFTS:
                 y, x = (step, dx) if along_y else (dy, step)
-                got = apart(ndimage.shift(a, (y, x, 0), order=1, mode="nearest"), b)
+                moved = ndimage.shift(a, (y, x, 0), order=1, mode="nearest")
+                got = blurred_apart(blurred(moved), target)
                 if got < best:
                     best, dy, dx = got, y, x
     return best

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from hibt.indexer.copies.verify import RANK, Verdict, verify
+from hibt.indexer.copies.verify import Verdict, edit_order, verify
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -65,7 +65,7 @@ def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> 
     two stored items show one picture (called only for the few that need it)."""
     passed = sorted(
         (c for c in checked if c.verdict.kind in PASSED),
-        key=lambda c: (RANK[c.verdict.kind], c.verdict.distance, c.idx),
+        key=lambda c: (*edit_order(c.verdict), c.idx),
     )
     if not passed:
         return Settled(set())

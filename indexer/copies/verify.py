@@ -184,6 +184,12 @@ class Verdict:
 RANK = {"same": 0, "edited": 1, "different": 2}
 
 
+def edit_order(verdict: Verdict) -> tuple[int, float]:
+    """Verdicts in order: the same picture, then an edit, then another picture; the closest
+    first within each."""
+    return RANK[verdict.kind], verdict.distance
+
+
 def verify_match(
     query: Fingerprints, match: CopyMatch, stored: Image.Image, on_grid: bool = False
 ) -> Verdict:
@@ -223,7 +229,7 @@ def least_edited(
     if verdict.kind != "edited":
         return match, verdict
     found = [(m, matched_views(query, m, stored, grid)) for m in undoing(query, match)]
-    return min([(match, verdict), *found], key=lambda f: (RANK[f[1].kind], f[1].distance))
+    return min([(match, verdict), *found], key=lambda f: edit_order(f[1]))
 
 
 def undoing(query: Fingerprints, match: CopyMatch) -> list[CopyMatch]:
@@ -293,7 +299,7 @@ def matched_views(
         trimmed = trimmed_quickly(base.uncut)
         held = trimmed if grid else None
         found.append(compare(query, scene, query_view, trimmed, grid=held))
-    return min(found, key=lambda v: (RANK[v.kind], v.distance))
+    return min(found, key=edit_order)
 
 
 def trimmed_quickly(image: Image.Image) -> Image.Image:
