@@ -1761,3 +1761,41 @@ def test_an_upload_too_small_to_verify_is_ranked_by_how_close_its_pixels_lie(
         save(border_icon(side), root / f"border{side}.png")
     _, first = top(engine_over(root, tmp_path_factory, embedder), encode(small))
     assert first.source == "borderbottom.png"
+
+
+def crescent_flag(crescent: tuple[int, int, int] = (255, 204, 0)) -> Image.Image:
+    """Malaysia's flag, drawn roughly: red and white stripes, a blue canton with a thin
+    crescent and a star of thin rays in ``crescent``'s colour."""
+    image = Image.new("RGB", (1024, 512), "white")
+    draw = ImageDraw.Draw(image)
+    for i in range(0, 14, 2):
+        draw.rectangle((0, i * 512 // 14, 1024, (i + 1) * 512 // 14), fill=(204, 0, 1))
+    draw.rectangle((0, 0, 512, 292), fill=(1, 0, 102))
+    draw.ellipse((60, 40, 270, 250), fill=crescent)
+    draw.ellipse((90, 40, 285, 250), fill=(1, 0, 102))
+    for k in range(14):
+        ray = np.pi * k / 7
+        draw.line(
+            (370, 146, 370 + 90 * np.cos(ray), 146 + 90 * np.sin(ray)), fill=crescent, width=8
+        )
+    return image
+
+
+def test_colours_half_a_pixel_off_at_a_screenshot_s_edge_are_not_an_edit() -> None:
+    """A screenshot of Malaysia's flag, cut with a pixel of the window's grey along two
+    sides, lands the canton half a block pixel off: the thin yellow crescent and rays on blue
+    then differ by half the colour scale along every edge, and the blocks read colour laid
+    over the top left (an untouched copy answered `edited_copy`). Along the stored view's
+    colour edges a pixel may meet its copy a pixel away, as grey levels may; the crescent
+    in another colour is still a change there."""
+    flag = crescent_flag()
+    stored = stored_thumbnail(flag)
+    cut = Image.new("RGB", (1032, 520), (236, 236, 236))
+    cut.paste(flag, (8, 8))
+    screenshot = cut.resize((237, 119), Image.Resampling.LANCZOS)
+    assert verify.verify(screenshot, stored).kind == "same"
+    green = crescent_flag((0, 200, 60)).resize((237, 119), Image.Resampling.LANCZOS)
+    assert (verify.verify(green, stored).kind, verify.verify(green, stored).region) == (
+        "edited",
+        "top left",
+    )

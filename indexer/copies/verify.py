@@ -973,10 +973,20 @@ def recoloured(a: np.ndarray, b: np.ndarray, side: int) -> np.ndarray:
     another hue than the stored picture's ``b``. Colour is not compared when either view is
     grey (a greyscale copy is a copy, uploaded or stored), and the upload's saturation is
     fitted to the stored one first (a more saturated copy is a copy); a flag with other
-    colours in the same stripes (Romania and Gabon) is not."""
+    colours in the same stripes (Romania and Gabon) is not. Along the stored view's colour
+    edges each pixel is taken at its best shift of one, as the grey levels are: a yellow
+    crescent on blue a fraction of a pixel off (a screenshot cut a pixel wide) differs by half
+    the scale along its edge. Not elsewhere: colour keys of another layout would meet."""
     if either_grey(a, b):
         return np.zeros((GRID, GRID), bool)
-    return block_means(distance(a * saturation_gain(a, b) - b), side) >= COLOUR_DIFF
+    fitted = a * saturation_gain(a, b)
+    spread = ndimage.maximum_filter(b, (3, 3, 1)) - ndimage.minimum_filter(b, (3, 3, 1))
+    apart = np.where(
+        distance(spread) >= COLOUR_DIFF,
+        shifted_difference(fitted, b),
+        distance(fitted - b),
+    )
+    return block_means(apart, side) >= COLOUR_DIFF
 
 
 def one_grey(first: Image.Image, second: Image.Image) -> bool:
