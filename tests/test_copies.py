@@ -1799,3 +1799,32 @@ def test_colours_half_a_pixel_off_at_a_screenshot_s_edge_are_not_an_edit() -> No
         "edited",
         "top left",
     )
+
+
+def outlined_flag() -> Image.Image:
+    """Austria's flag as Openclipart draws it, at the fingerprints' size: red, white, red,
+    the white stripe outlined at its ends by a pale grey pixel, on a canvas with a white
+    margin right and below (resampled to 256 px, as its fingerprints see it)."""
+    pixels = np.full((179, 256, 3), 255, np.uint8)
+    pixels[:168, :241] = (223, 0, 0)
+    pixels[56:112, :241] = 255
+    pixels[55, :241] = (210, 39, 39)  # the stripes' edges, blended as resampled
+    pixels[56, :241] = (247, 188, 188)
+    pixels[56:112, 0] = 222
+    pixels[56:112, 239:241] = 214
+    return Image.fromarray(pixels)
+
+
+def test_a_flag_outlined_by_a_pixel_is_not_a_picture_in_a_window() -> None:
+    """Its stripes are flat lines and its white stripe, outlined a pixel in from the edge,
+    looked like a picture framed by two colours: the upload was cut down to the flag without
+    its margin, which no stored view is, and the file was not found even as it was."""
+    flag = outlined_flag()
+    assert framing.picture(flag)[0].size == flag.size
+    stored = index_fingerprints(flag)
+    matcher = CopyMatcher(
+        stored.descriptors[None], np.zeros((1, INDEX_VARIANTS, 32), np.uint8), stored.colour[None]
+    )
+    settings = Settings()
+    found = matcher.match(query_fingerprints(flag), 0.9, 12, settings.uncut_copy_min_similarity)
+    assert found[0].label(CopyThresholds.from_settings(settings)) == "exact_copy"

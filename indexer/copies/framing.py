@@ -89,10 +89,12 @@ def in_chrome(pixels: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     colours: a title bar over margins, padding around a picture's own margin. No stored
     picture includes such chrome, but with it a screenshot looks like a window icon. The
     line next to the box is left out: it is the picture's own anti-aliased edge, blended
-    with the frame, and alone it made a thick line on white look like a picture in chrome."""
+    with the frame, and alone it made a thick line on white look like a picture in chrome.
+    A box within that line of the image's edge touches it: a flag outlined by a pixel, with
+    a white margin beyond its outline, is no picture in a window."""
     top, left, bottom, right = box
     height, width = pixels.shape[:2]
-    if top == 0 or left == 0 or bottom == height or right == width:
+    if min(top, left, height - bottom, width - right) <= EDGE:
         return False
     outside = np.ones((height, width), bool)
     outside[max(0, top - EDGE) : bottom + EDGE, max(0, left - EDGE) : right + EDGE] = False
