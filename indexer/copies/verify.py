@@ -980,7 +980,8 @@ def recoloured(a: np.ndarray, b: np.ndarray, side: int) -> np.ndarray:
     if either_grey(a, b):
         return np.zeros((GRID, GRID), bool)
     fitted = a * saturation_gain(a, b)
-    spread = ndimage.maximum_filter(b, (3, 3, 1)) - ndimage.minimum_filter(b, (3, 3, 1))
+    reach = (2 * SHIFT + 1, 2 * SHIFT + 1, 1)  # the pixels a shift can bring a pixel from
+    spread = ndimage.maximum_filter(b, reach) - ndimage.minimum_filter(b, reach)
     apart = np.where(
         distance(spread) >= COLOUR_DIFF,
         shifted_difference(fitted, b),
