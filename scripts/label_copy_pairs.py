@@ -160,6 +160,11 @@ def blurred_apart(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(differs.mean(axis=(0, 1)).max()), local
 
 
+def one_picture(mean: float, local: float) -> bool:
+    """The rule's verdict on a pair's two figures (:func:`apart`): a copy."""
+    return mean < COPY_MAX and local < LOCAL_MAX
+
+
 def registered(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """:func:`apart`, with ``a`` moved by a fraction of a pixel where that brings the two
     closer: one drawing rendered twice a fraction of a pixel apart (an icon mirrored about
@@ -168,7 +173,7 @@ def registered(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     within SHIFT_REACH (a shift moves edges, not what a picture holds)."""
     target = blurred(b)  # blurred once: only ``a`` moves
     best, dy, dx = blurred_apart(blurred(a), target), 0.0, 0.0
-    if best[0] >= SHIFT_REACH or (best[0] < COPY_MAX and best[1] < LOCAL_MAX):
+    if best[0] >= SHIFT_REACH or one_picture(*best):
         return best
     for _ in range(2):
         for along_y in (True, False):
@@ -265,7 +270,7 @@ def main() -> None:
             continue
         seen.add(frozenset((a, b)))
         mean, local = distance(first, second)
-        verdict = "copy" if mean < COPY_MAX and local < LOCAL_MAX else "look"
+        verdict = "copy" if one_picture(mean, local) else "look"
         # A copy labelled by the mean alone before LOCAL_MAX, that one place now refuses.
         contradicted = verdict == "copy" if label == "sibling" else mean < COPY_MAX
         if not args.check or (contradicted and verdict != label):
