@@ -365,24 +365,60 @@ def evaluate(
     return rows
 
 
-def recount(work: Path, pairs: dict[frozenset[str], str]) -> None:
+Judge = Callable[[str, Path, Path], bool]  # (transformation, held-out file, claimed file)
+
+
+def recount(work: Path, pairs: dict[frozenset[str], str], shows: Judge | None = None) -> None:
     """A finished run's false copies judged under ``pairs`` (the labels now): one per
     held-out picture and transformation, as the table counts them, and the pairs they come
-    from, most rows first."""
+    from, most rows first. With ``shows`` (:func:`shows_claimed`), also the rows left when a
+    claim is judged on the upload itself: a claimed picture the upload equally shows is not
+    held against the engine."""
     rows: dict[str, set[str]] = {}
+    left: dict[str, set[str]] = {}
     by_pair: Counter[tuple[str, str]] = Counter()
     for line in (work / "claimed_copies.tsv").read_text().splitlines():
         name, held, stored, *_, held_path, stored_path = line.split("\t")
         if pairs.get(frozenset((held, stored))) != "copy":
             rows.setdefault(name, set()).add(held)
             by_pair[Path(held_path).name, Path(stored_path).name] += 1
+            if shows is None or not shows(name, Path(held_path), Path(stored_path)):
+                left.setdefault(name, set()).add(held)
     total = sum(len(v) for v in rows.values())
     each = ", ".join(f"{name}: {len(held)}" for name, held in rows.items())
     print(f"false copies under the present labels: {total} rows ({each})")
     if (work / "queried.tsv").exists():
         print(out_of(work / "queried.tsv", rows, pairs))
+    if shows is not None:
+        kept = sum(len(v) for v in left.values())
+        print(f"judged on the uploads: {total - kept} rows show the claimed picture as well")
+        if (work / "queried.tsv").exists():
+            print(out_of(work / "queried.tsv", left, pairs))
     for (held, stored), n in by_pair.most_common():
         print(f"  {n:3d}  {held}  claimed as  {stored}")
+
+
+# What a transformation does to the picture itself: a screenshot's window and a border's frame
+# are not the picture, and would dilute the label rule's mean difference.
+PICTURE_OF = {"screenshot": lambda im: scale(im, 0.7), "border padding": lambda im: im}
+
+
+def shows_claimed(name: str, held: Path, claimed: Path) -> bool:
+    """Whether the held-out picture under transformation ``name`` is, by the label rule
+    (scripts/label_copy_pairs.py), also the claimed picture under it: a centre crop that
+    leaves out where two drawings differ, two stars at a quarter of their size. The pixels
+    of such an upload cannot say which of the two it was made from."""
+    from label_copy_pairs import images_distance, one_picture
+
+    return one_picture(*images_distance(pictured(name, held), pictured(name, claimed)))
+
+
+def pictured(name: str, path: Path) -> Image.Image:
+    """The picture in ``path`` as the upload of transformation ``name`` shows it (RGBA)."""
+    image = query_image(Record("", "", "", path=path), Settings(model=TINY_MODEL, pretrained=None))
+    if name in PICTURE_OF:
+        return PICTURE_OF[name](image).convert("RGBA")
+    return Image.open(io.BytesIO(query_bytes(name, image))).convert("RGBA")
 
 
 def out_of(queried: Path, rows: dict[str, set[str]], pairs: dict[frozenset[str], str]) -> str:
@@ -505,9 +541,15 @@ def main() -> None:
         action="store_true",
         help="judge the run kept in --work again under the labels now, without querying",
     )
+    parser.add_argument(
+        "--on-uploads",
+        action="store_true",
+        help="with --recount, also judge each false copy on the upload itself: the label "
+        "rule between the held-out and the claimed picture, both so transformed",
+    )
     args = parser.parse_args()
     if args.recount:
-        return recount(args.work, labelled_pairs())
+        return recount(args.work, labelled_pairs(), shows_claimed if args.on_uploads else None)
 
     settings = Settings(model=args.model, pretrained=None)
     embedder = Embedder(ModelSpec(args.model))

@@ -63,7 +63,11 @@ def distance(first: Path, second: Path) -> tuple[float, float]:
     cut to one box (:func:`common_box`), which needs no resampling: an edit in place keeps
     the size, while the trims of a cream ground and of the same ground brightened to white,
     or of an icon and its mirror image, can fall a pixel apart."""
-    wholes = [opened(path) for path in (first, second)]
+    return images_distance(opened(first), opened(second))
+
+
+def images_distance(*wholes: Image.Image) -> tuple[float, float]:
+    """:func:`distance` of two pictures already opened (RGBA)."""
     best = pixel_distance(*(trimmed(whole) for whole in wholes))
     boxes = [box_of(whole) for whole in wholes]
     if wholes[0].size != wholes[1].size or None in boxes:

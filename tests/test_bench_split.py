@@ -217,3 +217,30 @@ def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys)
     out = capsys.readouterr().out
     assert "3 rows (identity: 2, hflip: 1)" in out and "2  a.png  claimed as  b.png" in out
     assert "3 of 8 (37.5%); 3 of 4 (75.0%) among the 2 pictures with a close sibling" in out
+    only_flipped = lambda name, held, claimed: name == "hflip" and claimed.name == "b.png"  # noqa: E731
+    b.recount(tmp_path, copies, only_flipped)
+    out = capsys.readouterr().out
+    assert "judged on the uploads: 1 rows show the claimed picture as well" in out
+    assert "2 of 8 (25.0%); 2 of 4 (50.0%) among the 2 pictures with a close sibling" in out
+
+
+def test_an_upload_shows_the_claimed_picture_only_where_their_difference_survives(
+    tmp_path: Path,
+) -> None:
+    """Judged on the upload itself, two drawings that differ only near their edge are one
+    picture once both are cut to their centre, and two pictures whole, shrunk, or in a
+    window."""
+    from PIL import Image, ImageDraw
+
+    b = bench()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    drawing = Image.new("RGB", (200, 200), "white")
+    ImageDraw.Draw(drawing).ellipse((50, 50, 150, 150), (30, 90, 160), "black", 4)
+    marked = drawing.copy()
+    ImageDraw.Draw(marked).rectangle((4, 4, 34, 34), (200, 40, 40))
+    drawing.save(tmp_path / "a.png")
+    marked.save(tmp_path / "b.png")
+    held, claimed = tmp_path / "a.png", tmp_path / "b.png"
+    assert b.shows_claimed("crop 60%", held, claimed)
+    for name in ("identity", "crop 80%", "screenshot", "resize 50%"):
+        assert not b.shows_claimed(name, held, claimed), name
