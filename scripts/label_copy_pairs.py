@@ -42,8 +42,17 @@ INK = 8  # levels from the border's colour that count as the picture, not its ma
 ASPECT = 0.02  # shapes further apart than this (and a pixel) are not one picture
 TURNS = [None, *Image.Transpose]  # as it is, and its 7 flips and turns
 # A tone edit: every channel times a boost, plus a grey of the picture times a shade, plus an
-# offset. The grey ways of common tools: 601 luma (PIL, GIMP), 709 luma (scikit-image), mean.
-GREY_WAYS = np.array([(0.299, 0.587, 0.114), (0.2126, 0.7152, 0.0722), (1 / 3, 1 / 3, 1 / 3)])
+# offset. The grey ways of common tools: 601 luma (PIL, GIMP), 709 luma (scikit-image), the
+# channels' mean, and HSL lightness, (max + min) / 2 (Photoshop's Desaturate; GIMP's Lightness).
+LUMAS = [(0.299, 0.587, 0.114), (0.2126, 0.7152, 0.0722), (1 / 3, 1 / 3, 1 / 3)]
+
+
+def lightness(colours: np.ndarray) -> np.ndarray:
+    """HSL lightness of colours (..., 3)."""
+    return (colours.max(axis=-1) + colours.min(axis=-1)) / 2
+
+
+GREY_WAYS = [*(lambda c, w=np.array(w): c @ w for w in LUMAS), lightness]
 # How far the edit may stretch the tones (boost + shade): fading (an "away" icon at 0.4) keeps
 # every distinction, while a stretch past 2 clips half the range, a threshold, not an edit.
 GAIN = (0.25, 2.0)
@@ -197,11 +206,11 @@ def edited(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     x, y = source[both][:, :3].astype(np.float64), target[both][:, :3].astype(np.float64)
     best, colours = np.inf, source[..., :3]
     for way in GREY_WAYS if len(x) >= 16 else ():
-        terms = np.stack([x, np.repeat((x @ way)[:, None], 3, 1), np.ones_like(x)], -1)
+        terms = np.stack([x, np.repeat(way(x)[:, None], 3, 1), np.ones_like(x)], -1)
         (boost, shade, offset), *_ = np.linalg.lstsq(terms.reshape(-1, 3), y.ravel(), rcond=None)
         left = np.abs(terms @ (boost, shade, offset) - y).mean()
         if boost > BOOST_MIN and GAIN[0] <= boost + shade <= GAIN[1] and left < best:
-            made = boost * source[..., :3] + shade * (source[..., :3] @ way)[..., None] + offset
+            made = boost * source[..., :3] + shade * way(source[..., :3])[..., None] + offset
             best, colours = left, np.clip(made, 0, 255)
     return on_white(source, colours)
 

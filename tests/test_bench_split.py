@@ -81,8 +81,9 @@ def test_the_pixel_rule_labels_a_mirrored_moved_copy_and_not_a_changed_detail(
 def test_the_pixel_rule_allows_a_copiers_tone_edit_and_not_another_colouring(
     tmp_path: Path,
 ) -> None:
-    """A drawing on a clear ground darkened, faded or made grey by a common tool is a copy; the
-    same drawing in another hue, or stretched into black and white, is not."""
+    """A drawing on a clear ground darkened, faded or made grey by a common tool (709 luma, or
+    HSL lightness as Photoshop's Desaturate makes it) is a copy; the same drawing in another
+    hue, or stretched into black and white, is not."""
     from PIL import Image, ImageDraw, ImageEnhance
 
     lab = labeller()
@@ -97,6 +98,7 @@ def test_the_pixel_rule_allows_a_copiers_tone_edit_and_not_another_colouring(
         "darker": ImageEnhance.Brightness(rgb).enhance(0.55),
         "faded": ImageEnhance.Contrast(ImageEnhance.Color(rgb).enhance(0.6)).enhance(0.5),
         "grey": grey.convert("RGB"),
+        "lightness": Image.fromarray(np.uint8(lab.lightness(np.asarray(rgb, np.float32)))),
         "hue": swapped,
         "threshold": grey.point(lambda v: 255 if v > 110 else 0).convert("RGB"),
     }
@@ -107,7 +109,7 @@ def test_the_pixel_rule_allows_a_copiers_tone_edit_and_not_another_colouring(
         colours.save(tmp_path / f"{name}.png")
         mean, local = lab.pixel_distance(first, lab.picture(tmp_path / f"{name}.png"))
         copy = mean < lab.COPY_MAX and local < lab.LOCAL_MAX
-        assert copy == (name in ("darker", "faded", "grey")), (name, mean, local)
+        assert copy == (name in ("darker", "faded", "grey", "lightness")), (name, mean, local)
 
 
 def test_the_pixel_rule_finds_a_ground_brightened_to_white_and_no_margin_dilutes_it(
