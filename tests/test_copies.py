@@ -1734,6 +1734,33 @@ def test_a_caption_laid_over_a_black_and_white_drawing_is_an_edit(monkeypatch) -
     assert verify.verify(hash_base(reposted), stored_thumbnail(slate(90))).kind == "same"
 
 
+def shirt(fill: tuple[int, int, int]) -> Image.Image:
+    """A t-shirt outlined in black, filled with ``fill``, on white."""
+    image = Image.new("RGB", (200, 200), "white")
+    outline = [(50, 20), (80, 30), (120, 30), (150, 20), (190, 60), (160, 85), (150, 75)]
+    outline += [(150, 185), (50, 185), (50, 75), (40, 85), (10, 60)]
+    ImageDraw.Draw(image).polygon(outline, fill=fill, outline="black", width=3)
+    return image
+
+
+def test_a_coloured_shirt_with_a_logo_is_not_a_black_shirt_edited() -> None:
+    """A blue shirt with a logo against a black one of the same cut: made grey, the logo's
+    blocks differ and carry colour the black shirt lacks, and the rest of the blue, colour
+    the black shirt lacks too, was once left out of the grey comparison as laid over
+    ("edited, centre"). Colour whose grey disagrees with the stored picture's all over the
+    view is another colouring; a caption laid over either shirt is still an edit."""
+    blue, black = shirt((60, 90, 140)), shirt((0, 0, 0))
+    logo = blue.copy()
+    ImageDraw.Draw(logo).rectangle((70, 50, 130, 110), fill=(250, 200, 30))
+    ImageDraw.Draw(logo).text((75, 70), "OPEN CLIP", fill="black")
+    for upload in (logo, overlaid(blue)):
+        verdict = verify.verify(hash_base(upload), stored_thumbnail(black))
+        assert (verdict.kind, verdict.region) == ("different", "colour")
+    for drawn in (blue, black):
+        verdict = verify.verify(hash_base(overlaid(drawn)), stored_thumbnail(drawn))
+        assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+
+
 def border_icon(side: str) -> Image.Image:
     """A 60 px icon of a framed square with one edge drawn thick (``side``: bottom, top or
     left): the icons of such a set differ only in which edge."""

@@ -58,6 +58,12 @@ BLOCK_DIFF = 24.0
 EDIT_MAX_SHARE = 0.3
 # Chroma (0-255) the upload must add over a differing block for it to count as laid over.
 OVERLAY_CHROMA = 40.0
+# Share of the view outside the differing blocks where an edited upload may add colour (half
+# OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
+# spills past its blocks (the copy benchmark's overlays: up to 0.08 of the view), while a
+# blue shirt is not a black one with a logo laid over (0.48; docs/copy-detection.md, run AI).
+# Colour whose grey agrees is not counted: the coloured original of a greyscale copy.
+SPILL_MAX = 0.2
 # Mean opponent-colour magnitude under which a view counts as grey (colour is then not
 # compared), and the opponent-colour distance (0-255 scale) at which a block is another colour.
 GREY = 4.0
@@ -474,6 +480,8 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
         return Verdict("different", "blank", share)
     if tones.colour >= COLOUR_MEAN_MAX or tones.hue >= HUE_MAX or tones.patch >= PATCH_MAX:
         return Verdict("different", "colour", share, tones.mean)
+    if tones.spill >= SPILL_MAX:  # coloured all over, not laid over in one place
+        return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
     return None
@@ -692,6 +700,7 @@ class Tones(NamedTuple):
     inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
     fill: float = 0.0  # how far the upload wanders where the stored view is flat: under FLAT_MAX
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
+    spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
 
 
 def tone_difference(
@@ -709,11 +718,12 @@ def tone_difference(
     size = common_size(upload, stored)
     up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
     up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
-    picture = np.ones(st.shape, bool)
+    picture, spilled = np.ones(st.shape, bool), np.zeros(st.shape, bool)
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
         over = upload if coloured is None else coloured  # its colour, before made grey
         over_rgb = over.convert("RGB").resize(size, Image.Resampling.BOX)
         added = chroma(over_rgb) - chroma(st_rgb) >= OVERLAY_CHROMA / 2
+        spilled = added & ~block_mask(edited, st.shape)
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     offset = phase_offset(up, st)
     up = moved(up, *offset)
@@ -722,6 +732,7 @@ def tone_difference(
     up = fit(up, st, TONE_GAIN, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
+    spill = float((spilled & (diff >= INK)).mean())
     picture[:2], picture[-2:], picture[:, :2], picture[:, -2:] = False, False, False, False
     ink = inked(up, st) & picture
     colours = laid_colours(up_rgb, st_rgb, offset)
@@ -738,7 +749,7 @@ def tone_difference(
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
-    return Tones(high, mean, colour, hue, fill=fill, patch=patch)
+    return Tones(high, mean, colour, hue, fill=fill, patch=patch, spill=spill)
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
