@@ -227,7 +227,7 @@ def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys)
 
 
 def test_an_upload_shows_the_claimed_picture_only_where_their_difference_survives(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch
 ) -> None:
     """Judged on the upload itself, two drawings that differ only near their edge are one
     picture once both are cut to their centre, and two pictures whole, shrunk, or in a
@@ -235,7 +235,7 @@ def test_an_upload_shows_the_claimed_picture_only_where_their_difference_survive
     from PIL import Image, ImageDraw
 
     b = bench()
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # where shows_claimed finds the rule
     drawing = Image.new("RGB", (200, 200), "white")
     ImageDraw.Draw(drawing).ellipse((50, 50, 150, 150), (30, 90, 160), "black", 4)
     marked = drawing.copy()

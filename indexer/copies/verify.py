@@ -475,12 +475,12 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     nothing inked to compare (the empty centre of an icon whose bar lies along its edge met
     the empty inside of any box), another colouring of the drawing, or, where one view is
     grey and colour cannot be compared, grey levels further apart than a greyscale copy's
-    (a black-and-white ice cream cone against the vanilla one)."""
+    (a black-and-white ice cream cone against the vanilla one). An edited upload coloured
+    well past its edit (``Tones.spill``) is another colouring too, not a caption laid over."""
     if not tones.inked:
         return Verdict("different", "blank", share)
-    if tones.colour >= COLOUR_MEAN_MAX or tones.hue >= HUE_MAX or tones.patch >= PATCH_MAX:
-        return Verdict("different", "colour", share, tones.mean)
-    if tones.spill >= SPILL_MAX:  # coloured all over, not laid over in one place
+    limits = ((tones.colour, COLOUR_MEAN_MAX), (tones.hue, HUE_MAX), (tones.patch, PATCH_MAX))
+    if any(value >= limit for value, limit in (*limits, (tones.spill, SPILL_MAX))):
         return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
