@@ -382,7 +382,9 @@ def recount(work: Path, pairs: dict[frozenset[str], str], shows: Judge | None = 
         if pairs.get(frozenset((held, stored))) != "copy":
             rows.setdefault(name, set()).add(held)
             by_pair[Path(held_path).name, Path(stored_path).name] += 1
-            if shows is None or not shows(name, Path(held_path), Path(stored_path)):
+            # A row already left needs no more judging: the label rule is slow.
+            settled = held in left.get(name, ()) or shows is None
+            if settled or not shows(name, Path(held_path), Path(stored_path)):
                 left.setdefault(name, set()).add(held)
     total = sum(len(v) for v in rows.values())
     each = ", ".join(f"{name}: {len(held)}" for name, held in rows.items())
