@@ -1853,3 +1853,30 @@ def test_a_flag_outlined_by_a_pixel_is_not_a_picture_in_a_window() -> None:
     settings = Settings()
     found = matcher.match(query_fingerprints(flag), 0.9, 12, settings.uncut_copy_min_similarity)
     assert found[0].label(CopyThresholds.from_settings(settings)) == "exact_copy"
+
+
+def traffic_light(lit: int) -> Image.Image:
+    """A traffic light: a black housing with a red, an amber and a green lamp, the ``lit``-th
+    bright and the others dim in their own hue."""
+    image = Image.new("RGB", (160, 300), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((30, 10, 130, 290), radius=20, fill=(25, 25, 25))
+    lamps = (((90, 10, 10), (245, 40, 30)), ((90, 65, 0), (250, 190, 20)))
+    lamps += (((0, 70, 20), (40, 235, 70)),)
+    for i, (dim, bright) in enumerate(lamps):
+        draw.ellipse((48, 22 + 90 * i, 112, 86 + 90 * i), fill=bright if i == lit else dim)
+    return image
+
+
+def test_a_lamp_lit_in_its_own_hue_is_not_laid_over() -> None:
+    """A traffic light showing green against the same drawing showing red: two lamps differ,
+    each in the hue it had (dim red for bright, bright green for dim), and the upload carries
+    more colour there than the stored picture, as a caption would. A caption brings a colour
+    of its own; the lamps are another state of the drawing, not an edit of it. A caption laid
+    over either light is still an edit."""
+    green, red = traffic_light(2), traffic_light(0)
+    verdict = verify.verify(hash_base(green), stored_thumbnail(red))
+    assert verdict.kind == "different"
+    for drawn in (green, red):
+        verdict = verify.verify(hash_base(overlaid(drawn)), stored_thumbnail(drawn))
+        assert (verdict.kind, verdict.region) == ("edited", "bottom right")

@@ -58,6 +58,13 @@ BLOCK_DIFF = 24.0
 EDIT_MAX_SHARE = 0.3
 # Chroma (0-255) the upload must add over a differing block for it to count as laid over.
 OVERLAY_CHROMA = 40.0
+# Share of an edit's changed pixels that may keep the stored picture's hue (both coloured,
+# turned under HUE_KEPT degrees) for it to be laid over: a caption brings a colour of its own,
+# while a lamp lit or dimmed in its own colour is another state of the drawing (a traffic
+# light showing green, not red: 1.0; overlays on 120 of the benchmark's originals: at most 0.52;
+# docs/copy-detection.md, run AJ).
+HUE_KEPT = 20.0
+KEPT_MAX = 0.8
 # Share of the view outside the differing blocks where an edited upload may add colour (half
 # OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
 # spills past its blocks (the copy benchmark's overlays: up to 0.08 of the view), while a
@@ -1087,16 +1094,18 @@ def laid_over(
 ) -> bool:
     """Whether the upload's differing blocks carry colour the stored picture lacks there: a
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
-    treble clef is drawn in the staff's own ink)."""
+    treble clef is drawn in the staff's own ink), nor a part lit or dimmed in the hue it has
+    (:data:`KEPT_MAX`)."""
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
     colours = opponent(up)
     if not greyish(colours):  # or another colour than there was
         added = np.maximum(added, distance(colours - opponent(stored)))
-    inside = block_mask(differs, (side, side))
-    changed = added[inside & (diff >= BLOCK_DIFF)]
-    if not changed.size:  # another colour, not another shape: a recoloured part
+    changing = block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
+    if not changing.any():  # another colour, not another shape: a recoloured part
         return False
-    return bool(changed.mean() >= OVERLAY_CHROMA)
+    turns, coloured = hue_turns(colours, opponent(stored))
+    kept = coloured & (np.abs(turns) < HUE_KEPT)  # a part lit or dimmed in its own hue
+    return bool(added[changing].mean() >= OVERLAY_CHROMA and kept[changing].mean() < KEPT_MAX)
 
 
 def region(differs: np.ndarray) -> str:
