@@ -1868,15 +1868,33 @@ def traffic_light(lit: int) -> Image.Image:
     return image
 
 
+def translucent_mark(image: Image.Image) -> Image.Image:
+    """``image`` with "OX" laid over its lower half in translucent white strokes: a watermark
+    that keeps the hue of what it lies over."""
+    out = image.convert("RGBA")
+    mark = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw, white = ImageDraw.Draw(mark), (255, 255, 255, 140)
+    draw.ellipse((60, 160, 140, 240), outline=white, width=14)
+    draw.line((160, 160, 240, 240), fill=white, width=14)
+    draw.line((160, 240, 240, 160), fill=white, width=14)
+    return Image.alpha_composite(out, mark).convert("RGB")
+
+
 def test_a_lamp_lit_in_its_own_hue_is_not_laid_over() -> None:
     """A traffic light showing green against the same drawing showing red: two lamps differ,
     each in the hue it had (dim red for bright, bright green for dim), and the upload carries
     more colour there than the stored picture, as a caption would. A caption brings a colour
     of its own; the lamps are another state of the drawing, not an edit of it. A caption laid
-    over either light is still an edit."""
+    over either light is still an edit, and so is a translucent white mark over a red disc,
+    which keeps the red's hue but cuts across the disc rather than changing it whole."""
     green, red = traffic_light(2), traffic_light(0)
     verdict = verify.verify(hash_base(green), stored_thumbnail(red))
     assert verdict.kind == "different"
     for drawn in (green, red):
         verdict = verify.verify(hash_base(overlaid(drawn)), stored_thumbnail(drawn))
         assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+    disc = Image.new("RGB", (300, 300), "white")
+    ImageDraw.Draw(disc).ellipse((20, 20, 280, 280), fill=(200, 30, 30))
+    ImageDraw.Draw(disc).rectangle((120, 40, 180, 100), fill=(30, 30, 200))
+    verdict = verify.verify(hash_base(translucent_mark(disc)), stored_thumbnail(disc))
+    assert (verdict.kind, verdict.region) == ("edited", "bottom right")

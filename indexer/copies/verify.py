@@ -58,13 +58,18 @@ BLOCK_DIFF = 24.0
 EDIT_MAX_SHARE = 0.3
 # Chroma (0-255) the upload must add over a differing block for it to count as laid over.
 OVERLAY_CHROMA = 40.0
-# Share of an edit's changed pixels that may keep the stored picture's hue (both coloured,
-# turned under HUE_KEPT degrees) for it to be laid over: a caption brings a colour of its own,
-# while a lamp lit or dimmed in its own colour is another state of the drawing (a traffic
-# light showing green, not red: 1.0; overlays on 120 of the benchmark's originals: at most 0.52;
-# docs/copy-detection.md, run AJ).
+# An edit whose changed pixels keep the stored picture's hue (both coloured, turned under
+# HUE_KEPT degrees), KEPT_MAX of them or more, and lie in parts of it (connected runs of one of
+# its PARTS colours) that changed over PART_CHANGED of their pixels or more, KEPT_MAX of them
+# too, is a part lit or dimmed, not laid over: a traffic light showing green against the one
+# showing red (1.0 and 1.0). A caption brings a colour of its own (the benchmark's overlays on
+# 120 of its originals keep the hue on at most 0.52 of their changed pixels), and a
+# translucent white one, which keeps the hue beneath, cuts across the parts it lies over
+# (docs/copy-detection.md, run AJ).
 HUE_KEPT = 20.0
 KEPT_MAX = 0.8
+PARTS = 16
+PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
 # Share of the view outside the differing blocks where an edited upload may add colour (half
 # OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
 # spills past its blocks (the copy benchmark's overlays: up to 0.08 of the view), while a
@@ -1103,9 +1108,36 @@ def laid_over(
     changing = block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
     if not changing.any():  # another colour, not another shape: a recoloured part
         return False
+    if added[changing].mean() < OVERLAY_CHROMA:
+        return False
+    return not relit(colours, stored, diff, changing)
+
+
+def relit(colours: np.ndarray, stored: Image.Image, diff: np.ndarray, changing: np.ndarray) -> bool:
+    """Whether the ``changing`` pixels are parts of the stored picture lit or dimmed in the
+    hue they have, each to its outline: a traffic light showing green is the drawing's other
+    state, not the red one with something laid over. A caption brings a colour of its own,
+    and a translucent white or black one, which keeps the hue beneath, cuts across the parts
+    it lies over (:data:`KEPT_MAX`)."""
     turns, coloured = hue_turns(colours, opponent(stored))
-    kept = coloured & (np.abs(turns) < HUE_KEPT)  # a part lit or dimmed in its own hue
-    return bool(added[changing].mean() >= OVERLAY_CHROMA and kept[changing].mean() < KEPT_MAX)
+    kept = coloured & (np.abs(turns) < HUE_KEPT)
+    if kept[changing].mean() < KEPT_MAX:
+        return False
+    labels = parts(stored)
+    moved = np.bincount(labels.ravel(), weights=(diff >= BLOCK_DIFF).ravel())
+    whole = (moved / np.maximum(np.bincount(labels.ravel()), 1))[labels] >= PART_CHANGED
+    return bool(whole[changing].mean() >= KEPT_MAX)
+
+
+def parts(image: Image.Image) -> np.ndarray:
+    """Per pixel, the part of ``image`` it lies in, numbered from 1: a connected run of
+    pixels of one of its :data:`PARTS` colours."""
+    colours = np.asarray(image.quantize(PARTS), np.int32)
+    labels = np.zeros(colours.shape, np.int32)
+    for colour in np.unique(colours):
+        found, _ = ndimage.label(colours == colour)
+        labels[found > 0] = found[found > 0] + labels.max()
+    return labels
 
 
 def region(differs: np.ndarray) -> str:
