@@ -241,10 +241,10 @@ def least_edited(
     query: Fingerprints, match: CopyMatch, stored: Image.Image, grid: bool
 ) -> tuple[CopyMatch, Verdict]:
     """The verdict on the pair of views that matched (:func:`matched_views`) or, when it
-    finds an edit, on a pair that undoes what a copier did to the whole picture otherwise
-    (:func:`undoing`), whichever is the least edited."""
+    finds an edit or a part relit, on a pair that undoes what a copier did to the whole
+    picture otherwise (:func:`undoing`), whichever is the least edited."""
     verdict = matched_views(query, match, stored, grid)
-    if verdict.kind != "edited":
+    if verdict.kind != "edited" and verdict.region != "relit":
         return match, verdict
     found = [(m, matched_views(query, m, stored, grid)) for m in undoing(query, match)]
     return min([(match, verdict), *found], key=lambda f: edit_order(f[1]))
@@ -476,6 +476,8 @@ def verify(
     where = region(differs)
     over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
+        if relit(over, st, diff, differs, side):
+            return Verdict("different", "relit", share)
         tones = tone_difference(upload_view, stored_view, differs, coloured)
         edited = Verdict("edited", where, share, tones.mean)
         return unlike(tones, share, grey_against_colour) or edited
@@ -1099,8 +1101,7 @@ def laid_over(
 ) -> bool:
     """Whether the upload's differing blocks carry colour the stored picture lacks there: a
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
-    treble clef is drawn in the staff's own ink), nor a part lit or dimmed in the hue it has
-    (:data:`KEPT_MAX`)."""
+    treble clef is drawn in the staff's own ink). Unless :func:`relit`, an edit."""
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
     colours = opponent(up)
     if not greyish(colours):  # or another colour than there was
@@ -1108,18 +1109,20 @@ def laid_over(
     changing = block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
     if not changing.any():  # another colour, not another shape: a recoloured part
         return False
-    if added[changing].mean() < OVERLAY_CHROMA:
-        return False
-    return not relit(colours, stored, diff, changing)
+    return bool(added[changing].mean() >= OVERLAY_CHROMA)
 
 
-def relit(colours: np.ndarray, stored: Image.Image, diff: np.ndarray, changing: np.ndarray) -> bool:
-    """Whether the ``changing`` pixels are parts of the stored picture lit or dimmed in the
-    hue they have, each to its outline: a traffic light showing green is the drawing's other
-    state, not the red one with something laid over. A caption brings a colour of its own,
-    and a translucent white or black one, which keeps the hue beneath, cuts across the parts
-    it lies over (:data:`KEPT_MAX`)."""
-    turns, coloured = hue_turns(colours, opponent(stored))
+def relit(
+    up: Image.Image, stored: Image.Image, diff: np.ndarray, differs: np.ndarray, side: int
+) -> bool:
+    """Whether the changed pixels of an edit (:func:`laid_over`) are parts of the stored
+    picture lit or dimmed in the hue they have, each to its outline: a traffic light showing
+    green is the drawing's other state, not the red one with something laid over; so is a
+    glossy shape met in the other flip. A caption brings a colour of its own, and a
+    translucent white or black one, which keeps the hue beneath, cuts across the parts it lies
+    over (:data:`KEPT_MAX`)."""
+    changing = block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
+    turns, coloured = hue_turns(opponent(up), opponent(stored))
     kept = coloured & (np.abs(turns) < HUE_KEPT)
     if kept[changing].mean() < KEPT_MAX:
         return False
