@@ -62,10 +62,10 @@ OVERLAY_CHROMA = 40.0
 # HUE_KEPT degrees), KEPT_MAX of them or more, and lie in parts of it (connected runs of one of
 # its PARTS colours) that changed over PART_CHANGED of their pixels or more, KEPT_MAX of them
 # too, is a part lit or dimmed, not laid over: a traffic light showing green against the one
-# showing red (1.0 and 1.0). A caption brings a colour of its own (the benchmark's overlays on
-# 120 of its originals keep the hue on at most 0.52 of their changed pixels), and a
-# translucent white one, which keeps the hue beneath, cuts across the parts it lies over
-# (docs/copy-detection.md, run AJ).
+# showing red (hue kept on 1.0; each lamp changed over 0.69-0.78 of it). A caption brings a
+# colour of its own (the benchmark's overlays on 120 of its originals keep the hue on at most
+# 0.52 of their changed pixels), and a translucent white one, which keeps the hue beneath,
+# cuts across the parts it lies over (docs/copy-detection.md, run AJ).
 HUE_KEPT = 20.0
 KEPT_MAX = 0.8
 PARTS = 16
@@ -1101,12 +1101,13 @@ def laid_over(
 ) -> bool:
     """Whether the upload's differing blocks carry colour the stored picture lacks there: a
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
-    treble clef is drawn in the staff's own ink). Unless :func:`relit`, an edit."""
+    treble clef is drawn in the staff's own ink). A part relit passes here too, and is told
+    from an edit after (:func:`relit`)."""
     added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
     colours = opponent(up)
     if not greyish(colours):  # or another colour than there was
         added = np.maximum(added, distance(colours - opponent(stored)))
-    changing = block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
+    changing = changed(diff, differs, side)
     if not changing.any():  # another colour, not another shape: a recoloured part
         return False
     return bool(added[changing].mean() >= OVERLAY_CHROMA)
@@ -1121,7 +1122,7 @@ def relit(
     glossy shape met in the other flip. A caption brings a colour of its own, and a
     translucent white or black one, which keeps the hue beneath, cuts across the parts it lies
     over (:data:`KEPT_MAX`)."""
-    changing = block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
+    changing = changed(diff, differs, side)
     turns, coloured = hue_turns(opponent(up), opponent(stored))
     kept = coloured & (np.abs(turns) < HUE_KEPT)
     if kept[changing].mean() < KEPT_MAX:
@@ -1130,6 +1131,11 @@ def relit(
     moved = np.bincount(labels.ravel(), weights=(diff >= BLOCK_DIFF).ravel())
     whole = (moved / np.maximum(np.bincount(labels.ravel()), 1))[labels] >= PART_CHANGED
     return bool(whole[changing].mean() >= KEPT_MAX)
+
+
+def changed(diff: np.ndarray, differs: np.ndarray, side: int) -> np.ndarray:
+    """The pixels of the differing blocks that differ themselves (:data:`BLOCK_DIFF`)."""
+    return block_mask(differs, (side, side)) & (diff >= BLOCK_DIFF)
 
 
 def parts(image: Image.Image) -> np.ndarray:
