@@ -70,6 +70,7 @@ HUE_KEPT = 20.0
 KEPT_MAX = 0.8
 PARTS = 16
 PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
+RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as an edit is
 # Share of the view outside the differing blocks where an edited upload may add colour (half
 # OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
 # spills past its blocks (the copy benchmark's overlays: up to 0.08 of the view), while a
@@ -244,7 +245,7 @@ def least_edited(
     finds an edit or a part relit, on a pair that undoes what a copier did to the whole
     picture otherwise (:func:`undoing`), whichever is the least edited."""
     verdict = matched_views(query, match, stored, grid)
-    if verdict.kind != "edited" and verdict.region != "relit":
+    if verdict.kind != "edited" and verdict.region != RELIT:
         return match, verdict
     found = [(m, matched_views(query, m, stored, grid)) for m in undoing(query, match)]
     return min([(match, verdict), *found], key=lambda f: edit_order(f[1]))
@@ -477,7 +478,7 @@ def verify(
     over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
         if relit(over, st, diff, differs, side):
-            return Verdict("different", "relit", share)
+            return Verdict("different", RELIT, share)
         tones = tone_difference(upload_view, stored_view, differs, coloured)
         edited = Verdict("edited", where, share, tones.mean)
         return unlike(tones, share, grey_against_colour) or edited
