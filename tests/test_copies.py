@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from hibt.config import Settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import build_index
-from hibt.indexer.copies import framing, search, verify
+from hibt.indexer.copies import channels, framing, search, verify
 from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
     Fingerprints,
@@ -810,6 +810,36 @@ def test_exhaustive_search_a_block_at_a_time_finds_what_it_finds_in_memory(
     for query in uploads(pictures[::2]):
         a, b = in_memory.match(query, 0.85, 12, 0.995), streamed.match(query, 0.85, 12, 0.995)
         assert same_matches(a, b)
+
+
+def test_exhaustive_search_finds_what_a_faiss_flat_range_search_finds() -> None:
+    """Exhaustive search compares by BLAS, not FAISS's flat range search (which scans a query
+    at a time): the same stored views, in the same order, with the same similarities."""
+    rng = np.random.default_rng(7)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+    stored = unit(rng.standard_normal((400, 3, DESCRIPTOR_DIM)))
+    stored[200:] = unit(stored[:200] + 0.03 * rng.standard_normal((200, 3, DESCRIPTOR_DIM)))
+    stored[::9, 1] = 0  # views too plain to identify
+    flat = stored.reshape(-1, DESCRIPTOR_DIM)
+    queries = unit(flat[::37] + 0.02 * rng.standard_normal((len(flat[::37]), DESCRIPTOR_DIM)))
+    for threshold in (0.5, 0.8):
+        want = search.at_least(search.descriptor_index(flat), queries, threshold)
+        got = search.Exhaustive(stored).candidates(queries, threshold)
+        assert want[1].size > len(queries)  # each meets its own view, most their twin's too
+        assert np.array_equal(want[0], got[0]) and np.array_equal(want[2], got[2])
+        assert np.allclose(want[1], got[1], atol=1e-5)
+
+
+def test_channel_extremes_are_numpy_s() -> None:
+    rng = np.random.default_rng(3)
+    for pixels in (rng.integers(0, 256, (31, 17, 3), np.uint8), rng.random((9, 5, 3))):
+        assert np.array_equal(channels.brightest(pixels), pixels.max(axis=-1))
+        assert np.array_equal(channels.darkest(pixels), pixels.min(axis=-1))
+    lines = rng.integers(0, 256, (6, 11, 3), np.uint8)
+    assert np.array_equal(channels.channel_last(lines, 1).max(axis=2), lines.max(axis=1))
 
 
 # --- verification: copies, edited copies and siblings ----------------------------------------

@@ -206,6 +206,6 @@ def code_digest() -> str:
     (the build key)."""
     folder = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("fingerprint.py", "framing.py", "views.py"):
+    for name in ("channels.py", "fingerprint.py", "framing.py", "views.py"):
         digest.update((folder / name).read_bytes())
     return digest.hexdigest()[:16]

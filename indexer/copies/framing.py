@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from hibt.indexer.copies.channels import channel_last
+
 Box = tuple[int, int, int, int]  # top, left, bottom, right
 
 
@@ -21,11 +23,12 @@ def uniform_lines(
     one of ``colours``, when given). A row's end pixels are left out: shrinking blends them
     with the frame cut away before, and that alone kept a screenshot's flat margins."""
     values = values[:, 1:-1] if values.shape[1] > 4 else values
-    spread = values.max(axis=1).astype(np.int16) - values.min(axis=1).astype(np.int16)
+    values = channel_last(values, 1)  # (lines, 3, width)
+    spread = values.max(axis=2).astype(np.int16) - values.min(axis=2).astype(np.int16)
     flat = spread.max(axis=1) <= tolerance
     if colours is None:
         return flat
-    mean = values.mean(axis=1)  # (lines, 3) against (colours, 3): within tolerance of one
+    mean = values.mean(axis=2)  # (lines, 3) against (colours, 3): within tolerance of one
     near = np.abs(mean[:, None, :] - colours[None, :, :]).max(axis=2).min(axis=1) <= tolerance
     return flat & near
 
@@ -80,7 +83,8 @@ def framed(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
 def frame_tolerance(pixels: np.ndarray) -> int:
     """:data:`FRAME_TOLERANCE` scaled by the picture's own contrast, so a washed-out copy is
     trimmed to the same box as its original, as the descriptor is blind to such a change."""
-    spread = int((pixels.max(axis=(0, 1)).astype(np.int16) - pixels.min(axis=(0, 1))).max())
+    channels = (pixels[..., c] for c in range(pixels.shape[-1]))  # a plane at a time: channels.py
+    spread = max(int(c.max()) - int(c.min()) for c in channels)
     return max(FAINT_TOLERANCE, round(FRAME_TOLERANCE * spread / 255))
 
 

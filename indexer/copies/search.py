@@ -84,17 +84,21 @@ def by_row(rows: np.ndarray, sims: np.ndarray, ids: np.ndarray, n: int):
 class Exhaustive:
     """Every stored view against every query view: exact, linear in the number of items.
 
-    ``descriptors``: (items, views, dim). Held in memory, in a FAISS flat index, unless
-    ``in_memory`` is False (the default for a memory map): then they are read a block at a
-    time and compared by BLAS, so memory stays flat at any size, at the cost of reading them
-    all for every search."""
+    ``descriptors``: (items, views, dim). Compared by BLAS a block of stored views at a time
+    (a FAISS flat index's range search took three to five times as long for an upload's
+    views: it scans query by query). Held in memory as float32 unless ``in_memory`` is False
+    (the default for a memory map): then they are read a block at a time, so memory stays
+    flat at any size, at the cost of reading them all for every search."""
 
     def __init__(self, descriptors: np.ndarray, in_memory: bool | None = None) -> None:
         n, self.views, dim = descriptors.shape
         self.flat = descriptors.reshape(n * self.views, dim)
         if in_memory is None:
             in_memory = not isinstance(descriptors, np.memmap)
-        self.index = descriptor_index(self.flat) if in_memory else None
+        self.in_memory = in_memory
+        if in_memory:
+            self.flat = np.ascontiguousarray(self.flat, dtype=np.float32)
+        self.band_norms: dict[tuple[int, int], np.ndarray] = {}
 
     def candidates(
         self,
@@ -104,16 +108,12 @@ class Exhaustive:
         need: float | None = None,
     ):
         """(lims, similarities, ids): per query row, every stored view at least
-        ``min_similarity`` alike. With ``need`` (a query in a narrow ``band``), read a block
-        at a time, only those whose similarity rescaled by their norm in the band can reach
-        it (see banded_matches): a thumbnail is alike to most stored views at half its
-        threshold, far too many to keep."""
+        ``min_similarity`` alike. With ``need`` (a query in a narrow ``band``), only those
+        whose similarity rescaled by their norm in the band can reach it (see
+        banded_matches): a thumbnail is alike to most stored views at half its threshold,
+        far too many to keep."""
         q = np.ascontiguousarray(queries, np.float32)
-        if self.index is not None:
-            lims, sims, ids = at_least(self.index, q, min_similarity)
-            return lims.astype(np.int64), sims, ids.astype(np.int64)
         threshold = np.float32(min_similarity)
-        inside = band_mask(*band)
         step = max(1024, BLOCK_ENTRIES // max(1, len(q)))
         rows, ids = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         sims = [np.zeros(0, np.float32)]
@@ -122,7 +122,7 @@ class Exhaustive:
             alike = q @ block.T
             found = alike >= threshold
             if need is not None:
-                norms = np.linalg.norm(block[:, inside], axis=1)
+                norms = self.band_norm(block, start, band)
                 found &= alike >= np.float32(need * (1 - 1e-6)) * norms
             r, c = np.nonzero(found)
             rows.append(r.astype(np.int64))
@@ -130,9 +130,16 @@ class Exhaustive:
             ids.append(c.astype(np.int64) + start)
         return by_row(np.concatenate(rows), np.concatenate(sims), np.concatenate(ids), len(q))
 
+    def band_norm(self, block: np.ndarray, start: int, band: tuple[int, int]) -> np.ndarray:
+        """Norms of ``block``'s rows inside ``band``; kept per band when held in memory."""
+        if not self.in_memory:
+            return np.linalg.norm(block[:, band_mask(*band)], axis=1)
+        key = (int(band[0]), int(band[1]))
+        if key not in self.band_norms:
+            self.band_norms[key] = np.linalg.norm(self.flat[:, band_mask(*key)], axis=1)
+        return self.band_norms[key][start : start + len(block)]
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        if self.index is not None:
-            return self.index.reconstruct_batch(ids)
         return np.asarray(self.flat[ids], dtype=np.float32)
 
 

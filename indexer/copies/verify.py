@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import fft, ndimage
 
+from hibt.indexer.copies.channels import brightest, darkest
 from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
@@ -177,7 +178,7 @@ GREY_WAYS: tuple[GreyWay, ...] = (
     lambda rgb: rgb @ LUMA,
     lambda rgb: rgb @ LUMA_709,
     lambda rgb: rgb.mean(axis=-1),
-    lambda rgb: (rgb.max(axis=-1) + rgb.min(axis=-1)) / 2,
+    lambda rgb: (brightest(rgb) + darkest(rgb)) / 2,
 )
 # The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
 # counter-clockwise, as ROTATE_90 does; [::-1] flips top to bottom).
@@ -752,12 +753,11 @@ def tone_difference(
     ink = inked(up, st) & picture
     colours = laid_colours(up_rgb, st_rgb, offset)
     colour = colour_difference(*colours, picture)
-    blown = (np.asarray(st_rgb).max(axis=2) >= BLOWN) | moved(
-        np.asarray(up_rgb).max(axis=2) >= BLOWN, *offset
-    )
+    stored_top = brightest(np.asarray(st_rgb))
+    blown = (stored_top >= BLOWN) | moved(brightest(np.asarray(up_rgb)) >= BLOWN, *offset)
     turns = hue_turns(*colours)
     hue = hue_turn(*turns, picture & ~blown)
-    pale = np.asarray(st_rgb).max(axis=2) >= PATCH_PALE
+    pale = stored_top >= PATCH_PALE
     patch = 0.0 if edited is not None else colour_patch(*turns, picture & ~blown & ~pale)
     if not ink.any():
         ink = colour_ink(*colours) & picture
@@ -1094,7 +1094,7 @@ def saturation_gain(up: np.ndarray, stored: np.ndarray) -> float:
 def chroma(image: Image.Image) -> np.ndarray:
     """Per pixel, how far from grey (max - min channel), 0-255."""
     rgb = np.asarray(image, dtype=np.float32)
-    return rgb.max(axis=2) - rgb.min(axis=2)
+    return brightest(rgb) - darkest(rgb)
 
 
 def laid_over(
