@@ -8,6 +8,7 @@ collapsed to one result that carries the size of its group. answers.py shapes th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -433,12 +434,8 @@ class Engine:
             (p for p in labelled if p[1] in COPY_KINDS),
             key=lambda p: (p[0].rank_key(), p[0].idx),
         )[: self.settings.copy_verify_limit]
-        rows = self.index.store().items([m.idx for m, _ in copies])
         thumbnail = functools.cache(self.stored_thumbnail)  # each decoded once a query
-        checked = [
-            Checked(m.idx, rows[m.idx]["sha256"], verdict(prints, m, thumbnail, rows[m.idx]))
-            for m, _ in copies
-        ]
+        checked = self.checked([m for m, _ in copies], prints, thumbnail)
         settled = settle(checked, lambda a, b: pictured_alike(thumbnail(a), thumbnail(b)))
         verdicts = {c.idx: c.verdict for c in checked}
         out = []
@@ -449,6 +446,25 @@ class Engine:
                 kind = "edited_copy"
             out.append((m, kind))
         return out, verdicts, settled.rivals
+
+    def checked(
+        self,
+        copies: list[CopyMatch],
+        prints: Fingerprints,
+        thumbnail: Callable[[int], Thumbnail | None],
+    ) -> list[Checked]:
+        """Each copy's verdict; files of the same bytes met alike are verified once (a
+        drawing kept many times over would be verified as many times)."""
+        rows = self.index.store().items([m.idx for m in copies])
+        by_file: dict[tuple, Verdict] = {}
+        out = []
+        for m in copies:
+            sha256 = rows[m.idx]["sha256"]
+            key = (sha256, *dataclasses.astuple(dataclasses.replace(m, idx=-1)))
+            if key not in by_file:
+                by_file[key] = verdict(prints, m, thumbnail, rows[m.idx])
+            out.append(Checked(m.idx, sha256, by_file[key]))
+        return out
 
     def stored_thumbnail(self, idx: int) -> Thumbnail | None:
         data = self.index.thumbnails().get(idx)

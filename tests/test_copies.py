@@ -49,6 +49,7 @@ from hibt.indexer.copies.views import (
     views_of,
 )
 from hibt.indexer.images import thumbnail_bytes
+from hibt.server import engine as engine_module
 from hibt.server.answers import item_name
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
@@ -506,6 +507,22 @@ def test_duplicates_are_grouped_and_collapsed(dup_index: Engine) -> None:
     expanded = dup_index.search_image(query, k=10, collapse=False)
     sources = [r.source for r in expanded.results[:3]]
     assert sorted(sources) == ["a.png", "b_same.png", "c_resized.png"]
+
+
+def test_files_of_the_same_bytes_are_verified_once(dup_index: Engine, monkeypatch) -> None:
+    """a.png and b_same.png hold the same bytes: a JPEG of them meets both alike, and one
+    verification stands for both (c_resized.png, other bytes, is verified on its own)."""
+    verified = []
+    real = engine_module.verify_match
+
+    def counted(query, match, *args, **kwargs):
+        verified.append(match.idx)
+        return real(query, match, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "verify_match", counted)
+    response = dup_index.search_image(encode(drawing(11, (200, 150)), "JPEG", quality=90), k=10)
+    assert response.counts.exact_copy + response.counts.near_copy == 3
+    assert len(verified) == len(set(verified)) == 2
 
 
 def test_groups_do_not_chain(tmp_path: Path) -> None:
