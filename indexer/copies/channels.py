@@ -1,8 +1,8 @@
 """Extremes of colour channels, taken a channel at a time.
 
 NumPy reduces a short last axis (the three channels of an (h, w, 3) array) element by
-element: ``rgb.max(axis=2)`` took twenty times as long as three whole-plane maxima, and was
-a tenth of an upload's verification (docs/copy-detection.md, query time)."""
+element, many times slower than three whole planes; in verification that was a tenth of an
+upload's time (docs/copy-detection.md, run AK)."""
 
 from __future__ import annotations
 

@@ -84,9 +84,9 @@ def by_row(rows: np.ndarray, sims: np.ndarray, ids: np.ndarray, n: int):
 class Exhaustive:
     """Every stored view against every query view: exact, linear in the number of items.
 
-    ``descriptors``: (items, views, dim). Compared by BLAS a block of stored views at a time
-    (a FAISS flat index's range search took three to five times as long for an upload's
-    views: it scans query by query). Held in memory as float32 unless ``in_memory`` is False
+    ``descriptors``: (items, views, dim). Compared by BLAS a block of stored views at a time,
+    all of an upload's views at once (FAISS's flat range search scans them one by one:
+    docs/copy-detection.md, run AK). Held in memory as float32 unless ``in_memory`` is False
     (the default for a memory map): then they are read a block at a time, so memory stays
     flat at any size, at the cost of reading them all for every search."""
 
