@@ -39,6 +39,11 @@ def cache(tmp_path_factory) -> Path:
 )
 def test_every_path_matches_fp32(embedder, cache, monkeypatch, precision, engine, vnni) -> None:
     """cosine >= 0.995 with torch fp32 and the same nearest neighbours, texts and images."""
+    if precision == "int8" and vnni and not runtime.vnni():
+        # Without VNNI, ONNX Runtime's AVX2 kernels add u8 x s8 products in pairs into
+        # saturating 16-bit sums: 8-bit weights overflow there, which is why such CPUs get
+        # 7-bit ones (the case below); the VNNI path can only be measured on a VNNI CPU.
+        pytest.skip("8-bit int8 weights need a CPU with VNNI to be exact")
     monkeypatch.setattr(runtime, "vnni", lambda: vnni)
     fast = Embedder(ModelSpec(TINY_MODEL), precision, engine, cache)
     assert (fast.precision, fast.runtime) == (precision, engine)
