@@ -460,7 +460,8 @@ class Engine:
         out = []
         for m in copies:
             sha256 = rows[m.idx]["sha256"]
-            key = (sha256, *dataclasses.astuple(dataclasses.replace(m, idx=-1)))
+            alike = dataclasses.replace(m, idx=-1) if sha256 else m  # no digest: its own
+            key = (sha256, *dataclasses.astuple(alike))
             if key not in by_file:
                 by_file[key] = verdict(prints, m, thumbnail, rows[m.idx])
             out.append(Checked(m.idx, sha256, by_file[key]))
