@@ -11,6 +11,7 @@ import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -1516,6 +1517,33 @@ def test_on_one_pixel_grid_a_copier_s_colour_edit_changes_every_colour_alike() -
     orange = stored_thumbnail(shaded_sign((255, 200, 60), (200, 80, 0)))
     green = hash_base(shaded_sign((60, 160, 60), (0, 100, 0)))
     assert verify.off_grid(green, orange) >= verify.GRID_MAX
+
+
+def test_clip_span_takes_the_clipped_levels_extremes() -> None:
+    """clip_span takes the extremes of the raw levels and clips them, which is what filtering
+    the clipped levels gives only because clipping keeps order; levels over the bounds
+    included, per channel."""
+    rng = np.random.default_rng(5)
+    raw = rng.uniform(-40, 300, (3, 40, 50))
+    floor, ceiling = (
+        np.array([[[0.0]], [[12.0]], [[30.0]]]),
+        np.array([[[255.0]], [[240.0]], [[200.0]]]),
+    )
+    touched, low, high = verify.clip_span(raw, floor, ceiling)
+    size = (1, 2 * verify.CLIP_REACH + 1, 2 * verify.CLIP_REACH + 1)
+    edited = np.clip(raw, floor, ceiling)
+    over = ndimage.maximum_filter(raw, size=size) > ceiling + 0.5
+    under = ndimage.minimum_filter(raw, size=size) < floor - 0.5
+    assert np.array_equal(touched, over | under)
+    assert np.array_equal(low, np.where(under, 0.0, ndimage.minimum_filter(edited, size=size)))
+    assert np.array_equal(high, np.where(over, 255.0, ndimage.maximum_filter(edited, size=size)))
+
+
+def test_channel_rows_lay_each_channel_along_memory() -> None:
+    rgb = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    rows = channels.channel_rows(rgb)
+    assert rows.shape == (3, 20) and rows.dtype == np.float64 and rows.flags.c_contiguous
+    assert np.array_equal(rows, rgb.reshape(-1, 3).T)
 
 
 @pytest.fixture(scope="module")

@@ -29,3 +29,9 @@ def channel_last(values: np.ndarray, axis: int) -> np.ndarray:
     """``values`` (..., channels) with ``axis`` moved after the channels, contiguous: then
     reducing over it runs along memory."""
     return np.ascontiguousarray(np.moveaxis(values, axis, -1))
+
+
+def channel_rows(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, channels) as (channels, h * w) float64, a channel per row: masks, means and
+    least squares over the pixels then run along memory."""
+    return np.ascontiguousarray(rgb.reshape(-1, rgb.shape[-1]).T, dtype=np.float64)

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import fft, ndimage
 
-from hibt.indexer.copies.channels import brightest, darkest
+from hibt.indexer.copies.channels import brightest, channel_rows, darkest
 from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
@@ -169,6 +169,7 @@ SMALL = (WIDEN_SIDE, WIDEN_SIDE)  # the size at which a crop or a grey conversio
 # Share of its ink a view must have coloured for the way it is made grey to be chosen.
 MOSTLY_COLOURED = 0.5
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
+LUMA64 = LUMA.astype(np.float64)  # the same, for the float64 least squares
 LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 # The ways a copier's tool makes a picture grey, from (h, w, 3) levels: ITU-R 601 luma (PIL,
 # OpenCV), 709 luma (scikit-image), the channels' mean and HSL lightness (GIMP's "average"
@@ -602,14 +603,14 @@ def affine_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
     whatever their colours. Fitted by least squares in float64 about the means (a drawing's
     channels move together, and float32 normal equations lose the fit), again on the pixels
     it fit within the mean."""
-    x = stored.reshape(-1, 3).astype(np.float64)
-    y = upload.reshape(-1, 3).astype(np.float64)
-    fitted = np.ones(len(y), bool)
+    x, y = channel_rows(stored), channel_rows(upload)
+    fitted = np.ones(x.shape[1], bool)
     for _ in range(FIT_ROUNDS):
-        mx, my = x[fitted].mean(axis=0), y[fitted].mean(axis=0)
-        xs = x[fitted] - mx
-        gain = np.linalg.lstsq(xs.T @ xs, xs.T @ (y[fitted] - my), rcond=None)[0]
-        left = (np.clip((x - mx) @ gain + my, 0, 255) - y) @ LUMA
+        xf, yf = (x, y) if fitted.all() else (x[:, fitted], y[:, fitted])
+        mx, my = xf.mean(axis=1, keepdims=True), yf.mean(axis=1, keepdims=True)
+        xs = xf - mx
+        gain = np.linalg.lstsq(xs @ xs.T, xs @ (yf - my).T, rcond=None)[0]
+        left = LUMA64 @ (np.clip(gain.T @ (x - mx) + my, 0, 255) - y)
         fitted = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
     return left.reshape(stored.shape[:2])
 
@@ -627,56 +628,57 @@ def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
     the upload may lie anywhere in :func:`clip_span` (a copy brightened before it was shrunk
     averages clipped and unclipped levels), and only how far it lies outside is left: a red
     ornament on a cream ground is not the white a brightening clips that ground to."""
-    x = stored.reshape(-1, 3).astype(np.float64)
-    y = upload.reshape(-1, 3).astype(np.float64)
+    h, w = stored.shape[:2]
+    x, y = channel_rows(stored), channel_rows(upload)
     floor, ceiling = level_of(x, y, black=True), level_of(x, y, black=False)
-    grey = x @ LUMA.astype(np.float64)
-    terms = np.stack([np.repeat(grey[:, None], 3, axis=1), np.ones_like(x), x - grey[:, None]], -1)
+    grey = LUMA64 @ x
+    tint = x - grey
     # Each channel of each pixel is one equation; those at the floor or ceiling may be clipped.
     free = (y > floor + 0.5) & (y < ceiling - 0.5)
     unclipped = free if free.sum() >= BOUND_PIXELS else np.ones(y.shape, bool)
     fitted = unclipped
     for _ in range(FIT_ROUNDS):
-        a, b, s = np.linalg.lstsq(terms[fitted], y[fitted], rcond=None)[0]
-        raw = terms @ np.array([a, b, max(s, 0.0)])
-        left = (np.clip(raw, floor, ceiling) - y) @ LUMA
+        at = np.broadcast_to(grey, y.shape)[fitted]
+        terms = np.stack([at, np.ones_like(at), tint[fitted]], axis=1)
+        a, b, s = np.linalg.lstsq(terms, y[fitted], rcond=None)[0]
+        raw = a * grey + b + max(s, 0.0) * tint
+        left = LUMA64 @ (np.clip(raw, floor, ceiling) - y)
         near = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
-        touched, low, high = (
-            v.reshape(-1, 3) for v in clip_span(raw.reshape(stored.shape), floor, ceiling)
-        )
-        fitted = unclipped & near[:, None] & ~touched
+        span = clip_span(raw.reshape(3, h, w), floor[..., None], ceiling[..., None])
+        touched, low, high = (v.reshape(3, -1) for v in span)
+        fitted = unclipped & near & ~touched
         if fitted.sum() < BOUND_PIXELS:
-            fitted = unclipped & near[:, None]
-    outside = (np.clip(y, low, high) - y) @ LUMA
-    return np.where(touched.any(axis=1), outside, left).reshape(stored.shape[:2])
+            fitted = unclipped & near
+    outside = LUMA64 @ (np.clip(y, low, high) - y)
+    return np.where(touched.any(axis=0), outside, left).reshape(h, w)
 
 
 def clip_span(
     raw: np.ndarray, floor: np.ndarray, ceiling: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(h, w, 3) each, for an edit's unclipped levels ``raw``: which levels it clipped, or may
-    have where it was made before the picture was shrunk (within CLIP_REACH pixels of one
-    beyond bounds), and the range a copy's level may take there: from the least edited level
-    about it, or from 0 where the edit went under the floor about it, to the greatest, or to
-    255 where it went over the ceiling (an edit of several steps, each clipped, can overshoot
-    where one fitted edit clips)."""
-    size = (2 * CLIP_REACH + 1, 2 * CLIP_REACH + 1, 1)
-    over = ndimage.maximum_filter(raw, size=size) > ceiling + 0.5
-    under = ndimage.minimum_filter(raw, size=size) < floor - 0.5
-    edited = np.clip(raw, floor, ceiling)
-    low = np.where(under, 0.0, ndimage.minimum_filter(edited, size=size))
-    high = np.where(over, 255.0, ndimage.maximum_filter(edited, size=size))
+    """(3, h, w) each, for an edit's unclipped levels ``raw`` (3, h, w): which levels it
+    clipped, or may have where it was made before the picture was shrunk (within CLIP_REACH
+    pixels of one beyond bounds), and the range a copy's level may take there: from the least
+    edited level about it, or from 0 where the edit went under the floor about it, to the
+    greatest, or to 255 where it went over the ceiling (an edit of several steps, each
+    clipped, can overshoot where one fitted edit clips). Clipping keeps order, so the edited
+    levels' extremes about a pixel are the raw extremes clipped."""
+    size = (1, 2 * CLIP_REACH + 1, 2 * CLIP_REACH + 1)
+    most, least = ndimage.maximum_filter(raw, size=size), ndimage.minimum_filter(raw, size=size)
+    over, under = most > ceiling + 0.5, least < floor - 0.5
+    low = np.where(under, 0.0, np.clip(least, floor, ceiling))
+    high = np.where(over, 255.0, np.clip(most, floor, ceiling))
     return over | under, low, high
 
 
 def level_of(stored: np.ndarray, upload: np.ndarray, black: bool) -> np.ndarray:
-    """The upload's (3,) level where the stored picture (both (n, 3)) is black, or white:
-    the median over those pixels; 0 or 255 when there are too few of them."""
+    """The upload's (3, 1) level where the stored picture (both (3, n), channel_rows) is
+    black, or white: the median over those pixels; 0 or 255 when there are too few of them."""
     bound = 0.0 if black else 255.0
-    at = (np.abs(stored - bound) <= BOUND_LEVELS).all(axis=1)
+    at = (np.abs(stored - bound) <= BOUND_LEVELS).all(axis=0)
     if at.sum() < BOUND_PIXELS:
-        return np.full(3, bound)
-    return np.median(upload[at], axis=0)
+        return np.full((3, 1), bound)
+    return np.median(upload[:, at], axis=1, keepdims=True)
 
 
 def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
