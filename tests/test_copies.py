@@ -1975,3 +1975,45 @@ def test_a_lamp_lit_in_its_own_hue_is_not_laid_over() -> None:
     ImageDraw.Draw(disc).rectangle((120, 40, 180, 100), fill=(30, 30, 200))
     verdict = verify.verify(hash_base(translucent_mark(disc)), stored_thumbnail(disc))
     assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+
+
+def pictogram() -> Image.Image:
+    """A pictogram in black on white, as AIGA's symbol signs: a figure on a black floor."""
+    image = Image.new("RGB", (300, 300), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((10, 10, 289, 289), outline="black", width=6)
+    draw.ellipse((120, 40, 180, 100), fill="black")
+    draw.polygon([(150, 110), (95, 225), (205, 225)], fill="black")
+    draw.rectangle((60, 120, 240, 135), fill="black")
+    draw.rectangle((0, 230, 299, 299), fill="black")
+    return image
+
+
+def captioned(image: Image.Image) -> Image.Image:
+    """The benchmark's whole repost: the blue box and a red caption at the top left."""
+    out = overlaid(image)
+    ImageDraw.Draw(out).text((15, 15), "(c) reposted by somebody", fill=(200, 0, 0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pictogram_index(tmp_path_factory, embedder) -> Engine:
+    root = tmp_path_factory.mktemp("pictograms")
+    save(pictogram(), root / "pictogram.png")
+    return engine_over(root, tmp_path_factory, embedder)
+
+
+def test_colour_laid_over_a_black_and_white_drawing_is_an_edit_on_its_grid(
+    pictogram_index: Engine,
+) -> None:
+    """On the stored file's pixel grid, a caption and a translucent box laid over a drawing
+    in black and white are an edit, named where it lies (AIGA's beauty salon, reposted: once
+    the grey levels are fitted no block differs, and the pixels alone had called it another
+    picture). A stroke added in the drawing's own black is still another picture."""
+    response, first = top(pictogram_index, encode(captioned(pictogram())))
+    assert first.source == "pictogram.png" and first.match == "edited_copy"
+    assert first.edited_region is not None and response.counts.edited_copy == 1
+    redrawn = pictogram()
+    ImageDraw.Draw(redrawn).line((30, 180, 80, 180), fill="black", width=8)
+    _, first = top(pictogram_index, encode(redrawn))
+    assert first.source == "pictogram.png" and first.match == "similar"

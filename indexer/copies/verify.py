@@ -468,7 +468,8 @@ def verify(
         laid = None if grid is None else on_one_grid(upload_view, grid, source)
         apart = None if laid is None else grid_residual(*laid)
         if apart is not None and apart >= GRID_MAX:
-            return Verdict("different", "detail", share, tones.mean, held=True)
+            edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
+            return edit or Verdict("different", "detail", share, tones.mean, held=True)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
         # symmetric picture mirrors with it.
         fill = tones.fill if apart is None else flat_fill(*(v @ LUMA for v in laid))
@@ -485,6 +486,35 @@ def verify(
         edited = Verdict("edited", where, share, tones.mean)
         return unlike(tones, share, grey_against_colour) or edited
     return Verdict("different", where, share)
+
+
+def grid_edit(
+    upload_view: Image.Image,
+    stored_view: Image.Image,
+    laid: tuple[np.ndarray, np.ndarray],
+    grey_against_colour: bool,
+) -> Verdict | None:
+    """The edit on the pixel grid (the two views ``laid`` there, :func:`on_one_grid`): the
+    pixels left apart (:data:`GRID_MAX` over 3x3) were given colour that the stored picture
+    lacks there, a caption or a translucent box laid over a drawing in black and white, too
+    thin or too pale for any block once grey levels are fitted. None when that is not so (a
+    stroke redrawn in the drawing's own ink is a sibling), or when it spreads over more than
+    :data:`EDIT_MAX_SHARE` of the blocks. Outside the edit's blocks the two must be one
+    picture, as for an edit found in blocks."""
+    # Located by the best affine colour map over every pixel: a copier's edit is fitted on
+    # the levels clipping cannot have touched, which in black and white are the overlay's.
+    up, st = laid
+    changing = np.abs(ndimage.uniform_filter(affine_residual(st, up), 3, mode="nearest"))
+    changing = changing >= GRID_MAX
+    differs = blocks_of(changing)
+    share = float(differs.mean())
+    if not changing.any() or share > EDIT_MAX_SHARE:
+        return None
+    if (chroma(up) - chroma(st))[changing].mean() < OVERLAY_CHROMA:
+        return None
+    tones = tone_difference(upload_view, stored_view, differs)
+    edited = Verdict("edited", region(differs), share, tones.mean, held=True)
+    return unlike(tones, share, grey_against_colour) or edited
 
 
 def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | None:
@@ -987,6 +1017,15 @@ def block_mask(blocks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return blocks[np.ix_(np.arange(h) * GRID // h, np.arange(w) * GRID // w)]
 
 
+def blocks_of(pixels: np.ndarray) -> np.ndarray:
+    """The (GRID, GRID) blocks that hold any of the chosen ``pixels``: block_mask's inverse."""
+    h, w = pixels.shape
+    blocks = np.zeros((GRID, GRID), bool)
+    ys, xs = np.nonzero(pixels)
+    blocks[ys * GRID // h, xs * GRID // w] = True
+    return blocks
+
+
 def block_means(values: np.ndarray, side: int) -> np.ndarray:
     """(GRID, GRID) means of ``values`` (``side`` is a multiple of GRID)."""
     step = side // GRID
@@ -1097,7 +1136,7 @@ def saturation_gain(up: np.ndarray, stored: np.ndarray) -> float:
     return float(np.clip((up * stored).sum() / max(1e-6, float((up * up).sum())), 0.5, 2.0))
 
 
-def chroma(image: Image.Image) -> np.ndarray:
+def chroma(image: Image.Image | np.ndarray) -> np.ndarray:
     """Per pixel, how far from grey (max - min channel), 0-255."""
     rgb = np.asarray(image, dtype=np.float32)
     return brightest(rgb) - darkest(rgb)
