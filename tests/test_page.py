@@ -62,6 +62,25 @@ def search(page, text: str) -> None:
     page.wait_for_selector("#grid li")
 
 
+def test_every_kind_of_result_has_a_badge_that_can_be_read(page) -> None:
+    """Badges are white text: a kind without a background of its own in style.css (edited
+    copies had none) is white on a white card."""
+    app = (Path(__file__).resolve().parent.parent / "web" / "app.js").read_text()
+    kinds = re.findall(r"^  (\w+): \"", app.split("const KIND_LABEL = {")[1].split("};")[0], re.M)
+    assert "edited_copy" in kinds
+    backgrounds = page.evaluate(
+        """kinds => kinds.map(kind => {
+            const badge = document.createElement("span");
+            badge.className = `badge ${kind}`;
+            document.body.append(badge);
+            return getComputedStyle(badge).backgroundColor;
+        })""",
+        kinds,
+    )
+    transparent = [k for k, b in zip(kinds, backgrounds, strict=True) if b == "rgba(0, 0, 0, 0)"]
+    assert not transparent
+
+
 def badges(page) -> list[str]:
     return page.locator("#grid li .badge").all_inner_texts()
 
