@@ -242,13 +242,19 @@ def copies_found(engine: Engine, counts: schemas.MatchCounts, files: int, best: 
     name = item_name(engine.index.store().items([best.idx])[best.idx])
     what = best.match.replace("_", " ")
     if best.edited_region:
-        what += f", changed at the {best.edited_region}"
+        what += f", changed {where_changed(best.edited_region)}"
     return (
         f"{pictures} {'picture' if pictures == 1 else 'distinct pictures'} found among "
         f"{engine.n} images {'is a copy' if pictures == 1 else 'are copies'} of this image "
         f"({files} {'file' if files == 1 else 'files'}: {kinds}); the best match is "
         f"“{name}” ({what})"
     )
+
+
+def where_changed(region: str) -> str:
+    """Where an edited copy differs, as the verdict says it: "at the bottom right", "in
+    several places" (verify.region's words)."""
+    return "in several places" if region == "several places" else f"at the {region}"
 
 
 def item_name(row: Mapping[str, str | None]) -> str:

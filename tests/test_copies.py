@@ -51,7 +51,7 @@ from hibt.indexer.copies.views import (
 )
 from hibt.indexer.images import thumbnail_bytes
 from hibt.server import engine as engine_module
-from hibt.server.answers import item_name
+from hibt.server.answers import item_name, where_changed
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
 from tests.datagen import drawing, save
@@ -2013,7 +2013,13 @@ def test_colour_laid_over_a_black_and_white_drawing_is_an_edit_on_its_grid(
     response, first = top(pictogram_index, encode(captioned(pictogram())))
     assert first.source == "pictogram.png" and first.match == "edited_copy"
     assert first.edited_region is not None and response.counts.edited_copy == 1
+    assert f"changed {where_changed(first.edited_region)}" in response.copy_verdict
     redrawn = pictogram()
     ImageDraw.Draw(redrawn).line((30, 180, 80, 180), fill="black", width=8)
     _, first = top(pictogram_index, encode(redrawn))
     assert first.source == "pictogram.png" and first.match == "similar"
+
+
+def test_the_verdict_says_where_an_edit_lies_in_words() -> None:
+    assert where_changed("bottom right") == "at the bottom right"
+    assert where_changed("several places") == "in several places"
