@@ -1519,6 +1519,22 @@ def test_on_one_pixel_grid_a_copier_s_colour_edit_changes_every_colour_alike() -
     assert verify.off_grid(green, orange) >= verify.GRID_MAX
 
 
+def test_colour_figures_are_spared_only_against_a_view_grey_all_over() -> None:
+    """Against a view grey all over, the colour figures are 0 without being measured; a page
+    grey on the whole with one small coloured part is still measured, and a red part turned
+    green shows in its hue."""
+    page = np.full((64, 64, 3), 200, np.uint8)
+    red, green = page.copy(), page.copy()
+    red[28:36, 28:36], green[28:36, 28:36] = (220, 30, 30), (30, 160, 30)
+    grey, red, green = (Image.fromarray(a) for a in (page, red, green))
+    assert verify.greyish(verify.opponent(red))  # grey on the whole, and yet coloured
+    assert verify.grey_all_over(verify.opponent(grey))
+    assert not verify.grey_all_over(verify.opponent(red))
+    tones = verify.tone_difference(red, grey)
+    assert (tones.colour, tones.hue, tones.patch) == (0.0, 0.0, 0.0)
+    assert verify.tone_difference(green, red).hue >= verify.HUE_MAX
+
+
 def test_clip_span_takes_the_clipped_levels_extremes() -> None:
     """clip_span takes the extremes of the raw levels and clips them, which is what filtering
     the clipped levels gives only because clipping keeps order; levels over the bounds

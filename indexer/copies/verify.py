@@ -456,7 +456,9 @@ def verify(
     share = float(differs.mean())
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
-        tones = tone_difference(upload_view, stored_view)
+        laid = None if grid is None else on_one_grid(upload_view, grid, source)
+        apart = None if laid is None else grid_residual(*laid)
+        tones = tone_difference(upload_view, stored_view, flat=apart is None)
         if (
             fine
             and largest >= MIN_FINE
@@ -465,8 +467,6 @@ def verify(
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        laid = None if grid is None else on_one_grid(upload_view, grid, source)
-        apart = None if laid is None else grid_residual(*laid)
         if apart is not None and apart >= GRID_MAX:
             edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
@@ -756,13 +756,16 @@ def tone_difference(
     stored: Image.Image,
     edited: np.ndarray | None = None,
     coloured: Image.Image | None = None,
+    flat: bool = True,
 ) -> Tones:
     """How far the two views' grey levels stay apart where they carry ink, once laid over
     each other to the pixel (0-255), outside the ``edited`` (GRID, GRID) blocks. The blocks
     average a thin shape away (a cream card against a white one, a moon shaded otherwise,
     a bar outlined against one filled); here each pixel counts. What is left for copies
     is resampling and JPEG noise, which the blur and the shift of a pixel absorb.
-    ``coloured``: the upload before it was made grey, whose colour shows what was laid over."""
+    ``coloured``: the upload before it was made grey, whose colour shows what was laid over.
+    ``flat``: also measure the flat fills (:func:`flat_fill`), unless they are held on the
+    pixel grid instead."""
     size = common_size(upload, stored)
     up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
     up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
@@ -775,7 +778,7 @@ def tone_difference(
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     offset = phase_offset(up, st)
     up = moved(up, *offset)
-    fill = 0.0 if edited is not None else flat_fill(up, st)
+    fill = flat_fill(up, st) if flat and edited is None else 0.0
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
     up = fit(up, st, TONE_GAIN, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
@@ -783,16 +786,15 @@ def tone_difference(
     spill = float((spilled & (diff >= INK)).mean())
     picture[:2], picture[-2:], picture[:, :2], picture[:, -2:] = False, False, False, False
     ink = inked(up, st) & picture
-    colours = laid_colours(up_rgb, st_rgb, offset)
-    colour = colour_difference(*colours, picture)
-    stored_top = brightest(np.asarray(st_rgb))
-    blown = (stored_top >= BLOWN) | moved(brightest(np.asarray(up_rgb)) >= BLOWN, *offset)
-    turns = hue_turns(*colours)
-    hue = hue_turn(*turns, picture & ~blown)
-    pale = stored_top >= PATCH_PALE
-    patch = 0.0 if edited is not None else colour_patch(*turns, picture & ~blown & ~pale)
+    raw = opponent(up_rgb), opponent(st_rgb)
+    colours = None if any(map(grey_all_over, raw)) else laid_colours(*raw, offset)
+    colour, hue, patch = (
+        (0.0, 0.0, 0.0)
+        if colours is None
+        else colours_apart(up_rgb, st_rgb, colours, offset, picture, edited is None)
+    )
     if not ink.any():
-        ink = colour_ink(*colours) & picture
+        ink = colour_ink(*(colours or laid_colours(*raw, offset))) & picture
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
@@ -842,12 +844,40 @@ def off_line(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.ptp(left))
 
 
+def colours_apart(
+    upload: Image.Image,
+    stored: Image.Image,
+    colours: tuple[np.ndarray, np.ndarray],
+    offset: tuple[int, int],
+    picture: np.ndarray,
+    patches: bool,
+) -> tuple[float, float, float]:
+    """The colour figures of :class:`Tones` (colour, hue, patch) for the two views and their
+    ``colours`` (:func:`laid_colours`) over ``picture``; the patch only where ``patches``
+    (an edit turns the hue of what it covers)."""
+    colour = colour_difference(*colours, picture)
+    stored_top = brightest(np.asarray(stored))
+    blown = (stored_top >= BLOWN) | moved(brightest(np.asarray(upload)) >= BLOWN, *offset)
+    turns = hue_turns(*colours)
+    hue = hue_turn(*turns, picture & ~blown)
+    pale = stored_top >= PATCH_PALE
+    patch = colour_patch(*turns, picture & ~blown & ~pale) if patches else 0.0
+    return colour, hue, patch
+
+
+def grey_all_over(colours: np.ndarray) -> bool:
+    """Whether a view's opponent colours (:func:`opponent`) are grey on the whole and
+    nowhere coloured: against it, every colour figure of :class:`Tones` is 0 (blurring keeps
+    both), so the blurs they cost, a third of the comparison, are spared."""
+    return greyish(colours) and uncoloured(colours)
+
+
 def laid_colours(
-    upload: Image.Image, stored: Image.Image, offset: tuple[int, int]
+    a: np.ndarray, b: np.ndarray, offset: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The two views' opponent colours (:func:`opponent`), the upload's moved by ``offset``
-    onto the stored view's, both blurred by a pixel as the grey levels are."""
-    a, b = opponent(upload), opponent(stored)
+    """The two views' opponent colours ``a`` and ``b`` (:func:`opponent`), the upload's
+    moved by ``offset`` onto the stored view's, both blurred by a pixel as the grey levels
+    are."""
     a = np.stack([moved(a[..., i], *offset) for i in range(2)], axis=-1)
     # A plane at a time: the same blur, twice as fast as across interleaved channels.
     return tuple(
