@@ -450,7 +450,8 @@ def verify(
         return dataclasses.replace(verdict, grey=grey_up)
     grey_against_colour = coloured is not None or grey_up != grey_stored
     up_grey, st_grey = grey(up), grey(st)
-    diff = shifted_difference(fit(up_grey, st_grey), st_grey)
+    over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
+    diff = shifted_difference(fit(up_grey, st_grey, where=picture_of(over, st)), st_grey)
     blocks = block_means(diff, side)
     differs = (blocks >= BLOCK_DIFF) | recoloured(*colours, side)
     share = float(differs.mean())
@@ -478,7 +479,6 @@ def verify(
         same = Verdict("same", distance=tones.mean, held=apart is not None)
         return unlike(tones, share, grey_against_colour) or same
     where = region(differs)
-    over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
         if relit(over, st, diff, differs, side):
             return Verdict("different", RELIT, share)
@@ -1164,6 +1164,16 @@ def saturation_gain(up: np.ndarray, stored: np.ndarray) -> float:
     """The gain on the upload's opponent colours that best matches the stored ones (least
     squares, within a factor of two): a more or less saturated copy is a copy."""
     return float(np.clip((up * stored).sum() / max(1e-6, float((up * up).sum())), 0.5, 2.0))
+
+
+def picture_of(over: Image.Image, stored: Image.Image) -> np.ndarray | None:
+    """The pixels whose grey levels a copier's tone edit is fitted on: those where the upload
+    ``over`` adds no colour (half :data:`OVERLAY_CHROMA`) to the ``stored`` view. A dark box
+    laid over a white corner would pull the fit's contrast down, and every other block then
+    differs a little. None (all pixels) when colour is added over more than
+    :data:`EDIT_MAX_SHARE` of the view: a picture coloured otherwise, not laid over."""
+    added = chroma(over) - chroma(stored) >= OVERLAY_CHROMA / 2
+    return None if added.mean() > EDIT_MAX_SHARE or not added.any() else ~added
 
 
 def chroma(image: Image.Image | np.ndarray) -> np.ndarray:
