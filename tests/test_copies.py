@@ -1329,6 +1329,9 @@ def test_rivals_only_the_closest_picture_is_a_copy_and_none_when_another_is_as_c
     assert settle([checked(1, "different", 1.0)], never) == Settled(set())
     untouched = [checked(1, "edited", 0.7), checked(2, "same", 1.5)]  # 1 differs in a region
     assert settle(untouched, never) == Settled({2})
+    # 1 is the upload's own picture outside a caption; 2 passed on the upload's centre alone.
+    captioned_ = [checked(1, "edited", 0.003), checked(2, "same", 2.1)]
+    assert settle(captioned_, never) == Settled({1})
     asked = []
 
     def one_picture(a: int, b: int) -> bool:
