@@ -106,9 +106,9 @@ def standing(verdict: Verdict) -> tuple[int, float]:
     """The order passed candidates are weighed in for the best: the same picture before an
     edit (verify.edit_order), but an edit that leaves the upload one picture with the
     candidate everywhere else (under ``SAME_PICTURE``, as two files of one drawing) stands
-    with the same pictures, by its distance. The benchmark's caption on a generated star left
-    the star's own thumbnail 0.003 apart outside the caption, while a sibling star, met by
-    the upload's centre crop alone where no caption lies, passed as the same picture at 2.1."""
+    with the same pictures, by its distance: a captioned star is its own thumbnail, edited,
+    before a sibling star that passed as the same picture on the upload's centre crop alone,
+    where no caption lies (docs/copy-detection.md, run AM)."""
     if verdict.kind == "edited" and verdict.distance < SAME_PICTURE:
         return 0, verdict.distance
     return edit_order(verdict)

@@ -867,8 +867,8 @@ def colours_apart(
 
 def grey_all_over(colours: np.ndarray) -> bool:
     """Whether a view's opponent colours (:func:`opponent`) are grey on the whole and
-    nowhere coloured: against it, every colour figure of :class:`Tones` is 0 (blurring keeps
-    both), so the blurs they cost, a third of the comparison, are spared."""
+    nowhere coloured: against it every colour figure of :class:`Tones` is 0 (a blurred
+    pixel's colour is an average of its neighbours'), so the blurs they need are spared."""
     return greyish(colours) and uncoloured(colours)
 
 
