@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from hibt.indexer.copies.verify import Verdict, edit_order, verify
+from hibt.indexer.copies.verify import RANK, Verdict, edit_order, verify
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -110,7 +110,7 @@ def standing(verdict: Verdict) -> tuple[int, float]:
     before a sibling star that passed as the same picture on the upload's centre crop alone,
     where no caption lies (docs/copy-detection.md, run AM)."""
     if verdict.kind == "edited" and verdict.distance < SAME_PICTURE:
-        return 0, verdict.distance
+        return RANK["same"], verdict.distance
     return edit_order(verdict)
 
 

@@ -773,7 +773,7 @@ def tone_difference(
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
         over = upload if coloured is None else coloured  # its colour, before made grey
         over_rgb = over.convert("RGB").resize(size, Image.Resampling.BOX)
-        added = chroma(over_rgb) - chroma(st_rgb) >= OVERLAY_CHROMA / 2
+        added = colour_added(over_rgb, st_rgb)
         spilled = added & ~block_mask(edited, st.shape)
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     offset = phase_offset(up, st)
@@ -1172,8 +1172,14 @@ def picture_of(over: Image.Image, stored: Image.Image) -> np.ndarray | None:
     laid over a white corner would pull the fit's contrast down, and every other block then
     differs a little. None (all pixels) when colour is added over more than
     :data:`EDIT_MAX_SHARE` of the view: a picture coloured otherwise, not laid over."""
-    added = chroma(over) - chroma(stored) >= OVERLAY_CHROMA / 2
+    added = colour_added(over, stored)
     return None if added.mean() > EDIT_MAX_SHARE or not added.any() else ~added
+
+
+def colour_added(over: Image.Image, stored: Image.Image) -> np.ndarray:
+    """Where the upload ``over`` adds colour to the ``stored`` view: half
+    :data:`OVERLAY_CHROMA` more chroma, which a caption's antialiased rim still reaches."""
+    return chroma(over) - chroma(stored) >= OVERLAY_CHROMA / 2
 
 
 def chroma(image: Image.Image | np.ndarray) -> np.ndarray:
