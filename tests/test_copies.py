@@ -93,6 +93,7 @@ def test_same_bytes_and_re_encoded_are_exact(engine, dataset) -> None:
         lambda im: ImageOps.crop(im, border=(im.width // 10, im.height // 10)),
         lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
         lambda im: im.transpose(Image.Transpose.ROTATE_90),
+        lambda im: im.transpose(Image.Transpose.ROTATE_270),
         lambda im: ImageOps.expand(im, border=20, fill=(30, 30, 30)),
         lambda im: im.rotate(5, Image.BICUBIC, expand=True, fillcolor="white"),
         lambda im: im.rotate(-5, Image.BICUBIC, expand=True, fillcolor="black"),
@@ -104,6 +105,7 @@ def test_same_bytes_and_re_encoded_are_exact(engine, dataset) -> None:
         "crop-80",
         "hflip",
         "rotate-90",
+        "rotate-270",
         "padding",
         "turn-5",
         "turn+5",
@@ -123,11 +125,12 @@ def random_item_and_blank_query(rng: np.random.Generator):
     views = rng.normal(size=(1, INDEX_VARIANTS, DESCRIPTOR_DIM)).astype(np.float32)
     views /= np.linalg.norm(views, axis=-1, keepdims=True)
     matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
+    views_tried = [v for v in QUERY_VIEWS if not v.strict]
     query = Fingerprints(
-        np.zeros((22, 32), np.uint8),
-        np.zeros((22, DESCRIPTOR_DIM), np.float32),
+        np.zeros((len(views_tried), 32), np.uint8),
+        np.zeros((len(views_tried), DESCRIPTOR_DIM), np.float32),
         colour=np.zeros(48, np.uint8),
-        views=[v for v in QUERY_VIEWS if not v.strict],
+        views=views_tried,
     )
     return views, matcher, query
 
@@ -137,7 +140,8 @@ def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
     rng = np.random.default_rng(1)
     views, matcher, query = random_item_and_blank_query(rng)
     query.descriptors[[0, QUERY_TRIMMED_VIEW]] = rng.normal(size=DESCRIPTOR_DIM) / 16
-    query.descriptors[16] = views[0, 3]  # the upload's centre crop is a stored crop
+    # the upload's centre crop is a stored crop
+    query.descriptors[position(QUERY_VIEWS, "crop 80%")] = views[0, 3]
     match = matcher.match(query, 0.97, 12)[0]
     assert match.similarity == pytest.approx(1.0) and not match.whole
     assert match.label(CopyThresholds(exact=0.99, exact_colour=12, near=0.97)) == "near_copy"
@@ -146,15 +150,15 @@ def test_a_crop_matching_a_stored_crop_is_near_not_exact() -> None:
 @pytest.mark.parametrize(
     ("query_view", "stored_view", "found"),
     [
-        (1, 3, True),  # mirrored, against a crop: a mirrored crop is a common repost
-        (3, 0, True),  # upside down, against the whole picture
-        (3, 3, False),  # upside down and cropped
-        (13, 2, False),  # trimmed, upside down and cropped
-        (18, 1, False),  # turned by 5 degrees and cropped
-        (0, INDEX_BRIGHTENED_VIEW, True),  # brightened
-        (QUERY_TRIMMED_VIEW, INDEX_BRIGHTENED_VIEW, True),  # brightened, in a frame
-        (16, INDEX_BRIGHTENED_VIEW, False),  # brightened and cropped
-        (2, INDEX_BRIGHTENED_VIEW, False),  # brightened and turned
+        ("mirrored", 3, True),  # against a crop: a mirrored crop is a common repost
+        ("turned 90", 0, True),  # against the whole picture
+        ("turned 270", 3, False),  # turned and cropped
+        ("trimmed turned 90", 2, False),  # trimmed, turned and cropped
+        ("turn 5 undone", 1, False),  # turned by 5 degrees and cropped
+        ("as is", INDEX_BRIGHTENED_VIEW, True),  # brightened
+        ("trimmed as is", INDEX_BRIGHTENED_VIEW, True),  # brightened, in a frame
+        ("crop 80%", INDEX_BRIGHTENED_VIEW, False),  # brightened and cropped
+        ("turned 90", INDEX_BRIGHTENED_VIEW, False),  # brightened and turned
     ],
 )
 def test_a_copy_edited_twice_over_is_not_looked_for(query_view, stored_view, found) -> None:
@@ -164,8 +168,23 @@ def test_a_copy_edited_twice_over_is_not_looked_for(query_view, stored_view, fou
     rng = np.random.default_rng(2)
     views, matcher, query = random_item_and_blank_query(rng)
     query.descriptors[QUERY_TRIMMED_VIEW] = rng.normal(size=DESCRIPTOR_DIM) / 16
-    query.descriptors[query_view] = views[0, stored_view]
+    query.descriptors[position(QUERY_VIEWS, query_view)] = views[0, stored_view]
     assert bool(matcher.match(query, 0.97, 12)) is found
+
+
+@pytest.mark.parametrize(
+    "transpose",
+    [Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180, Image.Transpose.TRANSPOSE],
+    ids=["flipped", "upside-down", "transposed"],
+)
+def test_a_picture_upside_down_or_mirrored_and_turned_is_no_copy(engine, dataset, transpose):
+    """Icon sets draw siblings so (an arrow down for one up, Poland for Indonesia, a jigsaw
+    piece mirrored across its diagonal); reposts are mirrored, or turned a quarter."""
+    image, _ = original(dataset)
+    response, first = top(engine, encode(image.transpose(transpose)))
+    counts = response.counts
+    assert counts.exact_copy == counts.near_copy == counts.edited_copy == 0
+    assert first.match == "similar"
 
 
 def test_greyscale_copy_is_near_not_exact(engine, dataset) -> None:
@@ -581,11 +600,12 @@ def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
     stored[0, 3] = drawing_view  # item 0: blank whole view, informative trimmed view
     stored[1, :] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
     matcher = CopyMatcher(stored, np.zeros((2, 4, 32), np.uint8), np.zeros((2, 48), np.uint8))
+    views_tried = [v for v in QUERY_VIEWS if not v.strict]
     query = Fingerprints(
-        np.zeros((22, 32), np.uint8),
-        np.zeros((22, DESCRIPTOR_DIM), np.float32),
+        np.zeros((len(views_tried), 32), np.uint8),
+        np.zeros((len(views_tried), DESCRIPTOR_DIM), np.float32),
         colour=np.zeros(48, np.uint8),
-        views=[v for v in QUERY_VIEWS if not v.strict],
+        views=views_tried,
     )
     query.descriptors[QUERY_TRIMMED_VIEW] = drawing_view
     found = matcher.match(query, 0.96, 12)

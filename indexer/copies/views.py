@@ -2,10 +2,10 @@
 
 A stored image keeps a few views (:data:`INDEX_VIEWS`: centre crops, the picture trimmed of
 its frame, the whole image brightened); an upload is tried in many more
-(:data:`QUERY_VIEWS`: flips and turns, as is and trimmed, centre crops, small turns undone,
-and the upload uncut when its picture was cut out of a frame). Matching (matching.py) reads
-what a view is only through the flags here, never through its position, so a view added
-to a catalogue changes no other module.
+(:data:`QUERY_VIEWS`: mirrored and turned a quarter, as is and trimmed, centre crops, small
+turns undone, and the upload uncut when its picture was cut out of a frame). Matching
+(matching.py) reads what a view is only through the flags here, never through its
+position, so a view added to a catalogue changes no other module.
 """
 
 from __future__ import annotations
@@ -31,17 +31,16 @@ BRIGHTEN_GAIN = 1.12
 _BRIGHTEN_TABLE = [min(255, round(v * BRIGHTEN_GAIN)) for v in range(256)]
 
 T = Image.Transpose
-# Flips and turns of an upload, and whether each turns the picture (a left-right mirror does
-# not: a mirrored crop is a common repost, a turned crop is not looked for).
-DIHEDRAL: tuple[tuple[str, T | None, bool], ...] = (
+# The ways an upload is laid on the stored pictures, and whether each turns the picture (a
+# left-right mirror does not: a mirrored crop is a common repost, a turned crop is not looked
+# for). Reposts are mirrored, or turned a quarter either way (a photo whose orientation tag
+# was lost); upside down, flipped top to bottom or mirrored and turned, a picture is far more
+# often a sibling drawn so (an arrow down for one up, Poland for Indonesia): not looked for.
+ORIENTATIONS: tuple[tuple[str, T | None, bool], ...] = (
     ("as is", None, False),
     ("mirrored", T.FLIP_LEFT_RIGHT, False),
     ("turned 90", T.ROTATE_90, True),
-    ("turned 180", T.ROTATE_180, True),
     ("turned 270", T.ROTATE_270, True),
-    ("flipped", T.FLIP_TOP_BOTTOM, True),
-    ("transposed", T.TRANSPOSE, True),
-    ("transversed", T.TRANSVERSE, True),
 )
 
 
@@ -75,7 +74,7 @@ class View:
     make: Callable[[Scene], Image.Image]
     whole: bool = False  # the whole picture, as is or trimmed: only these pairs can be exact
     crop: bool = False  # a centre crop of a stored image
-    turned: bool = False  # turned, or flipped top to bottom
+    turned: bool = False  # turned a quarter, or by a few degrees
     brightened: bool = False
     # The upload uncut, present only when its picture was cut out of a frame: it may claim
     # an item only as a stored crop, and only from the uncut similarity up.
@@ -166,7 +165,7 @@ QUERY_VIEWS: tuple[View, ...] = (
             lossless=True,
             kept=1.0 if op is None else None,
         )
-        for name, op, turn in DIHEDRAL
+        for name, op, turn in ORIENTATIONS
     ),
     *(
         View(
@@ -176,7 +175,7 @@ QUERY_VIEWS: tuple[View, ...] = (
             turned=turn,
             lossless=True,
         )
-        for name, op, turn in DIHEDRAL
+        for name, op, turn in ORIENTATIONS
     ),
     *(View(f"crop {f:.0%}", lambda s, f=f: centre_crop(s.picture, f), kept=f) for f in QUERY_CROPS),
     *(
