@@ -120,18 +120,23 @@ def test_transformed_copies_are_found_first(engine, dataset, transform) -> None:
     assert response.counts.exact_copy + response.counts.near_copy >= 1
 
 
+def blank_query() -> Fingerprints:
+    """An upload with every view it is tried as (the uncut one aside), none fingerprinted."""
+    views = [v for v in QUERY_VIEWS if not v.strict]
+    return Fingerprints(
+        np.zeros((len(views), 32), np.uint8),
+        np.zeros((len(views), DESCRIPTOR_DIM), np.float32),
+        colour=np.zeros(48, np.uint8),
+        views=views,
+    )
+
+
 def random_item_and_blank_query(rng: np.random.Generator):
     """One stored item of random unit views, its matcher, and an upload with no views yet."""
     views = rng.normal(size=(1, INDEX_VARIANTS, DESCRIPTOR_DIM)).astype(np.float32)
     views /= np.linalg.norm(views, axis=-1, keepdims=True)
     matcher = CopyMatcher(views, np.zeros((1, INDEX_VARIANTS, 32), np.uint8), np.zeros((1, 48)))
-    views_tried = [v for v in QUERY_VIEWS if not v.strict]
-    query = Fingerprints(
-        np.zeros((len(views_tried), 32), np.uint8),
-        np.zeros((len(views_tried), DESCRIPTOR_DIM), np.float32),
-        colour=np.zeros(48, np.uint8),
-        views=views_tried,
-    )
+    query = blank_query()
     return views, matcher, query
 
 
@@ -600,13 +605,7 @@ def test_small_drawing_on_a_blank_canvas_matches_by_its_trimmed_view() -> None:
     stored[0, 3] = drawing_view  # item 0: blank whole view, informative trimmed view
     stored[1, :] = rng.normal(size=DESCRIPTOR_DIM) / np.sqrt(DESCRIPTOR_DIM)
     matcher = CopyMatcher(stored, np.zeros((2, 4, 32), np.uint8), np.zeros((2, 48), np.uint8))
-    views_tried = [v for v in QUERY_VIEWS if not v.strict]
-    query = Fingerprints(
-        np.zeros((len(views_tried), 32), np.uint8),
-        np.zeros((len(views_tried), DESCRIPTOR_DIM), np.float32),
-        colour=np.zeros(48, np.uint8),
-        views=views_tried,
-    )
+    query = blank_query()
     query.descriptors[QUERY_TRIMMED_VIEW] = drawing_view
     found = matcher.match(query, 0.96, 12)
     assert list(found) == [0] and found[0].similarity == pytest.approx(1.0)
