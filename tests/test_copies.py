@@ -1761,6 +1761,42 @@ def test_a_part_recoloured_in_another_hue_is_not_a_copy(monkeypatch) -> None:
     assert verify.verify(red, stored).kind == "same"
 
 
+def handheld(body: tuple[int, int, int], screen: tuple[int, int, int]) -> Image.Image:
+    """A handheld device: a body of ``body`` framing a screen shaded from pale to ``screen``."""
+    image = Image.new("RGB", (200, 200), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((50, 30, 150, 170), 8, fill=body, outline="black", width=2)
+    pale = np.array((250, 250, 150))
+    for y in range(38, 162):
+        shade = pale + (np.array(screen) - pale) * (y - 38) / 124
+        draw.line((58, y, 142, y), fill=tuple(round(float(v)) for v in shade))
+    return image
+
+
+@pytest.mark.parametrize("screen", [(230, 220, 40), (150, 60, 90)], ids=["same screen", "edited"])
+def test_a_part_grey_in_one_and_coloured_in_the_other_is_not_a_copy(monkeypatch, screen) -> None:
+    """A device with a blue body against the same one with a grey body of the same grey
+    levels, the screen alike or (Openclipart's pda_blue and pda_black) shaded otherwise, which
+    the blocks find as an edit: the colour and hue over the whole picture pass the thin body
+    (the hue is compared only where both are coloured), and the blocks' colour test waits for
+    a whole block. A copier's saturation scales every colour alike and a greyscale copy is
+    held in grey, so a part grey in one and coloured in the other is another colouring: either
+    way round, or, beside an edit, where the upload shows grey what was coloured (colour the
+    upload adds is what an overlay lays over, and is left to the edit's tests). Copies of a
+    copier's colour edits and the benchmark's overlay stay."""
+    blue, grey = handheld((40, 60, 140), (230, 220, 40)), handheld((63, 63, 63), screen)
+    pairs = ((grey, blue), (blue, grey)) if screen == (230, 220, 40) else ((grey, blue),)
+    for upload, stored in pairs:
+        found = verify.verify(hash_base(upload), stored_thumbnail(stored))
+        assert (found.kind, found.region) == ("different", "colour")
+    stored = stored_thumbnail(blue)
+    for copy in (*colour_edits(blue, (100, 100)), encode_decode(blue.resize((50, 50)), 40)):
+        assert verify.verify(hash_base(copy), stored).kind == "same"
+    assert verify.verify(hash_base(overlaid(blue)), stored).kind == "edited"
+    monkeypatch.setattr(verify, "GREYED_MAX", 1e9)
+    assert verify.verify(hash_base(grey), stored).kind in ("same", "edited")
+
+
 def disc_flag(disc: tuple[int, int, int]) -> Image.Image:
     """Bangladesh's flag: a red disc on green, the two of nearly one grey (59 and 77)."""
     image = Image.new("RGB", (300, 200), (10, 92, 18))

@@ -78,6 +78,13 @@ RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as a
 # blue shirt is not a black one with a logo laid over (0.48; docs/copy-detection.md, run AI).
 # Colour whose grey agrees is not counted: the coloured original of a greyscale copy.
 SPILL_MAX = 0.2
+# Share of the view (inside the picture, outside any edit) strongly coloured (twice
+# HUE_CHROMA) in one view and nearly grey (under half HUE_CHROMA) in the other, once the
+# upload's saturation is fitted over the whole picture: a copier's saturation scales every
+# colour alike, and a greyscale copy is held in grey, so a part that is grey in one and
+# coloured in the other was coloured otherwise: a device's body drawn blue for the grey one
+# (calibrated: docs/copy-detection.md, run AO).
+GREYED_MAX = 0.02
 # Mean opponent-colour magnitude under which a view counts as grey (colour is then not
 # compared), and the opponent-colour distance (0-255 scale) at which a block is another colour.
 GREY = 4.0
@@ -526,8 +533,14 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     well past its edit (``Tones.spill``) is another colouring too, not a caption laid over."""
     if not tones.inked:
         return Verdict("different", "blank", share)
-    limits = ((tones.colour, COLOUR_MEAN_MAX), (tones.hue, HUE_MAX), (tones.patch, PATCH_MAX))
-    if any(value >= limit for value, limit in (*limits, (tones.spill, SPILL_MAX))):
+    limits = (
+        (tones.colour, COLOUR_MEAN_MAX),
+        (tones.hue, HUE_MAX),
+        (tones.patch, PATCH_MAX),
+        (tones.spill, SPILL_MAX),
+        (tones.greyed, GREYED_MAX),
+    )
+    if any(value >= limit for value, limit in limits):
         return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
@@ -749,6 +762,7 @@ class Tones(NamedTuple):
     fill: float = 0.0  # how far the upload wanders where the stored view is flat: under FLAT_MAX
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
     spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
+    greyed: float = 0.0  # share of the view grey in one view, coloured in the other: GREYED_MAX
 
 
 def tone_difference(
@@ -788,8 +802,8 @@ def tone_difference(
     ink = inked(up, st) & picture
     raw = opponent(up_rgb), opponent(st_rgb)
     colours = None if any(map(grey_all_over, raw)) else laid_colours(*raw, offset)
-    colour, hue, patch = (
-        (0.0, 0.0, 0.0)
+    colour, hue, patch, greyed = (
+        (0.0, 0.0, 0.0, 0.0)
         if colours is None
         else colours_apart(up_rgb, st_rgb, colours, offset, picture, edited is None)
     )
@@ -798,7 +812,7 @@ def tone_difference(
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
-    return Tones(high, mean, colour, hue, fill=fill, patch=patch, spill=spill)
+    return Tones(high, mean, colour, hue, fill=fill, patch=patch, spill=spill, greyed=greyed)
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
@@ -851,10 +865,10 @@ def colours_apart(
     offset: tuple[int, int],
     picture: np.ndarray,
     patches: bool,
-) -> tuple[float, float, float]:
-    """The colour figures of :class:`Tones` (colour, hue, patch) for the two views and their
-    ``colours`` (:func:`laid_colours`) over ``picture``; the patch only where ``patches``
-    (an edit turns the hue of what it covers)."""
+) -> tuple[float, float, float, float]:
+    """The colour figures of :class:`Tones` (colour, hue, patch, greyed) for the two views
+    and their ``colours`` (:func:`laid_colours`) over ``picture``; the patch only where
+    ``patches`` (an edit turns the hue of what it covers)."""
     colour = colour_difference(*colours, picture)
     stored_top = brightest(np.asarray(stored))
     blown = (stored_top >= BLOWN) | moved(brightest(np.asarray(upload)) >= BLOWN, *offset)
@@ -862,7 +876,19 @@ def colours_apart(
     hue = hue_turn(*turns, picture & ~blown)
     pale = stored_top >= PATCH_PALE
     patch = colour_patch(*turns, picture & ~blown & ~pale) if patches else 0.0
-    return colour, hue, patch
+    return colour, hue, patch, greyed_share(*colours, picture)
+
+
+def greyed_share(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
+    """:attr:`Tones.greyed` for two views' laid colours (:func:`laid_colours`) over
+    ``where``; 0 when either is grey on the whole (a greyscale copy is held in grey)."""
+    if either_grey(up, stored):
+        return 0.0
+    a, b = distance(up * saturation_gain(up, stored)), distance(stored)
+    one_grey = ((a >= 2 * HUE_CHROMA) & (b < HUE_CHROMA / 2)) | (
+        (b >= 2 * HUE_CHROMA) & (a < HUE_CHROMA / 2)
+    )
+    return float((one_grey & where).mean())
 
 
 def grey_all_over(colours: np.ndarray) -> bool:
