@@ -1013,6 +1013,33 @@ def test_a_crop_met_as_the_whole_picture_trimmed_is_not_edited() -> None:
     assert verify.verify_match(overlay, match, stored).kind == "edited"
 
 
+def tall_notice() -> Image.Image:
+    """A notice taller than wide: a wave, a heading and a line of text above a blank foot."""
+    image = Image.new("RGB", (200, 260), "white")
+    pen = ImageDraw.Draw(image)
+    pen.rectangle((10, 10, 189, 200), fill=(30, 40, 170))
+    pen.ellipse((20, 60, 120, 190), fill="white")
+    pen.text((60, 20), "ENTERING A", fill="white")
+    pen.text((30, 210), "GO TO HIGH GROUND", fill=(200, 0, 0))
+    return image
+
+
+@pytest.mark.parametrize("transpose", [Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90])
+def test_a_picture_framing_cut_otherwise_when_flipped_is_still_a_copy(transpose) -> None:
+    """Framing that takes part of a picture for a mount cuts it, and may not cut its mirror
+    image (a sign whose text mirrors: Openclipart's tsunami warning sign, mirrored, was cut to
+    a square). Its trimmed view then met the stored trim a few pixels off and came back "edited"
+    for an untouched copy; the upload uncut, flipped back, is the stored picture."""
+    notice = tall_notice()
+    prints = query_fingerprints(notice.transpose(transpose))
+    uncut, side = prints.scene.uncut, min(prints.scene.uncut.size)
+    prints.scene = Scene(uncut, uncut.crop((0, 0, side, side)), None)  # framing's mistake
+    name = "mirrored" if transpose == Image.Transpose.FLIP_LEFT_RIGHT else "turned 270"
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, f"trimmed {name}"))
+    match.stored_view = position(INDEX_VIEWS, "trimmed")
+    assert verify.verify_match(prints, match, stored_thumbnail(notice)).kind == "same"
+
+
 def emblem_flag() -> Image.Image:
     """Five stripes, symmetric left to right, with an emblem at the hoist (Costa Rica)."""
     image = Image.new("RGB", (300, 200), "white")

@@ -43,7 +43,14 @@ from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch
-from hibt.indexer.copies.views import INDEX_VIEWS, Scene, centre_crop, hash_base, position
+from hibt.indexer.copies.views import (
+    INDEX_VIEWS,
+    Scene,
+    View,
+    centre_crop,
+    hash_base,
+    position,
+)
 
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
@@ -318,8 +325,12 @@ def matched_views(
         for i, v in enumerate(query.views)
         if v.name == untrimmed
     ]
-    if scene.was_cut and untrimmed == "as is":  # cut out of chrome: the upload uncut
-        found.append(verify(scene.uncut, base.uncut, True, *pixel_test(query, scene.uncut, uncut)))
+    if scene.was_cut:  # cut out of chrome, or so it looked: the upload uncut, so flipped
+        found += [
+            uncut_view(query, scene, v, base.uncut, uncut)
+            for v in query.views
+            if v.name == untrimmed
+        ]
     # A frame added or cut: trimmed on both sides; not when the whole pictures lay on one
     # pixel grid and differed there (no frame was added or cut, and the trims of two
     # siblings can differ by more than the grid test's few pixels).
@@ -328,6 +339,21 @@ def matched_views(
         held = trimmed if grid else None
         found.append(compare(query, scene, query_view, trimmed, grid=held))
     return min(found, key=edit_order)
+
+
+def uncut_view(
+    query: Fingerprints,
+    scene: Scene,
+    view: View,
+    stored: Image.Image,
+    grid: Image.Image | None,
+) -> Verdict:
+    """The upload uncut (``scene.uncut``) under ``view``'s flip or turn against the whole
+    ``stored`` picture (``grid``: as for :func:`verify`): framing that took a margin for a
+    mount cuts a picture and not its mirror image (a sign whose text mirrors), and the cut
+    picture then meets its stored picture only by its trim, a pixel or two off."""
+    upload = view.make(Scene(scene.uncut, scene.uncut, None))
+    return verify(upload, stored, view.name == "as is", *pixel_test(query, upload, grid))
 
 
 def trimmed_quickly(image: Image.Image) -> Image.Image:
