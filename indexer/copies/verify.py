@@ -320,17 +320,10 @@ def matched_views(
         return compare(query, scene, query_view, view, fine, held)
     untrimmed = query.views[query_view].name.removeprefix("trimmed ")
     uncut = base.uncut if grid else None
-    found = [
-        compare(query, scene, i, base.uncut, v.name == "as is", uncut)
-        for i, v in enumerate(query.views)
-        if v.name == untrimmed
-    ]
+    views = [(i, v) for i, v in enumerate(query.views) if v.name == untrimmed]
+    found = [compare(query, scene, i, base.uncut, v.name == "as is", uncut) for i, v in views]
     if scene.was_cut:  # cut out of chrome, or so it looked: the upload uncut, so flipped
-        found += [
-            uncut_view(query, scene, v, base.uncut, uncut)
-            for v in query.views
-            if v.name == untrimmed
-        ]
+        found += [uncut_view(query, scene, v, base.uncut, uncut) for _, v in views]
     # A frame added or cut: trimmed on both sides; not when the whole pictures lay on one
     # pixel grid and differed there (no frame was added or cut, and the trims of two
     # siblings can differ by more than the grid test's few pixels).
@@ -895,22 +888,25 @@ def colours_apart(
     """The colour figures of :class:`Tones` (colour, hue, patch, greyed) for the two views
     and their ``colours`` (:func:`laid_colours`) over ``picture``; the patch only where
     ``patches`` (an edit turns the hue of what it covers)."""
-    colour = colour_difference(*colours, picture)
+    up, stored_colours = colours
+    fitted = fitted_colours(up, stored_colours)
+    colour = colour_difference(fitted, stored_colours, picture)
     stored_top = brightest(np.asarray(stored))
     blown = (stored_top >= BLOWN) | moved(brightest(np.asarray(upload)) >= BLOWN, *offset)
     turns = hue_turns(*colours)
     hue = hue_turn(*turns, picture & ~blown)
     pale = stored_top >= PATCH_PALE
     patch = colour_patch(*turns, picture & ~blown & ~pale) if patches else 0.0
-    return colour, hue, patch, greyed_share(*colours, picture)
+    return colour, hue, patch, greyed_share(fitted, stored_colours, picture)
 
 
-def greyed_share(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
-    """:attr:`Tones.greyed` for two views' laid colours (:func:`laid_colours`) over
-    ``where``; 0 when either is grey on the whole (a greyscale copy is held in grey)."""
-    if either_grey(up, stored):
+def greyed_share(fitted: np.ndarray | None, stored: np.ndarray, where: np.ndarray) -> float:
+    """:attr:`Tones.greyed` for the upload's laid colours, ``fitted`` (:func:`fitted_colours`),
+    and the stored view's, over ``where``; 0 when colour is not compared (a greyscale copy is
+    held in grey)."""
+    if fitted is None:
         return 0.0
-    a, b = distance(up * saturation_gain(up, stored)), distance(stored)
+    a, b = distance(fitted), distance(stored)
     one_grey = ((a >= 2 * HUE_CHROMA) & (b < HUE_CHROMA / 2)) | (
         (b >= 2 * HUE_CHROMA) & (a < HUE_CHROMA / 2)
     )
@@ -938,15 +934,16 @@ def laid_colours(
     )
 
 
-def colour_difference(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
-    """The mean opponent-colour distance between two views' laid colours
-    (:func:`laid_colours`), over ``where``, once the upload's saturation is fitted; 0 when
-    either is grey (a greyscale copy is a copy). The blocks' colour test (:func:`recoloured`)
-    waits for a whole block of another hue; a card on a cream ground against one on white,
-    or a balloon in another shade, differs by less per block but over the whole picture."""
-    if either_grey(up, stored) or not where.any():
+def colour_difference(fitted: np.ndarray | None, stored: np.ndarray, where: np.ndarray) -> float:
+    """The mean opponent-colour distance between the upload's laid colours, ``fitted``
+    (:func:`fitted_colours`), and the stored view's (:func:`laid_colours`), over ``where``;
+    0 when colour is not compared (a greyscale copy is a copy). The blocks' colour test
+    (:func:`recoloured`) waits for a whole block of another hue; a card on a cream ground
+    against one on white, or a balloon in another shade, differs by less per block but over
+    the whole picture."""
+    if fitted is None or not where.any():
         return 0.0
-    return float(shifted_difference(up * saturation_gain(up, stored), stored)[where].mean())
+    return float(shifted_difference(fitted, stored)[where].mean())
 
 
 def hue_turns(up: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1130,9 +1127,9 @@ def recoloured(a: np.ndarray, b: np.ndarray, side: int) -> np.ndarray:
     edges each pixel is taken at its best shift of one, as the grey levels are: a yellow
     crescent on blue a fraction of a pixel off (a screenshot cut a pixel wide) differs by half
     the scale along its edge. Not elsewhere: colour keys of another layout would meet."""
-    if either_grey(a, b):
+    fitted = fitted_colours(a, b)
+    if fitted is None:
         return np.zeros((GRID, GRID), bool)
-    fitted = a * saturation_gain(a, b)
     reach = (2 * SHIFT + 1, 2 * SHIFT + 1, 1)  # the pixels a shift can bring a pixel from
     spread = ndimage.maximum_filter(b, reach) - ndimage.minimum_filter(b, reach)
     apart = np.where(
@@ -1200,6 +1197,13 @@ def fitted_apart(
 ) -> float:
     """The mean grey difference left once ``up``'s levels are fitted to ``stored``'s."""
     return float(np.abs(fit(up, stored, gains) - stored).mean())
+
+
+def fitted_colours(up: np.ndarray, stored: np.ndarray) -> np.ndarray | None:
+    """The upload's opponent colours ``up`` with their saturation fitted to the stored view's
+    (:func:`saturation_gain`: a more or less saturated copy is a copy), or None when either
+    view is grey: colour is then not compared."""
+    return None if either_grey(up, stored) else up * saturation_gain(up, stored)
 
 
 def either_grey(up: np.ndarray, stored: np.ndarray) -> bool:
