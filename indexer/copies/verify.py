@@ -154,6 +154,20 @@ FLAT_CELLS = 32
 FLAT_LEAST = 4
 FLAT_MAX = 12.0
 FLAT_EDGE = 3  # pixels along the edge that a resampled border smears
+# Two fills of one colour in the stored picture (within SPLIT_SAME levels a channel, each flat
+# over SPLIT_WINDOW px in it and within SPLIT_FLAT levels in the upload, at least SPLIT_LEAST
+# of the view and SPLIT_PIXELS px) that the upload gives grey levels SPLIT_MAX or more apart:
+# a copier's colour edit gives each colour one colour, while a sibling draws one part in
+# another shade (a dot of grey 76 for one of 51, the shade of the bar below it). Not for
+# black or white (within BOUND_LEVELS), which clipping makes of several levels, nor for a
+# grey view against a coloured one, nor beside an edit. Calibrated on the calibration halves:
+# true passes reach 4.1, a sibling 20.2 (docs/copy-detection.md, run AQ).
+SPLIT_WINDOW = 5
+SPLIT_FLAT = 12.0
+SPLIT_SAME = 3.0
+SPLIT_LEAST = 0.002
+SPLIT_PIXELS = 12
+SPLIT_MAX = 12.0
 # On one pixel grid: an upload of a lossless file's own pixels against a stored picture kept
 # losslessly at its own size, a flip or turn apart. A copy then differs from it only by a
 # copier's colour edit (brightness, contrast, saturation, greyscale: copier_residual) and its
@@ -563,6 +577,8 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
         return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
+    if not grey_against_colour and tones.split >= SPLIT_MAX:
+        return Verdict("different", "one colour split", share, tones.mean)
     return None
 
 
@@ -782,6 +798,7 @@ class Tones(NamedTuple):
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
     spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
     greyed: float = 0.0  # share of the view grey in one view, coloured in the other: GREYED_MAX
+    split: float = 0.0  # grey levels apart in the upload of two fills of one stored colour
 
 
 def tone_difference(
@@ -814,6 +831,7 @@ def tone_difference(
     fill = flat_fill(up, st) if flat and edited is None else 0.0
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
     up = fit(up, st, TONE_GAIN, picture)
+    split = one_colour_split(up, np.asarray(st_rgb, np.float32), picture) if edited is None else 0.0
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
     spill = float((spilled & (diff >= INK)).mean())
@@ -831,7 +849,9 @@ def tone_difference(
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
-    return Tones(high, mean, colour, hue, fill=fill, patch=patch, spill=spill, greyed=greyed)
+    return Tones(
+        high, mean, colour, hue, fill=fill, patch=patch, spill=spill, greyed=greyed, split=split
+    )
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
@@ -863,6 +883,27 @@ def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
         if at.sum() >= FLAT_LEAST:
             widest = max(widest, off_line(stored_cells[at], up_cells[at]))
     return widest
+
+
+def one_colour_split(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
+    """:attr:`Tones.split` for the upload's grey ``up``, laid over the stored view and fitted,
+    and the stored view's colours ``stored`` (h, w, 3), over ``where``: the most the upload's
+    median grey differs between two fills of one colour (:data:`SPLIT_MAX`)."""
+    size = (SPLIT_WINDOW, SPLIT_WINDOW)
+    span = ndimage.maximum_filter(stored, (*size, 1)) - ndimage.minimum_filter(stored, (*size, 1))
+    up_span = ndimage.maximum_filter(up, size) - ndimage.minimum_filter(up, size)
+    flat = where & (span.max(axis=-1) <= FLAT_RANGE) & (up_span <= SPLIT_FLAT)
+    labels, count = ndimage.label(flat)
+    fills = np.arange(1, count + 1)
+    fills = fills[ndimage.sum(flat, labels, fills) >= max(SPLIT_PIXELS, SPLIT_LEAST * flat.size)]
+    colours = np.stack([ndimage.mean(stored[..., c], labels, fills) for c in range(3)], axis=-1)
+    unclipped = (colours.min(axis=-1) < 255 - BOUND_LEVELS) & (colours.max(axis=-1) > BOUND_LEVELS)
+    fills, colours = fills[unclipped], colours[unclipped]
+    if len(fills) < 2:
+        return 0.0
+    levels = np.asarray(ndimage.median(up, labels, fills))
+    alike = np.abs(colours[:, None] - colours[None]).max(axis=-1) <= SPLIT_SAME
+    return float(np.where(alike, np.abs(levels[:, None] - levels[None]), 0.0).max())
 
 
 def off_line(x: np.ndarray, y: np.ndarray) -> float:
