@@ -517,7 +517,10 @@ def verify(
         if fill >= FLAT_MAX:
             return Verdict("different", "flat fill", share, tones.mean, held=apart is not None)
         same = Verdict("same", distance=tones.mean, held=apart is not None)
-        return unlike(tones, share, grey_against_colour) or same
+        verdict = unlike(tones, share, grey_against_colour)
+        if verdict is None and not grey_against_colour:
+            verdict = two_shades(upload_view, stored_view, share, tones.mean)
+        return verdict or same
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
         if relit(over, st, diff, differs, side):
@@ -577,8 +580,17 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
         return Verdict("different", "colour", share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
-    if not grey_against_colour and tones.split >= SPLIT_MAX:
-        return Verdict("different", "one colour split", share, tones.mean)
+    return None
+
+
+def two_shades(
+    upload: Image.Image, stored: Image.Image, share: float, distance: float
+) -> Verdict | None:
+    """The verdict when the upload gives one colour of the stored view two shades
+    (:func:`colour_split`): a sibling drawn with one part in another shade. Asked only where
+    neither view is grey against the other coloured: greyscale makes one grey of two colours."""
+    if colour_split(upload, stored) >= SPLIT_MAX:
+        return Verdict("different", "one colour split", share, distance)
     return None
 
 
@@ -798,7 +810,6 @@ class Tones(NamedTuple):
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
     spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
     greyed: float = 0.0  # share of the view grey in one view, coloured in the other: GREYED_MAX
-    split: float = 0.0  # grey levels apart in the upload of two fills of one stored colour
 
 
 def tone_difference(
@@ -816,13 +827,11 @@ def tone_difference(
     ``coloured``: the upload before it was made grey, whose colour shows what was laid over.
     ``flat``: also measure the flat fills (:func:`flat_fill`), unless they are held on the
     pixel grid instead."""
-    size = common_size(upload, stored)
-    up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
-    up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
+    up_rgb, st_rgb, up, st = at_common_size(upload, stored)
     picture, spilled = np.ones(st.shape, bool), np.zeros(st.shape, bool)
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
         over = upload if coloured is None else coloured  # its colour, before made grey
-        over_rgb = over.convert("RGB").resize(size, Image.Resampling.BOX)
+        over_rgb = over.convert("RGB").resize(st_rgb.size, Image.Resampling.BOX)
         added = colour_added(over_rgb, st_rgb)
         spilled = added & ~block_mask(edited, st.shape)
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
@@ -831,7 +840,6 @@ def tone_difference(
     fill = flat_fill(up, st) if flat and edited is None else 0.0
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
     up = fit(up, st, TONE_GAIN, picture)
-    split = one_colour_split(up, np.asarray(st_rgb, np.float32), picture) if edited is None else 0.0
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
     spill = float((spilled & (diff >= INK)).mean())
@@ -849,9 +857,7 @@ def tone_difference(
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
-    return Tones(
-        high, mean, colour, hue, fill=fill, patch=patch, spill=spill, greyed=greyed, split=split
-    )
+    return Tones(high, mean, colour, hue, fill=fill, patch=patch, spill=spill, greyed=greyed)
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
@@ -885,10 +891,31 @@ def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
     return widest
 
 
+def at_common_size(
+    upload: Image.Image, stored: Image.Image
+) -> tuple[Image.Image, Image.Image, np.ndarray, np.ndarray]:
+    """The two views in RGB at :func:`common_size`, and their grey levels."""
+    size = common_size(upload, stored)
+    up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
+    up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
+    return up_rgb, st_rgb, up, st
+
+
+def colour_split(upload: Image.Image, stored: Image.Image) -> float:
+    """How far apart the upload's grey levels lie over two fills of one colour of the stored
+    view (:data:`SPLIT_MAX`), laid over it and fitted as :func:`tone_difference` lays them.
+    Apart from it, and only for a pair every other test passed: its filters cost as much as
+    the rest of the comparison, and most candidates of a family of stars fail before."""
+    _, st_rgb, up, st = at_common_size(upload, stored)
+    whole = np.ones(st.shape, bool)
+    up = fit(moved(up, *phase_offset(up, st)), st, TONE_GAIN, whole)
+    return one_colour_split(up, np.asarray(st_rgb, np.float32), whole)
+
+
 def one_colour_split(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
-    """:attr:`Tones.split` for the upload's grey ``up``, laid over the stored view and fitted,
-    and the stored view's colours ``stored`` (h, w, 3), over ``where``: the most the upload's
-    median grey differs between two fills of one colour (:data:`SPLIT_MAX`)."""
+    """:func:`colour_split` for the upload's grey ``up``, laid over the stored view and
+    fitted, and the stored view's colours ``stored`` (h, w, 3), over ``where``: the most the
+    upload's median grey differs between two fills of one colour."""
     size = (SPLIT_WINDOW, SPLIT_WINDOW)
     span = ndimage.maximum_filter(stored, (*size, 1)) - ndimage.minimum_filter(stored, (*size, 1))
     up_span = ndimage.maximum_filter(up, size) - ndimage.minimum_filter(up, size)
