@@ -907,19 +907,18 @@ def colour_split(upload: Image.Image, stored: Image.Image) -> float:
     Apart from it, and only for a pair every other test passed: its filters cost as much as
     the rest of the comparison, and most candidates of a family of stars fail before."""
     _, st_rgb, up, st = at_common_size(upload, stored)
-    whole = np.ones(st.shape, bool)
-    up = fit(moved(up, *phase_offset(up, st)), st, TONE_GAIN, whole)
-    return one_colour_split(up, np.asarray(st_rgb, np.float32), whole)
+    up = fit(moved(up, *phase_offset(up, st)), st, TONE_GAIN)
+    return one_colour_split(up, np.asarray(st_rgb, np.float32))
 
 
-def one_colour_split(up: np.ndarray, stored: np.ndarray, where: np.ndarray) -> float:
+def one_colour_split(up: np.ndarray, stored: np.ndarray) -> float:
     """:func:`colour_split` for the upload's grey ``up``, laid over the stored view and
-    fitted, and the stored view's colours ``stored`` (h, w, 3), over ``where``: the most the
-    upload's median grey differs between two fills of one colour."""
+    fitted, and the stored view's colours ``stored`` (h, w, 3): the most the upload's median
+    grey differs between two fills of one colour."""
     size = (SPLIT_WINDOW, SPLIT_WINDOW)
     span = ndimage.maximum_filter(stored, (*size, 1)) - ndimage.minimum_filter(stored, (*size, 1))
     up_span = ndimage.maximum_filter(up, size) - ndimage.minimum_filter(up, size)
-    flat = where & (span.max(axis=-1) <= FLAT_RANGE) & (up_span <= SPLIT_FLAT)
+    flat = (span.max(axis=-1) <= FLAT_RANGE) & (up_span <= SPLIT_FLAT)
     labels, count = ndimage.label(flat)
     fills = np.arange(1, count + 1)
     fills = fills[ndimage.sum(flat, labels, fills) >= max(SPLIT_PIXELS, SPLIT_LEAST * flat.size)]
