@@ -175,10 +175,13 @@ SPLIT_MAX = 12.0
 # residual is under GRID_MAX levels ... (calibrated: docs/copy-detection.md, runs W and X)
 GRID_MAX = 24.0
 # ... held only where at least CLEAN_SHARE of the ink is within CLEAN_LEVEL of any affine
-# colour map (affine_residual): a residual all over means the two were not on one grid after
-# all (a turned star met as itself).
+# colour map (affine_residual), or MAPPED_SHARE of the ink whose stored colour other pixels
+# share is within CLEAN_LEVEL of the level the upload gives that colour most (mapped_residual):
+# a residual all over means the two were not on one grid after all (a turned star met as
+# itself).
 CLEAN_LEVEL = 3.0
 CLEAN_SHARE = 0.25
+MAPPED_SHARE = 0.5
 # Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
 # of; the copier's map only on pixels its clipping cannot have touched. Its floor and
 # ceiling are the upload's levels where the stored picture is black or white (within
@@ -610,12 +613,44 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
     """:func:`off_grid` for two views already laid on their common grid (:func:`on_one_grid`)."""
     ink = inked(up @ LUMA, st @ LUMA)
-    if not ink.any():
-        return None
-    if float((np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL).mean()) < CLEAN_SHARE:
+    if not ink.any() or not laid_alike(up, st, ink):
         return None
     left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
+
+
+def laid_alike(up: np.ndarray, st: np.ndarray, ink: np.ndarray) -> bool:
+    """Whether two views laid on one grid (:func:`on_one_grid`) agree at enough of their
+    ``ink`` for their residual to be read: within :data:`CLEAN_LEVEL` of an affine colour map
+    (:data:`CLEAN_SHARE` of it), or of the upload's own level for each stored colour
+    (:data:`MAPPED_SHARE` of the ink whose colour other pixels share). A brightening that
+    clips before a contrast is no affine map, and a sibling's other parts pull the least
+    squares off a picture mostly pale (a dashed frame with another edge drawn thick); a
+    copier's edit is a function of the colour, however it clips."""
+    if float((np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL).mean()) >= CLEAN_SHARE:
+        return True
+    left, shared = mapped_residual(st, up)
+    held = ink & shared
+    if held.sum() < BOUND_PIXELS:
+        return False
+    return float((np.abs(left[held]) <= CLEAN_LEVEL).mean()) >= MAPPED_SHARE
+
+
+def mapped_residual(stored: np.ndarray, upload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel (both (h, w, 3) on one grid), the upload's grey level (luma) less its median
+    over the pixels of the same stored colour, and whether another pixel has that colour (a
+    colour of one pixel, an antialiased rim, maps to whatever the upload has there)."""
+    colours = np.rint(stored).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+    levels = (upload @ LUMA).ravel()
+    order = np.lexsort((levels, colours.ravel()))
+    keys = colours.ravel()[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, keys.size])
+    medians = levels[order][starts + (counts - 1) // 2]
+    left, shared = np.empty_like(levels), np.empty(levels.shape, bool)
+    left[order] = levels[order] - np.repeat(medians, counts)
+    shared[order] = np.repeat(counts, counts) > 1
+    return left.reshape(colours.shape), shared.reshape(colours.shape)
 
 
 Window = tuple[slice, slice]
