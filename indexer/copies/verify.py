@@ -642,7 +642,8 @@ def mapped_residual(stored: np.ndarray, upload: np.ndarray) -> tuple[np.ndarray,
     colour of one pixel, an antialiased rim, maps to whatever the upload has there)."""
     colours = np.rint(stored).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
     levels = (upload @ LUMA).ravel()
-    order = np.lexsort((levels, colours.ravel()))
+    # One sort, by colour and then level (to a sixteenth: 12 bits), is a third of lexsort's.
+    order = np.argsort(colours.ravel() << 12 | np.rint(levels * 15.99).astype(np.int64))
     keys = colours.ravel()[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, keys.size])
