@@ -176,9 +176,9 @@ SPLIT_MAX = 12.0
 GRID_MAX = 24.0
 # ... held only where at least CLEAN_SHARE of the ink is within CLEAN_LEVEL of any affine
 # colour map (affine_residual), or MAPPED_SHARE of the ink whose stored colour other pixels
-# share is within CLEAN_LEVEL of the level the upload gives that colour most (mapped_residual):
-# a residual all over means the two were not on one grid after all (a turned star met as
-# itself).
+# share is within CLEAN_LEVEL of the median level the upload gives that colour
+# (mapped_residual): a residual all over means the two were not on one grid after all (a
+# turned star met as itself).
 CLEAN_LEVEL = 3.0
 CLEAN_SHARE = 0.25
 MAPPED_SHARE = 0.5
@@ -604,8 +604,8 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
     drawn shorter (Xn - Nocif against Xi - Irritant); two files' own pixels have none to allow
     for. A mean over 3x3 pixels of the signed residual keeps a missing stroke and averages
     the ringing of a JPEG saved again as PNG away. None when there is no grid in common, no
-    ink, or under CLEAN_SHARE of the ink within CLEAN_LEVEL of any colour map (noise all
-    over: the other tests allow for it). ``source``: as for :func:`on_one_grid`."""
+    ink, or the two are not :func:`laid_alike` (noise all over: the other tests allow for
+    it). ``source``: as for :func:`on_one_grid`."""
     laid = on_one_grid(upload, stored, source)
     return None if laid is None else grid_residual(*laid)
 
@@ -642,7 +642,8 @@ def mapped_residual(stored: np.ndarray, upload: np.ndarray) -> tuple[np.ndarray,
     colour of one pixel, an antialiased rim, maps to whatever the upload has there)."""
     colours = np.rint(stored).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
     levels = (upload @ LUMA).ravel()
-    # One sort, by colour and then level (to a sixteenth: 12 bits), is a third of lexsort's.
+    # One sort of one key, the colour and then the level to a sixteenth (under 1 << 12),
+    # in place of lexsort's two.
     order = np.argsort(colours.ravel() << 12 | np.rint(levels * 15.99).astype(np.int64))
     keys = colours.ravel()[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
