@@ -27,11 +27,14 @@ rendered twice a fraction of a pixel apart differs in antialiasing alone.
 from __future__ import annotations
 
 import argparse
+import os
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
+from tqdm import tqdm
 
 COPY_MAX = 1.5  # mean grey levels: star pairs at 1.17 looked identical, at 1.9 did not
 # Levels one place may differ by (a window of WINDOW of the shorter side): star pairs under
@@ -276,18 +279,35 @@ def main() -> None:
     parser.add_argument("dataset", type=Path, help="folder the list's paths are relative to")
     parser.add_argument("pairs", type=Path, help="unlabelled_pairs.tsv, or the labelled list")
     parser.add_argument("--check", action="store_true", help="only labels the pixels contradict")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count(), help="processes measuring pairs at once"
+    )
     args = parser.parse_args()
     seen: set[frozenset[str]] = set()
+    todo = []
     for a, b, label, first, second in pairs_in(args.pairs, args.dataset):
         if frozenset((a, b)) in seen or (args.check and label == "eye"):
             continue
         seen.add(frozenset((a, b)))
-        mean, local = distance(first, second)
-        verdict = "copy" if one_picture(mean, local) else "look"
-        # A copy labelled by the mean alone before LOCAL_MAX, that one place now refuses.
-        contradicted = verdict == "copy" if label == "sibling" else mean < COPY_MAX
-        if not args.check or (contradicted and verdict != label):
-            print(f"{mean:.2f}\t{local:.1f}\t{verdict}\t{label}\t{first.name}\t{second.name}")
+        todo.append((label, first, second))
+    # In the list's order, each line as soon as its pair and those before it are measured,
+    # with a progress bar on stderr: the whole list is thousands of pairs.
+    with Pool(args.jobs) as pool:
+        measured = pool.imap(measure, todo, chunksize=4)
+        for (label, first, second), (mean, local) in tqdm(
+            zip(todo, measured, strict=True), total=len(todo), unit="pair", disable=None
+        ):
+            verdict = "copy" if one_picture(mean, local) else "look"
+            # A copy labelled by the mean alone before LOCAL_MAX, that one place now refuses.
+            contradicted = verdict == "copy" if label == "sibling" else mean < COPY_MAX
+            if not args.check or (contradicted and verdict != label):
+                line = f"{mean:.2f}\t{local:.1f}\t{verdict}\t{label}\t{first.name}\t{second.name}"
+                tqdm.write(line)
+
+
+def measure(pair: tuple[str, Path, Path]) -> tuple[float, float]:
+    """:func:`distance` of a pair to measure, in a worker process."""
+    return distance(*pair[1:])
 
 
 if __name__ == "__main__":

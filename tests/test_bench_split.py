@@ -46,6 +46,7 @@ def labeller():
         "label_copy_pairs", ROOT / "scripts" / "label_copy_pairs.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its worker processes find main's functions by name
     spec.loader.exec_module(module)
     return module
 
@@ -188,6 +189,39 @@ def test_the_pixel_rule_registers_a_mirror_rendered_a_fraction_of_a_pixel_off(
     assert mean < lab.COPY_MAX and local < lab.LOCAL_MAX
     mean, local = lab.distance(tmp_path / "right.png", tmp_path / "longer.png")
     assert mean >= lab.COPY_MAX or local >= lab.LOCAL_MAX
+
+
+def test_the_check_prints_the_labels_the_pixels_contradict_in_the_lists_order(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``--check`` measures the committed list on worker processes and prints, in the list's
+    order, each label the pixels contradict: a copy called a sibling, a sibling called a
+    copy; not a label they agree with, nor one the eye gave (``eye``)."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    lab = labeller()
+    drawing = Image.new("RGB", (120, 80), "white")
+    ImageDraw.Draw(drawing).polygon([(10, 40), (50, 10), (110, 25), (110, 55), (50, 70)], "teal")
+    marked = drawing.copy()  # a dot the mean hides and one place does not
+    ImageDraw.Draw(marked).ellipse((90, 36, 95, 43), "navy")
+    drawing.save(tmp_path / "a.png")
+    ImageOps.mirror(drawing).save(tmp_path / "b.png")
+    marked.save(tmp_path / "c.png")
+    rows = [
+        ("1", "2", "sibling", "a.png", "b.png", ""),  # a mirror image: contradicted
+        ("1", "3", "sibling", "a.png", "c.png", ""),  # a dot added: agreed
+        ("2", "3", "copy", "b.png", "c.png", ""),  # contradicted by one place
+        ("1", "4", "copy", "a.png", "c.png", "eye"),  # the eye's: not checked
+    ]
+    listed = tmp_path / "pairs.tsv"
+    listed.write_text("# header\n" + "".join("\t".join(r).rstrip() + "\n" for r in rows))
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path), str(listed), "--check", "--jobs", "2"])
+    lab.main()
+    printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(p[2], p[3], p[4], p[5]) for p in printed] == [
+        ("copy", "sibling", "a.png", "b.png"),
+        ("look", "copy", "b.png", "c.png"),
+    ]
 
 
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
