@@ -22,17 +22,20 @@ rendered twice a fraction of a pixel apart differs in antialiasing alone.
     python scripts/label_copy_pairs.py DATASET WORK/false_copies.tsv
     # the committed list: every label the pixels contradict (not those marked eye)
     python scripts/label_copy_pairs.py DATASET docs/copy-pairs.tsv --check
+    # and the printed pairs drawn for the eye (docs/copy-detection.md, "The eye review")
+    python scripts/label_copy_pairs.py DATASET PAIRS --sheets FOLDER
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -44,6 +47,7 @@ WINDOW = 1 / 16
 INK = 8  # levels from the border's colour that count as the picture, not its margin
 ASPECT = 0.02  # shapes further apart than this (and a pixel) are not one picture
 TURNS = [None, *Image.Transpose]  # as it is, and its 7 flips and turns
+SHEET_SIDE, SHEET_ROWS = 200, 8  # a contact sheet's pictures (px, longer side) and pairs
 # A tone edit: every channel times a boost, plus a grey of the picture times a shade, plus an
 # offset. The grey ways of common tools: 601 luma (PIL, GIMP), 709 luma (scikit-image), the
 # channels' mean, and HSL lightness, (max + min) / 2 (Photoshop's Desaturate; GIMP's Lightness).
@@ -138,22 +142,28 @@ def pixel_distance(first: Image.Image, second: Image.Image) -> tuple[float, floa
     """The pair's distance under the turn (and tone edit) that brings them closest, and how
     far apart they are in one place there; inf when no turn gives them one shape."""
     best = (float("inf"), float("inf"))
-    for turn in TURNS:
-        turned = first if turn is None else first.transpose(turn)
-        ratio, wanted = turned.width / turned.height, second.width / second.height
-        if abs(ratio - wanted) > ASPECT * wanted + 1 / min(*second.size, *turned.size):
-            continue
-        size = min(turned.size, second.size, key=lambda s: s[0] * s[1])
-        a, b = (
-            np.asarray(v.resize(size, Image.Resampling.LANCZOS), np.float32)
-            for v in (turned, second)
-        )
+    for a, b in common_turns(first, second):
         best = min(best, registered(on_white(a), on_white(b)))
         if np.abs(a[..., 3] - b[..., 3]).mean() < COPY_MAX:  # the two paint the same places
             edits = [(edited(a, b), on_white(b)), (on_white(a), edited(b, a))]
             edits += [(brightened(a, b), on_white(b)), (on_white(a), brightened(b, a))]
             best = min(best, *(apart(*pair) for pair in edits))
     return best
+
+
+def common_turns(first: Image.Image, second: Image.Image) -> Iterator[tuple[np.ndarray, ...]]:
+    """Each flip or turn of ``first`` that gives it ``second``'s shape, with ``second``, both
+    RGBA arrays at the smaller one's size."""
+    for turn in TURNS:
+        turned = first if turn is None else first.transpose(turn)
+        ratio, wanted = turned.width / turned.height, second.width / second.height
+        if abs(ratio - wanted) > ASPECT * wanted + 1 / min(*second.size, *turned.size):
+            continue
+        size = min(turned.size, second.size, key=lambda s: s[0] * s[1])
+        yield tuple(
+            np.asarray(v.resize(size, Image.Resampling.LANCZOS), np.float32)
+            for v in (turned, second)
+        )
 
 
 def apart(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -282,6 +292,13 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count(), help="processes measuring pairs at once"
     )
+    parser.add_argument(
+        "--sheets",
+        type=Path,
+        metavar="FOLDER",
+        help="also draw each printed pair for the eye, side by side with their difference, "
+        "into contact sheets in FOLDER",
+    )
     args = parser.parse_args()
     seen: set[frozenset[str]] = set()
     todo = []
@@ -292,6 +309,7 @@ def main() -> None:
         todo.append((label, first, second))
     # In the list's order, each line as soon as its pair and those before it are measured,
     # with a progress bar on stderr: the whole list is thousands of pairs.
+    rows = []
     with Pool(args.jobs) as pool:
         measured = pool.imap(measure, todo, chunksize=4)
         for (label, first, second), (mean, local) in tqdm(
@@ -303,6 +321,41 @@ def main() -> None:
             if not args.check or (contradicted and verdict != label):
                 line = f"{mean:.2f}\t{local:.1f}\t{verdict}\t{label}\t{first.name}\t{second.name}"
                 tqdm.write(line)
+                if args.sheets:
+                    rows.append(sheet_row(first, second, line.replace("\t", "  ")))
+    if rows:
+        write_sheets(rows, args.sheets)
+
+
+def sheet_row(first: Path, second: Path, caption: str) -> Image.Image:
+    """A pair as the eye is shown it: both trimmed on white, the first under the flip or turn
+    whose mean difference is least, at one size; then their difference, white where alike
+    (a pixel-wide outline along every edge is one drawing rendered twice a fraction of a pixel
+    apart); the longer side SHEET_SIDE px, under ``caption``."""
+    pictures = [picture(first), picture(second)]
+    laid = list(common_turns(*pictures)) or [tuple(np.asarray(p, np.float32) for p in pictures)]
+    a, b = (on_white(v) for v in min(laid, key=lambda p: np.abs(p[0] - p[1]).mean()))
+    views = [a, b, 255 - np.abs(a - b)] if a.shape == b.shape else [a, b]
+    scale = SHEET_SIDE / max(max(v.shape[:2]) for v in views)
+    row = Image.new("RGB", (3 * (SHEET_SIDE + 8), SHEET_SIDE + 16), "white")
+    ImageDraw.Draw(row).text((2, 2), caption, fill="black")
+    for i, view in enumerate(views):
+        image = Image.fromarray(np.uint8(view)).convert("RGB")
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
+        row.paste(image.resize(size, resample), (i * (SHEET_SIDE + 8), 16))
+    return row
+
+
+def write_sheets(rows: list[Image.Image], folder: Path) -> None:
+    """``rows`` SHEET_ROWS to a PNG, in order: sheet_000.png, sheet_001.png, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(rows), SHEET_ROWS):
+        chunk = rows[start : start + SHEET_ROWS]
+        sheet = Image.new("RGB", (chunk[0].width, sum(r.height + 8 for r in chunk)), "grey")
+        for i, row in enumerate(chunk):
+            sheet.paste(row, (0, i * (row.height + 8)))
+        sheet.save(folder / f"sheet_{start // SHEET_ROWS:03d}.png")
 
 
 def measure(pair: tuple[str, Path, Path]) -> tuple[float, float]:

@@ -215,13 +215,23 @@ def test_the_check_prints_the_labels_the_pixels_contradict_in_the_lists_order(
     ]
     listed = tmp_path / "pairs.tsv"
     listed.write_text("# header\n" + "".join("\t".join(r).rstrip() + "\n" for r in rows))
-    monkeypatch.setattr("sys.argv", ["x", str(tmp_path), str(listed), "--check", "--jobs", "2"])
+    sheets = tmp_path / "sheets"
+    argv = ["x", str(tmp_path), str(listed), "--check", "--jobs", "2", "--sheets", str(sheets)]
+    monkeypatch.setattr("sys.argv", argv)
     lab.main()
     printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [(p[2], p[3], p[4], p[5]) for p in printed] == [
         ("copy", "sibling", "a.png", "b.png"),
         ("look", "copy", "b.png", "c.png"),
     ]
+    # Drawn for the eye in the same order: the mirror image laid on the drawing leaves its
+    # difference white; the dot shows.
+    (sheet,) = sheets.iterdir()
+    drawn = np.asarray(Image.open(sheet).convert("L"), np.float32)
+    row, panel = lab.SHEET_SIDE + 16 + 8, lab.SHEET_SIDE + 8
+    differences = [drawn[r * row + 16 : r * row + row - 8, 2 * panel :] for r in range(2)]
+    assert drawn.shape[0] == 2 * row
+    assert differences[0].min() > 240 and differences[1].min() < 200
 
 
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
