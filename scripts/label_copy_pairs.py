@@ -333,9 +333,12 @@ def sheet_row(first: Path, second: Path, caption: str) -> Image.Image:
     (a pixel-wide outline along every edge is one drawing rendered twice a fraction of a pixel
     apart); the longer side SHEET_SIDE px, under ``caption``."""
     pictures = [picture(first), picture(second)]
-    laid = list(common_turns(*pictures)) or [tuple(np.asarray(p, np.float32) for p in pictures)]
-    a, b = (on_white(v) for v in min(laid, key=lambda p: np.abs(p[0] - p[1]).mean()))
-    views = [a, b, 255 - np.abs(a - b)] if a.shape == b.shape else [a, b]
+    laid = list(common_turns(*pictures))
+    if laid:
+        a, b = (on_white(v) for v in min(laid, key=lambda p: np.abs(p[0] - p[1]).mean()))
+        views = [a, b, 255 - np.abs(a - b)]
+    else:  # no flip or turn gives them one shape: both as they are, and no difference
+        views = [on_white(np.asarray(p, np.float32)) for p in pictures]
     scale = SHEET_SIDE / max(max(v.shape[:2]) for v in views)
     row = Image.new("RGB", (3 * (SHEET_SIDE + 8), SHEET_SIDE + 16), "white")
     ImageDraw.Draw(row).text((2, 2), caption, fill="black")

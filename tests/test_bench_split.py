@@ -232,6 +232,10 @@ def test_the_check_prints_the_labels_the_pixels_contradict_in_the_lists_order(
     differences = [drawn[r * row + 16 : r * row + row - 8, 2 * panel :] for r in range(2)]
     assert drawn.shape[0] == 2 * row
     assert differences[0].min() > 240 and differences[1].min() < 200
+    wide = tmp_path / "wide.png"  # of another shape: drawn as it is, with no difference
+    drawing.resize((240, 60)).save(wide)
+    alone = np.asarray(lab.sheet_row(tmp_path / "a.png", wide, "").convert("L"))
+    assert alone[16:, 2 * panel :].min() == 255 and alone[16:, :panel].min() < 200
 
 
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
