@@ -300,15 +300,9 @@ def main() -> None:
         "into contact sheets in FOLDER",
     )
     args = parser.parse_args()
-    seen: set[frozenset[str]] = set()
-    todo = []
-    for a, b, label, first, second in pairs_in(args.pairs, args.dataset):
-        if frozenset((a, b)) in seen or (args.check and label == "eye"):
-            continue
-        seen.add(frozenset((a, b)))
-        todo.append((label, first, second))
+    todo = to_measure(pairs_in(args.pairs, args.dataset), args.check)
     # In the list's order, each line as soon as its pair and those before it are measured,
-    # with a progress bar on stderr: the whole list is thousands of pairs.
+    # with a progress bar on a terminal's stderr: the whole list is thousands of pairs.
     rows = []
     with Pool(args.jobs) as pool:
         measured = pool.imap(measure, todo, chunksize=4)
@@ -327,11 +321,26 @@ def main() -> None:
         write_sheets(rows, args.sheets)
 
 
+def to_measure(
+    pairs: list[tuple[str, str, str, Path, Path]], check: bool
+) -> list[tuple[str, Path, Path]]:
+    """(label, first, second) of each pair once; with ``check``, not the eye's labels."""
+    seen: set[frozenset[str]] = set()
+    todo = []
+    for a, b, label, first, second in pairs:
+        if frozenset((a, b)) in seen or (check and label == "eye"):
+            continue
+        seen.add(frozenset((a, b)))
+        todo.append((label, first, second))
+    return todo
+
+
 def sheet_row(first: Path, second: Path, caption: str) -> Image.Image:
     """A pair as the eye is shown it: both trimmed on white, the first under the flip or turn
     whose mean difference is least, at one size; then their difference, white where alike
-    (a pixel-wide outline along every edge is one drawing rendered twice a fraction of a pixel
-    apart); the longer side SHEET_SIDE px, under ``caption``."""
+    (outlines alone are one drawing rendered twice a fraction of a pixel apart, of the whole
+    or of a part; a filled area is a part drawn otherwise); the longer side SHEET_SIDE px,
+    under ``caption``."""
     pictures = [picture(first), picture(second)]
     laid = list(common_turns(*pictures))
     if laid:
