@@ -612,45 +612,48 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
 
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
     """:func:`off_grid` for two views already laid on their common grid (:func:`on_one_grid`)."""
-    ink = inked(up @ LUMA, st @ LUMA)
-    if not ink.any() or not laid_alike(up, st, ink):
+    grey = up @ LUMA
+    ink = inked(grey, st @ LUMA)
+    if not ink.any() or not laid_alike(up, st, ink, grey):
         return None
     left = copier_residual(st, up)
     return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
 
 
-def laid_alike(up: np.ndarray, st: np.ndarray, ink: np.ndarray) -> bool:
+def laid_alike(up: np.ndarray, st: np.ndarray, ink: np.ndarray, grey: np.ndarray) -> bool:
     """Whether two views laid on one grid (:func:`on_one_grid`) agree at enough of their
-    ``ink`` for their residual to be read: within :data:`CLEAN_LEVEL` of an affine colour map
-    (:data:`CLEAN_SHARE` of it), or of the upload's own level for each stored colour
-    (:data:`MAPPED_SHARE` of the ink whose colour other pixels share). A brightening that
+    ``ink`` for their residual to be read (``grey``: the upload's luma): within
+    :data:`CLEAN_LEVEL` of an affine colour map (:data:`CLEAN_SHARE` of it), or of the
+    upload's own level for each stored colour (:data:`MAPPED_SHARE` of the ink whose colour
+    other pixels share). A brightening that
     clips before a contrast is no affine map, and a sibling's other parts pull the least
     squares off a picture mostly pale (a dashed frame with another edge drawn thick); a
     copier's edit is a function of the colour, however it clips."""
     if float((np.abs(affine_residual(st, up)[ink]) <= CLEAN_LEVEL).mean()) >= CLEAN_SHARE:
         return True
-    left, shared = mapped_residual(st, up)
+    left, shared = mapped_residual(st, grey)
     held = ink & shared
     if held.sum() < BOUND_PIXELS:
         return False
     return float((np.abs(left[held]) <= CLEAN_LEVEL).mean()) >= MAPPED_SHARE
 
 
-def mapped_residual(stored: np.ndarray, upload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel (both (h, w, 3) on one grid), the upload's grey level (luma) less its median
-    over the pixels of the same stored colour, and whether another pixel has that colour (a
-    colour of one pixel, an antialiased rim, maps to whatever the upload has there)."""
+def mapped_residual(stored: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel (``stored`` (h, w, 3) and the upload's luma ``grey`` (h, w) on one grid), the
+    upload's grey level less its median over the pixels of the same stored colour, and
+    whether another pixel has that colour (a colour of one pixel, an antialiased rim, maps to
+    whatever the upload has there)."""
     colours = np.rint(stored).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
-    levels = (upload @ LUMA).ravel()
+    levels = grey.ravel()
     # One sort of one key, the colour and then the level to a sixteenth (under 1 << 12),
     # in place of lexsort's two.
     order = np.argsort(colours.ravel() << 12 | np.rint(levels * 15.99).astype(np.int64))
-    keys = colours.ravel()[order]
+    keys, ordered = colours.ravel()[order], levels[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, keys.size])
-    medians = levels[order][starts + (counts - 1) // 2]
+    medians = ordered[starts + (counts - 1) // 2]
     left, shared = np.empty_like(levels), np.empty(levels.shape, bool)
-    left[order] = levels[order] - np.repeat(medians, counts)
+    left[order] = ordered - np.repeat(medians, counts)
     shared[order] = np.repeat(counts, counts) > 1
     return left.reshape(colours.shape), shared.reshape(colours.shape)
 
