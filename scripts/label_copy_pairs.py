@@ -303,7 +303,7 @@ def main() -> None:
     todo = to_measure(pairs_in(args.pairs, args.dataset), args.check)
     # In the list's order, each line as soon as its pair and those before it are measured,
     # with a progress bar on a terminal's stderr: the whole list is thousands of pairs.
-    rows = []
+    sheets = Sheets(args.sheets) if args.sheets else None
     with Pool(args.jobs) as pool:
         measured = pool.imap(measure, todo, chunksize=4)
         for (label, first, second), (mean, local) in tqdm(
@@ -315,10 +315,10 @@ def main() -> None:
             if not args.check or (contradicted and verdict != label):
                 line = f"{mean:.2f}\t{local:.1f}\t{verdict}\t{label}\t{first.name}\t{second.name}"
                 tqdm.write(line)
-                if args.sheets:
-                    rows.append(sheet_row(first, second, line.replace("\t", "  ")))
-    if rows:
-        write_sheets(rows, args.sheets)
+                if sheets:
+                    sheets.add(sheet_row(first, second, line.replace("\t", "  ")))
+    if sheets:
+        sheets.close()
 
 
 def to_measure(
@@ -359,15 +359,29 @@ def sheet_row(first: Path, second: Path, caption: str) -> Image.Image:
     return row
 
 
-def write_sheets(rows: list[Image.Image], folder: Path) -> None:
-    """``rows`` SHEET_ROWS to a PNG, in order: sheet_000.png, sheet_001.png, ..."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(rows), SHEET_ROWS):
-        chunk = rows[start : start + SHEET_ROWS]
-        sheet = Image.new("RGB", (chunk[0].width, sum(r.height + 8 for r in chunk)), "grey")
-        for i, row in enumerate(chunk):
+class Sheets:
+    """Contact sheets in ``folder``, SHEET_ROWS rows to a PNG in order (sheet_000.png,
+    sheet_001.png, ...), each written as soon as it is full: a whole list drawn is thousands
+    of rows."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.rows, self.written = folder, [], 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: Image.Image) -> None:
+        self.rows.append(row)
+        if len(self.rows) == SHEET_ROWS:
+            self.close()
+
+    def close(self) -> None:
+        """Writes the rows not yet written, if any."""
+        if not self.rows:
+            return
+        sheet = Image.new("RGB", (self.rows[0].width, sum(r.height + 8 for r in self.rows)), "grey")
+        for i, row in enumerate(self.rows):
             sheet.paste(row, (0, i * (row.height + 8)))
-        sheet.save(folder / f"sheet_{start // SHEET_ROWS:03d}.png")
+        sheet.save(self.folder / f"sheet_{self.written:03d}.png")
+        self.rows, self.written = [], self.written + 1
 
 
 def measure(pair: tuple[str, Path, Path]) -> tuple[float, float]:
