@@ -2154,6 +2154,37 @@ def test_a_lamp_lit_in_its_own_hue_is_not_laid_over() -> None:
     assert (verdict.kind, verdict.region) == ("edited", "bottom right")
 
 
+def emblem(disc: tuple[int, int, int] | None = None) -> Image.Image:
+    """Flat fills on white: a red disc, a blue square and a green bar, and below them, where
+    ``disc`` is given, a second disc of that colour."""
+    image = Image.new("RGB", (300, 300), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 20, 140, 140), fill=(200, 30, 30))
+    draw.rectangle((170, 40, 270, 140), fill=(30, 30, 200))
+    draw.rectangle((30, 170, 270, 200), fill=(30, 130, 40))
+    if disc is not None:
+        draw.ellipse((180, 210, 240, 270), fill=disc)
+    return image
+
+
+def test_a_part_drawn_in_the_pictures_own_colours_is_not_laid_over() -> None:
+    """A part added in a colour the picture holds elsewhere (a second highlight on a heart,
+    another pattern on a card back) is a sibling drawn in the drawing's own palette, not
+    an edit of it (run AT). A part in a colour of its own is laid over, as the benchmark's
+    caption is, over either picture."""
+    stored = stored_thumbnail(emblem())
+    for own in ((200, 30, 30), (30, 130, 40)):
+        verdict = verify.verify(hash_base(emblem(own)), stored)
+        assert (verdict.kind, verdict.region) == ("different", verify.REDRAWN)
+    for brought in ((230, 200, 20), (200, 0, 200)):
+        verdict = verify.verify(hash_base(emblem(brought)), stored)
+        assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+    second = emblem((200, 30, 30))
+    for picture in (emblem(), second):
+        verdict = verify.verify(hash_base(overlaid(picture)), stored_thumbnail(picture))
+        assert verdict.kind == "edited"
+
+
 def pictogram() -> Image.Image:
     """A pictogram in black on white, as AIGA's symbol signs: a figure on a black floor."""
     image = Image.new("RGB", (300, 300), "white")

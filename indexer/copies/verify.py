@@ -79,6 +79,15 @@ KEPT_MAX = 0.8
 PARTS = 16
 PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
 RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as an edit is
+# An edit whose brought colour (colour_brought, OVERLAY_CHROMA or more) lies, on OWN_MAX of its
+# changed pixels or more, within a cube of OWN_STEP levels a channel (or the next) of colours
+# the stored picture holds outside the edit's blocks is a part redrawn in the drawing's own
+# palette: a heart given a second highlight, a card back another pattern. A caption brings
+# colours of its own: the benchmark's overlays on 140 indexed originals found theirs in the
+# picture on at most 0.47 of their pixels but one, 1.0 (docs/copy-detection.md, run AT).
+OWN_STEP = 8
+OWN_MAX = 0.8
+REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the other flips too
 # Share of the view outside the differing blocks where an edited upload may add colour (half
 # OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
 # spills past its blocks (the copy benchmark's overlays: up to 0.08 of the view), while a
@@ -275,10 +284,11 @@ def least_edited(
     query: Fingerprints, match: CopyMatch, stored: Image.Image, grid: bool
 ) -> tuple[CopyMatch, Verdict]:
     """The verdict on the pair of views that matched (:func:`matched_views`) or, when it
-    finds an edit or a part relit, on a pair that undoes what a copier did to the whole
-    picture otherwise (:func:`undoing`), whichever is the least edited."""
+    finds an edit, a part relit or one redrawn in its own colours, on a pair that undoes
+    what a copier did to the whole picture otherwise (:func:`undoing`), whichever is the
+    least edited."""
     verdict = matched_views(query, match, stored, grid)
-    if verdict.kind != "edited" and verdict.region != RELIT:
+    if verdict.kind != "edited" and verdict.region not in (RELIT, REDRAWN):
         return match, verdict
     found = [(m, matched_views(query, m, stored, grid)) for m in undoing(query, match)]
     return min([(match, verdict), *found], key=lambda f: edit_order(f[1]))
@@ -528,6 +538,8 @@ def verify(
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
         if relit(over, st, diff, differs, side):
             return Verdict("different", RELIT, share)
+        if own_colours(over, st, diff, differs, side):
+            return Verdict("different", REDRAWN, share)
         tones = tone_difference(upload_view, stored_view, differs, coloured)
         edited = Verdict("edited", where, share, tones.mean)
         return unlike(tones, share, grey_against_colour) or edited
@@ -1356,16 +1368,58 @@ def laid_over(
 ) -> bool:
     """Whether the upload's differing blocks carry colour the stored picture lacks there: a
     caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
-    treble clef is drawn in the staff's own ink). A part relit passes here too, and is told
-    from an edit after (:func:`relit`)."""
-    added = np.clip(chroma(up) - chroma(stored), 0, None)  # colour where there was none
-    colours = opponent(up)
-    if not greyish(colours):  # or another colour than there was
-        added = np.maximum(added, distance(colours - opponent(stored)))
+    treble clef is drawn in the staff's own ink). A part relit, or drawn in the picture's
+    own colours, passes here too, and is told from an edit after (:func:`relit`,
+    :func:`own_colours`)."""
     changing = changed(diff, differs, side)
     if not changing.any():  # another colour, not another shape: a recoloured part
         return False
-    return bool(added[changing].mean() >= OVERLAY_CHROMA)
+    return bool(colour_brought(up, stored)[changing].mean() >= OVERLAY_CHROMA)
+
+
+def colour_brought(up: Image.Image, stored: Image.Image) -> np.ndarray:
+    """Per pixel, how much colour the upload brings that the stored view lacks there: chroma
+    where there was less, or, in a coloured upload, the distance to the colour there was."""
+    brought = np.clip(chroma(up) - chroma(stored), 0, None)
+    colours = opponent(up)
+    if not greyish(colours):
+        brought = np.maximum(brought, distance(colours - opponent(stored)))
+    return brought
+
+
+def own_colours(
+    up: Image.Image, stored: Image.Image, diff: np.ndarray, differs: np.ndarray, side: int
+) -> bool:
+    """Whether the colour an edit (:func:`laid_over`) brings is, nearly all of it
+    (:data:`OWN_MAX`), colour the stored picture holds outside the edit's blocks: a part
+    redrawn in the drawing's own palette (a second highlight on a heart, another pattern on
+    a card back, branches in the trunk's brown), not a caption or a logo, which brings
+    colours of its own."""
+    changing = changed(diff, differs, side) & (colour_brought(up, stored) >= OVERLAY_CHROMA)
+    if not changing.any():
+        return False
+    levels = np.asarray(stored)
+    held = palette(levels[solid(levels) & ~block_mask(differs, (side, side))])
+    found = held[tuple((np.asarray(up)[changing] // OWN_STEP).T)]
+    return bool(found.mean() >= OWN_MAX)
+
+
+def solid(levels: np.ndarray) -> np.ndarray:
+    """The pixels of (h, w, 3) ``levels`` inside a fill, each channel within two
+    :data:`OWN_STEP` over their 3x3 neighbourhood: an antialiased rim blends two colours,
+    the very blend a translucent mark laid over one of them makes."""
+    size = (3, 3, 1)
+    spread = ndimage.maximum_filter(levels, size) - ndimage.minimum_filter(levels, size)
+    return (spread <= 2 * OWN_STEP).all(axis=-1)
+
+
+def palette(colours: np.ndarray) -> np.ndarray:
+    """The colours held by (n, 3) levels, in cubes of :data:`OWN_STEP` levels a channel: a
+    cube held by two pixels or more, widened by a cube each way (a colour on a cube's edge,
+    JPEG's and resampling's drift)."""
+    cubes = np.zeros((256 // OWN_STEP,) * 3, np.int32)
+    np.add.at(cubes, tuple((colours.astype(np.int32) // OWN_STEP).T), 1)
+    return ndimage.binary_dilation(cubes >= 2, np.ones((3, 3, 3), bool))
 
 
 def relit(
