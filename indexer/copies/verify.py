@@ -538,7 +538,7 @@ def verify(
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
         if relit(over, st, diff, differs, side):
             return Verdict("different", RELIT, share)
-        if own_colours(over, st, diff, differs, side):
+        if own_colours(over, st, diff, differs, side, stored_view):
             return Verdict("different", REDRAWN, share)
         tones = tone_difference(upload_view, stored_view, differs, coloured)
         edited = Verdict("edited", where, share, tones.mean)
@@ -1388,19 +1388,28 @@ def colour_brought(up: Image.Image, stored: Image.Image) -> np.ndarray:
 
 
 def own_colours(
-    up: Image.Image, stored: Image.Image, diff: np.ndarray, differs: np.ndarray, side: int
+    up: Image.Image,
+    stored: Image.Image,
+    diff: np.ndarray,
+    differs: np.ndarray,
+    side: int,
+    whole: Image.Image,
 ) -> bool:
     """Whether the colour an edit (:func:`laid_over`) brings is, nearly all of it
     (:data:`OWN_MAX`), colour the stored picture holds outside the edit's blocks: a part
     redrawn in the drawing's own palette (a second highlight on a heart, another pattern on
     a card back, branches in the trunk's brown), not a caption or a logo, which brings
     colours of its own."""
+    colours = np.asarray(up)
     changing = changed(diff, differs, side) & (colour_brought(up, stored) >= OVERLAY_CHROMA)
+    changing &= solid(colours)
     if not changing.any():
         return False
-    levels = np.asarray(stored)
-    held = palette(levels[solid(levels) & ~block_mask(differs, (side, side))])
-    found = held[tuple((np.asarray(up)[changing] // OWN_STEP).T)]
+    larger = whole.convert("RGB")
+    larger.thumbnail((TONE_SIDE, TONE_SIDE), Image.Resampling.BOX)
+    levels = np.asarray(larger)
+    held = palette(levels[solid(levels) & ~block_mask(differs, levels.shape[:2])])
+    found = held[tuple((colours[changing] // OWN_STEP).T)]
     return bool(found.mean() >= OWN_MAX)
 
 
