@@ -80,11 +80,11 @@ PARTS = 16
 PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
 RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as an edit is
 # An edit whose brought colour (colour_brought, OVERLAY_CHROMA or more) lies, on OWN_MAX of its
-# changed pixels or more, within a cube of OWN_STEP levels a channel (or the next) of colours
-# the stored picture holds outside the edit's blocks is a part redrawn in the drawing's own
-# palette: a heart given a second highlight, a card back another pattern. A caption brings
-# colours of its own: the benchmark's overlays on 140 indexed originals found theirs in the
-# picture on at most 0.47 of their pixels but one, 1.0 (docs/copy-detection.md, run AT).
+# changed pixels inside a fill or more, within a cube of OWN_STEP levels a channel (or the
+# next) of a colour the stored picture fills outside the edit's blocks (at up to TONE_SIDE px)
+# is a part redrawn in the drawing's own palette: a heart given a second highlight, a card
+# back another pattern. A caption brings colours of its own: of the benchmark's overlays on
+# 300 indexed originals, one more is refused than before (docs/copy-detection.md, run AT).
 OWN_STEP = 8
 OWN_MAX = 0.8
 REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the other flips too
