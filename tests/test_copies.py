@@ -2174,7 +2174,7 @@ def test_a_part_drawn_in_the_pictures_own_colours_is_not_laid_over() -> None:
     """A part added in a colour the picture holds elsewhere (a second highlight on a heart,
     another pattern on a card back) is a sibling drawn in the drawing's own palette, not
     an edit of it (run AT). A part in a colour of its own is laid over, as the benchmark's
-    caption is, over either picture."""
+    caption is, over either picture, and whichever of the two carries it."""
     stored = stored_thumbnail(emblem())
     for own in ((200, 30, 30), (30, 130, 40)):
         verdict = verify.verify(hash_base(emblem(own)), stored)
@@ -2185,6 +2185,10 @@ def test_a_part_drawn_in_the_pictures_own_colours_is_not_laid_over() -> None:
     second = emblem((200, 30, 30))
     for picture in (emblem(), second):
         verdict = verify.verify(hash_base(overlaid(picture)), stored_thumbnail(picture))
+        assert verdict.kind == "edited"
+        # The clean original against a stored copy that carries the caption: the upload
+        # brings the picture's own colours where the caption lay, the stored copy its own.
+        verdict = verify.verify(hash_base(picture), stored_thumbnail(captioned(picture)))
         assert verdict.kind == "edited"
 
 

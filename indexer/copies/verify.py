@@ -79,13 +79,15 @@ KEPT_MAX = 0.8
 PARTS = 16
 PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
 RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as an edit is
-# An edit whose brought colour (colour_brought, OVERLAY_CHROMA or more) lies, on OWN_MAX of its
-# changed pixels inside a fill or more, within a cube of OWN_STEP levels a channel (or the
-# next) of a colour the stored picture fills outside the edit's blocks (at up to TONE_SIDE px)
-# is a part redrawn in the drawing's own palette: a heart given a second highlight, a card
-# back another pattern. A caption brings colours of its own: of the benchmark's overlays on
-# 300 indexed originals, one more is refused than before (docs/copy-detection.md, run AT).
-OWN_STEP = 8
+# An edit is a part redrawn in the drawing's own palette (a heart given a second highlight, a
+# card back another pattern), not laid over, where neither picture brings colour of its own:
+# the colour each brings where they differ (colour_brought, OVERLAY_CHROMA or more, inside a
+# fill) lies, on OWN_MAX of those pixels or more, within a cube of OWN_STEP levels a channel
+# (or the next) of a colour the other fills outside the edit's blocks (at up to TONE_SIDE
+# px). A caption brings colours of its own, to the upload or to the stored copy of a clean
+# original; only one in a colour the picture already fills, translucent navy over a navy
+# flag, is lost (docs/copy-detection.md, run AT).
+OWN_STEP = 4
 OWN_MAX = 0.8
 REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the other flips too
 # Share of the view outside the differing blocks where an edited upload may add colour (half
@@ -538,7 +540,7 @@ def verify(
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
         if relit(over, st, diff, differs, side):
             return Verdict("different", RELIT, share)
-        if own_colours(over, st, diff, differs, side, stored_view):
+        if own_colours(over, st, diff, differs, side, (coloured or upload_view, stored_view)):
             return Verdict("different", REDRAWN, share)
         tones = tone_difference(upload_view, stored_view, differs, coloured)
         edited = Verdict("edited", where, share, tones.mean)
@@ -1393,24 +1395,35 @@ def own_colours(
     diff: np.ndarray,
     differs: np.ndarray,
     side: int,
-    whole: Image.Image,
+    wholes: tuple[Image.Image, Image.Image],
 ) -> bool:
-    """Whether the colour an edit (:func:`laid_over`) brings is, nearly all of it
-    (:data:`OWN_MAX`), colour the stored picture holds outside the edit's blocks: a part
-    redrawn in the drawing's own palette (a second highlight on a heart, another pattern on
-    a card back, branches in the trunk's brown), not a caption or a logo, which brings
-    colours of its own."""
-    colours = np.asarray(up)
-    changing = changed(diff, differs, side) & (colour_brought(up, stored) >= OVERLAY_CHROMA)
-    changing &= solid(colours)
-    if not changing.any():
-        return False
+    """Whether an edit (:func:`laid_over`) brings no colour of its own either way: where the
+    two differ, the colour each brings (inside a fill) is, nearly all of it
+    (:data:`OWN_MAX`), colour the other fills outside the edit's blocks (``wholes``: the
+    upload's and the stored view at full size). A part redrawn in the drawing's own palette
+    (a second highlight on a heart, another pattern on a card back, branches in the trunk's
+    brown), not a caption or a logo, which brings colours of its own to the picture that
+    carries it: the upload, or the stored copy when the upload is the clean original."""
+    changing = changed(diff, differs, side)
+    brought = False
+    for a, b, whole in ((up, stored, wholes[1]), (stored, up, wholes[0])):
+        colours = np.asarray(a)
+        pixels = changing & (colour_brought(a, b) >= OVERLAY_CHROMA) & solid(colours)
+        if not pixels.any():
+            continue
+        if held_in(whole, differs)[tuple((colours[pixels] // OWN_STEP).T)].mean() < OWN_MAX:
+            return False
+        brought = True
+    return brought
+
+
+def held_in(whole: Image.Image, differs: np.ndarray) -> np.ndarray:
+    """The :func:`palette` of the fills of ``whole`` (at up to :data:`TONE_SIDE` px, where a
+    thin highlight is still a fill) outside the ``differs`` blocks."""
     larger = whole.convert("RGB")
     larger.thumbnail((TONE_SIDE, TONE_SIDE), Image.Resampling.BOX)
     levels = np.asarray(larger)
-    held = palette(levels[solid(levels) & ~block_mask(differs, levels.shape[:2])])
-    found = held[tuple((colours[changing] // OWN_STEP).T)]
-    return bool(found.mean() >= OWN_MAX)
+    return palette(levels[solid(levels) & ~block_mask(differs, levels.shape[:2])])
 
 
 def solid(levels: np.ndarray) -> np.ndarray:
