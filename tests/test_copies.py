@@ -2192,6 +2192,26 @@ def test_a_part_drawn_in_the_pictures_own_colours_is_not_laid_over() -> None:
         assert verdict.kind == "edited"
 
 
+def line_drawing() -> Image.Image:
+    """A drawing in black on white: a triangle and a stroke above it."""
+    image = Image.new("RGB", (300, 300), "white")
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(40, 260), (150, 30), (200, 200)], fill="black")
+    draw.line((20, 20, 280, 120), fill="black", width=8)
+    return image
+
+
+def test_the_clean_original_of_a_stored_copy_with_a_caption_is_an_edited_copy() -> None:
+    """The artist uploads the drawing; the training set holds it with a caption laid over,
+    on a white part of it. The upload brings no colour there, the stored copy does: laid
+    over either way round (run AT), as the captioned upload against the clean drawing is."""
+    drawing_ = line_drawing()
+    for edited in (overlaid(drawing_), captioned(drawing_)):
+        verdict = verify.verify(hash_base(drawing_), stored_thumbnail(edited))
+        assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+        assert verify.verify(hash_base(edited), stored_thumbnail(drawing_)).kind == "edited"
+
+
 def pictogram() -> Image.Image:
     """A pictogram in black on white, as AIGA's symbol signs: a figure on a black floor."""
     image = Image.new("RGB", (300, 300), "white")

@@ -1368,15 +1368,17 @@ def chroma(image: Image.Image | np.ndarray) -> np.ndarray:
 def laid_over(
     up: Image.Image, stored: Image.Image, diff: np.ndarray, differs: np.ndarray, side: int
 ) -> bool:
-    """Whether the upload's differing blocks carry colour the stored picture lacks there: a
-    caption, a logo or a mark laid over the picture, not a redrawn part (a bass clef for a
-    treble clef is drawn in the staff's own ink). A part relit, or drawn in the picture's
+    """Whether the differing blocks of either view carry colour the other lacks there: a
+    caption, a logo or a mark laid over the picture, on the upload or on the stored copy of
+    an uploaded original, not a redrawn part (a bass clef for a treble clef is drawn in the
+    staff's own ink). A part relit, or drawn in the picture's
     own colours, passes here too, and is told from an edit after (:func:`relit`,
     :func:`own_colours`)."""
     changing = changed(diff, differs, side)
     if not changing.any():  # another colour, not another shape: a recoloured part
         return False
-    return bool(colour_brought(up, stored)[changing].mean() >= OVERLAY_CHROMA)
+    pairs = ((up, stored), (stored, up))
+    return any(colour_brought(a, b)[changing].mean() >= OVERLAY_CHROMA for a, b in pairs)
 
 
 def colour_brought(up: Image.Image, stored: Image.Image) -> np.ndarray:
