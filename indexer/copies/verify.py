@@ -1413,7 +1413,7 @@ def own_colours(
         pixels = changing & (colour_brought(a, b) >= OVERLAY_CHROMA) & solid(colours)
         if not pixels.any():
             continue
-        if held_in(whole, differs)[tuple((colours[pixels] // OWN_STEP).T)].mean() < OWN_MAX:
+        if np.isin(cube_keys(colours[pixels]), held_in(whole, differs)).mean() < OWN_MAX:
             return False
         brought = True
     return brought
@@ -1438,12 +1438,23 @@ def solid(levels: np.ndarray) -> np.ndarray:
 
 
 def palette(colours: np.ndarray) -> np.ndarray:
-    """The colours held by (n, 3) levels, in cubes of :data:`OWN_STEP` levels a channel: a
-    cube held by two pixels or more, widened by a cube each way (a colour on a cube's edge,
-    JPEG's and resampling's drift)."""
-    cubes = np.zeros((256 // OWN_STEP,) * 3, np.int32)
-    np.add.at(cubes, tuple((colours.astype(np.int32) // OWN_STEP).T), 1)
-    return ndimage.binary_dilation(cubes >= 2, np.ones((3, 3, 3), bool))
+    """The colours held by (n, 3) levels, as the keys of cubes of :data:`OWN_STEP` levels a
+    channel (:func:`cube_keys`): a cube held by two pixels or more, widened by a cube each
+    way (a colour on a cube's edge, JPEG's and resampling's drift). Kept as keys: the cubes
+    widened on a dense grid took most of a comparison's time."""
+    side = 256 // OWN_STEP
+    counts = np.bincount(cube_keys(colours), minlength=side**3)
+    held = np.stack(np.unravel_index(np.flatnonzero(counts >= 2), (side,) * 3), axis=-1)
+    steps = np.stack(np.meshgrid(*[(-1, 0, 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    widened = np.clip(held[:, None, :] + steps, 0, side - 1).reshape(-1, 3)
+    return np.unique(np.ravel_multi_index(tuple(widened.T), (side,) * 3))
+
+
+def cube_keys(colours: np.ndarray) -> np.ndarray:
+    """Per (n, 3) colour, the number of its cube of :data:`OWN_STEP` levels a channel."""
+    side = 256 // OWN_STEP
+    cubes = colours.astype(np.int64) // OWN_STEP
+    return np.ravel_multi_index(tuple(cubes.T), (side,) * 3)
 
 
 def relit(
