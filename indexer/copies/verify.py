@@ -85,8 +85,9 @@ RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as a
 # fill) lies, on OWN_MAX of those pixels or more, within a cube of OWN_STEP levels a channel
 # (or the next) of a colour the other fills outside the edit's blocks (at up to TONE_SIDE
 # px). A caption brings colours of its own, to the upload or to the stored copy of a clean
-# original; only one in a colour the picture already fills, translucent navy over a navy
-# flag, is lost (docs/copy-detection.md, run AT).
+# original: the benchmark's caption over 200 Openclipart pictures stays an edit in 187 of
+# the 192 it was before, the five lost a translucent navy box over the picture's own navy
+# or blue (docs/copy-detection.md, run AT).
 OWN_STEP = 4
 OWN_MAX = 0.8
 REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the other flips too
