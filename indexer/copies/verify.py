@@ -12,9 +12,11 @@ are already in one frame, and compares them on a grid of blocks:
 * every block alike, and alike pixel by pixel once laid over each other (fine lines, fine
   tones, and colour over the whole picture): the same picture (exact or near copy, as the
   descriptor said);
-* a few blocks unlike, where the upload carries colour the stored picture does not have
-  there (a caption, a logo, a watermark laid over it): ``edited``, with the region named;
-* otherwise, when the two views have other shapes, or when neither carries ink inside its
+* a few blocks unlike, where one view carries colour the other does not have there (a
+  caption, a logo, a watermark laid over the upload, or over the stored copy of an uploaded
+  original): ``edited``, with the region named;
+* otherwise, when the two views have other shapes, when the change is drawn in colours
+  each picture fills elsewhere (a second highlight), or when neither carries ink inside its
   edge (nothing to compare): ``different``, a sibling that shares a template or a layout,
   never a copy.
 
@@ -1372,9 +1374,8 @@ def laid_over(
     """Whether the differing blocks of either view carry colour the other lacks there: a
     caption, a logo or a mark laid over the picture, on the upload or on the stored copy of
     an uploaded original, not a redrawn part (a bass clef for a treble clef is drawn in the
-    staff's own ink). A part relit, or drawn in the picture's
-    own colours, passes here too, and is told from an edit after (:func:`relit`,
-    :func:`own_colours`)."""
+    staff's own ink). A part relit, or drawn in the picture's own colours, passes here too,
+    and is told from an edit after (:func:`relit`, :func:`own_colours`)."""
     changing = changed(diff, differs, side)
     if not changing.any():  # another colour, not another shape: a recoloured part
         return False
