@@ -924,7 +924,7 @@ def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
     out in them and a gradient or a line does not; whole cells in one fill, because a cell
     astride an edge sees the edge. Only the upload's ink in a stored fill counts: where the
     stored view shades and the upload is flat, a brightening clipped it (the other way)."""
-    span = ndimage.maximum_filter(stored, FLAT_WINDOW) - ndimage.minimum_filter(stored, FLAT_WINDOW)
+    span = window_span(stored, FLAT_WINDOW)
     flat = np.zeros(stored.shape, bool)
     inside = (slice(FLAT_EDGE, -FLAT_EDGE),) * 2
     flat[inside] = span[inside] <= FLAT_RANGE
@@ -973,8 +973,7 @@ def one_colour_split(up: np.ndarray, stored: np.ndarray) -> float:
     fitted, and the stored view's colours ``stored`` (h, w, 3): the most the upload's median
     grey differs between two fills of one colour."""
     size = (SPLIT_WINDOW, SPLIT_WINDOW)
-    span = ndimage.maximum_filter(stored, (*size, 1)) - ndimage.minimum_filter(stored, (*size, 1))
-    up_span = ndimage.maximum_filter(up, size) - ndimage.minimum_filter(up, size)
+    span, up_span = window_span(stored, (*size, 1)), window_span(up, size)
     flat = (span.max(axis=-1) <= FLAT_RANGE) & (up_span <= SPLIT_FLAT)
     labels, count = ndimage.label(flat)
     fills = np.arange(1, count + 1)
@@ -1255,7 +1254,7 @@ def recoloured(a: np.ndarray, b: np.ndarray, side: int) -> np.ndarray:
     if fitted is None:
         return np.zeros((GRID, GRID), bool)
     reach = (2 * SHIFT + 1, 2 * SHIFT + 1, 1)  # the pixels a shift can bring a pixel from
-    spread = ndimage.maximum_filter(b, reach) - ndimage.minimum_filter(b, reach)
+    spread = window_span(b, reach)
     apart = np.where(
         distance(spread) >= COLOUR_DIFF,
         shifted_difference(fitted, b),
@@ -1434,9 +1433,13 @@ def solid(levels: np.ndarray) -> np.ndarray:
     """The pixels of (h, w, 3) ``levels`` inside a fill, each channel within two
     :data:`OWN_STEP` over their 3x3 neighbourhood: an antialiased rim blends two colours,
     the very blend a translucent mark laid over one of them makes."""
-    size = (3, 3, 1)
-    spread = ndimage.maximum_filter(levels, size) - ndimage.minimum_filter(levels, size)
-    return (spread <= 2 * OWN_STEP).all(axis=-1)
+    return (window_span(levels, (3, 3, 1)) <= 2 * OWN_STEP).all(axis=-1)
+
+
+def window_span(values: np.ndarray, size: int | tuple[int, ...]) -> np.ndarray:
+    """Per element, the range (greatest less least) of ``values`` over the window of
+    ``size`` about it: how far a fill wanders there."""
+    return ndimage.maximum_filter(values, size) - ndimage.minimum_filter(values, size)
 
 
 def palette(colours: np.ndarray) -> np.ndarray:
