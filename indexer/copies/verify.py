@@ -92,6 +92,9 @@ RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as a
 # or blue (docs/copy-detection.md, run AT).
 OWN_STEP = 4
 OWN_MAX = 0.8
+OWN_CUBES = (256 // OWN_STEP,) * 3  # the cubes of a channel's levels, three channels
+# A cube and the 26 about it, as offsets.
+NEIGHBOURS = np.stack(np.meshgrid(*[(-1, 0, 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
 REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the other flips too
 # Share of the view outside the differing blocks where an edited upload may add colour (half
 # OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
@@ -1447,19 +1450,16 @@ def palette(colours: np.ndarray) -> np.ndarray:
     channel (:func:`cube_keys`): a cube held by two pixels or more, widened by a cube each
     way (a colour on a cube's edge, JPEG's and resampling's drift). Kept as keys: the cubes
     widened on a dense grid took most of a comparison's time."""
-    side = 256 // OWN_STEP
-    counts = np.bincount(cube_keys(colours), minlength=side**3)
-    held = np.stack(np.unravel_index(np.flatnonzero(counts >= 2), (side,) * 3), axis=-1)
-    steps = np.stack(np.meshgrid(*[(-1, 0, 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    widened = np.clip(held[:, None, :] + steps, 0, side - 1).reshape(-1, 3)
-    return np.unique(np.ravel_multi_index(tuple(widened.T), (side,) * 3))
+    counts = np.bincount(cube_keys(colours), minlength=math.prod(OWN_CUBES))
+    held = np.stack(np.unravel_index(np.flatnonzero(counts >= 2), OWN_CUBES), axis=-1)
+    widened = np.clip(held[:, None, :] + NEIGHBOURS, 0, OWN_CUBES[0] - 1).reshape(-1, 3)
+    return np.unique(np.ravel_multi_index(tuple(widened.T), OWN_CUBES))
 
 
 def cube_keys(colours: np.ndarray) -> np.ndarray:
     """Per (n, 3) colour, the number of its cube of :data:`OWN_STEP` levels a channel."""
-    side = 256 // OWN_STEP
     cubes = colours.astype(np.int64) // OWN_STEP
-    return np.ravel_multi_index(tuple(cubes.T), (side,) * 3)
+    return np.ravel_multi_index(tuple(cubes.T), OWN_CUBES)
 
 
 def relit(
