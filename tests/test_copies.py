@@ -1409,6 +1409,41 @@ def test_a_candidate_the_pixel_grid_refused_is_no_rival_of_one_it_passed() -> No
         assert settle(pair, never) == Settled(set(), rivals=2)
 
 
+def test_a_verdict_wanted_within_a_distance_stops_past_it() -> None:
+    """``within`` (rivals.same_picture's shortcut) answers "different" for a pair whose
+    distance is past it, and changes nothing for one under it."""
+    star = thin_star(72)
+    squeezed = Image.open(io.BytesIO(encode(star, "JPEG", quality=60))).convert("RGB")
+    full = verify.verify(squeezed, star)
+    assert full.kind == "same"
+    assert verify.verify(squeezed, star, within=full.distance + 0.1) == full
+    assert verify.verify(squeezed, star, within=full.distance).kind == "different"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_window_extremes_are_scipys_filters(dtype) -> None:
+    """verify.window_extreme stands in for scipy.ndimage's maximum_filter and minimum_filter
+    (for speed): the same values for odd and even windows, one wider than the array, and a
+    window of 1 along an axis."""
+    rng = np.random.default_rng(0)
+    for shape, size in [
+        ((40, 30), 3),
+        ((40, 30, 3), (3, 3, 1)),
+        ((3, 20, 25), (1, 5, 5)),
+        ((17, 9), 4),
+        ((5, 4), 9),
+        ((21, 13, 3), (2, 6, 1)),
+    ]:
+        values = (rng.random(shape) * 255).astype(dtype)
+        for extreme, scipys in (
+            (np.maximum, ndimage.maximum_filter),
+            (np.minimum, ndimage.minimum_filter),
+        ):
+            assert np.array_equal(
+                verify.window_extreme(values, size, extreme), scipys(values, size)
+            )
+
+
 def test_same_picture_holds_for_files_of_one_drawing_not_for_a_sibling() -> None:
     star = thin_star(72, 100)
     again = Image.open(io.BytesIO(thumbnail_bytes(star, 256))).convert("RGB")

@@ -117,5 +117,5 @@ def standing(verdict: Verdict) -> tuple[int, float]:
 def same_picture(first: Image.Image, second: Image.Image) -> bool:
     """Whether two stored thumbnails show one picture: verified as the same, and as close as
     two files of one drawing (another size, another encoding) come."""
-    verdict = verify(first, second, fine=True)
+    verdict = verify(first, second, fine=True, within=SAME_PICTURE)
     return verdict.kind == "same" and verdict.distance < SAME_PICTURE
