@@ -16,6 +16,7 @@ import pytest
 
 from hibt.config import TINY_MODEL, Settings
 from hibt.indexer.build import BuildResult, build_index
+from hibt.indexer.copies import verify
 from hibt.indexer.model import Embedder, ModelSpec
 from scripts.serving import serving as serve_command
 from tests.datagen import Item, make_dataset
@@ -86,3 +87,10 @@ def serving(targets: Path | str | list[str], **env: str) -> Iterator[str]:
     targets), on a free loopback port; yields its base URL."""
     with serve_command(targets, env) as served:
         yield served.base
+
+
+@pytest.fixture(autouse=True)
+def fresh_verification() -> None:
+    """verify.py keeps its last few pairs laid on one grid: each test starts without them,
+    so that none reads an answer kept under another test's constants."""
+    verify.kept_laid_apart.cache_clear()

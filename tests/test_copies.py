@@ -1420,6 +1420,18 @@ def test_a_verdict_wanted_within_a_distance_stops_past_it() -> None:
     assert verify.verify(squeezed, star, within=full.distance).kind == "different"
 
 
+def test_pairs_laid_on_one_grid_are_kept_by_their_pixels() -> None:
+    """laid_apart keeps its answer for a pair met again (another image object with the same
+    pixels), read-only since it is shared, and answers anew for other pixels."""
+    star = thin_star(72)
+    laid, apart = verify.laid_apart(star, star)
+    assert laid is not None and apart is not None
+    again = verify.laid_apart(star.copy(), star.copy())
+    assert again[0] is laid and again[1] == apart
+    assert not any(values.flags.writeable for values in laid)
+    assert verify.laid_apart(thin_star(76), star)[0] is not laid
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
 def test_window_extremes_are_scipys_filters(dtype) -> None:
     """verify.window_extreme stands in for scipy.ndimage's maximum_filter and minimum_filter
@@ -1551,6 +1563,7 @@ def test_on_one_pixel_grid_a_colour_edit_that_clips_is_still_laid_alike(monkeypa
     copy = verify.verify(jittered(washed), washed, grid=washed)
     assert (copy.kind, copy.held) == ("same", True)
     monkeypatch.setattr(verify, "MAPPED_SHARE", 2.0)
+    verify.kept_laid_apart.cache_clear()  # kept from before the constant changed
     unheld = verify.verify(jittered(pale_wash(205, 235, dot=True)), stored, grid=stored)
     assert (unheld.kind, unheld.held) == ("same", False)
     assert not verify.verify(jittered(washed), washed, grid=washed).held

@@ -199,6 +199,8 @@ GRID_MAX = 24.0
 CLEAN_LEVEL = 3.0
 CLEAN_SHARE = 0.25
 MAPPED_SHARE = 0.5
+# Pairs of views laid on one grid kept (laid_apart): the last candidate's, with room to spare.
+LAID_KEPT = 8
 # Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
 # of; the copier's map only on pixels its clipping cannot have touched. Its floor and
 # ceiling are the upload's levels where the stored picture is black or white (within
@@ -534,8 +536,7 @@ def verify(
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
         # Laid on the grid only now: of a family of siblings, most fail on their tones.
-        laid = None if grid is None else on_one_grid(upload_view, grid, source)
-        apart = None if laid is None else grid_residual(*laid)
+        laid, apart = (None, None) if grid is None else laid_apart(upload_view, grid, source)
         if apart is not None and apart >= GRID_MAX:
             edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
@@ -636,8 +637,51 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
     the ringing of a JPEG saved again as PNG away. None when there is no grid in common, no
     ink, or the two are not :func:`laid_alike` (noise all over: the other tests allow for
     it). ``source``: as for :func:`on_one_grid`."""
-    laid = on_one_grid(upload, stored, source)
-    return None if laid is None else grid_residual(*laid)
+    return laid_apart(upload, stored, source)[1]
+
+
+Laid = tuple[np.ndarray, np.ndarray]
+
+
+def laid_apart(
+    upload: Image.Image, stored: Image.Image, source: Grid | None = None
+) -> tuple[Laid | None, float | None]:
+    """The two views on their common grid (:func:`on_one_grid`, read-only) and how far
+    apart they stay there (:func:`grid_residual`), kept for the last :data:`LAID_KEPT`
+    pairs: a candidate's comparison and its whole-file check (verify_match) lay the same
+    pair, and a family of siblings pays for it twice over."""
+    return kept_laid_apart(Keyed(upload), Keyed(stored), Keyed(source))
+
+
+@functools.lru_cache(maxsize=LAID_KEPT)
+def kept_laid_apart(
+    upload: Keyed, stored: Keyed, source: Keyed
+) -> tuple[Laid | None, float | None]:
+    laid = on_one_grid(upload.value, stored.value, source.value)
+    if laid is None:
+        return None, None
+    for values in laid:
+        values.flags.writeable = False
+    return laid, grid_residual(*laid)
+
+
+class Keyed:
+    """A memo key: an image by its pixels, anything else (the upload's Grid) by identity,
+    held while the key is."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        if isinstance(value, Image.Image):
+            self.key: object = (value.mode, value.size, value.tobytes())
+        else:
+            self.key = id(value)
+        self.hash = hash(self.key)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keyed) and self.key == other.key
 
 
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
