@@ -524,7 +524,8 @@ def verify(
     share = float(differs.mean())
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
-        tones = tone_difference(upload_view, stored_view)
+        pair = overlay(upload_view, stored_view)
+        tones = tone_difference(upload_view, stored_view, pair=pair)
         if within is not None and tones.mean >= within:
             return Verdict("different", "farther", share, tones.mean)
         if (
@@ -542,16 +543,15 @@ def verify(
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
         # symmetric picture mirrors with it.
-        if apart is None:
-            fill = aligned_fill(upload_view, stored_view)
-        else:
-            fill = flat_fill(*(v @ LUMA for v in laid))
+        fill = (
+            flat_fill(pair.up, pair.st) if apart is None else flat_fill(*(v @ LUMA for v in laid))
+        )
         if fill >= FLAT_MAX:
             return Verdict("different", "flat fill", share, tones.mean, held=apart is not None)
         same = Verdict("same", distance=tones.mean, held=apart is not None)
         verdict = unlike(tones, share, grey_against_colour)
         if verdict is None and not grey_against_colour:
-            verdict = two_shades(upload_view, stored_view, share, tones.mean)
+            verdict = two_shades(pair, share, tones.mean)
         return verdict or same
     where = region(differs)
     if share <= EDIT_MAX_SHARE and laid_over(over, st, diff, differs, side):
@@ -617,13 +617,11 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
     return None
 
 
-def two_shades(
-    upload: Image.Image, stored: Image.Image, share: float, distance: float
-) -> Verdict | None:
+def two_shades(pair: Overlay, share: float, distance: float) -> Verdict | None:
     """The verdict when the upload gives one colour of the stored view two shades
     (:func:`colour_split`): a sibling drawn with one part in another shade. Asked only where
     neither view is grey against the other coloured: greyscale makes one grey of two colours."""
-    if colour_split(upload, stored) >= SPLIT_MAX:
+    if colour_split(pair) >= SPLIT_MAX:
         return Verdict("different", "one colour split", share, distance)
     return None
 
@@ -930,14 +928,16 @@ def tone_difference(
     stored: Image.Image,
     edited: np.ndarray | None = None,
     coloured: Image.Image | None = None,
+    pair: Overlay | None = None,
 ) -> Tones:
     """How far the two views' grey levels stay apart where they carry ink, once laid over
     each other to the pixel (0-255), outside the ``edited`` (GRID, GRID) blocks. The blocks
     average a thin shape away (a cream card against a white one, a moon shaded otherwise,
     a bar outlined against one filled); here each pixel counts. What is left for copies
     is resampling and JPEG noise, which the blur and the shift of a pixel absorb.
-    ``coloured``: the upload before it was made grey, whose colour shows what was laid over."""
-    up_rgb, st_rgb, up, st = at_common_size(upload, stored)
+    ``coloured``: the upload before it was made grey, whose colour shows what was laid over.
+    ``pair``: the two laid over each other already (:func:`overlay`)."""
+    up_rgb, st_rgb, up, st, offset = pair or overlay(upload, stored)
     picture, spilled = np.ones(st.shape, bool), np.zeros(st.shape, bool)
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
         over = upload if coloured is None else coloured  # its colour, before made grey
@@ -945,8 +945,6 @@ def tone_difference(
         added = colour_added(over_rgb, st_rgb)
         spilled = added & ~block_mask(edited, st.shape)
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
-    offset = phase_offset(up, st)
-    up = moved(up, *offset)
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
     up = fit(up, st, TONE_GAIN, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
@@ -969,11 +967,25 @@ def tone_difference(
     return Tones(high, mean, colour, hue, patch=patch, spill=spill, greyed=greyed)
 
 
-def aligned_fill(upload: Image.Image, stored: Image.Image) -> float:
-    """:func:`flat_fill` of the two views laid over each other as :func:`tone_difference`
-    lays them (before its fit)."""
-    *_, up, st = at_common_size(upload, stored)
-    return flat_fill(moved(up, *phase_offset(up, st)), st)
+class Overlay(NamedTuple):
+    """Two views at their :func:`common_size`, the upload's grey moved onto the stored
+    view's by the whole-pixel offset that lays it there (:func:`phase_offset`): one pair is
+    measured by its tones, its flat fills and its split colours alike."""
+
+    up_rgb: Image.Image
+    st_rgb: Image.Image
+    up: np.ndarray  # grey, moved by offset
+    st: np.ndarray  # grey
+    offset: tuple[int, int]
+
+
+def overlay(upload: Image.Image, stored: Image.Image) -> Overlay:
+    up_rgb, st_rgb, up, st = at_common_size(upload, stored)
+    offset = phase_offset(up, st)
+    up = moved(up, *offset)
+    for values in (up, st):
+        values.flags.writeable = False  # shared by the tests of one pair
+    return Overlay(up_rgb, st_rgb, up, st, offset)
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
@@ -1017,14 +1029,14 @@ def at_common_size(
     return up_rgb, st_rgb, up, st
 
 
-def colour_split(upload: Image.Image, stored: Image.Image) -> float:
+def colour_split(pair: Overlay) -> float:
     """How far apart the upload's grey levels lie over two fills of one colour of the stored
-    view (:data:`SPLIT_MAX`), laid over it and fitted as :func:`tone_difference` lays them.
+    view (:data:`SPLIT_MAX`), in the ``pair`` laid over each other (:func:`overlay`), fitted
+    as :func:`tone_difference` fits them.
     Apart from it, and only for a pair every other test passed: its filters cost as much as
     the rest of the comparison, and most candidates of a family of stars fail before."""
-    _, st_rgb, up, st = at_common_size(upload, stored)
-    up = fit(moved(up, *phase_offset(up, st)), st, TONE_GAIN)
-    return one_colour_split(up, np.asarray(st_rgb, np.float32))
+    up = fit(pair.up, pair.st, TONE_GAIN)
+    return one_colour_split(up, np.asarray(pair.st_rgb, np.float32))
 
 
 def one_colour_split(up: np.ndarray, stored: np.ndarray) -> float:
