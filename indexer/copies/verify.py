@@ -199,8 +199,10 @@ GRID_MAX = 24.0
 CLEAN_LEVEL = 3.0
 CLEAN_SHARE = 0.25
 MAPPED_SHARE = 0.5
-# Pairs of views laid on one grid kept (laid_apart): the last candidate's, with room to spare.
+# Pairs of views laid on one grid kept (laid_apart), and pictures' fills (own_colours): the
+# last candidate's, with room to spare.
 LAID_KEPT = 8
+FILLS_KEPT = 8
 # Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
 # of; the copier's map only on pixels its clipping cannot have touched. Its floor and
 # ceiling are the upload's levels where the stored picture is black or white (within
@@ -1492,12 +1494,27 @@ def own_colours(
 
 
 def held_in(whole: Image.Image, differs: np.ndarray) -> np.ndarray:
-    """The :func:`palette` of the fills of ``whole`` (at up to :data:`TONE_SIDE` px, where a
-    thin highlight is still a fill) outside the ``differs`` blocks."""
+    """The colours the fills of ``whole`` (at up to :data:`TONE_SIDE` px, where a thin
+    highlight is still a fill) hold outside the ``differs`` blocks, as the keys of cubes of
+    :data:`OWN_STEP` levels a channel (:func:`cube_keys`): a cube held by two pixels or more,
+    widened by a cube each way (a colour on a cube's edge, JPEG's and resampling's drift)."""
     larger = whole.convert("RGB")
     larger.thumbnail((TONE_SIDE, TONE_SIDE), Image.Resampling.BOX)
-    levels = np.asarray(larger)
-    return palette(levels[solid(levels) & ~block_mask(differs, levels.shape[:2])])
+    cubes, which, where = fills(Keyed(larger))
+    outside = ~block_mask(differs, where.shape)[where]
+    counts = np.bincount(which[outside], minlength=len(cubes))
+    return with_neighbours(cubes[counts >= 2])
+
+
+@functools.lru_cache(maxsize=FILLS_KEPT)
+def fills(image: Keyed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cubes the fills (:func:`solid`) of ``image`` hold, which of them each fill pixel
+    lies in, and where the fill pixels are; kept for the last :data:`FILLS_KEPT` pictures,
+    since the upload meets every candidate, and each candidate two of its views."""
+    levels = np.asarray(image.value)
+    where = solid(levels)
+    cubes, which = np.unique(cube_keys(levels[where]), return_inverse=True)
+    return cubes, which.ravel(), where
 
 
 def solid(levels: np.ndarray) -> np.ndarray:
@@ -1537,15 +1554,12 @@ def along(values: np.ndarray, axis: int, shift: int) -> np.ndarray:
     return values[(slice(None),) * axis + (cut,)]
 
 
-def palette(colours: np.ndarray) -> np.ndarray:
-    """The colours held by (n, 3) levels, as the keys of cubes of :data:`OWN_STEP` levels a
-    channel (:func:`cube_keys`): a cube held by two pixels or more, widened by a cube each
-    way (a colour on a cube's edge, JPEG's and resampling's drift). Kept as keys: the cubes
-    widened on a dense grid took most of a comparison's time."""
-    counts = np.bincount(cube_keys(colours), minlength=math.prod(OWN_CUBES))
-    held = np.stack(np.unravel_index(np.flatnonzero(counts >= 2), OWN_CUBES), axis=-1)
-    widened = np.clip(held[:, None, :] + NEIGHBOURS, 0, OWN_CUBES[0] - 1).reshape(-1, 3)
-    return np.unique(np.ravel_multi_index(tuple(widened.T), OWN_CUBES))
+def with_neighbours(cubes: np.ndarray) -> np.ndarray:
+    """The keys of ``cubes`` (:func:`cube_keys`) and of the cubes about them. Kept as keys:
+    the cubes widened on a dense grid took most of a comparison's time."""
+    held = np.stack(np.unravel_index(cubes, OWN_CUBES), axis=-1)
+    wide = np.clip(held[:, None, :] + NEIGHBOURS, 0, OWN_CUBES[0] - 1).reshape(-1, 3)
+    return np.unique(np.ravel_multi_index(tuple(wide.T), OWN_CUBES))
 
 
 def cube_keys(colours: np.ndarray) -> np.ndarray:
