@@ -657,6 +657,7 @@ def laid_apart(
 def kept_laid_apart(
     upload: Keyed, stored: Keyed, source: Keyed
 ) -> tuple[Laid | None, float | None]:
+    """:func:`laid_apart` for its keys, kept."""
     laid = on_one_grid(upload.value, stored.value, source.value)
     if laid is None:
         return None, None
@@ -1514,7 +1515,10 @@ def fills(image: Keyed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     levels = np.asarray(image.value)
     where = solid(levels)
     cubes, which = np.unique(cube_keys(levels[where]), return_inverse=True)
-    return cubes, which.ravel(), where
+    kept = cubes, which.ravel(), where
+    for values in kept:
+        values.flags.writeable = False  # shared with every comparison that reads them
+    return kept
 
 
 def solid(levels: np.ndarray) -> np.ndarray:
@@ -1540,6 +1544,8 @@ def window_extreme(
     sizes = (size,) * values.ndim if isinstance(size, int) else size
     out = values
     for axis, width in enumerate(sizes):
+        if width == 1:
+            continue
         source, out = out, out.copy()
         for shift in range(-(width // 2), width - width // 2):
             if shift:
