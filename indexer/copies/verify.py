@@ -567,10 +567,14 @@ def verify(
     return Verdict("different", where, share)
 
 
+# Two views laid on their common pixel grid (on_one_grid): (h, w, 3) float arrays.
+Laid = tuple[np.ndarray, np.ndarray]
+
+
 def grid_edit(
     upload_view: Image.Image,
     stored_view: Image.Image,
-    laid: tuple[np.ndarray, np.ndarray],
+    laid: Laid,
     grey_against_colour: bool,
 ) -> Verdict | None:
     """The edit on the pixel grid (the two views ``laid`` there, :func:`on_one_grid`): the
@@ -638,9 +642,6 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
     ink, or the two are not :func:`laid_alike` (noise all over: the other tests allow for
     it). ``source``: as for :func:`on_one_grid`."""
     return laid_apart(upload, stored, source)[1]
-
-
-Laid = tuple[np.ndarray, np.ndarray]
 
 
 def laid_apart(
@@ -738,7 +739,7 @@ Window = tuple[slice, slice]
 
 def on_one_grid(
     upload: Image.Image, stored: Image.Image, source: Grid | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> Laid | None:
     """The two views as (h, w, 3) float arrays, the upload under the flip or turn whose grey
     levels lie closest. Views whose sizes differ by a few pixels (two trims of one picture)
     are cut to where they overlap best. None when no flip or turn comes within
