@@ -28,7 +28,7 @@ from hibt.indexer import index_format as fmt
 from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerprints
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
-from hibt.indexer.copies.rivals import Checked, same_picture, settle
+from hibt.indexer.copies.rivals import Checked, grey_copy, same_picture, settle
 from hibt.indexer.copies.verify import Verdict, verify_match
 from hibt.indexer.images import LoadedImage, MemoryBudget, decode, least_side, thumbnail_pixels
 from hibt.indexer.model import Embedder, embedder_from
@@ -436,7 +436,10 @@ class Engine:
         )[: self.settings.copy_verify_limit]
         thumbnail = functools.cache(self.stored_thumbnail)  # each decoded once a query
         checked = self.checked([m for m, _ in copies], prints, thumbnail)
-        settled = settle(checked, lambda a, b: pictured_alike(thumbnail(a), thumbnail(b)))
+        def alike(test: Callable[[Image.Image, Image.Image], bool]) -> Callable[[int, int], bool]:
+            return lambda a, b: pictured_alike(thumbnail(a), thumbnail(b), test)
+
+        settled = settle(checked, alike(same_picture), alike(grey_copy))
         verdicts = {c.idx: c.verdict for c in checked}
         out = []
         for m, kind in labelled:
@@ -501,6 +504,10 @@ def verdict(
     )
 
 
-def pictured_alike(first: Thumbnail | None, second: Thumbnail | None) -> bool:
-    """Whether two stored thumbnails, when both exist, show one picture (rivals.py)."""
-    return first is not None and second is not None and same_picture(first.image, second.image)
+def pictured_alike(
+    first: Thumbnail | None,
+    second: Thumbnail | None,
+    test: Callable[[Image.Image, Image.Image], bool],
+) -> bool:
+    """Whether two stored thumbnails both exist and pass ``test`` (rivals.py)."""
+    return first is not None and second is not None and test(first.image, second.image)

@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from hibt.config import Settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import build_index
-from hibt.indexer.copies import channels, framing, search, verify
+from hibt.indexer.copies import channels, framing, rivals, search, verify
 from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
     Fingerprints,
@@ -2008,6 +2008,68 @@ def test_pictures_compared_in_grey_are_rivals_however_far() -> None:
     assert settle([grey(1, "same", 0.5), checked(2, "same", 3.0)], never) == Settled({1})
     assert settle([grey(1, "same", 0.5), grey(2, "different", 3.0)], never) == Settled({1})
     assert settle([checked(1, "same", 0.5), checked(2, "same", 3.0)], never) == Settled({1})
+
+
+def test_a_grey_best_that_is_as_much_a_grey_copy_of_another_colour_is_undecided() -> None:
+    """A coloured upload passed a grey picture only once made grey: a candidate in another
+    colour that the grey picture passes as a greyscale copy of is a rival, since only the
+    colour the grey picture lost would tell which it copies. Asked only in that case."""
+    never = lambda a, b: False  # noqa: E731
+    asked = []
+
+    def grey_copy(grey: int, coloured: int) -> bool:
+        asked.append((grey, coloured))
+        return coloured == 2
+
+    greyed = Checked(1, "file1", Verdict("same", distance=2.0, upload_greyed=True))
+    turned_down = [checked(2, "different", 9.0), checked(3, "different", 9.0)]
+    assert settle([greyed, *turned_down], never, grey_copy) == Settled(set(), rivals=2)
+    assert settle([greyed, turned_down[1]], never, grey_copy) == Settled({1})
+    assert asked == [(1, 2), (1, 3), (1, 3)]
+    asked.clear()
+    assert settle([checked(1, "same", 2.0), *turned_down], never, grey_copy) == Settled({1})
+    assert asked == []
+
+
+def led(colour: tuple[int, int, int]) -> Image.Image:
+    """A round LED lit in ``colour``, shaded from a highlight at its top left to a dark rim, in
+    a grey bezel: one drawing of a set that differs in colour alone."""
+    yy, xx = np.mgrid[:160, :160].astype(np.float32)
+    r = np.hypot(yy - 80, xx - 80)
+    light = np.clip(1.2 - np.hypot(yy - 55, xx - 60) / 70, 0.25, 1.0)[..., None]
+    pixels = np.where((r < 60)[..., None], np.array(colour) * light, 255.0)
+    pixels[(r >= 60) & (r < 70)] = 150
+    image = Image.fromarray(pixels.astype(np.uint8))
+    ImageDraw.Draw(image).ellipse((45, 35, 75, 55), fill="white")
+    return image
+
+
+@pytest.fixture(scope="module")
+def led_index(tmp_path_factory, embedder) -> Engine:
+    """A set of LEDs in grey and red, and the greyscale copy of a badge without siblings."""
+    root = tmp_path_factory.mktemp("leds")
+    save(led((150, 150, 150)), root / "led_grey.png")
+    save(led((220, 30, 30)), root / "led_red.png")
+    save(ImageOps.grayscale(badge()).convert("RGB"), root / "badge_grey.png")
+    return engine_over(root, tmp_path_factory, embedder)
+
+
+def test_a_coloured_upload_is_no_copy_of_a_grey_picture_that_its_siblings_explain(
+    led_index: Engine,
+) -> None:
+    """A blue LED made grey is the grey LED; so is the red LED made grey. The grey LED may be
+    a greyscale copy of either, and no copy is claimed (before: the blue LED resized was a
+    "near copy" of the grey one). A coloured badge against its
+    greyscale copy, which no picture in another colour explains, is still a copy."""
+    blue = hash_base(led((40, 60, 220)))
+    grey, red = (stored_thumbnail(led(c)) for c in ((150, 150, 150), (220, 30, 30)))
+    assert verify.verify(blue, grey).upload_greyed and verify.verify(blue, red).kind != "same"
+    assert rivals.grey_copy(grey, red) and not rivals.grey_copy(grey, stored_thumbnail(badge()))
+    response, first = top(led_index, encode(led((40, 60, 220)).resize((120, 120))))
+    assert response.counts.near_copy + response.counts.exact_copy == 0
+    assert response.counts.undecided_files == 2 and first.match == "similar"
+    response, first = top(led_index, encode(badge()))
+    assert first.source == "badge_grey.png" and first.match in ("exact_copy", "near_copy")
 
 
 def slate(level: int) -> Image.Image:

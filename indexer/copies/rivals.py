@@ -18,6 +18,11 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   best, so their distances say nothing of colour, and a grey arrow is as much a copy of the
   red arrow as of the blue one. A coloured upload against grey pictures is not held so: they
   differ from each other in grey, where it can be seen;
+* where the best is a grey picture that a coloured upload passed once made grey
+  (``Verdict.upload_greyed``), a candidate in another colour that the grey picture itself
+  passes as a greyscale copy of is a rival: the grey picture may be a greyscale copy of the
+  upload, or of that candidate, and only the colour it lost would tell (a blue LED against
+  the grey one of a set of LEDs that differ in colour alone);
 * otherwise the best is the copy, with the candidates that are the same picture as it (the
   same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``).
 
@@ -61,9 +66,14 @@ class Settled:
     rivals: int = 0  # when none stands for rivals: the files within reach, the best's included
 
 
-def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> Settled:
+def settle(
+    checked: list[Checked],
+    same_picture: Callable[[int, int], bool],
+    grey_copy: Callable[[int, int], bool] = lambda grey, coloured: False,
+) -> Settled:
     """Which of the ``checked`` candidates are copies; ``same_picture(a, b)`` tells whether
-    two stored items show one picture (called only for the few that need it)."""
+    two stored items show one picture, ``grey_copy(a, b)`` whether the grey item ``a``
+    passes as a greyscale copy of ``b`` (each called only for the few that need it)."""
     passed = sorted(
         (c for c in checked if c.verdict.kind in PASSED),
         key=lambda c: (*standing(c.verdict), c.idx),
@@ -96,6 +106,11 @@ def settle(checked: list[Checked], same_picture: Callable[[int, int], bool]) -> 
     )
     if any(not same(c) for c in near):  # stops at the first rival
         return Settled(set(), rivals=len({best.sha256} | {c.sha256 for c in near}))
+    if best.verdict.upload_greyed:
+        turned_down = [c for c in checked if c.verdict.kind == "different"][:SAME_CHECKS]
+        coloured = {c.sha256 for c in turned_down if grey_copy(best.idx, c.idx)} - {best.sha256}
+        if coloured:
+            return Settled(set(), rivals=len({best.sha256} | coloured))
     beyond = [c for c in passed[1:] if c.verdict.distance > reach][:SAME_CHECKS]
     return Settled(
         {best.idx} | {c.idx for c in near + beyond if c.verdict.kind in PASSED and same(c)}
@@ -112,6 +127,12 @@ def standing(verdict: Verdict) -> tuple[int, float]:
     if verdict.kind == "edited" and verdict.distance < SAME_PICTURE:
         return RANK["same"], verdict.distance
     return edit_order(verdict)
+
+
+def grey_copy(grey: Image.Image, coloured: Image.Image) -> bool:
+    """Whether a stored grey thumbnail passes as a greyscale copy of a coloured one."""
+    verdict = verify(grey, coloured, fine=True)
+    return verdict.kind == "same" and verdict.grey
 
 
 def same_picture(first: Image.Image, second: Image.Image) -> bool:

@@ -252,6 +252,9 @@ class Verdict:
     distance: float = math.inf
     held: bool = False  # held to the pixel on the upload's grid (off_grid): the pixels decided
     grey: bool = False  # a grey upload against a coloured picture made grey: colour told nothing
+    # A coloured upload (coloured over most of its ink) made grey to meet a grey picture: the
+    # grey picture may be a greyscale copy of it, or of any sibling in another colour (rivals.py).
+    upload_greyed: bool = False
 
 
 RANK = {"same": 0, "edited": 1, "different": 2}
@@ -512,11 +515,12 @@ def verify(
     grey_up, grey_stored = (greyish(c) for c in colours)
     if grey_up != grey_stored and uncoloured(colours[0] if grey_up else colours[1]):
         # A greyscale copy, or another picture that colour alone would tell: held in grey.
-        *views, way = made_grey(upload_view, stored_view, grey_up)
+        made = made_grey(upload_view, stored_view, grey_up)
         # What a grey upload is held to the pixel against is made grey the same way.
-        held = greyed(grid, way) if grid is not None and grey_up else grid
-        verdict = verify(*views, fine, held, source, upload_view, within=within)
-        return dataclasses.replace(verdict, grey=grey_up)
+        held = greyed(grid, made.way) if grid is not None and grey_up else grid
+        verdict = verify(made.upload, made.stored, fine, held, source, upload_view, within=within)
+        lost = not grey_up and made.coloured
+        return dataclasses.replace(verdict, grey=grey_up, upload_greyed=lost)
     grey_against_colour = coloured is not None or grey_up != grey_stored
     up_grey, st_grey = grey(up), grey(st)
     over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
@@ -1356,11 +1360,16 @@ def uncoloured(colours: np.ndarray) -> bool:
     return not coloured_at(colours).any()
 
 
-def made_grey(
-    upload: Image.Image, stored: Image.Image, upload_is_grey: bool
-) -> tuple[Image.Image, Image.Image, GreyWay]:
+class Greyed(NamedTuple):
+    upload: Image.Image
+    stored: Image.Image
+    way: GreyWay  # how the coloured one was made grey
+    coloured: bool  # whether it was coloured over MOSTLY_COLOURED of its ink or more
+
+
+def made_grey(upload: Image.Image, stored: Image.Image, upload_is_grey: bool) -> Greyed:
     """The two views, of which one is grey, with the coloured one made grey the way
-    (:data:`GREY_WAYS`, returned third) that brings it closest to the grey one. A grey copy's
+    (:data:`GREY_WAYS`) that brings it closest to the grey one. A grey copy's
     levels are one of these conversions of the original's, and another conversion's differ
     from them by up to 30 levels in a saturated part: held to 601 luma alone, a third to two
     thirds of the copies that other tools made grey were refused (docs/copy-detection.md,
@@ -1379,9 +1388,10 @@ def made_grey(
 
     ink = inked(small @ LUMA)
     share = float(coloured_at(opponent(small))[ink].mean()) if ink.any() else 0.0
-    way = min(GREY_WAYS, key=left) if share >= MOSTLY_COLOURED else GREY_WAYS[0]
+    coloured = share >= MOSTLY_COLOURED
+    way = min(GREY_WAYS, key=left) if coloured else GREY_WAYS[0]
     made = greyed(rgb, way)
-    return (upload, made, way) if upload_is_grey else (made, stored, way)
+    return Greyed(*((upload, made) if upload_is_grey else (made, stored)), way, coloured)
 
 
 def greyed(image: Image.Image, way: GreyWay) -> Image.Image:
