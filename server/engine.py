@@ -436,10 +436,7 @@ class Engine:
         )[: self.settings.copy_verify_limit]
         thumbnail = functools.cache(self.stored_thumbnail)  # each decoded once a query
         checked = self.checked([m for m, _ in copies], prints, thumbnail)
-        def alike(test: Callable[[Image.Image, Image.Image], bool]) -> Callable[[int, int], bool]:
-            return lambda a, b: pictured_alike(thumbnail(a), thumbnail(b), test)
-
-        settled = settle(checked, alike(same_picture), alike(grey_copy))
+        settled = settle(checked, alike(thumbnail, same_picture), alike(thumbnail, grey_copy))
         verdicts = {c.idx: c.verdict for c in checked}
         out = []
         for m, kind in labelled:
@@ -504,10 +501,14 @@ def verdict(
     )
 
 
-def pictured_alike(
-    first: Thumbnail | None,
-    second: Thumbnail | None,
+def alike(
+    thumbnail: Callable[[int], Thumbnail | None],
     test: Callable[[Image.Image, Image.Image], bool],
-) -> bool:
-    """Whether two stored thumbnails both exist and pass ``test`` (rivals.py)."""
-    return first is not None and second is not None and test(first.image, second.image)
+) -> Callable[[int, int], bool]:
+    """A test of two stored items (rivals.py): whether both thumbnails exist and pass ``test``."""
+
+    def both(a: int, b: int) -> bool:
+        first, second = thumbnail(a), thumbnail(b)
+        return first is not None and second is not None and test(first.image, second.image)
+
+    return both
