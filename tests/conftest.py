@@ -91,7 +91,7 @@ def serving(targets: Path | str | list[str], **env: str) -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def fresh_verification() -> None:
-    """verify.py keeps its last few pairs laid on one grid and pictures' fills: each test
-    starts without them, so that none reads an answer kept under another test's constants."""
-    verify.kept_laid_apart.cache_clear()
-    verify.fills.cache_clear()
+    """verify.py keeps its last few pairs laid on one grid, pictures' fills and views: each
+    test starts without them, so that none reads an answer kept under another test's
+    constants."""
+    verify.forget()

@@ -34,7 +34,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -199,10 +199,11 @@ GRID_MAX = 24.0
 CLEAN_LEVEL = 3.0
 CLEAN_SHARE = 0.25
 MAPPED_SHARE = 0.5
-# Pairs of views laid on one grid kept (laid_apart), and pictures' fills (own_colours): the
-# last candidate's, with room to spare.
+# Pairs of views laid on one grid kept (laid_apart), pictures' fills (own_colours) and views
+# at a size or made grey (kept_by_pixels): the last candidate's, with room to spare.
 LAID_KEPT = 8
 FILLS_KEPT = 8
+VIEWS_KEPT = 16
 # Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
 # of; the copier's map only on pixels its clipping cannot have touched. Its floor and
 # ceiling are the upload's levels where the stored picture is black or white (within
@@ -226,6 +227,7 @@ LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 # The ways a copier's tool makes a picture grey, from (h, w, 3) levels: ITU-R 601 luma (PIL,
 # OpenCV), 709 luma (scikit-image), the channels' mean and HSL lightness (GIMP's "average"
 # and "lightness").
+Kept = TypeVar("Kept")
 GreyWay = Callable[[np.ndarray], np.ndarray]
 GREY_WAYS: tuple[GreyWay, ...] = (
     lambda rgb: rgb @ LUMA,
@@ -507,11 +509,10 @@ def verify(
         # the upload lies closest to, so that rival candidates are told apart (rivals.py).
         return Verdict("same", distance=tone_difference(upload_view, stored_view).mean)
     side = min(SIDE, largest) // GRID * GRID
-    up, st = (
-        v.convert("RGB").resize((side, side), Image.Resampling.BOX)
-        for v in (upload_view, stored_view)
+    (up, _, up_colours), (st, _, st_colours) = (
+        sized(v, (side, side)) for v in (upload_view, stored_view)
     )
-    colours = opponent(up), opponent(st)
+    colours = up_colours, st_colours
     grey_up, grey_stored = (greyish(c) for c in colours)
     if grey_up != grey_stored and uncoloured(colours[0] if grey_up else colours[1]):
         # A greyscale copy, or another picture that colour alone would tell: held in grey.
@@ -523,7 +524,7 @@ def verify(
         return dataclasses.replace(verdict, grey=grey_up, upload_greyed=lost)
     grey_against_colour = coloured is not None or grey_up != grey_stored
     up_grey, st_grey = grey(up), grey(st)
-    over = up if coloured is None else coloured.convert("RGB").resize(up.size, Image.Resampling.BOX)
+    over = up if coloured is None else sized(coloured, up.size)[0]
     diff = shifted_difference(fit(up_grey, st_grey, where=picture_of(over, st)), st_grey)
     blocks = block_means(diff, side)
     differs = (blocks >= BLOCK_DIFF) | recoloured(*colours, side)
@@ -671,6 +672,41 @@ def kept_laid_apart(
     return laid, grid_residual(*laid)
 
 
+def kept_by_pixels(function: Callable[..., Kept]) -> Callable[..., Kept]:
+    """``function`` of an image (and hashable arguments) kept for the last :data:`VIEWS_KEPT`
+    calls, by the image's pixels: the upload's views are made anew for every candidate, with
+    the same pixels, and a family of siblings pays for their sizes and colours many times
+    over. What it returns is shared: read-only arrays, images not to be changed in place."""
+
+    @functools.lru_cache(maxsize=VIEWS_KEPT)
+    def by_key(image: Keyed, *args: object) -> Kept:
+        return function(image.value, *args)
+
+    @functools.wraps(function)
+    def call(image: Image.Image, *args: object) -> Kept:
+        return by_key(Keyed(image), *args)
+
+    call.cache_clear = by_key.cache_clear  # type: ignore[attr-defined]
+    return call
+
+
+@kept_by_pixels
+def sized(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """``image`` in RGB at ``size`` (box-filtered), with its grey levels and opponent colours."""
+    rgb = image.convert("RGB").resize(size, Image.Resampling.BOX)
+    levels, colours = np.asarray(rgb.convert("L"), np.float32), opponent(rgb)
+    for values in (levels, colours):
+        values.flags.writeable = False
+    return rgb, levels, colours
+
+
+def forget() -> None:
+    """Clears what this module keeps (laid pairs, fills, views): an answer kept under other
+    constants would otherwise be read again (tests that change them)."""
+    for memo in (kept_laid_apart, fills, sized, grey, colour_share, greyed):
+        memo.cache_clear()
+
+
 class Keyed:
     """A memo key: an image by its pixels, anything else (the upload's Grid) by identity,
     held while the key is."""
@@ -753,15 +789,17 @@ def on_one_grid(
     since a flip of a picture reduced with a remainder lies half a pixel off the flipped
     file's, and a nearly symmetric picture would lie closer unflipped."""
     st = np.asarray(stored.convert("RGB"), np.float32)
+    grey = st @ LUMA
     upload = upload if source is None else source.image  # any flip of it: all are tried
-    turns = dihedral(np.asarray(upload.convert("RGB"), np.float32))
-    laid = closest(dict(enumerate(turns)), st)
+    pixels = np.asarray(upload.convert("RGB"), np.float32)
+    turns = dict(enumerate(dihedral(pixels)))
+    laid = closest(dict(enumerate(dihedral(pixels @ LUMA))), grey)
     if source is not None:
         turns = {
             k: np.asarray(source.under(DIHEDRAL[k]).convert("RGB"), np.float32)
             for *_, k in laid[:2]
         }
-        laid = closest(turns, st)
+        laid = closest({k: turn @ LUMA for k, turn in turns.items()}, grey)
     if not laid:
         return None
     _, (a, b), k = laid[0]
@@ -769,16 +807,15 @@ def on_one_grid(
 
 
 def closest(
-    turns: dict[int, np.ndarray], stored: np.ndarray
+    turns: dict[int, np.ndarray], grey: np.ndarray
 ) -> list[tuple[float, tuple[Window, Window], int]]:
-    """The flips or turns (by their index in dihedral()) within :data:`MAX_OFFSET` pixels of
-    ``stored``'s size, closest first by luma (a greyscale copy's own levels): how far apart,
-    where they overlap best, which."""
-    grey = stored @ LUMA
+    """The flips or turns (by their index in dihedral(), in luma: a greyscale copy's own
+    levels) within :data:`MAX_OFFSET` pixels of the stored view's size, closest first to
+    its luma ``grey``: how far apart, where they overlap best, which."""
     laid = [
-        (*overlapping(turn @ LUMA, grey), k)
+        (*overlapping(turn, grey), k)
         for k, turn in turns.items()
-        if max(abs(a - b) for a, b in zip(turn.shape[:2], grey.shape, strict=True)) <= MAX_OFFSET
+        if max(abs(a - b) for a, b in zip(turn.shape, grey.shape, strict=True)) <= MAX_OFFSET
     ]
     return sorted(laid, key=lambda found: found[0])
 
@@ -1032,8 +1069,7 @@ def at_common_size(
 ) -> tuple[Image.Image, Image.Image, np.ndarray, np.ndarray]:
     """The two views in RGB at :func:`common_size`, and their grey levels."""
     size = common_size(upload, stored)
-    up_rgb, st_rgb = (v.convert("RGB").resize(size, Image.Resampling.BOX) for v in (upload, stored))
-    up, st = (np.asarray(v.convert("L"), np.float32) for v in (up_rgb, st_rgb))
+    (up_rgb, up, _), (st_rgb, st, _) = (sized(v, size) for v in (upload, stored))
     return up_rgb, st_rgb, up, st
 
 
@@ -1233,9 +1269,11 @@ def detail(image: Image.Image) -> np.ndarray:
     return sharp - np.asarray(grey_image.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
 
 
+@kept_by_pixels
 def grey(image: Image.Image) -> np.ndarray:
-    blurred = image.convert("L").filter(ImageFilter.GaussianBlur(1))
-    return np.asarray(blurred, dtype=np.float32)
+    blurred = np.asarray(image.convert("L").filter(ImageFilter.GaussianBlur(1)), np.float32)
+    blurred.flags.writeable = False
+    return blurred
 
 
 def fit(
@@ -1379,21 +1417,28 @@ def made_grey(upload: Image.Image, stored: Image.Image, upload_is_grey: bool) ->
     it."""
     grey_view, coloured = (upload, stored) if upload_is_grey else (stored, upload)
     target = small_grey(grey_view)
-    rgb = coloured.convert("RGB")
-    small = np.asarray(rgb.resize(SMALL, Image.Resampling.BOX), np.float32)
+    small, share = colour_share(coloured)
 
     def left(way: GreyWay) -> float:
         made = way(small)  # the upload fitted to the stored view, as the tones are
         return fitted_apart(*((target, made) if upload_is_grey else (made, target)), TONE_GAIN)
 
+    mostly = share >= MOSTLY_COLOURED
+    way = min(GREY_WAYS, key=left) if mostly else GREY_WAYS[0]
+    made = greyed(coloured, way)
+    return Greyed(*((upload, made) if upload_is_grey else (made, stored)), way, mostly)
+
+
+@kept_by_pixels
+def colour_share(image: Image.Image) -> tuple[np.ndarray, float]:
+    """``image`` in RGB at :data:`SMALL` size, and the share of its ink that is coloured."""
+    small = np.asarray(image.convert("RGB").resize(SMALL, Image.Resampling.BOX), np.float32)
+    small.flags.writeable = False
     ink = inked(small @ LUMA)
-    share = float(coloured_at(opponent(small))[ink].mean()) if ink.any() else 0.0
-    coloured = share >= MOSTLY_COLOURED
-    way = min(GREY_WAYS, key=left) if coloured else GREY_WAYS[0]
-    made = greyed(rgb, way)
-    return Greyed(*((upload, made) if upload_is_grey else (made, stored)), way, coloured)
+    return small, float(coloured_at(opponent(small))[ink].mean()) if ink.any() else 0.0
 
 
+@kept_by_pixels
 def greyed(image: Image.Image, way: GreyWay) -> Image.Image:
     """``image`` made grey by ``way`` (:data:`GREY_WAYS`), as RGB."""
     made = way(np.asarray(image.convert("RGB"), np.float32))
