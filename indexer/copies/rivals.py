@@ -107,8 +107,8 @@ def settle(
     if any(not same(c) for c in near):  # stops at the first rival
         return Settled(set(), rivals=len({best.sha256} | {c.sha256 for c in near}))
     if best.verdict.upload_greyed:
-        turned_down = [c for c in checked if c.verdict.kind == "different"][:SAME_CHECKS]
-        coloured = {c.sha256 for c in turned_down if grey_copy(best.idx, c.idx)} - {best.sha256}
+        down = [c for c in checked if c.verdict.kind == "different" and c.sha256 != best.sha256]
+        coloured = {c.sha256 for c in down[:SAME_CHECKS] if grey_copy(best.idx, c.idx)}
         if coloured:
             return Settled(set(), rivals=len({best.sha256} | coloured))
     beyond = [c for c in passed[1:] if c.verdict.distance > reach][:SAME_CHECKS]
