@@ -672,25 +672,28 @@ def kept_laid_apart(
     return laid, grid_residual(*laid)
 
 
-def kept_by_pixels(function: Callable[..., Kept]) -> Callable[..., Kept]:
-    """``function`` of an image (and hashable arguments) kept for the last :data:`VIEWS_KEPT`
-    calls, by the image's pixels: the upload's views are made anew for every candidate, with
-    the same pixels, and a family of siblings pays for their sizes and colours many times
+def kept_by_pixels(calls: int) -> Callable[[Callable[..., Kept]], Callable[..., Kept]]:
+    """A function of an image (and hashable arguments) kept for its last ``calls``, by the
+    image's pixels: the upload's views are made anew for every candidate, with the same
+    pixels, and a family of siblings pays for their sizes, colours and fills many times
     over. What it returns is shared: read-only arrays, images not to be changed in place."""
 
-    @functools.lru_cache(maxsize=VIEWS_KEPT)
-    def by_key(image: Keyed, *args: object) -> Kept:
-        return function(image.value, *args)
+    def keep(function: Callable[..., Kept]) -> Callable[..., Kept]:
+        @functools.lru_cache(maxsize=calls)
+        def by_key(image: Keyed, *args: object) -> Kept:
+            return function(image.value, *args)
 
-    @functools.wraps(function)
-    def call(image: Image.Image, *args: object) -> Kept:
-        return by_key(Keyed(image), *args)
+        @functools.wraps(function)
+        def call(image: Image.Image, *args: object) -> Kept:
+            return by_key(Keyed(image), *args)
 
-    call.cache_clear = by_key.cache_clear  # type: ignore[attr-defined]
-    return call
+        call.cache_clear = by_key.cache_clear  # type: ignore[attr-defined]
+        return call
+
+    return keep
 
 
-@kept_by_pixels
+@kept_by_pixels(VIEWS_KEPT)
 def sized(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """``image`` in RGB at ``size`` (box-filtered), with its grey levels and opponent colours."""
     rgb = image.convert("RGB").resize(size, Image.Resampling.BOX)
@@ -982,11 +985,11 @@ def tone_difference(
     is resampling and JPEG noise, which the blur and the shift of a pixel absorb.
     ``coloured``: the upload before it was made grey, whose colour shows what was laid over.
     ``pair``: the two laid over each other already (:func:`overlay`)."""
-    up_rgb, st_rgb, up, st, offset = pair or overlay(upload, stored)
+    up_rgb, st_rgb, up, st, offset, raw = pair or overlay(upload, stored)
     picture, spilled = np.ones(st.shape, bool), np.zeros(st.shape, bool)
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
         over = upload if coloured is None else coloured  # its colour, before made grey
-        over_rgb = over.convert("RGB").resize(st_rgb.size, Image.Resampling.BOX)
+        over_rgb = sized(over, st_rgb.size)[0]
         added = colour_added(over_rgb, st_rgb)
         spilled = added & ~block_mask(edited, st.shape)
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
@@ -997,7 +1000,6 @@ def tone_difference(
     spill = float((spilled & (diff >= INK)).mean())
     picture[:2], picture[-2:], picture[:, :2], picture[:, -2:] = False, False, False, False
     ink = inked(up, st) & picture
-    raw = opponent(up_rgb), opponent(st_rgb)
     colours = None if any(map(grey_all_over, raw)) else laid_colours(*raw, offset)
     colour, hue, patch, greyed = (
         (0.0, 0.0, 0.0, 0.0)
@@ -1022,15 +1024,16 @@ class Overlay(NamedTuple):
     up: np.ndarray  # grey, moved by offset
     st: np.ndarray  # grey
     offset: tuple[int, int]
+    colours: tuple[np.ndarray, np.ndarray]  # each one's opponent colours (not moved)
 
 
 def overlay(upload: Image.Image, stored: Image.Image) -> Overlay:
-    up_rgb, st_rgb, up, st = at_common_size(upload, stored)
+    size = common_size(upload, stored)
+    (up_rgb, up, up_colours), (st_rgb, st, st_colours) = (sized(v, size) for v in (upload, stored))
     offset = phase_offset(up, st)
     up = moved(up, *offset)
-    for values in (up, st):
-        values.flags.writeable = False  # shared by the tests of one pair
-    return Overlay(up_rgb, st_rgb, up, st, offset)
+    up.flags.writeable = False  # shared by the tests of one pair, as sized's arrays are
+    return Overlay(up_rgb, st_rgb, up, st, offset, (up_colours, st_colours))
 
 
 def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
@@ -1062,15 +1065,6 @@ def flat_fill(up: np.ndarray, stored: np.ndarray) -> float:
         if at.sum() >= FLAT_LEAST:
             widest = max(widest, off_line(stored_cells[at], up_cells[at]))
     return widest
-
-
-def at_common_size(
-    upload: Image.Image, stored: Image.Image
-) -> tuple[Image.Image, Image.Image, np.ndarray, np.ndarray]:
-    """The two views in RGB at :func:`common_size`, and their grey levels."""
-    size = common_size(upload, stored)
-    (up_rgb, up, _), (st_rgb, st, _) = (sized(v, size) for v in (upload, stored))
-    return up_rgb, st_rgb, up, st
 
 
 def colour_split(pair: Overlay) -> float:
@@ -1269,7 +1263,7 @@ def detail(image: Image.Image) -> np.ndarray:
     return sharp - np.asarray(grey_image.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
 
 
-@kept_by_pixels
+@kept_by_pixels(VIEWS_KEPT)
 def grey(image: Image.Image) -> np.ndarray:
     blurred = np.asarray(image.convert("L").filter(ImageFilter.GaussianBlur(1)), np.float32)
     blurred.flags.writeable = False
@@ -1429,7 +1423,7 @@ def made_grey(upload: Image.Image, stored: Image.Image, upload_is_grey: bool) ->
     return Greyed(*((upload, made) if upload_is_grey else (made, stored)), way, mostly)
 
 
-@kept_by_pixels
+@kept_by_pixels(VIEWS_KEPT)
 def colour_share(image: Image.Image) -> tuple[np.ndarray, float]:
     """``image`` in RGB at :data:`SMALL` size, and the share of its ink that is coloured."""
     small = np.asarray(image.convert("RGB").resize(SMALL, Image.Resampling.BOX), np.float32)
@@ -1438,7 +1432,7 @@ def colour_share(image: Image.Image) -> tuple[np.ndarray, float]:
     return small, float(coloured_at(opponent(small))[ink].mean()) if ink.any() else 0.0
 
 
-@kept_by_pixels
+@kept_by_pixels(VIEWS_KEPT)
 def greyed(image: Image.Image, way: GreyWay) -> Image.Image:
     """``image`` made grey by ``way`` (:data:`GREY_WAYS`), as RGB."""
     made = way(np.asarray(image.convert("RGB"), np.float32))
@@ -1557,18 +1551,18 @@ def held_in(whole: Image.Image, differs: np.ndarray) -> np.ndarray:
     widened by a cube each way (a colour on a cube's edge, JPEG's and resampling's drift)."""
     larger = whole.convert("RGB")
     larger.thumbnail((TONE_SIDE, TONE_SIDE), Image.Resampling.BOX)
-    cubes, which, where = fills(Keyed(larger))
+    cubes, which, where = fills(larger)
     outside = ~block_mask(differs, where.shape)[where]
     counts = np.bincount(which[outside], minlength=len(cubes))
     return with_neighbours(cubes[counts >= 2])
 
 
-@functools.lru_cache(maxsize=FILLS_KEPT)
-def fills(image: Keyed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@kept_by_pixels(FILLS_KEPT)
+def fills(image: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The cubes the fills (:func:`solid`) of ``image`` hold, which of them each fill pixel
     lies in, and where the fill pixels are; kept for the last :data:`FILLS_KEPT` pictures,
     since the upload meets every candidate, and each candidate two of its views."""
-    levels = np.asarray(image.value)
+    levels = np.asarray(image)
     where = solid(levels)
     cubes, which = np.unique(cube_keys(levels[where]), return_inverse=True)
     kept = cubes, which.ravel(), where
