@@ -849,6 +849,34 @@ def test_exhaustive_search_a_block_at_a_time_finds_what_it_finds_in_memory(
         assert same_matches(a, b)
 
 
+def test_exhaustive_search_multiplies_out_only_the_pairs_its_bound_leaves(
+    scale_index, monkeypatch
+) -> None:
+    """In memory, the lowest frequencies and a bound on the rest rule out most stored views
+    before their whole descriptors are read: the same matches as the whole product, tiny
+    thumbnails compared in their band among them."""
+    folder, pictures = scale_index
+    descriptors = np.load(folder / fmt.DESCRIPTORS)
+    hashes, colours = np.load(folder / fmt.FINGERPRINTS), np.load(folder / fmt.COLOURS)
+    bounded = CopyMatcher(descriptors, hashes, colours)
+    left, reachable = [], search.Exhaustive.reachable
+
+    def counted(self, q, start, stop, threshold):
+        pairs = reachable(self, q, start, stop, threshold)
+        left.append(pairs[0].size)
+        return pairs
+
+    monkeypatch.setattr(search.Exhaustive, "reachable", counted)
+    queries = uploads(pictures[::2])
+    found = [bounded.match(query, 0.85, 12, 0.995) for query in queries]
+    monkeypatch.setattr(search, "DENSE_SHARE", -1.0)  # every block multiplied out whole
+    whole = [bounded.match(query, 0.85, 12, 0.995) for query in queries]
+    assert all(same_matches(a, b) for a, b in zip(found, whole, strict=True))
+    assert sum(map(len, found)) > len(queries)  # copies found, not only nothing
+    views = sum(len(q.descriptors) for q in queries) * len(bounded.search.flat)
+    assert sum(left) < views / 10  # most pairs ruled out by the bound
+
+
 def test_exhaustive_search_finds_what_a_faiss_flat_range_search_finds() -> None:
     """Exhaustive search compares by BLAS, not FAISS's flat range search (which scans a query
     at a time): the same stored views, in the same order, with the same similarities."""

@@ -50,6 +50,13 @@ PADDED_DIM = 256  # FAISS scans float16 codes with SIMD only when the width is a
 GROUP_NEIGHBOURS = 4  # lists whose views duplicate grouping compares with a list's own
 BLOCK_ROWS = 262_144  # stored views read, converted or added at a time
 BLOCK_ENTRIES = 1 << 25  # query x stored similarities computed at a time (128 MB)
+# Exhaustive search in memory first compares the lowest HEAD_SIDE x HEAD_SIDE frequencies
+# (Exhaustive.reachable), then multiplies out the pairs that can still reach the threshold,
+# unless they are over DENSE_SHARE of a block; BOUND_SLACK covers float32 rounding.
+HEAD_SIDE = 8
+HEAD = band_mask(HEAD_SIDE, HEAD_SIDE)
+DENSE_SHARE = 1 / 16
+BOUND_SLACK = 1e-4
 
 
 def descriptor_index(vectors: np.ndarray) -> faiss.IndexFlatIP:
@@ -88,7 +95,9 @@ class Exhaustive:
     all of an upload's views at once (FAISS's flat range search scans them one by one:
     docs/copy-detection.md, run AK). Held in memory as float32 unless ``in_memory`` is False
     (the default for a memory map): then they are read a block at a time, so memory stays
-    flat at any size, at the cost of reading them all for every search."""
+    flat at any size, at the cost of reading them all for every search. In memory, the
+    lowest frequencies are also kept apart (a quarter more memory), and only the pairs they
+    leave within reach are multiplied out whole (:meth:`reachable`, run AW)."""
 
     def __init__(self, descriptors: np.ndarray, in_memory: bool | None = None) -> None:
         n, self.views, dim = descriptors.shape
@@ -98,6 +107,8 @@ class Exhaustive:
         self.in_memory = in_memory
         if in_memory:
             self.flat = np.ascontiguousarray(self.flat, dtype=np.float32)
+            self.head = np.ascontiguousarray(self.flat[:, HEAD])
+            self.rest_norms = np.linalg.norm(self.flat[:, ~HEAD], axis=1)
         self.band_norms: dict[tuple[int, int], np.ndarray] = {}
 
     def candidates(
@@ -113,22 +124,54 @@ class Exhaustive:
         banded_matches): a thumbnail is alike to most stored views at half its threshold,
         far too many to keep."""
         q = np.ascontiguousarray(queries, np.float32)
-        threshold = np.float32(min_similarity)
         step = max(1024, BLOCK_ENTRIES // max(1, len(q)))
-        rows, ids = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-        sims = [np.zeros(0, np.float32)]
-        for start in range(0, len(self.flat), step):
-            block = np.asarray(self.flat[start : start + step], dtype=np.float32)
-            alike = q @ block.T
-            found = alike >= threshold
-            if need is not None:
-                norms = self.band_norm(block, start, band)
-                found &= alike >= np.float32(need * (1 - 1e-6)) * norms
-            r, c = np.nonzero(found)
-            rows.append(r.astype(np.int64))
-            sims.append(alike[r, c])
-            ids.append(c.astype(np.int64) + start)
-        return by_row(np.concatenate(rows), np.concatenate(sims), np.concatenate(ids), len(q))
+        nothing = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        found = [nothing] + [
+            self.in_block(q, start, start + step, np.float32(min_similarity), band, need)
+            for start in range(0, len(self.flat), step)
+        ]
+        rows, sims, ids = (np.concatenate(parts) for parts in zip(*found, strict=True))
+        return by_row(rows, sims, ids, len(q))
+
+    def in_block(
+        self,
+        q: np.ndarray,
+        start: int,
+        stop: int,
+        threshold: np.float32,
+        band: tuple[int, int],
+        need: float | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`candidates` among stored views ``start:stop``: (query rows, similarities,
+        stored ids). Held in memory, only the pairs :meth:`reachable` leaves are multiplied
+        out, unless they are most of the block."""
+        pairs = self.reachable(q, start, stop, threshold) if self.in_memory else None
+        block = np.asarray(self.flat[start:stop], dtype=np.float32)
+        if pairs is not None and len(pairs[0]) <= DENSE_SHARE * q.shape[0] * len(block):
+            r, c = pairs
+            alike = np.einsum("ij,ij->i", q[r], block[c])
+            keep = alike >= threshold
+            r, c, alike = r[keep], c[keep], alike[keep]
+        else:
+            product = q @ block.T
+            r, c = np.nonzero(product >= threshold)
+            alike = product[r, c]
+        if need is not None:
+            keep = alike >= np.float32(need * (1 - 1e-6)) * self.band_norm(block, start, band)[c]
+            r, c, alike = r[keep], c[keep], alike[keep]
+        return r.astype(np.int64), alike, c.astype(np.int64) + start
+
+    def reachable(
+        self, q: np.ndarray, start: int, stop: int, threshold: np.float32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, stored row in the block) of the pairs whose similarity can reach
+        ``threshold``: their product over the lowest frequencies (:data:`HEAD`, most of a
+        picture's energy) plus the most the rest can add, the product of the two rests'
+        norms (Cauchy-Schwarz). A quarter of the descriptors is read for every stored view,
+        the whole only for the few left: reading them was most of a search's time."""
+        head = q[:, HEAD] @ self.head[start:stop].T
+        head += np.linalg.norm(q[:, ~HEAD], axis=1)[:, None] * self.rest_norms[start:stop]
+        return np.nonzero(head >= threshold - BOUND_SLACK)
 
     def band_norm(self, block: np.ndarray, start: int, band: tuple[int, int]) -> np.ndarray:
         """Norms of ``block``'s rows inside ``band``; kept per band when held in memory."""
