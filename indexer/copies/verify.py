@@ -1083,11 +1083,13 @@ def one_colour_split(up: np.ndarray, stored: np.ndarray) -> float:
     grey differs between two fills of one colour."""
     size = (SPLIT_WINDOW, SPLIT_WINDOW)
     span, up_span = window_span(stored, (*size, 1)), window_span(up, size)
-    flat = (span.max(axis=-1) <= FLAT_RANGE) & (up_span <= SPLIT_FLAT)
-    labels, count = ndimage.label(flat)
-    fills = np.arange(1, count + 1)
-    fills = fills[ndimage.sum(flat, labels, fills) >= max(SPLIT_PIXELS, SPLIT_LEAST * flat.size)]
-    colours = np.stack([ndimage.mean(stored[..., c], labels, fills) for c in range(3)], axis=-1)
+    flat = (brightest(span) <= FLAT_RANGE) & (up_span <= SPLIT_FLAT)
+    labels = ndimage.label(flat)[0]
+    # ndimage's sums and means by label are bincounts: one for the sizes, one a channel.
+    sizes = np.bincount(labels.ravel())
+    fills = np.flatnonzero(sizes[1:] >= max(SPLIT_PIXELS, SPLIT_LEAST * flat.size)) + 1
+    sums = [np.bincount(labels.ravel(), stored[..., c].ravel())[fills] for c in range(3)]
+    colours = np.stack(sums, axis=-1) / sizes[fills, None]
     unclipped = (colours.min(axis=-1) < 255 - BOUND_LEVELS) & (colours.max(axis=-1) > BOUND_LEVELS)
     fills, colours = fills[unclipped], colours[unclipped]
     if len(fills) < 2:
@@ -1575,7 +1577,7 @@ def solid(levels: np.ndarray) -> np.ndarray:
     """The pixels of (h, w, 3) ``levels`` inside a fill, each channel within two
     :data:`OWN_STEP` over their 3x3 neighbourhood: an antialiased rim blends two colours,
     the very blend a translucent mark laid over one of them makes."""
-    return (window_span(levels, (3, 3, 1)) <= 2 * OWN_STEP).all(axis=-1)
+    return brightest(window_span(levels, (3, 3, 1))) <= 2 * OWN_STEP
 
 
 def window_span(values: np.ndarray, size: int | tuple[int, ...]) -> np.ndarray:
