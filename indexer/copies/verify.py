@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
@@ -204,6 +206,7 @@ MAPPED_SHARE = 0.5
 LAID_KEPT = 8
 FILLS_KEPT = 8
 VIEWS_KEPT = 16
+KEYS_KEPT = 64
 # Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
 # of; the copier's map only on pixels its clipping cannot have touched. Its floor and
 # ceiling are the upload's levels where the stored picture is black or white (within
@@ -708,6 +711,7 @@ def forget() -> None:
     constants would otherwise be read again (tests that change them)."""
     for memo in (kept_laid_apart, fills, sized, grey, colour_share, greyed):
         memo.cache_clear()
+    _pixel_keys.clear()
 
 
 class Keyed:
@@ -716,10 +720,7 @@ class Keyed:
 
     def __init__(self, value: object) -> None:
         self.value = value
-        if isinstance(value, Image.Image):
-            self.key: object = (value.mode, value.size, value.tobytes())
-        else:
-            self.key = id(value)
+        self.key = pixel_key(value) if isinstance(value, Image.Image) else id(value)
         self.hash = hash(self.key)
 
     def __hash__(self) -> int:
@@ -727,6 +728,25 @@ class Keyed:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Keyed) and self.key == other.key
+
+
+# The pixel keys of the last KEYS_KEPT images keyed, by identity (with a weak reference, so
+# that an object made later at the same address is not taken for it): one view is keyed by
+# each memo a comparison reads, and reading its pixels out was most of a key's cost.
+_pixel_keys: OrderedDict[int, tuple[weakref.ref, tuple]] = OrderedDict()
+
+
+def pixel_key(image: Image.Image) -> tuple:
+    """``image``'s mode, size and pixels, read once per image object while it is kept."""
+    known = _pixel_keys.get(id(image))
+    if known is not None and known[0]() is image:
+        _pixel_keys.move_to_end(id(image))
+        return known[1]
+    key = (image.mode, image.size, image.tobytes())
+    _pixel_keys[id(image)] = (weakref.ref(image), key)
+    if len(_pixel_keys) > KEYS_KEPT:
+        _pixel_keys.popitem(last=False)
+    return key
 
 
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
