@@ -396,15 +396,16 @@ class Engine:
         labelled, verdicts, rivals = self.verified(
             [(m, m.label(t)) for m in matches.values()], prints
         )
-        vectors = self.index.image_vectors
+        kept = [(m, kind) for m, kind in labelled if kind]
+        clip = self.clip_scores([m.idx for m, _ in kept], vector)
         unverified = Verdict("different")
         ranked = sorted(
-            ((m, kind) for m, kind in labelled if kind),
+            kept,
             key=lambda p: (
                 KIND_ORDER[p[1]],
                 verdicts.get(p[0].idx, unverified).distance,
                 p[0].rank_key(),
-                -float(vectors[p[0].idx] @ vector),
+                -clip[p[0].idx],
                 p[0].idx,
             ),
         )
@@ -419,6 +420,14 @@ class Engine:
             for m, kind in ranked
         ]
         return candidates, rivals
+
+    def clip_scores(self, idxs: list[int], vector: np.ndarray) -> dict[int, float]:
+        """Each item's image embedding against the upload's, its rows read in one call (a
+        family of look-alikes has hundreds)."""
+        if not idxs:
+            return {}
+        rows = self.index.image_vectors[np.asarray(idxs, np.int64)]
+        return {idx: float(row @ vector) for idx, row in zip(idxs, rows, strict=True)}
 
     def verified(
         self, labelled: list[tuple[CopyMatch, str | None]], prints: Fingerprints
