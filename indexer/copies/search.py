@@ -144,7 +144,8 @@ class Exhaustive:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`candidates` among stored views ``start:stop``: (query rows, similarities,
         stored ids). Held in memory, only the pairs :meth:`reachable` leaves are multiplied
-        out, unless they are most of the block."""
+        out, unless they are over :data:`DENSE_SHARE` of the block's (then one product is
+        quicker)."""
         pairs = self.reachable(q, start, stop, threshold) if self.in_memory else None
         block = np.asarray(self.flat[start:stop], dtype=np.float32)
         if pairs is not None and len(pairs[0]) <= DENSE_SHARE * q.shape[0] * len(block):
