@@ -1741,6 +1741,21 @@ def test_channel_rows_lay_each_channel_along_memory() -> None:
     assert np.array_equal(rows, rgb.reshape(-1, 3).T)
 
 
+def test_an_image_s_pixel_key_is_read_once_and_dropped_with_it() -> None:
+    """The memos key a view by its pixels, read out once per image object: the same key for
+    the same object, an equal key for another with the same pixels, none held once it dies."""
+    verify.forget()
+    first = Image.new("RGB", (9, 7), (10, 20, 30))
+    key = verify.pixel_key(first)
+    assert verify.pixel_key(first) is key
+    twin = first.copy()
+    assert verify.pixel_key(twin) == key and verify.pixel_key(twin) is not key
+    other = Image.new("RGB", (9, 7), (10, 20, 31))
+    assert verify.pixel_key(other) != key
+    del first, twin, other
+    assert not verify._pixel_keys
+
+
 @pytest.fixture(scope="module")
 def sign_index(tmp_path_factory, embedder) -> Engine:
     root = tmp_path_factory.mktemp("signs")

@@ -730,9 +730,10 @@ class Keyed:
         return isinstance(other, Keyed) and self.key == other.key
 
 
-# The pixel keys of the last KEYS_KEPT images keyed, by identity (with a weak reference, so
-# that an object made later at the same address is not taken for it): one view is keyed by
-# each memo a comparison reads, and reading its pixels out was most of a key's cost.
+# The pixel keys of the last KEYS_KEPT images keyed, by identity, each dropped when its image
+# is (a weak reference's callback, so that an object made later at the same address is not
+# taken for it, and a dead image's pixels are not held): one view is keyed by each memo a
+# comparison reads, and reading its pixels out was most of a key's cost.
 _pixel_keys: OrderedDict[int, tuple[weakref.ref, tuple]] = OrderedDict()
 
 
@@ -742,8 +743,8 @@ def pixel_key(image: Image.Image) -> tuple:
     if known is not None and known[0]() is image:
         _pixel_keys.move_to_end(id(image))
         return known[1]
-    key = (image.mode, image.size, image.tobytes())
-    _pixel_keys[id(image)] = (weakref.ref(image), key)
+    key, at = (image.mode, image.size, image.tobytes()), id(image)
+    _pixel_keys[at] = (weakref.ref(image, lambda _: _pixel_keys.pop(at, None)), key)
     if len(_pixel_keys) > KEYS_KEPT:
         _pixel_keys.popitem(last=False)
     return key
