@@ -423,11 +423,12 @@ class Engine:
 
     def clip_scores(self, idxs: list[int], vector: np.ndarray) -> dict[int, float]:
         """Each item's image embedding against the upload's, its rows read in one call (a
-        family of look-alikes has hundreds)."""
+        family of look-alikes has hundreds) and in file order, as answers.py reads them."""
         if not idxs:
             return {}
-        rows = self.index.image_vectors[np.asarray(idxs, np.int64)]
-        return {idx: float(row @ vector) for idx, row in zip(idxs, rows, strict=True)}
+        ordered = sorted(set(idxs))
+        rows = self.index.image_vectors[np.asarray(ordered, np.int64)]
+        return {idx: float(row @ vector) for idx, row in zip(ordered, rows, strict=True)}
 
     def verified(
         self, labelled: list[tuple[CopyMatch, str | None]], prints: Fingerprints
