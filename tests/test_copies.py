@@ -1144,6 +1144,11 @@ def test_views_of_other_shapes_are_not_one_picture() -> None:
     stored = stored_thumbnail(line_icon(255))
     wide = verify.verify(hash_base(line_icon(255).resize((200, 120))), stored)
     assert (wide.kind, wide.region) == ("different", "shape")
+    # Two drawings of one flag in its two proportions (3:2 and 17:10) are two files.
+    flag = stored_thumbnail(line_icon(255).resize((170, 100)))
+    other = verify.verify(hash_base(line_icon(255).resize((150, 100))), flag)
+    assert (other.kind, other.region) == ("different", "shape")
+    assert verify.verify(hash_base(line_icon(255).resize((85, 50))), flag).region != "shape"
 
 
 def test_a_view_too_small_to_verify_is_still_held_to_its_shape() -> None:

@@ -146,8 +146,9 @@ MIN_FINE = 64  # ... and from this size up
 DETAIL_MIN = 2.0
 FINE_MIN = 0.6
 # Shape: two views whose width-to-height ratios differ by more than this (as a log ratio,
-# about 16%) are not one picture, whatever their squashed 64x64 blocks say.
-ASPECT_MAX = 0.15
+# about 10%) are not one picture, whatever their squashed 64x64 blocks say. A copier's
+# resize, crop, turn, frame or screenshot keeps the shape within 0.015 (run AX).
+ASPECT_MAX = 0.10
 # Fine tones: both views at up to TONE_SIDE px, the upload laid over the stored view by
 # phase correlation (a whole-pixel offset of at most MAX_OFFSET), grey levels fitted with a
 # gain held to TONE_GAIN, each pixel at its best shift of one; the 95th percentile of the
