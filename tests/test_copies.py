@@ -1139,6 +1139,36 @@ def test_fine_tones_tell_a_refilled_sibling_and_keep_copies(monkeypatch) -> None
     assert verify.verify(hash_base(line_icon(200)), stored).kind == "same"
 
 
+def squares_and_diamonds(ground: tuple[int, int, int], ink: tuple[int, int, int]) -> Image.Image:
+    """A tiled pattern of squares and diamonds in ``ink`` on ``ground``."""
+    image = Image.new("RGB", (120, 120), ground)
+    draw = ImageDraw.Draw(image)
+    for y in range(0, 120, 30):
+        for x in range(0, 120, 30):
+            draw.rectangle((x + 3, y + 3, x + 12, y + 12), fill=ink)
+            diamond = [(x + 22, y + 15), (x + 29, y + 22), (x + 22, y + 29), (x + 15, y + 22)]
+            draw.polygon(diamond, fill=ink)
+    return image
+
+
+def test_a_grey_sibling_is_not_a_greyscale_copy_stretched(monkeypatch) -> None:
+    """Red on yellow made grey spans 76-226 levels; the same pattern in black on white spans
+    0-255. A greyscale conversion keeps the tones it is given, so the two are siblings either
+    way round (a stretch after it would be a second edit: GREY_GAIN), while a greyscale copy
+    is a copy either way round."""
+    colour = squares_and_diamonds((255, 255, 0), (255, 0, 0))
+    black_and_white = squares_and_diamonds((255, 255, 255), (0, 0, 0))
+    grey = ImageOps.grayscale(colour).convert("RGB")
+    pairs = ((colour, black_and_white), (black_and_white, colour))
+    for upload, stored in pairs:
+        assert verify.verify(hash_base(upload), stored_thumbnail(stored)).kind == "different"
+    for upload, stored in ((grey, colour), (colour, grey)):
+        assert verify.verify(hash_base(upload), stored_thumbnail(stored)).kind == "same"
+    monkeypatch.setattr(verify, "GREY_GAIN", verify.TONE_GAIN)
+    for upload, stored in pairs:
+        assert verify.verify(hash_base(upload), stored_thumbnail(stored)).kind == "same"
+
+
 def test_views_of_other_shapes_are_not_one_picture() -> None:
     """Blocks are compared on squashed squares: a wide picture met a square one there."""
     stored = stored_thumbnail(line_icon(255))

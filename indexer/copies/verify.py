@@ -157,6 +157,11 @@ ASPECT_MAX = 0.10
 # docs/copy-detection.md, "Verification").
 TONE_SIDE = 256
 TONE_GAIN = (0.75, 1.33)
+# ... and to GREY_GAIN where one view is grey and the other coloured: a greyscale conversion
+# keeps the tones it is given, and a contrast stretched after it is a second edit (a red and
+# yellow pattern made grey spans 54-237, its black-and-white sibling 0-255; greyscale copies
+# of 223 coloured files, either way round, need no more: run AX).
+GREY_GAIN = (0.9, 1.1)
 FIT_GAIN = (0.5, 2.0)  # grey levels fitted anywhere else: within a factor of two
 MAX_OFFSET = 4
 INK = 24.0
@@ -536,7 +541,8 @@ def verify(
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
         pair = overlay(upload_view, stored_view)
-        tones = tone_difference(upload_view, stored_view, pair=pair)
+        limits = tone_gain(grey_against_colour)
+        tones = tone_difference(upload_view, stored_view, pair=pair, gain=limits)
         if within is not None and tones.mean >= within:
             return Verdict("different", "farther", share, tones.mean)
         if (
@@ -570,7 +576,9 @@ def verify(
             return Verdict("different", RELIT, share)
         if own_colours(over, st, diff, differs, side, (coloured or upload_view, stored_view)):
             return Verdict("different", REDRAWN, share)
-        tones = tone_difference(upload_view, stored_view, differs, coloured)
+        tones = tone_difference(
+            upload_view, stored_view, differs, coloured, gain=tone_gain(grey_against_colour)
+        )
         edited = Verdict("edited", where, share, tones.mean)
         return unlike(tones, share, grey_against_colour) or edited
     return Verdict("different", where, share)
@@ -604,9 +612,14 @@ def grid_edit(
         return None
     if (chroma(up) - chroma(st))[changing].mean() < OVERLAY_CHROMA:
         return None
-    tones = tone_difference(upload_view, stored_view, differs)
+    tones = tone_difference(upload_view, stored_view, differs, gain=tone_gain(grey_against_colour))
     edited = Verdict("edited", region(differs), share, tones.mean, held=True)
     return unlike(tones, share, grey_against_colour) or edited
+
+
+def tone_gain(grey_against_colour: bool) -> tuple[float, float]:
+    """The limits of the fine tones' fit (:data:`TONE_GAIN`, :data:`GREY_GAIN`)."""
+    return GREY_GAIN if grey_against_colour else TONE_GAIN
 
 
 def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | None:
@@ -999,6 +1012,7 @@ def tone_difference(
     edited: np.ndarray | None = None,
     coloured: Image.Image | None = None,
     pair: Overlay | None = None,
+    gain: tuple[float, float] = TONE_GAIN,
 ) -> Tones:
     """How far the two views' grey levels stay apart where they carry ink, once laid over
     each other to the pixel (0-255), outside the ``edited`` (GRID, GRID) blocks. The blocks
@@ -1006,7 +1020,8 @@ def tone_difference(
     a bar outlined against one filled); here each pixel counts. What is left for copies
     is resampling and JPEG noise, which the blur and the shift of a pixel absorb.
     ``coloured``: the upload before it was made grey, whose colour shows what was laid over.
-    ``pair``: the two laid over each other already (:func:`overlay`)."""
+    ``pair``: the two laid over each other already (:func:`overlay`). ``gain``: the limits
+    of the grey levels' fit (:data:`GREY_GAIN` for a grey view against a coloured one)."""
     up_rgb, st_rgb, up, st, offset, raw = pair or overlay(upload, stored)
     picture, spilled = np.ones(st.shape, bool), np.zeros(st.shape, bool)
     if edited is not None:  # what was laid over (its blocks, and colour added) is not the picture
@@ -1016,7 +1031,7 @@ def tone_difference(
         spilled = added & ~block_mask(edited, st.shape)
         picture = ~block_mask(edited, st.shape) & ~ndimage.binary_dilation(added, iterations=3)
     # Fitted once aligned (misaligned lines would pull the gain down), on the picture alone.
-    up = fit(up, st, TONE_GAIN, picture)
+    up = fit(up, st, gain, picture)
     up, st = (ndimage.gaussian_filter(v, 0.8) for v in (up, st))
     diff = shifted_difference(up, st)
     spill = float((spilled & (diff >= INK)).mean())
