@@ -1152,10 +1152,10 @@ def squares_and_diamonds(ground: tuple[int, int, int], ink: tuple[int, int, int]
 
 
 def test_a_grey_sibling_is_not_a_greyscale_copy_stretched(monkeypatch) -> None:
-    """Red on yellow made grey spans 76-226 levels; the same pattern in black on white spans
-    0-255. A greyscale conversion keeps the tones it is given, so the two are siblings either
-    way round (a stretch after it would be a second edit: GREY_GAIN), while a greyscale copy
-    is a copy either way round."""
+    """Red on yellow made grey spans 76-226 levels (601 luma; 54-237 by 709); the same
+    pattern in black on white spans 0-255. A greyscale conversion keeps the tones it is
+    given, so the two are siblings either way round (a stretch after it would be a second
+    edit: GREY_GAIN), while a greyscale copy is a copy either way round."""
     colour = squares_and_diamonds((255, 255, 0), (255, 0, 0))
     black_and_white = squares_and_diamonds((255, 255, 255), (0, 0, 0))
     grey = ImageOps.grayscale(colour).convert("RGB")

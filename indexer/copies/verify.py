@@ -159,8 +159,8 @@ TONE_SIDE = 256
 TONE_GAIN = (0.75, 1.33)
 # ... and to GREY_GAIN where one view is grey and the other coloured: a greyscale conversion
 # keeps the tones it is given, and a contrast stretched after it is a second edit (a red and
-# yellow pattern made grey spans 54-237, its black-and-white sibling 0-255; greyscale copies
-# of 223 coloured files, either way round, need no more: run AX).
+# yellow pattern made grey spans 54-237 by 709 luma, its black-and-white sibling 0-255; copies
+# in grey of 223 coloured files, either way round, need no more: run AX).
 GREY_GAIN = (0.9, 1.1)
 FIT_GAIN = (0.5, 2.0)  # grey levels fitted anywhere else: within a factor of two
 MAX_OFFSET = 4
@@ -532,6 +532,7 @@ def verify(
         lost = not grey_up and made.coloured
         return dataclasses.replace(verdict, grey=grey_up, upload_greyed=lost)
     grey_against_colour = coloured is not None or grey_up != grey_stored
+    limits = tone_gain(grey_against_colour)
     up_grey, st_grey = grey(up), grey(st)
     over = up if coloured is None else sized(coloured, up.size)[0]
     diff = shifted_difference(fit(up_grey, st_grey, where=picture_of(over, st)), st_grey)
@@ -541,7 +542,6 @@ def verify(
     if not differs.any():
         # Alike block by block: the fine lines decide (a laid-over edit shows in blocks).
         pair = overlay(upload_view, stored_view)
-        limits = tone_gain(grey_against_colour)
         tones = tone_difference(upload_view, stored_view, pair=pair, gain=limits)
         if within is not None and tones.mean >= within:
             return Verdict("different", "farther", share, tones.mean)
@@ -576,9 +576,7 @@ def verify(
             return Verdict("different", RELIT, share)
         if own_colours(over, st, diff, differs, side, (coloured or upload_view, stored_view)):
             return Verdict("different", REDRAWN, share)
-        tones = tone_difference(
-            upload_view, stored_view, differs, coloured, gain=tone_gain(grey_against_colour)
-        )
+        tones = tone_difference(upload_view, stored_view, differs, coloured, gain=limits)
         edited = Verdict("edited", where, share, tones.mean)
         return unlike(tones, share, grey_against_colour) or edited
     return Verdict("different", where, share)
