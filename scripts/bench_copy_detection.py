@@ -25,7 +25,6 @@ import os
 import random
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -376,12 +375,16 @@ def recount(work: Path, pairs: dict[frozenset[str], str], shows: Judge | None = 
     held against the engine."""
     rows: dict[str, set[str]] = {}
     left: dict[str, set[str]] = {}
-    by_pair: Counter[tuple[str, str]] = Counter()
+    # A pair's rows, not its claims: a picture kept as several identical files is claimed
+    # once per file.
+    by_pair: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for line in (work / "claimed_copies.tsv").read_text().splitlines():
         name, held, stored, *_, held_path, stored_path = line.split("\t")
         if pairs.get(frozenset((held, stored))) != "copy":
             rows.setdefault(name, set()).add(held)
-            by_pair[Path(held_path).name, Path(stored_path).name] += 1
+            by_pair.setdefault((Path(held_path).name, Path(stored_path).name), set()).add(
+                (name, held)
+            )
             # A row already left needs no more judging: the label rule is slow.
             settled = held in left.get(name, ()) or shows is None
             if settled or not shows(name, Path(held_path), Path(stored_path)):
@@ -396,8 +399,8 @@ def recount(work: Path, pairs: dict[frozenset[str], str], shows: Judge | None = 
         print(f"judged on the uploads: {total - kept} rows show the claimed picture as well")
         if (work / "queried.tsv").exists():
             print(out_of(work / "queried.tsv", left, pairs))
-    for (held, stored), n in by_pair.most_common():
-        print(f"  {n:3d}  {held}  claimed as  {stored}")
+    for (held, stored), pair_rows in sorted(by_pair.items(), key=lambda p: -len(p[1])):
+        print(f"  {len(pair_rows):3d}  {held}  claimed as  {stored}")
 
 
 # What a transformation does to the picture itself: a screenshot's window and a border's frame

@@ -240,10 +240,12 @@ def test_the_check_prints_the_labels_the_pixels_contradict_in_the_lists_order(
 
 def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys) -> None:
     """Every claimed copy is kept, so that a pair labelled again (a copy found to be a
-    sibling) counts in an old run's figures: one row per picture and transformation."""
+    sibling) counts in an old run's figures: one row per picture and transformation, in the
+    totals and in each pair's count (a picture kept as two identical files is one row)."""
     b = bench()
     claims = [
         ("identity", "h1", "s1", "a.png", "b.png"),
+        ("identity", "h1", "s1", "a.png", "other/b.png"),  # the same picture, kept twice
         ("identity", "h1", "s2", "a.png", "c.png"),
         ("hflip", "h1", "s1", "a.png", "b.png"),
         ("identity", "h2", "s3", "d.png", "e.png"),
