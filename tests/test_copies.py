@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from hibt.config import Settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import build_index
-from hibt.indexer.copies import channels, framing, rivals, search, verify
+from hibt.indexer.copies import channels, framing, memo, rivals, search, verify
 from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
     Fingerprints,
@@ -1781,14 +1781,14 @@ def test_an_image_s_pixel_key_is_read_once_and_dropped_with_it() -> None:
     the same object, an equal key for another with the same pixels, none held once it dies."""
     verify.forget()
     first = Image.new("RGB", (9, 7), (10, 20, 30))
-    key = verify.pixel_key(first)
-    assert verify.pixel_key(first) is key
+    key = memo.pixel_key(first)
+    assert memo.pixel_key(first) is key
     twin = first.copy()
-    assert verify.pixel_key(twin) == key and verify.pixel_key(twin) is not key
+    assert memo.pixel_key(twin) == key and memo.pixel_key(twin) is not key
     other = Image.new("RGB", (9, 7), (10, 20, 31))
-    assert verify.pixel_key(other) != key
+    assert memo.pixel_key(other) != key
     del first, twin, other
-    assert not verify._pixel_keys
+    assert not memo._pixel_keys
 
 
 @pytest.fixture(scope="module")

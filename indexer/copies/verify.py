@@ -32,11 +32,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -47,6 +45,7 @@ from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch
+from hibt.indexer.copies.memo import Keyed, forget_keys, kept_by_pixels
 from hibt.indexer.copies.views import (
     INDEX_VIEWS,
     Scene,
@@ -212,7 +211,6 @@ MAPPED_SHARE = 0.5
 LAID_KEPT = 8
 FILLS_KEPT = 8
 VIEWS_KEPT = 16
-KEYS_KEPT = 64
 # Each colour map is fitted FIT_ROUNDS times, each time on the pixels the last fit left least
 # of; the copier's map only on pixels its clipping cannot have touched. Its floor and
 # ceiling are the upload's levels where the stored picture is black or white (within
@@ -236,7 +234,6 @@ LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 # The ways a copier's tool makes a picture grey, from (h, w, 3) levels: ITU-R 601 luma (PIL,
 # OpenCV), 709 luma (scikit-image), the channels' mean and HSL lightness (GIMP's "average"
 # and "lightness").
-Kept = TypeVar("Kept")
 GreyWay = Callable[[np.ndarray], np.ndarray]
 GREY_WAYS: tuple[GreyWay, ...] = (
     lambda rgb: rgb @ LUMA,
@@ -687,27 +684,6 @@ def kept_laid_apart(
     return laid, grid_residual(*laid)
 
 
-def kept_by_pixels(calls: int) -> Callable[[Callable[..., Kept]], Callable[..., Kept]]:
-    """A function of an image (and hashable arguments) kept for its last ``calls``, by the
-    image's pixels: the upload's views are made anew for every candidate, with the same
-    pixels, and a family of siblings pays for their sizes, colours and fills many times
-    over. What it returns is shared: read-only arrays, images not to be changed in place."""
-
-    def keep(function: Callable[..., Kept]) -> Callable[..., Kept]:
-        @functools.lru_cache(maxsize=calls)
-        def by_key(image: Keyed, *args: object) -> Kept:
-            return function(image.value, *args)
-
-        @functools.wraps(function)
-        def call(image: Image.Image, *args: object) -> Kept:
-            return by_key(Keyed(image), *args)
-
-        call.cache_clear = by_key.cache_clear  # type: ignore[attr-defined]
-        return call
-
-    return keep
-
-
 @kept_by_pixels(VIEWS_KEPT)
 def sized(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """``image`` in RGB at ``size`` (box-filtered), with its grey levels and opponent colours."""
@@ -723,43 +699,7 @@ def forget() -> None:
     constants would otherwise be read again (tests that change them)."""
     for memo in (kept_laid_apart, fills, sized, grey, colour_share, greyed):
         memo.cache_clear()
-    _pixel_keys.clear()
-
-
-class Keyed:
-    """A memo key: an image by its pixels, anything else (the upload's Grid) by identity,
-    held while the key is."""
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-        self.key = pixel_key(value) if isinstance(value, Image.Image) else id(value)
-        self.hash = hash(self.key)
-
-    def __hash__(self) -> int:
-        return self.hash
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Keyed) and self.key == other.key
-
-
-# The pixel keys of the last KEYS_KEPT images keyed, by identity, each dropped when its image
-# is (a weak reference's callback, so that an object made later at the same address is not
-# taken for it, and a dead image's pixels are not held): one view is keyed by each memo a
-# comparison reads, and reading its pixels out was most of a key's cost.
-_pixel_keys: OrderedDict[int, tuple[weakref.ref, tuple]] = OrderedDict()
-
-
-def pixel_key(image: Image.Image) -> tuple:
-    """``image``'s mode, size and pixels, read once per image object while it is kept."""
-    known = _pixel_keys.get(id(image))
-    if known is not None and known[0]() is image:
-        _pixel_keys.move_to_end(id(image))
-        return known[1]
-    key, at = (image.mode, image.size, image.tobytes()), id(image)
-    _pixel_keys[at] = (weakref.ref(image, lambda _: _pixel_keys.pop(at, None)), key)
-    if len(_pixel_keys) > KEYS_KEPT:
-        _pixel_keys.popitem(last=False)
-    return key
+    forget_keys()
 
 
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
