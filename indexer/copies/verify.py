@@ -827,14 +827,17 @@ def affine_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
     channels move together, and float32 normal equations lose the fit), again on the pixels
     it fit within the mean."""
     x, y = channel_rows(stored), channel_rows(upload)
-    fitted = np.ones(x.shape[1], bool)
+    fitted = None
     for _ in range(FIT_ROUNDS):
-        xf, yf = (x, y) if fitted.all() else (x[:, fitted], y[:, fitted])
+        # np.compress keeps rows along memory, where x[:, fitted] lays them across it.
+        every = fitted is None or fitted.all()
+        xf, yf = (x, y) if every else (np.compress(fitted, v, axis=1) for v in (x, y))
         mx, my = xf.mean(axis=1, keepdims=True), yf.mean(axis=1, keepdims=True)
         xs = xf - mx
         gain = np.linalg.lstsq(xs @ xs.T, xs @ (yf - my).T, rcond=None)[0]
-        left = LUMA64 @ (np.clip(gain.T @ (x - mx) + my, 0, 255) - y)
-        fitted = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
+        left = LUMA64 @ (np.clip(gain.T @ (xs if every else x - mx) + my, 0, 255) - y)
+        size = np.abs(left)
+        fitted = size <= max(CLEAN_LEVEL, float(size.mean()))
     return left.reshape(stored.shape[:2])
 
 
@@ -901,7 +904,7 @@ def level_of(stored: np.ndarray, upload: np.ndarray, black: bool) -> np.ndarray:
     at = (np.abs(stored - bound) <= BOUND_LEVELS).all(axis=0)
     if at.sum() < BOUND_PIXELS:
         return np.full((3, 1), bound)
-    return np.median(upload[:, at], axis=1, keepdims=True)
+    return np.median(np.compress(at, upload, axis=1), axis=1, keepdims=True)
 
 
 def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
