@@ -30,7 +30,7 @@ DECODE_VERSION = 3
 LOSSLESS_MAX_RATIO = 3.0
 
 # Formats whose decoded pixels are the picture's own (copy verification holds such an upload
-# to the pixel: verify.off_grid). GIF is left out: a palette often dithers a drawing.
+# to the pixel: residual.off_grid). GIF is left out: a palette often dithers a drawing.
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF"})
 # Pillow's own bomb check is replaced by an explicit pixel limit checked before decoding.
 Image.MAX_IMAGE_PIXELS = None

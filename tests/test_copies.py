@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from hibt.config import Settings
 from hibt.indexer import index_format as fmt
 from hibt.indexer.build import build_index
-from hibt.indexer.copies import channels, framing, memo, rivals, search, verify
+from hibt.indexer.copies import channels, framing, memo, residual, rivals, search, verify, windows
 from hibt.indexer.copies.fingerprint import (
     DESCRIPTOR_DIM,
     Fingerprints,
@@ -1248,9 +1248,9 @@ def test_on_one_pixel_grid_what_a_brightening_clips_is_still_compared() -> None:
     brightened, stays within its copier's edit."""
     cream = playing_card((252, 248, 212))
     stored = stored_thumbnail(cream)
-    assert verify.off_grid(hash_base(jittered(ornamented(cream))), stored) >= verify.GRID_MAX
+    assert residual.off_grid(hash_base(jittered(ornamented(cream))), stored) >= verify.GRID_MAX
     for copy in (jittered(cream), ImageEnhance.Brightness(cream).enhance(1.3)):
-        assert verify.off_grid(hash_base(copy), stored) < verify.CLEAN_LEVEL
+        assert residual.off_grid(hash_base(copy), stored) < residual.CLEAN_LEVEL
 
 
 def shaded_card() -> Image.Image:
@@ -1487,17 +1487,17 @@ def test_pairs_laid_on_one_grid_are_kept_by_their_pixels() -> None:
     """laid_apart keeps its answer for a pair met again (another image object with the same
     pixels), read-only since it is shared, and answers anew for other pixels."""
     star = thin_star(72)
-    laid, apart = verify.laid_apart(star, star)
+    laid, apart = residual.laid_apart(star, star)
     assert laid is not None and apart is not None
-    again = verify.laid_apart(star.copy(), star.copy())
+    again = residual.laid_apart(star.copy(), star.copy())
     assert again[0] is laid and again[1] == apart
     assert not any(values.flags.writeable for values in laid)
-    assert verify.laid_apart(thin_star(76), star)[0] is not laid
+    assert residual.laid_apart(thin_star(76), star)[0] is not laid
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
 def test_window_extremes_are_scipys_filters(dtype) -> None:
-    """verify.window_extreme stands in for scipy.ndimage's maximum_filter and minimum_filter
+    """windows.window_extreme stands in for scipy.ndimage's maximum_filter and minimum_filter
     (for speed): the same values for odd and even windows, one wider than the array, and a
     window of 1 along an axis."""
     rng = np.random.default_rng(0)
@@ -1515,7 +1515,7 @@ def test_window_extremes_are_scipys_filters(dtype) -> None:
             (np.minimum, ndimage.minimum_filter),
         ):
             assert np.array_equal(
-                verify.window_extreme(values, size, extreme), scipys(values, size)
+                windows.window_extreme(values, size, extreme), scipys(values, size)
             )
 
 
@@ -1617,7 +1617,7 @@ def test_on_one_pixel_grid_a_colour_edit_that_clips_is_still_laid_alike(monkeypa
     """Jittered, a wash clipped at its pale end is no affine map of the stored one, and the
     least squares over it left most of the ink apart: the pair was taken for two pictures
     not on one grid, and a sibling with a dot added passed. Each stored colour still takes one
-    level in a copy (verify.mapped_residual): the sibling is held and refused, the copy held
+    level in a copy (residual.mapped_residual): the sibling is held and refused, the copy held
     and passed; without that test the sibling passes and the copy is not held."""
     stored = pale_wash(205, 235)
     sibling = verify.verify(jittered(pale_wash(205, 235, dot=True)), stored, grid=stored)
@@ -1625,7 +1625,7 @@ def test_on_one_pixel_grid_a_colour_edit_that_clips_is_still_laid_alike(monkeypa
     washed = pale_wash(180, 232)
     copy = verify.verify(jittered(washed), washed, grid=washed)
     assert (copy.kind, copy.held) == ("same", True)
-    monkeypatch.setattr(verify, "MAPPED_SHARE", 2.0)
+    monkeypatch.setattr(residual, "MAPPED_SHARE", 2.0)
     verify.forget()  # kept from before the constant changed
     unheld = verify.verify(jittered(pale_wash(205, 235, dot=True)), stored, grid=stored)
     assert (unheld.kind, unheld.held) == ("same", False)
@@ -1693,7 +1693,7 @@ def test_a_flipped_png_of_a_large_file_reduced_with_a_remainder_stays_a_copy(
 def test_the_dihedral_turns_are_named_as_pillow_s_transposes() -> None:
     """Grid.under decodes the file under the transpose named for a turn of dihedral()."""
     pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    for turn, transpose in zip(verify.dihedral(pixels), verify.DIHEDRAL, strict=True):
+    for turn, transpose in zip(residual.dihedral(pixels), residual.DIHEDRAL, strict=True):
         image = Image.fromarray(pixels)
         assert np.array_equal(
             np.asarray(image if transpose is None else image.transpose(transpose)), turn
@@ -1727,10 +1727,10 @@ def test_on_one_pixel_grid_a_copier_s_colour_edit_changes_every_colour_alike() -
         ImageEnhance.Contrast(sign).enhance(1.3),
     )
     for edit in edits:
-        assert verify.off_grid(hash_base(edit), stored) < verify.CLEAN_LEVEL
+        assert residual.off_grid(hash_base(edit), stored) < residual.CLEAN_LEVEL
     orange = stored_thumbnail(shaded_sign((255, 200, 60), (200, 80, 0)))
     green = hash_base(shaded_sign((60, 160, 60), (0, 100, 0)))
-    assert verify.off_grid(green, orange) >= verify.GRID_MAX
+    assert residual.off_grid(green, orange) >= verify.GRID_MAX
 
 
 def test_colour_figures_are_spared_only_against_a_view_grey_all_over() -> None:
@@ -1759,8 +1759,8 @@ def test_clip_span_takes_the_clipped_levels_extremes() -> None:
         np.array([[[0.0]], [[12.0]], [[30.0]]]),
         np.array([[[255.0]], [[240.0]], [[200.0]]]),
     )
-    touched, low, high = verify.clip_span(raw, floor, ceiling)
-    size = (1, 2 * verify.CLIP_REACH + 1, 2 * verify.CLIP_REACH + 1)
+    touched, low, high = residual.clip_span(raw, floor, ceiling)
+    size = (1, 2 * residual.CLIP_REACH + 1, 2 * residual.CLIP_REACH + 1)
     edited = np.clip(raw, floor, ceiling)
     over = ndimage.maximum_filter(raw, size=size) > ceiling + 0.5
     under = ndimage.minimum_filter(raw, size=size) < floor - 0.5

@@ -73,7 +73,7 @@ def test_decoded_at_what_the_work_needs(fmt: str, size: tuple[int, int]) -> None
 
 
 def test_a_lossless_file_keeps_its_grid_and_flips_keep_it_when_its_reduction_tiles_it() -> None:
-    """Copy verification holds a lossless upload to the pixel (verify.off_grid), on the grid
+    """Copy verification holds a lossless upload to the pixel (residual.off_grid), on the grid
     the build's decode and thumbnail give it: a PNG, not a JPEG. Its flips and turns lie on
     that grid too unless a reduction left a remainder (533 px halved: a column of one)."""
     found = {}
