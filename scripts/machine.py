@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import statistics
 import threading
+import time
 from pathlib import Path
+
+import numpy as np
 
 
 def cpu_model() -> str:
@@ -17,6 +21,28 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def reference_ms(rounds: int = 5) -> float:
+    """How long this machine takes now, in ms, for a fixed single-threaded workload of small
+    NumPy calls (FFTs, reductions, least squares) on a 100 x 100 picture, the kind copy
+    verification makes: the median of ``rounds``. A shared machine's speed moves within a
+    day by more than a code change does (docs/copy-detection.md, run AZ), so latencies read
+    beside it compare across runs."""
+    rng = np.random.default_rng(0)
+    grey = (rng.random((100, 100)) * 255).astype(np.float32)
+    rows = rng.random((3, 10_000))
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(100):
+            back = np.fft.irfft2(np.fft.rfft2(grey), s=grey.shape)
+            float(np.abs(back - grey).mean())
+            np.maximum(grey[1:], grey[:-1])
+            np.median(rows, axis=1)
+            np.linalg.lstsq(rows.T, rows[0], rcond=None)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
 
 
 class PeakMemory:
