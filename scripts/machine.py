@@ -24,7 +24,7 @@ def cpu_model() -> str:
 
 
 def reference_ms(rounds: int = 5) -> float:
-    """How long this machine takes now, in ms, for a fixed single-threaded workload of small
+    """How long this machine takes now, in ms, for a fixed workload of small
     NumPy calls (FFTs, reductions, least squares) on a 100 x 100 picture, the kind copy
     verification makes: the median of ``rounds``. A shared machine's speed moves within a
     day by more than a code change does (docs/copy-detection.md, run AZ), so latencies read
