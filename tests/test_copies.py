@@ -1921,6 +1921,37 @@ def test_a_crop_that_met_a_wider_crop_is_verified_whole(monkeypatch) -> None:
     assert verdict(sibling).kind == "same"
 
 
+def pen_bar(thickness: int) -> Image.Image:
+    """A flat-theme pen-width icon: a dark bar ``thickness`` px thick across a 60 px
+    canvas, 4 px short of either side (Openclipart's pen_width3 and pen_width4: 8 and 11),
+    drawn at 4x and reduced, as a renderer antialiases it."""
+    image = Image.new("RGB", (240, 240), "white")
+    top = 120 - 2 * thickness
+    ImageDraw.Draw(image).rectangle((16, top, 223, top + 4 * thickness - 1), (51, 51, 51))
+    return image.resize((60, 60), Image.Resampling.BOX)
+
+
+def test_a_crop_that_met_a_larger_stored_crop_is_held_to_the_whole_stored_picture(
+    monkeypatch,
+) -> None:
+    """The upload's crop of 60% of a bar 8 px thick meets the stored crop of 80% of one 11 px
+    thick: the same share of dark rows, cut where neither shows the bars' ends. The whole
+    stored picture against the upload's centre that stands for it shows them; a framed copy,
+    met the same way, stays the same picture."""
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, "crop 60%"))
+    match.stored_view = position(INDEX_VIEWS, "crop 80%")
+    stored = stored_thumbnail(pen_bar(11))
+
+    def verdict(upload: Image.Image) -> Verdict:
+        return verify.verify_match(query_fingerprints(upload), match, stored)
+
+    framed = ImageOps.expand(pen_bar(11), border=10, fill="white")
+    assert verdict(framed).kind == "same"
+    assert verdict(pen_bar(8)).kind == "different"
+    monkeypatch.setattr(verify, "framing", lambda *_: None)
+    assert verdict(pen_bar(8)).kind == "same"
+
+
 def coffee_card(coffee: tuple[int, int, int]) -> Image.Image:
     """A pale green card with a green cup of ``coffee`` on it (Openclipart's java against
     source_java, whose coffee is dark red, not brown)."""

@@ -343,6 +343,9 @@ def matched_views(
     query_view, stored_view, kept = widened(query, match, scene, base.uncut)
     if kept is not None:
         return compare(query, scene, query_view, centre_crop(base.uncut, kept))
+    framed = framing(query, match, scene, base.uncut)
+    if framed is not None:
+        return verify(framed, base.uncut)
     if INDEX_VIEWS[stored_view].brightened and one_grey(scene.picture, base.uncut):
         stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
     if INDEX_VIEWS[stored_view].name != "trimmed":
@@ -450,6 +453,22 @@ def widened(
         return as_is, WHOLE, None
     upload = query.views[as_is].make(scene)
     return as_is, match.stored_view, closest_crop(upload, stored, held.kept / view.kept)
+
+
+def framing(
+    query: Fingerprints, match: CopyMatch, scene: Scene, stored: Image.Image
+) -> Image.Image | None:
+    """For a centre crop of the upload that met a stored crop keeping a larger share of its
+    picture, the centre of the whole upload that stands for the whole stored picture
+    (:func:`closest_crop`, the other way round), else None. Such a pair says the upload
+    holds more than the stored picture (a frame added, a turn's corners), so the two crops
+    leave out the stored picture's edge: a bar 8 px thick cut at 60% is a bar 11 px thick
+    cut at 80% until the bars' ends are seen."""
+    view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
+    if view.kept in (None, 1.0) or held.kept is None or held.kept <= view.kept:
+        return None
+    upload = query.views[position(query.views, "as is")].make(scene)
+    return centre_crop(upload, closest_crop(stored, upload, view.kept / held.kept))
 
 
 def closest_crop(upload: Image.Image, stored: Image.Image, share: float) -> float:
