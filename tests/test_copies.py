@@ -1164,6 +1164,10 @@ def test_a_grey_sibling_is_not_a_greyscale_copy_stretched(monkeypatch) -> None:
         assert verify.verify(hash_base(upload), stored_thumbnail(stored)).kind == "different"
     for upload, stored in ((grey, colour), (colour, grey)):
         assert verify.verify(hash_base(upload), stored_thumbnail(stored)).kind == "same"
+    # The colour upload is made grey the 601 way, which its stored copy took: 709's levels
+    # (54-237) fit them only stretched past GREY_GAIN, and were chosen on some machines.
+    made = verify.made_grey(hash_base(colour), stored_thumbnail(grey), False)
+    assert set(np.unique(np.asarray(made.upload)).tolist()) == {76, 226}
     monkeypatch.setattr(verify, "GREY_GAIN", verify.TONE_GAIN)
     for upload, stored in pairs:
         assert verify.verify(hash_base(upload), stored_thumbnail(stored)).kind == "same"

@@ -1140,8 +1140,11 @@ def made_grey(upload: Image.Image, stored: Image.Image, upload_is_grey: bool) ->
     small, share = colour_share(coloured)
 
     def left(way: GreyWay) -> float:
-        made = way(small)  # the upload fitted to the stored view, as the tones are
-        return fitted_apart(*((target, made) if upload_is_grey else (made, target)), TONE_GAIN)
+        # The upload fitted to the stored view within the limits the tones then hold a grey
+        # view against a coloured one to: within TONE_GAIN, 601 and 709 luma of red on
+        # yellow both fit a 601 copy, and which came first was rounding's choice.
+        made = way(small)
+        return fitted_apart(*((target, made) if upload_is_grey else (made, target)), GREY_GAIN)
 
     mostly = share >= MOSTLY_COLOURED
     way = min(GREY_WAYS, key=left) if mostly else GREY_WAYS[0]
