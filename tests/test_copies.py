@@ -1290,6 +1290,30 @@ def test_what_a_stored_flat_fill_holds_a_copy_holds_flat(monkeypatch) -> None:
         assert verify.verify(hash_base(sibling), stored).kind == "same"
 
 
+def test_an_upload_no_brighter_than_the_stored_picture_is_not_held_to_its_brightened_view(
+    monkeypatch,
+) -> None:
+    """The white king of clubs met the cream one's brightened view, where the cream ground
+    clips to white and the king, a tenth brighter, passes the tone fit: the same picture.
+    The brightened view stands for a brightened upload; one whose own colours are no
+    brighter than the stored picture's is held to the picture as it is, where the cream
+    shows. Brightened or jittered copies of the cream card stay the same picture."""
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, "as is"))
+    match.stored_view = position(INDEX_VIEWS, "brightened")
+    stored = stored_thumbnail(shaded_card())
+
+    def verdict(upload: Image.Image) -> Verdict:
+        return verify.verify_match(query_fingerprints(upload), match, stored)
+
+    white = playing_card((255, 255, 255))
+    assert verdict(white).kind == "different"
+    for gain in (1.1, 1.2):
+        assert verdict(ImageEnhance.Brightness(shaded_card()).enhance(gain)).kind == "same"
+    assert verdict(jittered(shaded_card())).kind == "same"
+    monkeypatch.setattr(verify, "BRIGHTER_MIN", -np.inf)
+    assert verdict(white).kind == "same"
+
+
 def hatched_leaves(fill: tuple[int, int, int]) -> Image.Image:
     """Two leaves outlined in black and hatched in ``fill``: Openclipart's foglie_rosse
     (191, 0, 0) and foglie_marroni (90, 61, 28), whose colour covers too little of the

@@ -58,14 +58,16 @@ from hibt.indexer.copies.residual import (
     off_grid,
 )
 from hibt.indexer.copies.views import (
+    BRIGHTEN_GAIN,
     INDEX_VIEWS,
     Scene,
     View,
+    brightened,
     centre_crop,
     hash_base,
     position,
 )
-from hibt.indexer.copies.windows import window_span
+from hibt.indexer.copies.windows import window_extreme, window_span
 
 GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
@@ -216,6 +218,12 @@ WIDEN_REACH = 0.1
 WIDEN_STEP = 0.02
 WIDEN_SIDE = 48
 SMALL = (WIDEN_SIDE, WIDEN_SIDE)  # the size at which a crop or a grey conversion is chosen
+# An upload met on the stored brightened view is held to it when it is brighter than the
+# stored picture by this share of what the view adds, over the pixels where the view adds
+# BRIGHTER_SEEN grey levels or more (brighter; calibrated: docs/copy-detection.md, run BB).
+BRIGHTER_MIN = 0.1
+BRIGHTER_SEEN = 4.0
+BRIGHTER_LEAST = 0.02  # of the view (at 48 px): fewer such pixels tell nothing
 # Share of its ink a view must have coloured for the way it is made grey to be chosen.
 MOSTLY_COLOURED = 0.5
 LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -346,8 +354,14 @@ def matched_views(
     framed = framing(query, match, scene, base.uncut)
     if framed is not None:
         return verify(framed, base.uncut)
-    if INDEX_VIEWS[stored_view].brightened and one_grey(scene.picture, base.uncut):
-        stored_view = WHOLE  # a grey copy is held to the picture as it is: one edit, not two
+    if INDEX_VIEWS[stored_view].brightened and (
+        one_grey(scene.picture, base.uncut)
+        or not brighter(query.views[query_view].make(scene), base.uncut)
+    ):
+        # A grey copy is held to the picture as it is (one edit, not two), and so is an
+        # upload no brighter than it: the white card of a deck, whose king is the cream
+        # card's to the level, met the cream card brightened until its ground turned white.
+        stored_view = WHOLE
     if INDEX_VIEWS[stored_view].name != "trimmed":
         fine = query.views[query_view].name == "as is" and stored_view == WHOLE
         view = INDEX_VIEWS[stored_view].make(base)
@@ -479,6 +493,29 @@ def closest_crop(upload: Image.Image, stored: Image.Image, share: float) -> floa
     steps = np.arange(-WIDEN_REACH, WIDEN_REACH + 1e-9, WIDEN_STEP)
     shares = (float(share * (1 + k)) for k in steps if share * (1 + k) <= 1)
     return min(shares, key=lambda kept: fitted_apart(up, small_grey(centre_crop(stored, kept))))
+
+
+def brighter(upload: Image.Image, stored: Image.Image) -> bool:
+    """Whether ``upload`` is brightened from ``stored`` (one frame) at least
+    :data:`BRIGHTER_MIN` as much as the stored brightened view is (views.brightened): what
+    that view stands for. Where little tells (levels black, white or full colours, which
+    brightening leaves as they are), it may be."""
+    return brightening(upload, stored) >= BRIGHTER_MIN
+
+
+def brightening(upload: Image.Image, stored: Image.Image) -> float:
+    """How much ``upload`` is brighter than ``stored``, as a share of what the brightened
+    view adds, in grey levels over the pixels where it adds :data:`BRIGHTER_SEEN` or more
+    and clips nothing about them (inf where they are under :data:`BRIGHTER_LEAST` of the
+    view: the edges of a card's pips alone say nothing once resampled)."""
+    st_rgb = stored.convert("RGB").resize(SMALL, Image.Resampling.BOX)
+    st, up = np.asarray(st_rgb.convert("L"), np.float32), small_grey(upload)
+    adds = np.asarray(brightened(st_rgb).convert("L"), np.float32) - st
+    # Not beside a level it clips: resampling blends an edge with the ground beyond it.
+    seen = (adds >= BRIGHTER_SEEN) & (window_extreme(st, 3, np.maximum) < 255 / BRIGHTEN_GAIN)
+    if seen.mean() < BRIGHTER_LEAST:
+        return math.inf
+    return float((up - st)[seen].mean() / adds[seen].mean())
 
 
 def small_grey(image: Image.Image) -> np.ndarray:
