@@ -1500,6 +1500,22 @@ def test_a_candidate_the_pixel_grid_refused_is_no_rival_of_one_it_passed() -> No
         assert settle(pair, never) == Settled(set(), rivals=2)
 
 
+def test_a_candidate_refused_for_its_colour_is_no_rival() -> None:
+    """The white king of clubs at JPEG 30, in an index holding both decks: the cream king is
+    refused for its colour, at a grey distance within twice the white king's own (the decks
+    lie close in grey). Colour told them apart, so the white king is the copy; a candidate
+    refused for anything else within that reach stays a rival."""
+    never = lambda a, b: False  # noqa: E731
+
+    def refused(idx: int, region: str, distance: float) -> Checked:
+        return Checked(idx, f"file{idx}", Verdict("different", region, 0.0, distance))
+
+    assert settle([checked(1, "same", 1.5), refused(2, "colour", 2.7)], never) == Settled({1})
+    for region in ("fine tones", "flat fill", "grey tones"):
+        pair = [checked(1, "same", 1.5), refused(2, region, 2.7)]
+        assert settle(pair, never) == Settled(set(), rivals=2)
+
+
 def test_a_verdict_wanted_within_a_distance_stops_past_it() -> None:
     """``within`` (rivals.same_picture's shortcut) answers "different" for a pair whose
     distance is past it, and changes nothing for one under it."""

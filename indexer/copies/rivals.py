@@ -12,7 +12,9 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
 * any candidate of another picture within ``RIVAL_RATIO`` times its distance (a passed one or
   one verification turned down) is a rival: the upload is as close to two pictures that are
   not one, and nothing tells which, if either, it copies. No copy is claimed; the candidates
-  are shown as look-alikes, and the verdict says the upload cannot be told apart;
+  are shown as look-alikes, and the verdict says the upload cannot be told apart. Not one
+  turned down for its colour: the distance is of grey levels, and the colour told them
+  apart (a white card and a cream one lie close in grey);
 * where the best is a coloured picture that a grey upload passed (``Verdict.grey``), any other
   such picture that passed is a rival however far: each was made grey the way that fits it
   best, so their distances say nothing of colour, and a grey arrow is as much a copy of the
@@ -49,6 +51,7 @@ SAME_PICTURE = 0.5
 # picture (each check compares two thumbnails); the rest stay look-alikes.
 SAME_CHECKS = 8
 PASSED = ("same", "edited")
+COLOUR = "colour"  # verify.unlike's region for another colouring: told apart, at any distance
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,9 @@ def settle(
     pixels = best.verdict.held and best.verdict.kind == "same"
 
     def rival(c: Checked) -> bool:
-        told = pixels and c.verdict.held and c.verdict.kind == "different"
+        told = c.verdict.kind == "different" and (
+            (pixels and c.verdict.held) or c.verdict.region == COLOUR
+        )
         grey = best.verdict.grey and c.verdict.grey and c.verdict.kind in PASSED
         near = c.verdict.distance <= reach or grey
         return near and c.verdict.kind not in weaker and not told
