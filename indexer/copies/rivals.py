@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from hibt.indexer.copies.verify import RANK, Verdict, edit_order, verify
+from hibt.indexer.copies.verify import COLOUR, RANK, Verdict, edit_order, verify
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -51,7 +51,6 @@ SAME_PICTURE = 0.5
 # picture (each check compares two thumbnails); the rest stay look-alikes.
 SAME_CHECKS = 8
 PASSED = ("same", "edited")
-COLOUR = "colour"  # verify.unlike's region for another colouring: told apart, at any distance
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ KEPT_MAX = 0.8
 PARTS = 16
 PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
 RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as an edit is
+COLOUR = "colour"  # the reason another colouring gives (unlike): no rival at any distance
 # An edit is a part redrawn in the drawing's own palette (a heart given a second highlight, a
 # card back another pattern), not laid over, where neither picture brings colour of its own:
 # the colour each brings where they differ (colour_brought, OVERLAY_CHROMA or more, inside a
@@ -669,7 +670,7 @@ def unlike(tones: Tones, share: float, grey_against_colour: bool) -> Verdict | N
         (tones.greyed, GREYED_MAX),
     )
     if any(value >= limit for value, limit in limits):
-        return Verdict("different", "colour", share, tones.mean)
+        return Verdict("different", COLOUR, share, tones.mean)
     if grey_against_colour and tones.mean >= GREY_COPY_MAX:
         return Verdict("different", "grey tones", share, tones.mean)
     return None
