@@ -460,14 +460,14 @@ def widened(
     that met a wider stored crop stands for the whole upload against the stored crop that
     holds as much of the picture: the blank centre of a star of thin spokes meets any blank
     centre, and the spokes are what tell two stars apart."""
-    view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
-    if view.kept in (None, 1.0) or held.kept is None or held.kept > view.kept:
+    crops = crops_met(query, match)
+    if crops is None or crops.stored > crops.upload:
         return match.query_view, match.stored_view, None
     as_is = position(query.views, "as is")
-    if held.kept == view.kept:
+    if crops.stored == crops.upload:
         return as_is, WHOLE, None
     upload = query.views[as_is].make(scene)
-    return as_is, match.stored_view, closest_crop(upload, stored, held.kept / view.kept)
+    return as_is, match.stored_view, closest_crop(upload, stored, crops.stored / crops.upload)
 
 
 def framing(
@@ -479,11 +479,25 @@ def framing(
     holds more than the stored picture (a frame added, a turn's corners), so the two crops
     leave out the stored picture's edge: a bar 8 px thick cut at 60% is a bar 11 px thick
     cut at 80% until the bars' ends are seen."""
-    view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
-    if view.kept in (None, 1.0) or held.kept is None or held.kept <= view.kept:
+    crops = crops_met(query, match)
+    if crops is None or crops.stored <= crops.upload:
         return None
     upload = query.views[position(query.views, "as is")].make(scene)
-    return centre_crop(upload, closest_crop(stored, upload, view.kept / held.kept))
+    return centre_crop(upload, closest_crop(stored, upload, crops.upload / crops.stored))
+
+
+class Crops(NamedTuple):
+    upload: float  # the share of each side the upload's centre crop keeps
+    stored: float  # the share the stored crop keeps
+
+
+def crops_met(query: Fingerprints, match: CopyMatch) -> Crops | None:
+    """The shares kept where a centre crop of the upload met a stored crop (:func:`widened`
+    and :func:`framing` take the two ways their shares can compare), else None."""
+    view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
+    if view.kept in (None, 1.0) or held.kept is None:
+        return None
+    return Crops(view.kept, held.kept)
 
 
 def closest_crop(upload: Image.Image, stored: Image.Image, share: float) -> float:
