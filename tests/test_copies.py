@@ -1199,6 +1199,41 @@ def test_a_view_too_small_to_verify_is_still_held_to_its_shape() -> None:
     assert verify.verify(line_icon(255).resize((18, 9)), tiny).kind == "same"
 
 
+def rounded_plus(size: int) -> Image.Image:
+    """A plus of rounded arms a fifth of its side thick (an "add" icon), on white."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    middle, half = size / 2, size * 0.09
+    near, far = size * 0.1, size * 0.9
+    arms = ((near, middle - half, far, middle + half), (middle - half, near, middle + half, far))
+    for box in arms:
+        draw.rounded_rectangle(box, radius=half, fill=(60, 60, 60))
+    return image
+
+
+def test_a_centre_crop_too_small_to_verify_is_no_copy() -> None:
+    """An "add" icon halved (a 30 px rounded plus) was claimed as a first-aid sign, a thick
+    cross to its edges: the plus's 18 px centre crop met the whole cross, and a view under
+    MIN_SIDE passed unverified. The middle of a plus is a thick cross at any size, so a crop
+    that small is no evidence, whether compared as it met or framed to stand for the whole
+    stored picture. The whole plus, and a crop of a larger upload, are still compared."""
+    cross = Image.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(cross)
+    draw.rectangle((85, 0, 170, 255), fill="black")
+    draw.rectangle((0, 85, 255, 170), fill="black")
+    stored = stored_thumbnail(cross)
+    crop, whole = position(QUERY_VIEWS, "crop 60%"), position(INDEX_VIEWS, "whole")
+    for size, small in ((30, True), (60, False)):
+        prints = query_fingerprints(rounded_plus(size))
+        compared = verify.compare(prints, prints.scene, crop, stored)
+        assert (compared.region == verify.TOO_SMALL) is small
+        match = CopyMatch(0, 0.99, 0.0, query_view=crop, stored_view=whole)
+        framed = verify.matched_views(prints, match, hash_base(stored), False)
+        assert (framed.region == verify.TOO_SMALL) is small
+        as_is = verify.compare(prints, prints.scene, position(QUERY_VIEWS, "as is"), stored)
+        assert as_is.region != verify.TOO_SMALL
+
+
 def test_a_blank_view_is_no_evidence_of_a_copy() -> None:
     """The empty centre of an icon whose bar lies along its edge met the empty inside of a
     flowchart box block for block: a view with nothing in it proves nothing."""

@@ -73,9 +73,11 @@ GRID = 8  # blocks per side
 SHIFT = 1  # pixels a view may be off its match and still be the same picture
 SIDE = 64  # pixels per side at most for the blocks: 8x8 px each
 # An upload view smaller than this holds no detail to verify: accepted, at the distance of its
-# grey levels (to rank rivals). A stored view smaller than this on its longer side cannot
-# verify a larger upload: never its copy.
+# grey levels (to rank rivals), when it is the whole upload; a centre crop of it so small is
+# no evidence at all (cropped_too_small). A stored view smaller than this on its longer side
+# cannot verify a larger upload: never its copy.
 MIN_SIDE = 24
+TOO_SMALL = "too small to compare"
 # A block differs when its mean absolute grey difference (0-255, after the fit) is at least
 # this many levels (calibrated: docs/copy-detection.md, "Verification").
 BLOCK_DIFF = 24.0
@@ -354,7 +356,7 @@ def matched_views(
         return compare(query, scene, query_view, centre_crop(base.uncut, kept))
     framed = framing(query, match, scene, base.uncut)
     if framed is not None:
-        return verify(framed, base.uncut)
+        return cropped_too_small(framed) or verify(framed, base.uncut)
     if INDEX_VIEWS[stored_view].brightened and (
         one_grey(scene.picture, base.uncut)
         or not brighter(query.views[query_view].make(scene), base.uncut)
@@ -424,12 +426,22 @@ def compare(
     """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid``: as for
     :func:`verify`; held only for a view that a flip or turn alone made (View.lossless)."""
     upload = query.views[view].make(scene)
+    if query.views[view].kept not in (None, 1.0) and (small := cropped_too_small(upload)):
+        return small
     return verify(
         upload,
         stored_view,
         fine,
         *pixel_test(query, upload, grid if query.views[view].lossless else None),
     )
+
+
+def cropped_too_small(crop: Image.Image) -> Verdict | None:
+    """A "different" verdict for a centre crop of the upload under :data:`MIN_SIDE` px, else
+    None. A crop that small shows a shape's middle alone, and the middle of one shape is the
+    whole of many: the centre of a 30 px rounded plus is a thick first-aid cross to its
+    edges. The whole upload is there to meet its copy."""
+    return Verdict("different", TOO_SMALL, 1.0) if max(crop.size) < MIN_SIDE else None
 
 
 def pixel_test(
@@ -562,7 +574,7 @@ def verify(
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
         # A picture a few pixels wide (a 6x3 flag) holds nothing to tell a larger upload by.
-        return Verdict("different", "too small to compare", 1.0)
+        return Verdict("different", TOO_SMALL, 1.0)
     largest = min(FINE_SIDE, *upload_view.size)
     if largest < MIN_SIDE:
         # Too few pixels for blocks or fine lines, but enough to say which stored picture
