@@ -426,7 +426,7 @@ def compare(
     """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid``: as for
     :func:`verify`; held only for a view that a flip or turn alone made (View.lossless)."""
     upload = query.views[view].make(scene)
-    if query.views[view].kept not in (None, 1.0) and (small := cropped_too_small(upload)):
+    if cropped(query.views[view]) and (small := cropped_too_small(upload)):
         return small
     return verify(
         upload,
@@ -434,6 +434,12 @@ def compare(
         fine,
         *pixel_test(query, upload, grid if query.views[view].lossless else None),
     )
+
+
+def cropped(view: View) -> bool:
+    """Whether an upload's ``view`` is a centre crop that leaves part of its picture out (a
+    function here, not a property of View: views.py's code is in the index's build key)."""
+    return view.kept is not None and view.kept < 1.0
 
 
 def cropped_too_small(crop: Image.Image) -> Verdict | None:
@@ -507,7 +513,7 @@ def crops_met(query: Fingerprints, match: CopyMatch) -> Crops | None:
     """The shares kept where a centre crop of the upload met a stored crop (:func:`widened`
     and :func:`framing` take the two ways their shares can compare), else None."""
     view, held = query.views[match.query_view], INDEX_VIEWS[match.stored_view]
-    if view.kept in (None, 1.0) or held.kept is None:
+    if not cropped(view) or held.kept is None:
         return None
     return Crops(view.kept, held.kept)
 
