@@ -2490,6 +2490,30 @@ def test_a_part_drawn_in_the_pictures_own_colours_is_not_laid_over() -> None:
         assert verdict.kind == "edited"
 
 
+def caption_bottom_left(image: Image.Image) -> Image.Image:
+    """``image`` with a caption laid over its bottom left: a magenta box with white text."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((8, 236, 84, 292), fill=(190, 20, 170))
+    draw.text((14, 250), "repost", fill="white")
+    return out
+
+
+def test_a_part_in_the_pictures_own_colours_is_not_hidden_by_a_caption_elsewhere() -> None:
+    """A branched tree claimed as the plain one once the benchmark's caption lay over it:
+    over all the blocks that differ, the caption's colours outweighed the branches', drawn
+    in the trunk's brown. Each separate region of the edit is asked too: a second disc in
+    the picture's own red, with a caption in another place, is another picture; the
+    caption alone, or with a disc in a colour of its own, stays an edit."""
+    stored = stored_thumbnail(emblem())
+    upload = hash_base(caption_bottom_left(emblem((200, 30, 30))))
+    verdict = verify.verify(upload, stored)
+    assert (verdict.kind, verdict.region) == ("different", verify.REDRAWN)
+    for picture in (emblem(), emblem((230, 200, 20))):
+        verdict = verify.verify(hash_base(caption_bottom_left(picture)), stored)
+        assert verdict.kind == "edited"
+
+
 def line_drawing() -> Image.Image:
     """A drawing in black on white: a triangle and a stroke above it."""
     image = Image.new("RGB", (300, 300), "white")

@@ -1323,14 +1323,28 @@ def own_colours(
     side: int,
     wholes: tuple[Image.Image, Image.Image],
 ) -> bool:
-    """Whether an edit (:func:`laid_over`) brings no colour of its own either way: where the
-    two differ, the colour each brings (inside a fill) is, nearly all of it
-    (:data:`OWN_MAX`), colour the other fills outside the edit's blocks (``wholes``: the
-    upload's and the stored view at full size). A part redrawn in the drawing's own palette
-    (a second highlight on a heart, another pattern on a card back, branches in the trunk's
-    brown), not a caption or a logo, which brings colours of its own to the picture that
-    carries it: the upload, or the stored copy when the upload is the clean original."""
-    changing = changed(diff, differs, side)
+    """Whether an edit (:func:`laid_over`) brings no colour of its own either way, over all
+    its blocks or over any one separate region of them (:func:`own_in`). A part redrawn in
+    the drawing's own palette (a second highlight on a heart, another pattern on a card
+    back, branches in the trunk's brown), not a caption or a logo, which brings colours of
+    its own to the picture that carries it: the upload, or the stored copy when the upload
+    is the clean original. A caption laid over one place does not hide branches redrawn in
+    another: together their colours are not the drawing's, apart the branches' are."""
+    regions, count = ndimage.label(differs, structure=np.ones((3, 3)))
+    areas = [differs] + ([regions == k for k in range(1, count + 1)] if count > 1 else [])
+    return any(own_in(up, stored, changed(diff, area, side), differs, wholes) for area in areas)
+
+
+def own_in(
+    up: Image.Image,
+    stored: Image.Image,
+    changing: np.ndarray,
+    differs: np.ndarray,
+    wholes: tuple[Image.Image, Image.Image],
+) -> bool:
+    """Whether, at the ``changing`` pixels, the colour each view brings (inside a fill) is,
+    nearly all of it (:data:`OWN_MAX`), colour the other fills outside all the edit's
+    ``differs`` blocks (``wholes``: the upload's and the stored view at full size)."""
     brought = False
     for a, b, whole in ((up, stored, wholes[1]), (stored, up, wholes[0])):
         colours = np.asarray(a)
