@@ -1330,28 +1330,43 @@ def own_colours(
     its own to the picture that carries it: the upload, or the stored copy when the upload
     is the clean original. A caption laid over one place does not hide branches redrawn in
     another: together their colours are not the drawing's, apart the branches' are."""
+    ways = (
+        brought_by(up, stored, wholes[1], differs),
+        brought_by(stored, up, wholes[0], differs),
+    )
     regions, count = ndimage.label(differs, structure=np.ones((3, 3)))
     areas = [differs] + ([regions == k for k in range(1, count + 1)] if count > 1 else [])
-    return any(own_in(up, stored, changed(diff, area, side), differs, wholes) for area in areas)
+    return any(own_in(changed(diff, area, side), ways) for area in areas)
 
 
-def own_in(
-    up: Image.Image,
-    stored: Image.Image,
-    changing: np.ndarray,
-    differs: np.ndarray,
-    wholes: tuple[Image.Image, Image.Image],
-) -> bool:
-    """Whether, at the ``changing`` pixels, the colour each view brings (inside a fill) is,
-    nearly all of it (:data:`OWN_MAX`), colour the other fills outside all the edit's
-    ``differs`` blocks (``wholes``: the upload's and the stored view at full size)."""
+class Brought(NamedTuple):
+    """What one view brings where it differs from the other (:func:`brought_by`)."""
+
+    pixels: np.ndarray  # colour brought (OVERLAY_CHROMA or more) inside a fill
+    own: np.ndarray  # of those, the colours the other view fills outside the edit's blocks
+
+
+def brought_by(a: Image.Image, b: Image.Image, whole: Image.Image, differs: np.ndarray) -> Brought:
+    """The colour view ``a`` brings against ``b`` (inside a fill), and which of it ``whole``
+    (the other view at full size) fills outside the ``differs`` blocks: made once for the
+    whole edit and each region of it."""
+    colours = np.asarray(a)
+    pixels = (colour_brought(a, b) >= OVERLAY_CHROMA) & solid(colours)
+    own = np.zeros(pixels.shape, bool)
+    if pixels.any():
+        own[pixels] = np.isin(cube_keys(colours[pixels]), held_in(whole, differs))
+    return Brought(pixels, own)
+
+
+def own_in(changing: np.ndarray, ways: tuple[Brought, Brought]) -> bool:
+    """Whether, at the ``changing`` pixels, the colour each view brings is, nearly all of it
+    (:data:`OWN_MAX`), colour the other fills outside the edit (``ways``: each view's)."""
     brought = False
-    for a, b, whole in ((up, stored, wholes[1]), (stored, up, wholes[0])):
-        colours = np.asarray(a)
-        pixels = changing & (colour_brought(a, b) >= OVERLAY_CHROMA) & solid(colours)
+    for way in ways:
+        pixels = changing & way.pixels
         if not pixels.any():
             continue
-        if np.isin(cube_keys(colours[pixels]), held_in(whole, differs)).mean() < OWN_MAX:
+        if way.own[pixels].mean() < OWN_MAX:
             return False
         brought = True
     return brought
