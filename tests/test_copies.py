@@ -1545,7 +1545,7 @@ def test_a_candidate_refused_for_its_colour_is_no_rival() -> None:
     def refused(idx: int, region: str, distance: float) -> Checked:
         return Checked(idx, f"file{idx}", Verdict("different", region, 0.0, distance))
 
-    assert settle([checked(1, "same", 1.5), refused(2, "colour", 2.7)], never) == Settled({1})
+    assert settle([checked(1, "same", 1.5), refused(2, verify.COLOUR, 2.7)], never) == Settled({1})
     for region in ("fine tones", "flat fill", "grey tones"):
         pair = [checked(1, "same", 1.5), refused(2, region, 2.7)]
         assert settle(pair, never) == Settled(set(), rivals=2)
