@@ -230,6 +230,20 @@ class Negative(NamedTuple):
     met: frozenset[str] = frozenset()
 
 
+def labelled_copies(pairs: dict[frozenset[str], str]) -> dict[str, frozenset[str]]:
+    """{sha256: the sha256s labelled copies of it}, both ways. A claim of any of them is
+    no false copy, whether or not the held-out picture, untransformed, meets it at the
+    near-copy similarity (a copy turned a quarter need not): the table then counts as
+    :func:`recount` does, by the labels alone."""
+    copies: dict[str, set[str]] = {}
+    for pair, label in pairs.items():
+        if label == "copy" and len(pair) == 2:
+            a, b = pair
+            copies.setdefault(a, set()).add(b)
+            copies.setdefault(b, set()).add(a)
+    return {sha: frozenset(others) for sha, others in copies.items()}
+
+
 def labelled_pairs(path: Path = PAIRS) -> dict[frozenset[str], str]:
     """{sha256 pair: "copy" or "sibling"} from the committed list."""
     pairs = {}
@@ -243,16 +257,19 @@ def labelled_pairs(path: Path = PAIRS) -> dict[frozenset[str], str]:
 def negatives_of(
     engine: Engine, held: list[tuple[Record, Image.Image]], work: Path
 ) -> list[Negative]:
-    """The held-out pictures with their labelled copies and close siblings. Pairs the engine
-    would call copies by descriptor alone and the list does not label yet are written to
-    ``work/unlabelled_pairs.tsv``, to be looked at and added to docs/copy-pairs.tsv."""
+    """The held-out pictures with their labelled copies in the index and close siblings.
+    Pairs the engine would call copies by descriptor alone and the list does not label yet
+    are written to ``work/unlabelled_pairs.tsv``, to be looked at and added to
+    docs/copy-pairs.tsv."""
     pairs = labelled_pairs()
+    copies_of = labelled_copies(pairs)
     near = engine.thresholds.near
     store = engine.index.store()
     out, unlabelled = [], []
     for record, image in held:
         sha = file_digest(record)
-        copies, sibling, met = set(), False, set()
+        copies = frozenset(c for c in copies_of.get(sha, ()) if store.idxs_by_sha256(c))
+        sibling, met = False, set()
         for idx, similarity in best_matches(engine, png_bytes(image)).items():
             if similarity < near:
                 continue
@@ -260,14 +277,13 @@ def negatives_of(
             met.add(row["sha256"])
             label = pairs.get(frozenset((sha, row["sha256"])))
             if label == "copy":
-                copies.add(row["sha256"])
                 continue
             sibling = True
             if label is None:
                 unlabelled.append(
                     f"{sha}\t{row['sha256']}\t{similarity:.4f}\t{record.path}\t{row['path']}"
                 )
-        out.append(Negative(image, record.path, sha, frozenset(copies), sibling, frozenset(met)))
+        out.append(Negative(image, record.path, sha, copies, sibling, frozenset(met)))
     (work / "unlabelled_pairs.tsv").write_text("".join(f"{u}\n" for u in unlabelled))
     return out
 

@@ -276,6 +276,24 @@ def test_a_finished_run_is_judged_again_under_new_labels(tmp_path: Path, capsys)
     assert "2 of 8 (25.0%); 2 of 4 (50.0%) among the 2 pictures with a close sibling" in out
 
 
+def test_the_table_and_the_recount_read_the_same_labels() -> None:
+    """A held-out picture's claim of a file labelled its copy is no false copy in the table,
+    whether or not the two meet untransformed (a copy turned a quarter need not), just as the
+    recount reads it: by the label alone, either way round; a sibling's claim is false."""
+    b = bench()
+    pairs = {
+        frozenset(("h1", "s1")): "copy",
+        frozenset(("s2", "h1")): "copy",
+        frozenset(("h1", "s3")): "sibling",
+        frozenset(("h2", "s1")): "copy",
+    }
+    copies = b.labelled_copies(pairs)
+    assert copies["h1"] == {"s1", "s2"} and copies["s1"] == {"h1", "h2"}
+    for held, stored in [("h1", "s1"), ("h1", "s2"), ("h1", "s3"), ("h2", "s1"), ("h3", "s1")]:
+        false_in_table = stored not in copies.get(held, ())
+        assert false_in_table == (pairs.get(frozenset((held, stored))) != "copy")
+
+
 def test_an_upload_shows_the_claimed_picture_only_where_their_difference_survives(
     tmp_path: Path, monkeypatch
 ) -> None:
