@@ -2490,6 +2490,28 @@ def test_a_part_drawn_in_the_pictures_own_colours_is_not_laid_over() -> None:
         assert verdict.kind == "edited"
 
 
+def region_map(fill: tuple[int, int, int]) -> Image.Image:
+    """A small region of a map in ``fill`` with a dark outline, on a large white page."""
+    image = Image.new("RGB", (300, 420), "white")
+    shape = [(60, 150), (70, 140), (110, 148), (130, 160), (170, 165), (200, 185)]
+    shape += [(185, 200), (150, 205), (120, 200), (100, 215), (80, 205), (62, 210)]
+    ImageDraw.Draw(image).polygon(shape, fill=fill, outline=(20, 20, 20))
+    return image
+
+
+def test_an_edit_is_a_copy_only_where_the_rest_is_one_picture() -> None:
+    """A map's black silhouette with the benchmark's box laid over, against the same map
+    shaded tan: the box's blocks differ and the rest holds too little of the page for a
+    block to; laid over each other, the tones outside the box stay apart by more than the
+    same picture's (TONE_MAX, on their mean). Each map with the box is its own edited copy."""
+    black, tan = region_map((10, 10, 10)), region_map((205, 195, 130))
+    verdict = verify.verify(hash_base(overlaid(black)), stored_thumbnail(tan))
+    assert (verdict.kind, verdict.region) == ("different", "fine tones")
+    for drawn in (black, tan):
+        verdict = verify.verify(hash_base(overlaid(drawn)), stored_thumbnail(drawn))
+        assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+
+
 def caption_bottom_left(image: Image.Image) -> Image.Image:
     """``image`` with a caption laid over its bottom left: a magenta box with white text."""
     out = image.copy()

@@ -646,8 +646,7 @@ def verify(
         if own_colours(over, st, diff, differs, side, (coloured or upload_view, stored_view)):
             return Verdict("different", REDRAWN, share)
         tones = tone_difference(upload_view, stored_view, differs, coloured, gain=limits)
-        edited = Verdict("edited", where, share, tones.mean)
-        return unlike(tones, share, grey_against_colour) or edited
+        return edit_verdict(tones, where, share, grey_against_colour)
     return Verdict("different", where, share)
 
 
@@ -676,8 +675,22 @@ def grid_edit(
     if (chroma(up) - chroma(st))[changing].mean() < OVERLAY_CHROMA:
         return None
     tones = tone_difference(upload_view, stored_view, differs, gain=tone_gain(grey_against_colour))
-    edited = Verdict("edited", region(differs), share, tones.mean, held=True)
-    return unlike(tones, share, grey_against_colour) or edited
+    return edit_verdict(tones, region(differs), share, grey_against_colour, held=True)
+
+
+def edit_verdict(
+    tones: Tones, where: str, share: float, grey_against_colour: bool, held: bool = False
+) -> Verdict:
+    """The verdict on an edit at ``where`` whose ``tones`` are measured outside it: an
+    edited copy only where the two are one picture there. Held on the mean, not on the 95th
+    percentile the same picture is held to (:data:`TONE_MAX`): an edit's thin strokes cross
+    blocks that do not differ as a whole (a translucent white "OX" over a red disc) and
+    leave a high tail, while a sibling differs all over what the edit leaves (a black
+    silhouette of a map with a caption laid over, against the map shaded tan)."""
+    unlike_it = unlike(tones, share, grey_against_colour)
+    if unlike_it is None and tones.mean >= TONE_MAX:
+        return Verdict("different", "fine tones", share, tones.mean, held)
+    return unlike_it or Verdict("edited", where, share, tones.mean, held)
 
 
 def tone_gain(grey_against_colour: bool) -> tuple[float, float]:
