@@ -44,7 +44,7 @@ from hibt.indexer.copies.channels import brightest, darkest
 from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.framing import frame_box
 from hibt.indexer.copies.grid import Grid
-from hibt.indexer.copies.levels import INK, LUMA, border_level, inked
+from hibt.indexer.copies.levels import INK, LUMA, border_level, ink_depth, inked
 from hibt.indexer.copies.matching import CopyMatch
 from hibt.indexer.copies.memo import forget_keys, kept_by_pixels
 from hibt.indexer.copies.residual import (
@@ -55,7 +55,6 @@ from hibt.indexer.copies.residual import (
     dihedral,
     kept_laid_apart,
     laid_apart,
-    off_grid,
 )
 from hibt.indexer.copies.views import (
     BRIGHTEN_GAIN,
@@ -208,8 +207,11 @@ SPLIT_LEAST = 0.002
 SPLIT_PIXELS = 12
 SPLIT_MAX = 12.0
 # On one pixel grid (residual.py), the largest 3x3 mean of the grey residual a copier's colour
-# edit leaves is under GRID_MAX levels (calibrated: docs/copy-detection.md, runs W and X).
+# edit leaves is under GRID_MAX levels (calibrated: docs/copy-detection.md, runs W and X), and
+# under GRID_SHARE of the upload's ink depth (levels.ink_depth), which holds a faint drawing
+# (hairline stars, lowered in contrast by a colour jitter) where GRID_MAX cannot (run BD).
 GRID_MAX = 24.0
+GRID_SHARE = 1 / 3
 # Pictures' fills kept (own_colours) and views at a size or made grey (kept_by_pixels): the
 # last candidate's, with room to spare.
 FILLS_KEPT = 8
@@ -290,8 +292,8 @@ def verify_match(
         # whole file on its grid. A mirrored icon shaded from the top left is not
         # (docs/copy-detection.md, run Z).
         whole, source = pixel_test(query, query.grid.image, stored)
-        apart = None if whole is None else off_grid(query.grid.image, whole, source)
-        if apart is not None and apart >= GRID_MAX:
+        laid, apart = (None, None) if whole is None else laid_apart(query.grid.image, whole, source)
+        if off_its_grid(laid, apart):
             return Verdict("different", "detail", verdict.differing, verdict.distance, True)
         return dataclasses.replace(verdict, held=apart is not None)
     return verdict
@@ -624,7 +626,7 @@ def verify(
             return Verdict("different", "fine tones", share, tones.mean)
         # Laid on the grid only now: of a family of siblings, most fail on their tones.
         laid, apart = (None, None) if grid is None else laid_apart(upload_view, grid, source)
-        if apart is not None and apart >= GRID_MAX:
+        if off_its_grid(laid, apart):
             edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
@@ -648,6 +650,17 @@ def verify(
         tones = tone_difference(upload_view, stored_view, differs, coloured, gain=limits)
         return edit_verdict(tones, where, share, grey_against_colour)
     return Verdict("different", where, share)
+
+
+def off_its_grid(laid: Laid | None, apart: float | None) -> bool:
+    """Whether two views ``laid`` on one pixel grid (residual.laid_apart) stay further
+    ``apart`` than a copier's colour edit leaves: :data:`GRID_MAX` levels, or more than
+    :data:`GRID_SHARE` of the upload's ink depth where that is less. Jittered, a star of
+    hairlines whose 3x3 depth is 9 levels leaves 11 where its sibling's spokes lie; its own
+    copy leaves under 1, and a JPEG of it saved again as PNG a fifth of its depth."""
+    if laid is None or apart is None:
+        return False
+    return apart >= GRID_MAX or apart > GRID_SHARE * ink_depth(laid[0] @ LUMA)
 
 
 def grid_edit(
