@@ -179,6 +179,12 @@ TONE_GAIN = (0.75, 1.33)
 GREY_GAIN = (0.9, 1.1)
 FIT_GAIN = (0.5, 2.0)  # grey levels fitted anywhere else: within a factor of two
 TONE_MAX = 32.0
+# A part of the drawing apart as a whole: a pixel of ink whose four neighbours too stay
+# PART_APART levels or more from the stored picture, laid and fitted as for the fine tones.
+# A resample, a JPEG or a turn undone leaves a line at most a pixel wide that far apart; a
+# finger raised where its sibling's points aside leaves a blot three pixels wide. At 48
+# levels a copy turned 5 degrees or a speckled fill resampled does too (run BE).
+PART_APART = 64.0
 # Where the stored view is one flat fill (its grey levels within FLAT_RANGE over every
 # FLAT_WINDOW x FLAT_WINDOW window, a smooth shading included; 9 px keeps the ringing a JPEG
 # leaves beside an edge out), a copier's edit maps it to a fill as flat or as smoothly
@@ -624,6 +630,8 @@ def verify(
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
+        if tones.part:
+            return Verdict("different", "a part", share, tones.mean)
         # Laid on the grid only now: of a family of siblings, most fail on their tones.
         laid, apart = (None, None) if grid is None else laid_apart(upload_view, grid, source)
         if off_its_grid(laid, apart):
@@ -796,6 +804,7 @@ class Tones(NamedTuple):
     colour: float = 0.0  # mean colour difference over the picture: under COLOUR_MEAN_MAX
     hue: float = 0.0  # mean hue angle between them where both are coloured: under HUE_MAX
     inked: bool = True  # whether either view carries ink inside its edge: else nothing to compare
+    part: bool = False  # whether a part of the ink stays apart as a whole (PART_APART)
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
     spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
     greyed: float = 0.0  # share of the view grey in one view, coloured in the other: GREYED_MAX
@@ -843,7 +852,8 @@ def tone_difference(
     if not ink.any():
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
-    return Tones(high, mean, colour, hue, patch=patch, spill=spill, greyed=greyed)
+    part = bool(ndimage.binary_erosion((diff >= PART_APART) & ink).any())
+    return Tones(high, mean, colour, hue, part=part, patch=patch, spill=spill, greyed=greyed)
 
 
 class Overlay(NamedTuple):
