@@ -2637,9 +2637,8 @@ def stick_man(finger: tuple[int, int, int, int], scale: int = 4) -> Image.Image:
     image = Image.new("RGB", (108 * scale, 108 * scale), "white")
     draw = ImageDraw.Draw(image)
     body, limbs = (20, 150, 200), (20, 20, 120)
-    for part, box in ((draw.ellipse, (40, 6, 66, 32)), (draw.ellipse, (42, 34, 64, 74))):
-        part([v * scale for v in box], fill=body)
-    draw.ellipse([v * scale for v in (13, 12, 23, 20)], fill=body)
+    for box in ((40, 6, 66, 32), (42, 34, 64, 74), (13, 12, 23, 20)):  # head, body, hand
+        draw.ellipse([v * scale for v in box], fill=body)
     for line, colour in (
         ((44, 40, 24, 30, 18, 16), limbs),
         ((62, 40, 82, 52, 84, 62), limbs),
