@@ -630,13 +630,15 @@ def verify(
             return Verdict("different", "fine lines", share, tones.mean)
         if tones.high >= TONE_MAX:
             return Verdict("different", "fine tones", share, tones.mean)
-        if tones.part:
-            return Verdict("different", "a part", share, tones.mean)
         # Laid on the grid only now: of a family of siblings, most fail on their tones.
         laid, apart = (None, None) if grid is None else laid_apart(upload_view, grid, source)
         if off_its_grid(laid, apart):
             edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
+        if apart is None and tones.part:
+            # Off the grid only: there the flip the pixels chose decides, and a nearly
+            # symmetric sign's caption, mirrored in the view that matched, is no part.
+            return Verdict("different", "a part", share, tones.mean)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
         # symmetric picture mirrors with it.
         fill = (
