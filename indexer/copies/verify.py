@@ -183,7 +183,8 @@ TONE_MAX = 32.0
 # PART_APART levels or more from the stored picture, laid and fitted as for the fine tones.
 # A resample, a JPEG or a turn undone leaves a line at most a pixel wide that far apart; a
 # finger raised where its sibling's points aside leaves a blot three pixels wide. At 48
-# levels a copy turned 5 degrees or a speckled fill resampled does too (run BE).
+# levels a copy turned 5 degrees or a speckled fill resampled does too (run BE). Read off
+# the pixel grid only.
 PART_APART = 64.0
 # Where the stored view is one flat fill (its grey levels within FLAT_RANGE over every
 # FLAT_WINDOW x FLAT_WINDOW window, a smooth shading included; 9 px keeps the ringing a JPEG
@@ -636,7 +637,7 @@ def verify(
             edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
         if apart is None and tones.part:
-            # Off the grid only: there the flip the pixels chose decides, and a nearly
+            # Off the grid only: on it the flip the pixels chose decides, and a nearly
             # symmetric sign's caption, mirrored in the view that matched, is no part.
             return Verdict("different", "a part", share, tones.mean)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
