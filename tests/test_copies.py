@@ -1535,17 +1535,19 @@ def test_a_candidate_the_pixel_grid_refused_is_no_rival_of_one_it_passed() -> No
         assert settle(pair, never) == Settled(set(), rivals=2)
 
 
-def test_a_candidate_refused_for_its_colour_is_no_rival() -> None:
+def test_a_candidate_refused_for_its_colour_or_a_part_is_no_rival() -> None:
     """The white king of clubs at JPEG 30, in an index holding both decks: the cream king is
     refused for its colour, at a grey distance within twice the white king's own (the decks
-    lie close in grey). Colour told them apart, so the white king is the copy; a candidate
-    refused for anything else within that reach stays a rival."""
+    lie close in grey). Colour told them apart, so the white king is the copy; so does a part
+    apart as a whole (a stick man's finger), which a mean over the ink hardly weighs. A
+    candidate refused for anything else within that reach stays a rival."""
     never = lambda a, b: False  # noqa: E731
 
     def refused(idx: int, region: str, distance: float) -> Checked:
         return Checked(idx, f"file{idx}", Verdict("different", region, 0.0, distance))
 
-    assert settle([checked(1, "same", 1.5), refused(2, verify.COLOUR, 2.7)], never) == Settled({1})
+    for told in (verify.COLOUR, verify.PART):
+        assert settle([checked(1, "same", 1.5), refused(2, told, 2.7)], never) == Settled({1})
     for region in ("fine tones", "flat fill", "grey tones"):
         pair = [checked(1, "same", 1.5), refused(2, region, 2.7)]
         assert settle(pair, never) == Settled(set(), rivals=2)
@@ -2664,3 +2666,17 @@ def test_a_part_apart_as_a_whole_tells_a_sibling(monkeypatch) -> None:
         assert verify.verify(hash_base(upload), stored_thumbnail(raised)).kind == "same"
     monkeypatch.setattr(verify, "PART_APART", 256.0)
     assert verify.verify(hash_base(raised), stored_thumbnail(aside)).kind == "same"
+
+
+def test_the_raised_finger_at_jpeg_30_is_a_copy_of_its_own_file(tmp_path_factory, embedder):
+    """In an index holding both stick men, the raised finger at JPEG 30 passes its own file
+    and is refused by the other for a part: the other is no rival, so the upload is a copy
+    of its own file, not undecided between the two."""
+    root = tmp_path_factory.mktemp("stickmen")
+    raised, aside = stick_man((16, 12, 16, 4)), stick_man((20, 14, 28, 11))
+    save(raised, root / "raised.png")
+    save(aside, root / "aside.png")
+    engine = engine_over(root, tmp_path_factory, embedder)
+    response, first = top(engine, encode(raised, "JPEG", quality=30))
+    assert first.source == "raised.png" and first.match in ("exact_copy", "near_copy")
+    assert response.counts.copy_pictures == 1

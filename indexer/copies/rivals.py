@@ -14,7 +14,9 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   not one, and nothing tells which, if either, it copies. No copy is claimed; the candidates
   are shown as look-alikes, and the verdict says the upload cannot be told apart. Not one
   turned down for its colour: the distance is of grey levels, and the colour told them
-  apart (a white card and a cream one lie close in grey);
+  apart (a white card and a cream one lie close in grey); nor one turned down for a part
+  apart as a whole, which a mean over the ink hardly weighs (a stick man's finger raised
+  where his sibling's points aside);
 * where the best is a coloured picture that a grey upload passed (``Verdict.grey``), any other
   such picture that passed is a rival however far: each was made grey the way that fits it
   best, so their distances say nothing of colour, and a grey arrow is as much a copy of the
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from hibt.indexer.copies.verify import COLOUR, RANK, Verdict, edit_order, verify
+from hibt.indexer.copies.verify import COLOUR, PART, RANK, Verdict, edit_order, verify
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -95,7 +97,7 @@ def settle(
 
     def rival(c: Checked) -> bool:
         told = c.verdict.kind == "different" and (
-            (pixels and c.verdict.held) or c.verdict.region == COLOUR
+            (pixels and c.verdict.held) or c.verdict.region in (COLOUR, PART)
         )
         grey = best.verdict.grey and c.verdict.grey and c.verdict.kind in PASSED
         near = c.verdict.distance <= reach or grey

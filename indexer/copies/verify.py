@@ -98,6 +98,7 @@ PARTS = 16
 PART_CHANGED = 0.5  # of a part's pixels: its rim lies within a pixel's shift of the old one
 RELIT = "relit"  # the reason a part relit gives: tried in the other flips, as an edit is
 COLOUR = "colour"  # the reason another colouring gives (unlike): no rival at any distance
+PART = "a part"  # the reason a part apart as a whole gives (Tones.part): no rival either
 # An edit is a part redrawn in the drawing's own palette (a heart given a second highlight, a
 # card back another pattern), not laid over, where neither picture brings colour of its own:
 # the colour each brings where they differ (colour_brought, OVERLAY_CHROMA or more, inside a
@@ -639,7 +640,7 @@ def verify(
         if apart is None and tones.part:
             # Off the grid only: on it the flip the pixels chose decides, and a nearly
             # symmetric sign's caption, mirrored in the view that matched, is no part.
-            return Verdict("different", "a part", share, tones.mean)
+            return Verdict("different", PART, share, tones.mean)
         # On the grid, the flip or turn the pixels chose: a small detail of a nearly
         # symmetric picture mirrors with it.
         fill = (
