@@ -2652,16 +2652,21 @@ def stick_man(finger: tuple[int, int, int, int], scale: int = 4) -> Image.Image:
     return image.resize((108, 108), Image.Resampling.LANCZOS)
 
 
+def stick_men() -> tuple[Image.Image, Image.Image]:
+    """The stick man with his finger raised, and the same man pointing aside."""
+    return stick_man((16, 12, 16, 4)), stick_man((20, 14, 28, 11))
+
+
 def test_a_part_apart_as_a_whole_tells_a_sibling(monkeypatch) -> None:
     """Openclipart's stick man with his finger raised, against the same man pointing aside:
     the finger is a few pixels, under every block and under the fine tones' 95th
     percentile, but where it lies the two stay apart three pixels wide (PART_APART), which
     no resample, JPEG or pixel's shift of one picture does. Copies stay the same picture."""
-    raised, aside = stick_man((16, 12, 16, 4)), stick_man((20, 14, 28, 11))
+    raised, aside = stick_men()
     shifted = ImageOps.expand(raised, (1, 1, 0, 0), fill="white").crop((0, 0, 108, 108))
     for upload in (raised, encode_decode(raised, 30), shifted):
         verdict = verify.verify(hash_base(upload), stored_thumbnail(aside))
-        assert (verdict.kind, verdict.region) == ("different", "a part")
+        assert (verdict.kind, verdict.region) == ("different", verify.PART)
     for upload in (encode_decode(raised, 30), shifted, raised.resize((54, 54))):
         assert verify.verify(hash_base(upload), stored_thumbnail(raised)).kind == "same"
     monkeypatch.setattr(verify, "PART_APART", 256.0)
@@ -2673,7 +2678,7 @@ def test_the_raised_finger_at_jpeg_30_is_a_copy_of_its_own_file(tmp_path_factory
     and is refused by the other for a part: the other is no rival, so the upload is a copy
     of its own file, not undecided between the two."""
     root = tmp_path_factory.mktemp("stickmen")
-    raised, aside = stick_man((16, 12, 16, 4)), stick_man((20, 14, 28, 11))
+    raised, aside = stick_men()
     save(raised, root / "raised.png")
     save(aside, root / "aside.png")
     engine = engine_over(root, tmp_path_factory, embedder)
