@@ -229,6 +229,7 @@ def serve(
             warn_if_not_semantic(path)
         app_ = open_app(index_dirs, settings)
     for served in app_.state.catalogue:
+        served.engine.verifiers.start()
         typer.echo(
             f"serving {served.engine.n} images from {served.engine.index.directory} as "
             f"index {served.name!r}",

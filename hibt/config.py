@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # Copy candidates verified region by region (indexer/copies/verify.py), best first; the
     # rest are shown as look-alikes, never counted as copies (a few ms each).
     copy_verify_limit: int = 16
+    # Processes that verify a query's copy candidates beside its own thread (server/
+    # verifiers.py; verification holds the GIL, so threads do not help). None: one fewer than
+    # the usable CPUs, at most 3; 0: every candidate in the query's thread.
+    copy_verify_processes: int | None = None
     # Items known only by URL and embedding (published embeddings) have no fingerprint: an
     # upload is called a likely copy of one from this CLIP image-embedding cosine up. Not
     # calibrated here (no real weights can be loaded); clip-retrieval deduplicates at 0.94.

@@ -581,6 +581,7 @@ def main() -> None:
         args.source, args.work, settings, embedder, args.holdout, args.seed
     )
     engine = Engine.open(index_dir, settings, embedder)
+    engine.verifiers.start()  # as `hibt serve` does: no query waits for them to start
     rng = random.Random(0)
     # One file per picture: Openclipart links many paths to one PNG, and a picture sampled
     # twice would count twice.
@@ -615,7 +616,8 @@ def main() -> None:
     print(
         f"\ntime per image query (engine.search_image: decode, copy + CLIP search), "
         f"{len(ms)} queries: mean {ms.mean():.1f} ms, p50 {np.percentile(ms, 50):.1f} ms, "
-        f"p99 {p99:.1f} ms; CPU: {cpu_model()} x {os.cpu_count()}\n"
+        f"p99 {p99:.1f} ms; CPU: {cpu_model()} x {os.cpu_count()}; candidates verified in "
+        f"the query's thread and {engine.verifiers.processes} verifier processes\n"
         f"machine reference (scripts/machine.py, its speed now): {before:.1f} ms before the "
         f"queries, {after:.1f} ms after; p99 = {p99 / ((before + after) / 2):.2f} references"
     )

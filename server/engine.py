@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -29,16 +28,17 @@ from hibt.indexer.copies.fingerprint import Fingerprints, plain, query_fingerpri
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.copies.rivals import Checked, grey_copy, same_picture, settle
-from hibt.indexer.copies.verify import Verdict, verify_match
+from hibt.indexer.copies.verify import Verdict
 from hibt.indexer.images import LoadedImage, MemoryBudget, decode, least_side, thumbnail_pixels
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
 from hibt.indexer.store import Store
-from hibt.server import answers, schemas
+from hibt.server import answers, schemas, verifiers
 from hibt.server.answers import Candidate
 from hibt.server.index import OpenIndex
 from hibt.server.names import normalise_tokens
 from hibt.server.safety import Safety
+from hibt.server.verifiers import Task, Thumbnail
 
 KIND_ORDER = {
     "exact_copy": 0,
@@ -103,6 +103,7 @@ class Engine:
         # What links to this index's items need when it is served beside others (catalogue.py).
         self.link_query = ""
         self.decodes = MemoryBudget(settings.decode_memory_bytes)
+        self.verifiers = verifiers.of(verifiers.processes(settings))
 
     @classmethod
     def open(
@@ -463,52 +464,28 @@ class Engine:
         prints: Fingerprints,
         thumbnail: Callable[[int], Thumbnail | None],
     ) -> list[Checked]:
-        """Each copy's verdict; files of the same bytes met alike are verified once (a
-        drawing kept many times over would be verified as many times)."""
+        """Each copy's verdict, in this thread and the verifier processes (verifiers.py);
+        files of the same bytes met alike are verified once (a drawing kept many times over
+        would be verified as many times)."""
         rows = self.index.store().items([m.idx for m in copies])
-        by_file: dict[tuple, Verdict] = {}
-        out = []
+        keys, tasks = [], {}
         for m in copies:
             sha256 = rows[m.idx]["sha256"]
             alike = dataclasses.replace(m, idx=-1) if sha256 else m  # no digest: its own
-            key = (sha256, *dataclasses.astuple(alike))
-            if key not in by_file:
-                by_file[key] = verdict(prints, m, thumbnail, rows[m.idx])
-            out.append(Checked(m.idx, sha256, by_file[key]))
-        return out
+            keys.append((sha256, *dataclasses.astuple(alike)))
+            tasks.setdefault(keys[-1], Task(m, (rows[m.idx]["width"], rows[m.idx]["height"])))
+        found = self.verifiers.verdicts(
+            prints, list(tasks.values()), thumbnail, self.index.thumbnails().get
+        )
+        by_file = dict(zip(tasks, found, strict=True))
+        return [
+            Checked(m.idx, rows[m.idx]["sha256"], by_file[key])
+            for m, key in zip(copies, keys, strict=True)
+        ]
 
     def stored_thumbnail(self, idx: int) -> Thumbnail | None:
         data = self.index.thumbnails().get(idx)
-        if data is None:
-            return None
-        opened = Image.open(io.BytesIO(data))
-        return Thumbnail(opened.convert("RGB"), opened.format == "WEBP")
-
-
-class Thumbnail(NamedTuple):
-    image: Image.Image  # RGB
-    lossless: bool  # WebP, a drawing's (docs/index-format.md), not a photo's JPEG
-
-
-def verdict(
-    prints: Fingerprints,
-    match: CopyMatch,
-    thumbnail: Callable[[int], Thumbnail | None],
-    row: dict,
-) -> Verdict:
-    """``match`` verified against its stored thumbnail; the same bytes need nothing. A
-    lossless thumbnail may lie on the upload's pixel grid (grid.Grid.meets: by its size and
-    that of the stored file, ``row``)."""
-    if match.same_bytes:
-        return Verdict("same", distance=0.0)
-    stored = thumbnail(match.idx)
-    if stored is None:
-        return Verdict("different", "no thumbnail")
-    size = (row["width"], row["height"])
-    on_grid = stored.lossless and prints.grid is not None
-    return verify_match(
-        prints, match, stored.image, on_grid and prints.grid.meets(stored.image.size, size)
-    )
+        return None if data is None else Thumbnail.of(data)
 
 
 def alike(

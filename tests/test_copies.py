@@ -50,7 +50,6 @@ from hibt.indexer.copies.views import (
     views_of,
 )
 from hibt.indexer.images import thumbnail_bytes
-from hibt.server import engine as engine_module
 from hibt.server.answers import item_name, where_changed
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
@@ -538,13 +537,13 @@ def test_files_of_the_same_bytes_are_verified_once(dup_index: Engine, monkeypatc
     """a.png and b_same.png hold the same bytes: a JPEG of them meets both alike, and one
     verification stands for both (c_resized.png, other bytes, is verified on its own)."""
     verified = []
-    real = engine_module.verify_match
+    real = dup_index.verifiers.verdicts
 
-    def counted(query, match, *args, **kwargs):
-        verified.append(match.idx)
-        return real(query, match, *args, **kwargs)
+    def counted(prints, tasks, *args):
+        verified.extend(t.match.idx for t in tasks)
+        return real(prints, tasks, *args)
 
-    monkeypatch.setattr(engine_module, "verify_match", counted)
+    monkeypatch.setattr(dup_index.verifiers, "verdicts", counted)
     response = dup_index.search_image(encode(drawing(11, (200, 150)), "JPEG", quality=90), k=10)
     assert response.counts.exact_copy + response.counts.near_copy == 3
     assert len(verified) == len(set(verified)) == 2

@@ -1,0 +1,105 @@
+"""Verifier processes (server/verifiers.py): a query's copy candidates verified beside its
+thread give the verdicts the thread alone gives, and a verifier that dies loses none."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import re
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+from PIL import Image
+
+from hibt.indexer.copies.views import INDEX_VIEWS, QUERY_VIEWS
+from hibt.server.engine import Engine
+from hibt.server.verifiers import SPREAD_FROM, Verifiers
+from tests.datagen import save
+from tests.test_copies import encode, engine_over, thin_star
+
+
+@pytest.fixture(scope="module")
+def stars(tmp_path_factory, embedder) -> Engine:
+    """Five generated stars that meet each other as copies by descriptor: every upload of
+    one has five candidates to verify."""
+    root = tmp_path_factory.mktemp("verified-stars")
+    for points in (88, 90, 92, 94, 96):
+        save(thin_star(points, 100), root / f"star_{points}.png")
+    return engine_over(root, tmp_path_factory, embedder)
+
+
+def uploads() -> list[bytes]:
+    """A star lossless, at JPEG 30, halved (undecided among its family) and one not indexed."""
+    star = thin_star(92, 100)
+    return [
+        encode(star),
+        encode(star, "JPEG", quality=30),
+        encode(star.resize((50, 50), Image.LANCZOS)),
+        encode(thin_star(93, 100)),
+    ]
+
+
+def answered(engine: Engine, verifiers: Verifiers, monkeypatch) -> tuple[list, list[str]]:
+    """Each upload's verdicts (as the engine checked them) and its whole answer."""
+    checked = []
+
+    def keep(*args):
+        checked.append(Engine.checked(engine, *args))
+        return checked[-1]
+
+    monkeypatch.setattr(engine, "verifiers", verifiers)
+    monkeypatch.setattr(engine, "checked", keep)
+    answers = [repr(engine.search_image(data, k=5, collapse=False)) for data in uploads()]
+    return checked, [re.sub(r"took_ms=[0-9.]+", "", a) for a in answers]
+
+
+def test_every_view_crosses_to_another_process_as_itself() -> None:
+    for view in (*INDEX_VIEWS, *QUERY_VIEWS):
+        assert pickle.loads(pickle.dumps(view)) is view
+    with pytest.raises(TypeError, match="no catalogue"):
+        pickle.dumps(dataclasses.replace(QUERY_VIEWS[0], name="made elsewhere"))
+
+
+def test_candidates_verified_in_a_process_get_the_verdicts_of_the_query_s_thread(
+    stars: Engine, monkeypatch
+) -> None:
+    alone, alone_answers = answered(stars, Verifiers(0), monkeypatch)
+    spread = Verifiers(1)
+    sent = []
+    send = spread.send
+    monkeypatch.setattr(
+        spread, "send", lambda prints, tasks: sent.append(tasks) or send(prints, tasks)
+    )
+    try:
+        beside, beside_answers = answered(stars, spread, monkeypatch)
+    finally:
+        spread.replace()
+    assert all(len(c) >= SPREAD_FROM for c in alone)
+    assert len(sent) == len(uploads()) and all(sent)  # each upload sent some away
+    assert beside == alone and beside_answers == alone_answers
+    assert {c.verdict.kind for checked in alone for c in checked} >= {"same", "different"}
+
+
+def test_a_verifier_that_died_loses_no_verdict(stars: Engine, monkeypatch) -> None:
+    """Killed before a query (the pool is broken when the query sends) or while it verifies
+    (its share never comes back): the share is verified in the query's thread, and the next
+    query has a new pool."""
+    _, alone = answered(stars, Verifiers(0), monkeypatch)
+    verifiers = Verifiers(1)
+    broken = verifiers.started()
+    with pytest.raises(BrokenProcessPool):
+        broken.submit(os._exit, 1).result()
+    send = verifiers.send
+
+    def dying(prints, tasks):
+        verifiers.started().submit(os._exit, 1)
+        return send(prints, tasks)
+
+    try:
+        assert answered(stars, verifiers, monkeypatch)[1] == alone
+        assert verifiers.pool is not broken
+        monkeypatch.setattr(verifiers, "send", dying)
+        assert answered(stars, verifiers, monkeypatch)[1] == alone
+    finally:
+        verifiers.replace()
