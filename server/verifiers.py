@@ -11,6 +11,7 @@ killed) is replaced, and what it held is verified in the query's thread.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import functools
 import io
@@ -28,12 +29,32 @@ from hibt.config import Settings
 from hibt.indexer.copies.fingerprint import Fingerprints
 from hibt.indexer.copies.matching import CopyMatch
 from hibt.indexer.copies.verify import Verdict, verify_match
+from hibt.indexer.copies.views import INDEX_VIEWS, QUERY_VIEWS, View
 from hibt.server.limits import usable_cpus
 
 # Fewer candidates than this are all verified in the query's thread: sending the upload's
 # fingerprints to a process and its verdicts back costs about as much as one verification.
 SPREAD_FROM = 4
 MOST_PROCESSES = 3  # by default one fewer than the usable CPUs, at most this many
+
+
+def view_place(view: View) -> tuple[Callable[[bool, int], View], tuple[bool, int]]:
+    """A view crosses to a verifier process as its place in its catalogue: the function that
+    makes it is a lambda, which pickle cannot carry. (Kept here, not as View.__reduce__:
+    views.py is part of an index's build key, and this changes no stored view.)"""
+    for query, catalogue in ((True, QUERY_VIEWS), (False, INDEX_VIEWS)):
+        at = next((i for i, known in enumerate(catalogue) if known is view), None)
+        if at is not None:
+            return catalogued, (query, at)
+    raise TypeError(f"view {view.name!r} is in no catalogue, so it cannot be pickled")
+
+
+def catalogued(query: bool, at: int) -> View:
+    """The view at ``at`` in the query or the index catalogue (:func:`view_place`)."""
+    return (QUERY_VIEWS if query else INDEX_VIEWS)[at]
+
+
+copyreg.pickle(View, view_place)
 
 
 class Thumbnail(NamedTuple):

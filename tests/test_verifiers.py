@@ -55,6 +55,7 @@ def answered(engine: Engine, verifiers: Verifiers, monkeypatch) -> tuple[list, l
 
 
 def test_every_view_crosses_to_another_process_as_itself() -> None:
+    """By its place in its catalogue, which verifiers.py registers with pickle."""
     for view in (*INDEX_VIEWS, *QUERY_VIEWS):
         assert pickle.loads(pickle.dumps(view)) is view
     with pytest.raises(TypeError, match="no catalogue"):

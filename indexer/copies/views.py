@@ -87,20 +87,6 @@ class View:
     # as it is); None for any other view. Verification widens a pair of crops by it.
     kept: float | None = None
 
-    def __reduce__(self) -> tuple:
-        """A view crosses to another process (server/verifiers.py) as its place in its
-        catalogue: the function that makes it is a lambda, which pickle cannot carry."""
-        for query, catalogue in ((True, QUERY_VIEWS), (False, INDEX_VIEWS)):
-            at = next((i for i, view in enumerate(catalogue) if view is self), None)
-            if at is not None:
-                return catalogued, (query, at)
-        raise TypeError(f"view {self.name!r} is in no catalogue, so it cannot be pickled")
-
-
-def catalogued(query: bool, at: int) -> View:
-    """The view at ``at`` in the query or the index catalogue (View.__reduce__)."""
-    return (QUERY_VIEWS if query else INDEX_VIEWS)[at]
-
 
 def hash_base(image: Image.Image) -> Image.Image:
     base = image.convert("RGB")
