@@ -110,6 +110,11 @@ class MemoryBudget:
         self.max_bytes, self.held = max_bytes, 0
         self.cond = threading.Condition()
 
+    def __reduce__(self) -> tuple:
+        """Another process (server/verifiers.py) gets a budget of its own, of the same size:
+        what one process holds is not another's to wait on."""
+        return MemoryBudget, (self.max_bytes,)
+
     @contextmanager
     def hold(self, cost: int) -> Iterator[None]:
         cost = min(cost, self.max_bytes)

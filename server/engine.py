@@ -287,23 +287,16 @@ class Engine:
         image = thumbnail_pixels(loaded.image, size)
         if loaded.turns_kept:
             return Grid(image, (loaded.width, loaded.height))
+        s = self.settings
+        again = Redecode(data, s.max_upload_pixels, s.working_size, self.upload_least_side(), size)
+        return Grid(image, (loaded.width, loaded.height), functools.partial(again, self.decodes))
 
-        def decode_turned(transpose: Image.Transpose) -> Image.Image:
-            return thumbnail_pixels(self.decode_upload(data, transpose).image, size)
-
-        return Grid(image, (loaded.width, loaded.height), decode_turned)
-
-    def decode_upload(self, data: bytes, transpose: Image.Transpose | None = None) -> LoadedImage:
+    def decode_upload(self, data: bytes) -> LoadedImage:
         """An upload decoded as the build decodes a stored file (reduced alike, least_side),
-        within the upload limits and the decode memory budget; ``transpose``: as the file
-        flipped or turned so would be."""
+        within the upload limits and the decode memory budget."""
+        s = self.settings
         return decode(
-            data,
-            self.settings.max_upload_pixels,
-            self.settings.working_size,
-            self.decodes,
-            self.upload_least_side(),
-            transpose,
+            data, s.max_upload_pixels, s.working_size, self.decodes, self.upload_least_side()
         )
 
     def upload_least_side(self) -> int:
@@ -499,3 +492,23 @@ def alike(
         return first is not None and second is not None and test(first.image, second.image)
 
     return both
+
+
+@dataclasses.dataclass(frozen=True)
+class Redecode:
+    """An upload's file decoded again as the stored file flipped or turned so would be, and
+    shrunk as its thumbnail (grid.Grid.decode_turned): its bytes and how they are decoded,
+    which a verifier process can be sent (verifiers.py), as a closure over the engine
+    could not."""
+
+    data: bytes
+    max_pixels: int
+    working_size: int
+    least: int
+    thumbnail_size: int
+
+    def __call__(self, budget: MemoryBudget, transpose: Image.Transpose) -> Image.Image:
+        loaded = decode(
+            self.data, self.max_pixels, self.working_size, budget, self.least, transpose
+        )
+        return thumbnail_pixels(loaded.image, self.thumbnail_size)

@@ -21,22 +21,30 @@ from tests.test_copies import encode, engine_over, thin_star
 
 @pytest.fixture(scope="module")
 def stars(tmp_path_factory, embedder) -> Engine:
-    """Five generated stars that meet each other as copies by descriptor: every upload of
-    one has five candidates to verify."""
+    """Generated stars that meet each other as copies by descriptor: every upload of one
+    has five candidates or more to verify. One is 533 px: its file halved leaves a column
+    over, so a flip of it is decoded again from the upload's bytes (grid.Grid)."""
     root = tmp_path_factory.mktemp("verified-stars")
     for points in (88, 90, 92, 94, 96):
         save(thin_star(points, 100), root / f"star_{points}.png")
+    save(large_star(), root / "star_large.png")
     return engine_over(root, tmp_path_factory, embedder)
 
 
+def large_star() -> Image.Image:
+    return thin_star(92, 100).resize((533, 533), Image.LANCZOS)
+
+
 def uploads() -> list[bytes]:
-    """A star lossless, at JPEG 30, halved (undecided among its family) and one not indexed."""
+    """A star lossless, at JPEG 30, halved (undecided among its family), one not indexed,
+    and the large star mirrored."""
     star = thin_star(92, 100)
     return [
         encode(star),
         encode(star, "JPEG", quality=30),
         encode(star.resize((50, 50), Image.LANCZOS)),
         encode(thin_star(93, 100)),
+        encode(large_star().transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
     ]
 
 
@@ -60,6 +68,17 @@ def test_every_view_crosses_to_another_process_as_itself() -> None:
         assert pickle.loads(pickle.dumps(view)) is view
     with pytest.raises(TypeError, match="no catalogue"):
         pickle.dumps(dataclasses.replace(QUERY_VIEWS[0], name="made elsewhere"))
+
+
+def test_an_upload_decoded_again_under_a_flip_crosses_to_another_process(stars: Engine) -> None:
+    """A lossless upload's flips are decoded again from its bytes where its reduction left
+    a remainder; a verifier process decodes them as the query's thread does."""
+    data = uploads()[-1]
+    grid = stars.upload_grid(stars.decode_upload(data), data)
+    carried = pickle.loads(pickle.dumps(grid))
+    flip = Image.Transpose.FLIP_LEFT_RIGHT
+    assert carried.under(flip).tobytes() == grid.under(flip).tobytes()
+    assert grid.under(flip).tobytes() != grid.image.transpose(flip).tobytes()
 
 
 def test_candidates_verified_in_a_process_get_the_verdicts_of_the_query_s_thread(
