@@ -26,6 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,6 +46,7 @@ from hibt.indexer.datasets import open_dataset  # noqa: E402
 from hibt.indexer.images import BadImage, load_image  # noqa: E402
 from hibt.indexer.model import Embedder, ModelSpec  # noqa: E402
 from hibt.indexer.records import Record  # noqa: E402
+from hibt.server import verifiers  # noqa: E402
 from hibt.server.engine import Engine  # noqa: E402
 
 WHITE = (255, 255, 255)
@@ -465,6 +467,30 @@ def out_of(queried: Path, rows: dict[str, set[str]], pairs: dict[frozenset[str],
     )
 
 
+def at_once(engine: Engine, uploads: list[bytes], clients: int) -> None:
+    """Image searches ``clients`` at a time (threads, as `hibt serve` runs them) against one
+    at a time, each with every candidate verified in the query's thread and with the
+    verifier processes: answers a second and each answer's wall time."""
+    default = engine.verifiers
+    ways = (("in the query's thread", verifiers.of(0)), (f"{default.processes} processes", default))
+    print(f"\n{len(uploads)} image searches, verified ...")
+    for way, verifying in ways:
+        engine.verifiers = verifying
+        for n in (1, clients):
+            seconds: list[float] = []
+            started = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                for data in uploads:
+                    pool.submit(timed, seconds, engine.search_image, data, k=20, collapse=False)
+            rate = len(uploads) / (time.perf_counter() - started)
+            ms = 1000 * np.array(seconds)
+            print(
+                f"  {way}, {n} at once: {rate:.1f} answers/s; an answer's wall time mean "
+                f"{ms.mean():.1f} ms, p99 {np.percentile(ms, 99):.1f} ms"
+            )
+    engine.verifiers = default
+
+
 def timed(seconds: list[float], search, *args, **kwargs):
     """``search(*args, **kwargs)``, its wall time appended to ``seconds``: only the engine's
     own answer is timed, not the benchmark's re-encoding, calibration or CLIP-only lookups."""
@@ -558,6 +584,13 @@ def main() -> None:
     parser.add_argument("--model", default=TINY_MODEL)
     parser.add_argument("--transforms", nargs="*", default=list(TRANSFORMS))
     parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="also time every fifth upload this many at once, and one at a time, with and "
+        "without verifier processes",
+    )
+    parser.add_argument(
         "--recount",
         action="store_true",
         help="judge the run kept in --work again under the labels now, without querying",
@@ -621,6 +654,10 @@ def main() -> None:
         f"machine reference (scripts/machine.py, its speed now): {before:.1f} ms before the "
         f"queries, {after:.1f} ms after; p99 = {p99 / ((before + after) / 2):.2f} references"
     )
+    if args.clients:
+        images = [image for _, image in originals] + [n.image for n in negatives]
+        uploads = [query_bytes(name, im) for name in args.transforms for im in images]
+        at_once(engine, uploads[::5], args.clients)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ from hibt.indexer.copies.verify import Verdict, verify_match
 from hibt.indexer.copies.views import INDEX_VIEWS, QUERY_VIEWS, View
 from hibt.server.limits import usable_cpus
 
-# Fewer candidates than this are all verified in the query's thread: sending the upload's
-# fingerprints to a process and its verdicts back costs about as much as one verification.
+# Fewer candidates than this are all verified in the query's thread: too few to gain from
+# sharing them reliably (docs/copy-detection.md, run BF).
 SPREAD_FROM = 4
 MOST_PROCESSES = 3  # by default one fewer than the usable CPUs, at most this many
 
