@@ -16,6 +16,8 @@ import dataclasses
 import functools
 import io
 import multiprocessing
+import multiprocessing.process
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -163,7 +165,9 @@ class Verifiers:
         with self.lock:
             if self.pool is None:
                 context = multiprocessing.get_context("spawn")  # no torch, no threads copied
-                self.pool = ProcessPoolExecutor(self.processes, mp_context=context)
+                self.pool = ProcessPoolExecutor(
+                    self.processes, mp_context=context, initializer=end_with_parent
+                )
             return self.pool
 
     def start(self) -> None:
@@ -179,6 +183,21 @@ class Verifiers:
             pool, self.pool = self.pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def end_with_parent() -> None:
+    """In each verifier process: end when the process that started it does, however that
+    ended. `hibt serve` stopped by a signal runs no exit handlers (uvicorn raises the signal
+    again once it has shut down) and so never stops its pool, and an idle worker would wait
+    for ever, since it holds its own queue's writing end and never reads an end there."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=exit_after, args=(parent,), daemon=True).start()
+
+
+def exit_after(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # a spawned child's parent is joined on its pipe, which closes as it ends
+    os._exit(0)
 
 
 def processes(settings: Settings) -> int:

@@ -7,7 +7,11 @@ import dataclasses
 import os
 import pickle
 import re
+import subprocess
+import sys
+import time
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -123,3 +127,33 @@ def test_a_verifier_that_died_loses_no_verdict(stars: Engine, monkeypatch) -> No
         assert answered(stars, verifiers, monkeypatch)[1] == alone
     finally:
         verifiers.replace()
+
+
+ENDED_BY_KILL = """
+import os, signal
+from hibt.server.verifiers import Verifiers
+print(Verifiers(1).started().submit(os.getpid).result(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as uvicorn ends `hibt serve`: no exit handlers run
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_verifier_process_ends_with_the_process_that_started_it() -> None:
+    """An idle worker holds its own queue's writing end, so it never reads an end there:
+    were it not watching its parent, every `hibt serve` stopped would leave one behind."""
+    done = subprocess.run(
+        [sys.executable, "-c", ENDED_BY_KILL], capture_output=True, text=True, timeout=120
+    )
+    worker = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(worker)
