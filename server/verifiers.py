@@ -20,7 +20,7 @@ import multiprocessing.process
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -126,8 +126,8 @@ class Verifiers:
         }
         out: list[Verdict | None] = [None] * len(tasks)
         out[::shares] = [here(t) for t in tasks[::shares]]
-        for j, future in sent.items():
-            out[j::shares] = self.received(future, tasks[j::shares], here)
+        for j, share in sent.items():
+            out[j::shares] = self.received(share, tasks[j::shares], here)
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -142,23 +142,24 @@ class Verifiers:
             return task
         return dataclasses.replace(task, thumbnail=thumbnail_file(task.match.idx))
 
-    def send(self, prints: Fingerprints, tasks: list[Task]) -> Future | None:
+    def send(self, prints: Fingerprints, tasks: list[Task]) -> Sent | None:
         """The tasks sent to a verifier process; None when the pool cannot take them."""
+        pool = self.started()
         try:
-            return self.started().submit(sent_verdicts, prints, tasks)
+            return Sent(pool, pool.submit(sent_verdicts, prints, tasks))
         except (BrokenProcessPool, RuntimeError):  # broken, or shut down at exit
-            self.replace()
+            self.replace(pool)
             return None
 
     def received(
-        self, future: Future | None, tasks: list[Task], here: Callable[[Task], Verdict]
+        self, sent: Sent | None, tasks: list[Task], here: Callable[[Task], Verdict]
     ) -> list[Verdict]:
         """A process's verdicts; those of a process that died, verified here."""
-        if future is not None:
+        if sent is not None:
             try:
-                return future.result()
-            except BrokenProcessPool:
-                self.replace()
+                return sent.future.result()
+            except (BrokenProcessPool, CancelledError):
+                self.replace(sent.pool)
         return [here(t) for t in tasks]
 
     def started(self) -> ProcessPoolExecutor:
@@ -178,11 +179,22 @@ class Verifiers:
             for _ in range(self.processes):
                 pool.submit(int)
 
-    def replace(self) -> None:
+    def replace(self, pool: ProcessPoolExecutor) -> None:
+        """Drops a broken ``pool``, unless another query has already replaced it."""
         with self.lock:
-            pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            if self.pool is not pool:
+                return
+            self.pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.replace(self.pool)
+
+
+class Sent(NamedTuple):
+    pool: ProcessPoolExecutor
+    future: Future
 
 
 def end_with_parent() -> None:

@@ -98,7 +98,7 @@ def test_candidates_verified_in_a_process_get_the_verdicts_of_the_query_s_thread
     try:
         beside, beside_answers = answered(stars, spread, monkeypatch)
     finally:
-        spread.replace()
+        spread.close()
     assert all(len(c) >= SPREAD_FROM for c in alone)
     assert len(sent) == len(uploads()) and all(sent)  # each upload sent some away
     assert beside == alone and beside_answers == alone_answers
@@ -126,7 +126,21 @@ def test_a_verifier_that_died_loses_no_verdict(stars: Engine, monkeypatch) -> No
         monkeypatch.setattr(verifiers, "send", dying)
         assert answered(stars, verifiers, monkeypatch)[1] == alone
     finally:
-        verifiers.replace()
+        verifiers.close()
+
+
+def test_a_pool_another_query_replaced_is_not_dropped_again() -> None:
+    """Two queries find one pool broken: the second to notice leaves the first's new pool,
+    and what it is verifying, alone."""
+    verifiers = Verifiers(1)
+    broken = verifiers.started()
+    verifiers.replace(broken)
+    new = verifiers.started()
+    verifiers.replace(broken)
+    try:
+        assert verifiers.pool is new and new.submit(int, "7").result() == 7
+    finally:
+        verifiers.close()
 
 
 ENDED_BY_KILL = """
