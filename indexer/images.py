@@ -256,3 +256,24 @@ def thumbnail_pixels(image: Image.Image, size: int) -> Image.Image:
     thumb = image.copy()
     thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
     return thumb
+
+
+@dataclass(frozen=True)
+class Redecode:
+    """An upload's file decoded again as the stored file flipped or turned so would be, and
+    shrunk as its thumbnail (grid.Grid.decode_turned): its bytes and how they are decoded,
+    which a verifier process can be sent (server/verifiers.py), as a closure over the
+    engine could not. Kept here, not in the engine, so that a verifier that unpickles it
+    imports no torch."""
+
+    data: bytes
+    max_pixels: int
+    working_size: int
+    least: int
+    thumbnail_size: int
+
+    def __call__(self, budget: MemoryBudget, transpose: Image.Transpose) -> Image.Image:
+        loaded = decode(
+            self.data, self.max_pixels, self.working_size, budget, self.least, transpose
+        )
+        return thumbnail_pixels(loaded.image, self.thumbnail_size)

@@ -29,7 +29,14 @@ from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.matching import CopyMatch, CopyThresholds
 from hibt.indexer.copies.rivals import Checked, grey_copy, same_picture, settle
 from hibt.indexer.copies.verify import Verdict
-from hibt.indexer.images import LoadedImage, MemoryBudget, decode, least_side, thumbnail_pixels
+from hibt.indexer.images import (
+    LoadedImage,
+    MemoryBudget,
+    Redecode,
+    decode,
+    least_side,
+    thumbnail_pixels,
+)
 from hibt.indexer.model import Embedder, embedder_from
 from hibt.indexer.records import site_range
 from hibt.indexer.store import Store
@@ -492,23 +499,3 @@ def alike(
         return first is not None and second is not None and test(first.image, second.image)
 
     return both
-
-
-@dataclasses.dataclass(frozen=True)
-class Redecode:
-    """An upload's file decoded again as the stored file flipped or turned so would be, and
-    shrunk as its thumbnail (grid.Grid.decode_turned): its bytes and how they are decoded,
-    which a verifier process can be sent (verifiers.py), as a closure over the engine
-    could not."""
-
-    data: bytes
-    max_pixels: int
-    working_size: int
-    least: int
-    thumbnail_size: int
-
-    def __call__(self, budget: MemoryBudget, transpose: Image.Transpose) -> Image.Image:
-        loaded = decode(
-            self.data, self.max_pixels, self.working_size, budget, self.least, transpose
-        )
-        return thumbnail_pixels(loaded.image, self.thumbnail_size)
