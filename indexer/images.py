@@ -260,11 +260,11 @@ def thumbnail_pixels(image: Image.Image, size: int) -> Image.Image:
 
 @dataclass(frozen=True)
 class Redecode:
-    """An upload's file decoded again as the stored file flipped or turned so would be, and
-    shrunk as its thumbnail (grid.Grid.decode_turned): its bytes and how they are decoded,
-    which a verifier process can be sent (server/verifiers.py), as a closure over the
-    engine could not. Kept here, not in the engine, so that a verifier that unpickles it
-    imports no torch."""
+    """An upload's file and how it is decoded: as the build decodes a stored file
+    (:meth:`decoded`), and, called, again as the stored file flipped or turned so would be,
+    shrunk as its thumbnail (grid.Grid.decode_turned). A verifier process can be sent it
+    (server/verifiers.py), as a closure over the engine could not; kept here, not in the
+    engine, so that a verifier that unpickles it imports no torch."""
 
     data: bytes
     max_pixels: int
@@ -273,7 +273,9 @@ class Redecode:
     thumbnail_size: int
 
     def __call__(self, budget: MemoryBudget, transpose: Image.Transpose) -> Image.Image:
-        loaded = decode(
-            self.data, self.max_pixels, self.working_size, budget, self.least, transpose
-        )
-        return thumbnail_pixels(loaded.image, self.thumbnail_size)
+        return thumbnail_pixels(self.decoded(budget, transpose).image, self.thumbnail_size)
+
+    def decoded(
+        self, budget: MemoryBudget, transpose: Image.Transpose | None = None
+    ) -> LoadedImage:
+        return decode(self.data, self.max_pixels, self.working_size, budget, self.least, transpose)

@@ -33,7 +33,6 @@ from hibt.indexer.images import (
     LoadedImage,
     MemoryBudget,
     Redecode,
-    decode,
     least_side,
     thumbnail_pixels,
 )
@@ -290,21 +289,22 @@ class Engine:
         for a difference): the file is decoded again under the flip a candidate needs."""
         if not loaded.lossless:
             return None
-        size = self.settings.thumbnail_size
-        image = thumbnail_pixels(loaded.image, size)
+        image = thumbnail_pixels(loaded.image, self.settings.thumbnail_size)
         if loaded.turns_kept:
             return Grid(image, (loaded.width, loaded.height))
-        s = self.settings
-        again = Redecode(data, s.max_upload_pixels, s.working_size, self.upload_least_side(), size)
-        return Grid(image, (loaded.width, loaded.height), functools.partial(again, self.decodes))
+        again = functools.partial(self.upload_file(data), self.decodes)
+        return Grid(image, (loaded.width, loaded.height), again)
 
     def decode_upload(self, data: bytes) -> LoadedImage:
         """An upload decoded as the build decodes a stored file (reduced alike, least_side),
         within the upload limits and the decode memory budget."""
+        return self.upload_file(data).decoded(self.decodes)
+
+    def upload_file(self, data: bytes) -> Redecode:
+        """The upload's bytes with how they are decoded, here and under a flip (upload_grid)."""
         s = self.settings
-        return decode(
-            data, s.max_upload_pixels, s.working_size, self.decodes, self.upload_least_side()
-        )
+        least = self.upload_least_side()
+        return Redecode(data, s.max_upload_pixels, s.working_size, least, s.thumbnail_size)
 
     def upload_least_side(self) -> int:
         """The shortest side an upload is decoded down to: the build's (decode.decode_one),
