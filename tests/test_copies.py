@@ -1517,6 +1517,26 @@ def test_rivals_only_the_closest_picture_is_a_copy_and_none_when_another_is_as_c
     assert sorted(asked) == [(1, 2), (1, 5)]  # each asked once
 
 
+def test_in_a_dense_family_the_best_must_stand_far_apart() -> None:
+    """Seed 38's calibration half: a thin-spoked star at 0.94 levels from a sibling star and
+    3.6 and more from ten others, each passed as the same picture, is none of them; its own
+    centre crop lies at 0.01 with its siblings at 0.4 and more. Three others do not make a
+    dense family, nor does a best the pixel grid held, nor siblings that are its picture."""
+    never = lambda a, b: False  # noqa: E731
+    always = lambda a, b: True  # noqa: E731
+    siblings = [checked(i, "same", 3.6 + i / 10) for i in range(2, 12)]
+    assert settle([checked(1, "same", 0.94), *siblings], never) == Settled(set(), rivals=11)
+    assert settle([checked(1, "same", 0.94), *siblings[:3]], never) == Settled({1})
+    own = [checked(i, "same", 0.4 + i / 10) for i in range(2, 12)]
+    assert settle([checked(1, "same", 0.01), *own], never) == Settled({1})
+    held = Checked(1, "file1", Verdict("same", distance=0.94, held=True))
+    assert settle([held, *siblings], never) == Settled({1})
+    one_picture = settle([checked(1, "same", 0.94), *siblings], always)
+    assert 1 in one_picture.copies and one_picture.rivals == 0
+    refused = [checked(i, "different", 3.6 + i / 10) for i in range(2, 12)]
+    assert settle([checked(1, "same", 0.94), *refused], never) == Settled({1})
+
+
 def test_a_candidate_the_pixel_grid_refused_is_no_rival_of_one_it_passed() -> None:
     """Held to the pixel on the upload's grid, the best passed and the other did not: the
     pixels tell the two apart, however close their other figures. Where either was not held,

@@ -27,6 +27,12 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   passes as a greyscale copy of is a rival: the grey picture may be a greyscale copy of the
   upload, or of that candidate, and only the colour it lost would tell (a blue LED against
   the grey one of a set of LEDs that differ in colour alone);
+* in a dense family, where ``DENSE_FAMILY`` other pictures or more passed as the same
+  picture, a candidate of another picture within ``DENSE_RATIO`` times the best's distance
+  is a rival: the more pictures pass, the likelier one of them lies near the upload by
+  chance (a centre crop of a thin-spoked star is nearer a sibling star at 0.9 levels than
+  a dozen others at 3.6 and more, and is none of them). Not where the best passed on the
+  upload's pixel grid: the pixels decided;
 * otherwise the best is the copy, with the candidates that are the same picture as it (the
   same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``).
 
@@ -47,6 +53,11 @@ from hibt.indexer.copies.verify import COLOUR, PART, RANK, Verdict, edit_order, 
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
+# Where this many other pictures passed as the same picture, the family is dense, and a
+# candidate of another picture within DENSE_RATIO times the best's distance is a rival
+# (calibrated: docs/copy-detection.md, run BG).
+DENSE_FAMILY = 4
+DENSE_RATIO = 10.0
 # Two stored thumbnails whose verified distance is under this are one picture (0-255 levels).
 SAME_PICTURE = 0.5
 # At most this many passed candidates beyond the rivals' reach are checked for being the best's
@@ -112,6 +123,9 @@ def settle(
     )
     if any(not same(c) for c in near):  # stops at the first rival
         return Settled(set(), rivals=len({best.sha256} | {c.sha256 for c in near}))
+    family = [c for c in checked if c.verdict.kind == "same" and c.sha256 != best.sha256]
+    if not pixels and crowded(family, best.verdict.distance, same):
+        return Settled(set(), rivals=len({best.sha256} | {c.sha256 for c in family}))
     if best.verdict.upload_greyed:
         down = [c for c in checked if c.verdict.kind == "different" and c.sha256 != best.sha256]
         coloured = {c.sha256 for c in down[:SAME_CHECKS] if grey_copy(best.idx, c.idx)}
@@ -121,6 +135,19 @@ def settle(
     return Settled(
         {best.idx} | {c.idx for c in near + beyond if c.verdict.kind in PASSED and same(c)}
     )
+
+
+def crowded(family: list[Checked], distance: float, same: Callable[[Checked], bool]) -> bool:
+    """Whether the best, at ``distance``, stands in a dense ``family`` (the candidates of
+    other files that passed as the same picture): :data:`DENSE_FAMILY` pictures or more, and
+    one not the best's picture within :data:`DENSE_RATIO` times its distance."""
+    if len({c.sha256 for c in family}) < DENSE_FAMILY:
+        return False
+    near = sorted(
+        (c for c in family if c.verdict.distance < DENSE_RATIO * distance),
+        key=lambda c: c.verdict.distance,
+    )
+    return any(not same(c) for c in near)  # stops at the first other picture
 
 
 def standing(verdict: Verdict) -> tuple[int, float]:
