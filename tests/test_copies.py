@@ -1225,12 +1225,12 @@ def test_a_centre_crop_too_small_to_verify_is_no_copy() -> None:
     for size, small in ((30, True), (60, False)):
         prints = query_fingerprints(rounded_plus(size))
         compared = verify.compare(prints, prints.scene, crop, stored)
-        assert (compared.region == verify.CROP_TOO_SMALL) is small
+        assert (compared.region == verify.TOO_SMALL) is small
         match = CopyMatch(0, 0.99, 0.0, query_view=crop, stored_view=whole)
         framed = verify.matched_views(prints, match, hash_base(stored), False)
-        assert (framed.region == verify.CROP_TOO_SMALL) is small
+        assert (framed.region == verify.TOO_SMALL) is small
         as_is = verify.compare(prints, prints.scene, position(QUERY_VIEWS, "as is"), stored)
-        assert as_is.region != verify.CROP_TOO_SMALL
+        assert as_is.region != verify.TOO_SMALL
 
 
 def test_a_blank_view_is_no_evidence_of_a_copy() -> None:
@@ -1570,17 +1570,6 @@ def test_a_candidate_refused_for_its_colour_or_a_part_is_no_rival() -> None:
     for region in ("fine tones", "flat fill", "grey tones"):
         pair = [checked(1, "same", 1.5), refused(2, region, 2.7)]
         assert settle(pair, never) == Settled(set(), rivals=2)
-
-
-def test_a_candidate_met_by_a_crop_too_small_to_compare_stays_a_rival() -> None:
-    """A pen-width icon halved passed as its sibling one pixel thinner, while the one a
-    pixel thicker was met only by the upload's 18 px centre crop: nothing told that one
-    apart, so neither is the copy. Refused for anything else, a candidate that far is not."""
-    never = lambda a, b: False  # noqa: E731
-    unverified = Checked(2, "file2", Verdict("different", verify.CROP_TOO_SMALL, 1.0))
-    assert settle([checked(1, "same", 3.8), unverified], never) == Settled(set(), rivals=2)
-    tiny = Checked(2, "file2", Verdict("different", verify.TOO_SMALL, 1.0))  # a 6x3 flag
-    assert settle([checked(1, "same", 3.8), tiny], never) == Settled({1})
 
 
 def test_a_verdict_wanted_within_a_distance_stops_past_it() -> None:

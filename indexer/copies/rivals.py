@@ -16,9 +16,7 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   turned down for its colour: the distance is of grey levels, and the colour told them
   apart (a white card and a cream one lie close in grey); nor one turned down for a part
   apart as a whole, which a mean over the ink hardly weighs (a stick man's finger raised
-  where his sibling's points aside). One met only by a centre crop of the upload too small
-  to compare is a rival however far: nothing told it apart (a pen-width icon halved, its
-  sibling one pixel thicker met by the upload's 18 px centre);
+  where his sibling's points aside);
 * where the best is a coloured picture that a grey upload passed (``Verdict.grey``), any other
   such picture that passed is a rival however far: each was made grey the way that fits it
   best, so their distances say nothing of colour, and a grey arrow is as much a copy of the
@@ -51,15 +49,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from hibt.indexer.copies.verify import (
-    COLOUR,
-    CROP_TOO_SMALL,
-    PART,
-    RANK,
-    Verdict,
-    edit_order,
-    verify,
-)
+from hibt.indexer.copies.verify import COLOUR, PART, RANK, Verdict, edit_order, verify
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -121,8 +111,7 @@ def settle(
             (pixels and c.verdict.held) or c.verdict.region in (COLOUR, PART)
         )
         grey = best.verdict.grey and c.verdict.grey and c.verdict.kind in PASSED
-        unverified = c.verdict.region == CROP_TOO_SMALL  # no distance, nothing told it apart
-        near = c.verdict.distance <= reach or grey or unverified
+        near = c.verdict.distance <= reach or grey
         return near and c.verdict.kind not in weaker and not told
 
     @functools.cache

@@ -77,8 +77,6 @@ SIDE = 64  # pixels per side at most for the blocks: 8x8 px each
 # cannot verify a larger upload: never its copy.
 MIN_SIDE = 24
 TOO_SMALL = "too small to compare"
-# A candidate met only by such a centre crop: nothing told it apart (a rival, rivals.py).
-CROP_TOO_SMALL = "centre crop too small to compare"
 # A block differs when its mean absolute grey difference (0-255, after the fit) is at least
 # this many levels (calibrated: docs/copy-detection.md, "Verification").
 BLOCK_DIFF = 24.0
@@ -458,9 +456,8 @@ def cropped_too_small(crop: Image.Image) -> Verdict | None:
     """A "different" verdict for a centre crop of the upload under :data:`MIN_SIDE` px, else
     None. A crop that small shows a shape's middle alone, and the middle of one shape is the
     whole of many: the centre of a 30 px rounded plus is a thick first-aid cross to its
-    edges. The whole upload is there to meet its copy; a candidate met by such a crop alone
-    was told apart by nothing, and stays a rival of the best (rivals.py)."""
-    return Verdict("different", CROP_TOO_SMALL, 1.0) if max(crop.size) < MIN_SIDE else None
+    edges. The whole upload is there to meet its copy."""
+    return Verdict("different", TOO_SMALL, 1.0) if max(crop.size) < MIN_SIDE else None
 
 
 def pixel_test(
