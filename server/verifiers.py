@@ -81,14 +81,16 @@ class Task:
 
 def verdict(prints: Fingerprints, task: Task, stored: Thumbnail | None) -> Verdict:
     """The task's match verified against its stored thumbnail; the same bytes need nothing.
-    A lossless thumbnail may lie on the upload's pixel grid."""
+    A lossless thumbnail may lie on the upload's pixel grid, or hold the upload's pixels
+    inside its own (a crop of the file)."""
     if task.match.same_bytes:
         return Verdict("same", distance=0.0)
     if stored is None:
         return Verdict("different", "no thumbnail")
     on_grid = stored.lossless and prints.grid is not None
     meets = on_grid and prints.grid.meets(stored.image.size, task.size)
-    return verify_match(prints, task.match, stored.image, meets)
+    inside = on_grid and prints.grid.inside(stored.image.size, task.size)
+    return verify_match(prints, task.match, stored.image, meets, inside)
 
 
 def sent_verdicts(prints: Fingerprints, tasks: list[Task]) -> list[Verdict]:

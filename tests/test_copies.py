@@ -43,6 +43,7 @@ from hibt.indexer.copies.views import (
     QUERY_TRIMMED_VIEW,
     QUERY_VIEWS,
     Scene,
+    View,
     centre_crop,
     hash_base,
     position,
@@ -1934,6 +1935,93 @@ def test_a_png_of_a_sibling_at_the_stored_file_s_size_is_not_a_copy(sign_index: 
     for data in (encode(jittered(sign)), encode(sign, "JPEG", quality=60)):
         _, first = top(sign_index, data)
         assert first.source == "nocif.png" and first.match in ("exact_copy", "near_copy")
+
+
+def text_window(rim: bool) -> Image.Image:
+    """A grey window with lines of text, 60 px square; ``rim``: its title bar outlined inside
+    by a pale line a pixel wide (Openclipart's view_text against its list)."""
+    icon = Image.new("RGB", (60, 60), "white")
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((3, 3, 56, 56), 5, fill=(200, 200, 200), outline=(50, 50, 50), width=3)
+    draw.rectangle((6, 6, 53, 15), fill=(120, 120, 120))
+    if rim:
+        draw.rectangle((7, 7, 52, 14), outline=(235, 235, 235), width=1)
+    for y in (22, 32, 42):
+        draw.line((10, y, 30, y), fill=(50, 50, 50), width=3)
+        draw.line((15, y + 5, 48, y + 5), fill=(50, 50, 50), width=3)
+    return icon
+
+
+@pytest.fixture(scope="module")
+def icon_index(tmp_path_factory, embedder) -> Engine:
+    root = tmp_path_factory.mktemp("icons")
+    save(text_window(rim=False), root / "list.png")
+    return engine_over(root, tmp_path_factory, embedder)
+
+
+def test_a_crop_of_a_sibling_s_own_pixels_is_held_where_it_lies() -> None:
+    """A centre crop of a lossless file keeps the file's pixels, so a crop met as a stored
+    crop is also held to them where it lies in the stored file's own (``inside``:
+    residual.inside_grid). The pale rim a pixel wide of the sibling's title bar is another
+    picture there, though every comparison of the crop, which resamples, passes it; a crop of
+    the stored picture stays the same picture, not held: a pass there decides no rivals."""
+    stored = stored_thumbnail(text_window(rim=False))
+
+    def verdict(upload: Image.Image, kept: float, inside: bool = True) -> Verdict:
+        prints = query_fingerprints(upload, Grid(upload, upload.size))
+        at = position(prints.views, "as is")
+        crop = position(INDEX_VIEWS, f"crop {kept:.0%}")
+        match = CopyMatch(0, 1.0, 0.0, 0, query_view=at, stored_view=crop)
+        return verify.verify_match(prints, match, stored, on_grid=True, inside=inside)
+
+    sibling = centre_crop(text_window(rim=True), 0.7)
+    assert verdict(sibling, 0.7, inside=False).kind == "same"
+    found = verdict(sibling, 0.7)
+    assert (found.kind, found.region, found.held) == ("different", "detail", True)
+    copy = verdict(centre_crop(text_window(rim=False), 0.7), 0.7)
+    assert (copy.kind, copy.held) == ("same", False)
+
+
+def test_through_the_engine_a_crop_of_a_lossless_file_stays_its_copy(icon_index) -> None:
+    """The crops the benchmark makes of a lossless file, laid on the stored file's own
+    pixels wherever the engine's views met them, stay copies of it; so does the file made
+    smaller, which is no crop and is not laid there."""
+    for kept in (0.8, 0.7, 0.6):
+        _, first = top(icon_index, encode(centre_crop(text_window(rim=False), kept)))
+        assert first.source == "list.png" and first.match == "near_copy"
+    # The file halved or a third smaller fits inside it too, but on no grid of its own.
+    for side in (30, 40):
+        _, first = top(icon_index, encode(text_window(rim=False).resize((side, side))))
+        assert first.source == "list.png" and first.match in ("exact_copy", "near_copy")
+
+
+def crop_view(kept: float) -> View:
+    return INDEX_VIEWS[position(INDEX_VIEWS, f"crop {kept:.0%}")]
+
+
+def test_a_crop_is_found_where_it_lies_in_its_file() -> None:
+    """residual.inside_grid lays a crop taken anywhere in a picture on the pixels it was cut
+    from, and nothing that does not fit inside; Grid.inside says which uploads may be laid so:
+    a file's own pixels, smaller than a stored file kept at its own size, either way round."""
+    rng = np.random.default_rng(3)
+    stored = Image.fromarray((rng.random((70, 90, 3)) * 255).astype(np.uint8))
+    crop = stored.crop((17, 9, 68, 50))
+    up, window = residual.inside_grid(crop, stored)
+    assert np.array_equal(up, window)
+    assert residual.inside_grid(stored, crop) is None
+    grid = Grid(crop, crop.size)
+    assert grid.inside((90, 70), (90, 70)) and grid.inside((70, 90), (70, 90))
+    assert not grid.inside((45, 35), (90, 70))  # the stored thumbnail was shrunk
+    assert not grid.inside(crop.size, crop.size)  # one size: Grid.meets lays those
+    assert not Grid(crop.resize((25, 20)), crop.size).inside((90, 70), (90, 70))
+    # Laid there only at the stored crop's own scale: the file halved fits inside it too.
+    as_is = position(QUERY_VIEWS, "as is")
+    for kept, upload in ((0.7, stored.crop((10, 10, 73, 59))), (0.6, stored.resize((45, 35)))):
+        held = verify.laid_inside(
+            Grid(upload, upload.size), QUERY_VIEWS[as_is], crop_view(kept), stored
+        )
+        assert (held[0] is not None) == (kept == 0.7)
+    assert verify.laid_inside(grid, QUERY_VIEWS[as_is], INDEX_VIEWS[0], stored) == (None, None)
 
 
 def player_button(arrows: Image.Transpose | None = None) -> Image.Image:

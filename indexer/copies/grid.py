@@ -51,3 +51,13 @@ class Grid:
         if shrunk == self.size and thumbnail == stored:
             return True  # both files' own pixels: two trims of one picture meet as well
         return stored in (self.size, self.size[::-1]) and thumbnail in (shrunk, shrunk[::-1])
+
+    def inside(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
+        """Whether this upload, its file's own pixels, fits inside a stored file of size
+        ``stored`` kept losslessly at that size (``thumbnail``), flipped or turned or not, and
+        is smaller: a crop of that file would lie on its pixel grid."""
+        if self.image.size != self.size or thumbnail != stored:
+            return False
+        w, h = self.size
+        fits = [(w <= sw and h <= sh) for sw, sh in (stored, stored[::-1])]
+        return any(fits) and stored not in (self.size, self.size[::-1])

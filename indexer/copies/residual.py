@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from hibt.indexer.copies.channels import channel_rows
 from hibt.indexer.copies.grid import Grid
@@ -169,6 +169,34 @@ def on_one_grid(
         return None
     _, (a, b), k = laid[0]
     return turns[k][a], st[b]
+
+
+def inside_grid(upload: Image.Image, stored: Image.Image) -> Laid | None:
+    """The upload and the window of the stored picture it lies on (:func:`lying`), as
+    (h, w, 3) float arrays: a crop of a file's own pixels keeps them, at a whole-pixel offset
+    anywhere in the file. None when the upload does not fit inside the stored picture."""
+    st = np.asarray(stored.convert("RGB"), np.float32)
+    up = np.asarray(upload.convert("RGB"), np.float32)
+    h, w = up.shape[:2]
+    if h > st.shape[0] or w > st.shape[1]:
+        return None
+    _, (y, x) = lying(up @ LUMA, st @ LUMA)
+    return up, st[y : y + h, x : x + w]
+
+
+def lying(part: np.ndarray, whole: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Where the grey ``part`` lies in the grey ``whole``: the least mean squared
+    difference over every whole-pixel offset, and that offset. The squared differences are
+    the window sums of the whole's squares, less twice its correlation with the part (by
+    FFT), plus the part's squares: every offset at the cost of a few transforms."""
+    part64, whole64 = part.astype(np.float64), whole.astype(np.float64)
+    h, w = part.shape
+    cross = signal.fftconvolve(whole64, part64[::-1, ::-1], mode="valid")
+    sums = np.pad(np.square(whole64), ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
+    squares = sums[h:, w:] - sums[:-h, w:] - sums[h:, :-w] + sums[:-h, :-w]
+    apart = squares - 2 * cross + float(np.square(part64).sum())
+    y, x = np.unravel_index(int(np.argmin(apart)), apart.shape)
+    return float(apart[y, x]) / part.size, (int(y), int(x))
 
 
 def closest(

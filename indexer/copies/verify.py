@@ -53,12 +53,15 @@ from hibt.indexer.copies.residual import (
     Laid,
     affine_residual,
     dihedral,
+    grid_residual,
+    inside_grid,
     kept_laid_apart,
     laid_apart,
 )
 from hibt.indexer.copies.views import (
     BRIGHTEN_GAIN,
     INDEX_VIEWS,
+    ORIENTATIONS,
     Scene,
     View,
     brightened,
@@ -279,32 +282,71 @@ def edit_order(verdict: Verdict) -> tuple[int, float]:
 
 
 def verify_match(
-    query: Fingerprints, match: CopyMatch, stored: Image.Image, on_grid: bool = False
+    query: Fingerprints,
+    match: CopyMatch,
+    stored: Image.Image,
+    on_grid: bool = False,
+    inside: bool = False,
 ) -> Verdict:
     """Verify ``match`` of the upload ``query`` (its fingerprints, with their scene) against
     the stored picture ``stored`` (its thumbnail will do: the comparison is at 64 px).
     ``on_grid``: ``stored`` is a lossless thumbnail on the upload's grid (``query.grid``,
     grid.Grid.meets): the upload's views are then cut from it as the build would (the
     thumbnail's own resampling, not the fingerprints'), and whole pictures are also compared
-    to the pixel."""
+    to the pixel. ``inside``: ``stored`` is a lossless thumbnail of the stored file's own
+    pixels, and the upload's own pixels fit inside it (grid.Grid.inside): a crop of the
+    file, held to the pixel where it lies (:func:`held_inside`)."""
     if match.query_view < 0 or query.scene is None:
         return Verdict("same", distance=0.0)  # same bytes: nothing to verify
-    grid = on_grid and query.grid is not None
-    stored = hash_base(stored)
+    grid, inside = (flag and query.grid is not None for flag in (on_grid, inside))
+    thumbnail, stored = stored, hash_base(stored)
     match, verdict = least_edited(query, match, stored, grid)
-    if verdict.held or verdict.kind != "same" or not grid:
+    view = query.views[match.query_view]
+    if verdict.held or verdict.kind != "same" or not view.lossless:
         return verdict
-    if query.views[match.query_view].lossless:
+    laid, apart = None, None
+    if grid:
         # The upload's own pixels met the stored file's in a pair of views that was not held
         # to the pixel (a trim of one against a crop of the other): a copy is then also the
         # whole file on its grid. A mirrored icon shaded from the top left is not
         # (docs/copy-detection.md, run Z).
         whole, source = pixel_test(query, query.grid.image, stored)
         laid, apart = (None, None) if whole is None else laid_apart(query.grid.image, whole, source)
-        if off_its_grid(laid, apart):
-            return Verdict("different", "detail", verdict.differing, verdict.distance, True)
-        return dataclasses.replace(verdict, held=apart is not None)
-    return verdict
+    held = apart is not None
+    if laid is None and inside:
+        # Held there only to be refused: a hairline star's centre lies within its sibling's
+        # as closely as its own, so passing there decides nothing among rivals (rivals.py).
+        laid, apart = laid_inside(query.grid, view, INDEX_VIEWS[match.stored_view], thumbnail)
+    if off_its_grid(laid, apart):
+        return Verdict("different", "detail", verdict.differing, verdict.distance, True)
+    return dataclasses.replace(verdict, held=held)
+
+
+def laid_inside(
+    upload: Grid, view: View, stored_view: View, thumbnail: Image.Image
+) -> tuple[Laid | None, float | None]:
+    """A crop of the stored file's own pixels (``thumbnail``) laid on them: the ``upload``,
+    flipped or turned as its ``view`` that matched, where it lies in the file
+    (residual.inside_grid), and how far apart the two stay there (residual.grid_residual),
+    to be held as a whole file is (:func:`off_its_grid`). A sibling's other detail inside the
+    crop (the rim of a window's title bar, a frame dashed for one drawn whole) shows there,
+    while every other comparison resamples it away. Only for an upload the size of the
+    stored crop it met (``stored_view``), within the tenth that parts two stored crops: a
+    file halved fits inside it too, on no grid of its."""
+    turn = next((op for name, op, _ in ORIENTATIONS if view.name.endswith(name)), None)
+    turned = upload.under(turn)
+    if not stored_view.crop or not at_own_scale(turned.size, thumbnail.size, stored_view.kept):
+        return None, None
+    laid = inside_grid(turned, thumbnail)
+    return laid, None if laid is None else grid_residual(*laid)
+
+
+def at_own_scale(upload: tuple[int, int], stored: tuple[int, int], kept: float | None) -> bool:
+    """Whether an upload of size ``upload`` is a centre crop keeping ``kept`` of each side of a
+    picture of size ``stored`` at that picture's own scale, within :data:`WIDEN_REACH`."""
+    return kept is not None and all(
+        abs(u / (kept * s) - 1) <= WIDEN_REACH for u, s in zip(upload, stored, strict=True)
+    )
 
 
 def least_edited(
