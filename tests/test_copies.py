@@ -1995,6 +1995,24 @@ def test_through_the_engine_a_crop_of_a_lossless_file_stays_its_copy(icon_index)
         assert first.source == "list.png" and first.match in ("exact_copy", "near_copy")
 
 
+def test_a_picture_of_two_clipped_colours_leaves_itself_nothing_on_its_grid() -> None:
+    """Blue (0, 0, 128) crosses on yellow (255, 255, 0): one level of one channel is free of
+    clipping, too few to settle a copier's edit, which is then fitted as the least change
+    from none. The picture on its own grid leaves nothing; greyed, or with the crosses red,
+    it stays a colour edit of itself, or is none."""
+    pattern = Image.new("RGB", (60, 60), (255, 255, 0))
+    draw = ImageDraw.Draw(pattern)
+    for x in range(5, 60, 15):
+        draw.line((x, 2, x, 57), fill=(0, 0, 128), width=3)
+        draw.line((2, x, 57, x), fill=(0, 0, 128), width=3)
+    pixels = np.asarray(pattern, np.float32)
+    assert residual.grid_residual(pixels, pixels) == 0.0
+    grey = np.asarray(ImageOps.grayscale(pattern).convert("RGB"), np.float32)
+    assert residual.grid_residual(pixels, grey) < residual.CLEAN_LEVEL
+    red = np.where((pixels == (0, 0, 128)).all(axis=2)[..., None], (200, 0, 0), pixels)
+    assert residual.grid_residual(pixels, red.astype(np.float32)) >= verify.GRID_MAX
+
+
 def crop_view(kept: float) -> View:
     return INDEX_VIEWS[position(INDEX_VIEWS, f"crop {kept:.0%}")]
 
@@ -2006,9 +2024,12 @@ def test_a_crop_is_found_where_it_lies_in_its_file() -> None:
     rng = np.random.default_rng(3)
     stored = Image.fromarray((rng.random((70, 90, 3)) * 255).astype(np.uint8))
     crop = stored.crop((17, 9, 68, 50))
-    up, window = residual.inside_grid(crop, stored)
+    up, window = residual.inside_grid([crop], stored)
     assert np.array_equal(up, window)
-    assert residual.inside_grid(stored, crop) is None
+    mirrored = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    up, window = residual.inside_grid([mirrored, crop], stored)  # the closer of the two
+    assert np.array_equal(up, window)
+    assert residual.inside_grid([stored], crop) is None
     grid = Grid(crop, crop.size)
     assert grid.inside((90, 70), (90, 70)) and grid.inside((70, 90), (70, 90))
     assert not grid.inside((45, 35), (90, 70))  # the stored thumbnail was shrunk

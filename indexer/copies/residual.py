@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage, signal
+from scipy import fft, ndimage
 
 from hibt.indexer.copies.channels import channel_rows
 from hibt.indexer.copies.grid import Grid
@@ -171,32 +171,46 @@ def on_one_grid(
     return turns[k][a], st[b]
 
 
-def inside_grid(upload: Image.Image, stored: Image.Image) -> Laid | None:
-    """The upload and the window of the stored picture it lies on (:func:`lying`), as
-    (h, w, 3) float arrays: a crop of a file's own pixels keeps them, at a whole-pixel offset
-    anywhere in the file. None when the upload does not fit inside the stored picture."""
+def inside_grid(uploads: list[Image.Image], stored: Image.Image) -> Laid | None:
+    """Of ``uploads`` (one upload flipped or turned ways it may have been), the one that lies
+    closest inside the stored picture, and the window of it where it lies, as (h, w, 3) float
+    arrays: a crop of a file's own pixels keeps them, at a whole-pixel offset anywhere in the
+    file (:func:`lying`). None when none fits inside."""
     st = np.asarray(stored.convert("RGB"), np.float32)
-    up = np.asarray(upload.convert("RGB"), np.float32)
-    h, w = up.shape[:2]
-    if h > st.shape[0] or w > st.shape[1]:
+    grey = st @ LUMA
+    pixels = [np.asarray(u.convert("RGB"), np.float32) for u in uploads]
+    fits = [p for p in pixels if p.shape[0] <= grey.shape[0] and p.shape[1] <= grey.shape[1]]
+    if not fits:
         return None
-    _, (y, x) = lying(up @ LUMA, st @ LUMA)
-    return up, st[y : y + h, x : x + w]
+    found = lying([p @ LUMA for p in fits], grey)
+    _, (y, x), k = min((*f, k) for k, f in enumerate(found))
+    h, w = fits[k].shape[:2]
+    return fits[k], st[y : y + h, x : x + w]
 
 
-def lying(part: np.ndarray, whole: np.ndarray) -> tuple[float, tuple[int, int]]:
-    """Where the grey ``part`` lies in the grey ``whole``: the least mean squared
-    difference over every whole-pixel offset, and that offset. The squared differences are
-    the window sums of the whole's squares, less twice its correlation with the part (by
-    FFT), plus the part's squares: every offset at the cost of a few transforms."""
-    part64, whole64 = part.astype(np.float64), whole.astype(np.float64)
-    h, w = part.shape
-    cross = signal.fftconvolve(whole64, part64[::-1, ::-1], mode="valid")
-    sums = np.pad(np.square(whole64), ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
-    squares = sums[h:, w:] - sums[:-h, w:] - sums[h:, :-w] + sums[:-h, :-w]
-    apart = squares - 2 * cross + float(np.square(part64).sum())
-    y, x = np.unravel_index(int(np.argmin(apart)), apart.shape)
-    return float(apart[y, x]) / part.size, (int(y), int(x))
+def lying(parts: list[np.ndarray], whole: np.ndarray) -> list[tuple[float, tuple[int, int]]]:
+    """Where each grey part lies in the grey ``whole``: the least mean squared difference over
+    every whole-pixel offset, and that offset. The squared differences are the window sums of
+    the whole's squares, less twice its correlation with the part, plus the part's squares;
+    the correlations are products of transforms (float32: a tenth of a level is plenty to
+    find a crop's own place), the whole's transformed once."""
+    (hh, ww), sizes = whole.shape, [p.shape for p in parts]
+    shape = [
+        fft.next_fast_len(hh + max(s[0] for s in sizes) - 1, real=True),
+        fft.next_fast_len(ww + max(s[1] for s in sizes) - 1, real=True),
+    ]
+    transformed = fft.rfft2(whole.astype(np.float32), shape)
+    sums = np.pad(np.square(whole.astype(np.float64)), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    found = []
+    for part in parts:
+        h, w = part.shape
+        flipped = part[::-1, ::-1].astype(np.float32)
+        cross = fft.irfft2(transformed * fft.rfft2(flipped, shape), shape)[h - 1 : hh, w - 1 : ww]
+        squares = sums[h:, w:] - sums[:-h, w:] - sums[h:, :-w] + sums[:-h, :-w]
+        apart = squares - 2 * cross + float(np.square(part.astype(np.float64)).sum())
+        y, x = np.unravel_index(int(np.argmin(apart)), apart.shape)
+        found.append((float(apart[y, x]) / part.size, (int(y), int(x))))
+    return found
 
 
 def closest(
@@ -283,7 +297,9 @@ def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
     for _ in range(FIT_ROUNDS):
         at = np.broadcast_to(grey, y.shape)[fitted]
         terms = np.stack([at, np.ones_like(at), tint[fitted]], axis=1)
-        a, b, s = np.linalg.lstsq(terms, y[fitted], rcond=None)[0]
+        # Fitted as a change from no edit (a = s = 1, b = 0): where the levels do not settle
+        # it (two colours, each at 0 or 255 in two channels), the least change explains them.
+        a, b, s = np.linalg.lstsq(terms, (y - x)[fitted], rcond=None)[0] + (1.0, 0.0, 1.0)
         raw = a * grey + b + max(s, 0.0) * tint
         left = LUMA64 @ (np.clip(raw, floor, ceiling) - y)
         near = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))

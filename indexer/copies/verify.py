@@ -334,10 +334,14 @@ def laid_inside(
     stored crop it met (``stored_view``), within the tenth that parts two stored crops: a
     file halved fits inside it too, on no grid of its."""
     turn = next((op for name, op, _ in ORIENTATIONS if view.name.endswith(name)), None)
-    turned = upload.under(turn)
-    if not stored_view.crop or not at_own_scale(turned.size, thumbnail.size, stored_view.kept):
+    if not stored_view.crop or not at_own_scale(
+        upload.under(turn).size, thumbnail.size, stored_view.kept
+    ):
         return None, None
-    laid = inside_grid(turned, thumbnail)
+    # A symmetric picture meets its crop under more than one flip; the copier's is the one
+    # that lies closest: a crop as it is or mirrored (views.ORIENTATIONS), or as it met.
+    turns = dict.fromkeys((None, Image.Transpose.FLIP_LEFT_RIGHT, turn))
+    laid = inside_grid([upload.under(t) for t in turns], thumbnail)
     return laid, None if laid is None else grid_residual(*laid)
 
 
