@@ -295,7 +295,7 @@ def verify_match(
     thumbnail's own resampling, not the fingerprints'), and whole pictures are also compared
     to the pixel. ``inside``: ``stored`` is a lossless thumbnail of the stored file's own
     pixels, and the upload's own pixels fit inside it (grid.Grid.inside): a crop of the
-    file, held to the pixel where it lies (:func:`held_inside`)."""
+    file, held to the pixel where it lies (:func:`laid_inside`)."""
     if match.query_view < 0 or query.scene is None:
         return Verdict("same", distance=0.0)  # same bytes: nothing to verify
     grid, inside = (flag and query.grid is not None for flag in (on_grid, inside))
@@ -325,9 +325,10 @@ def verify_match(
 def laid_inside(
     upload: Grid, view: View, stored_view: View, thumbnail: Image.Image
 ) -> tuple[Laid | None, float | None]:
-    """A crop of the stored file's own pixels (``thumbnail``) laid on them: the ``upload``,
-    flipped or turned as its ``view`` that matched, where it lies in the file
-    (residual.inside_grid), and how far apart the two stay there (residual.grid_residual),
+    """A crop of the stored file's own pixels (``thumbnail``) laid on them: the ``upload``, as
+    it is, mirrored, or turned as its ``view`` that matched, whichever lies closest, where it
+    lies in the file (residual.inside_grid), and how far apart the two stay there
+    (residual.grid_residual),
     to be held as a whole file is (:func:`off_its_grid`). A sibling's other detail inside the
     crop (the rim of a window's title bar, a frame dashed for one drawn whole) shows there,
     while every other comparison resamples it away. Only for an upload the size of the
