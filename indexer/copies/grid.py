@@ -44,19 +44,24 @@ class Grid:
         """Cut only when a candidate lies on the grid: framing costs milliseconds."""
         return Scene.of(self.image)
 
+    def own_pixels(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
+        """Whether this upload and a stored file of size ``stored`` kept at ``thumbnail`` are
+        both their files' own pixels: neither shrunk."""
+        return self.image.size == self.size and thumbnail == stored
+
     def meets(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
         """Whether a stored file of size ``stored``, with a lossless thumbnail of size
         ``thumbnail``, lies on this grid."""
         shrunk = self.image.size
-        if shrunk == self.size and thumbnail == stored:
-            return True  # both files' own pixels: two trims of one picture meet as well
+        if self.own_pixels(thumbnail, stored):
+            return True  # two trims of one picture meet as well
         return stored in (self.size, self.size[::-1]) and thumbnail in (shrunk, shrunk[::-1])
 
     def inside(self, thumbnail: tuple[int, int], stored: tuple[int, int]) -> bool:
         """Whether this upload, its file's own pixels, fits inside a stored file of size
         ``stored`` kept losslessly at that size (``thumbnail``), flipped or turned or not, and
         is smaller: a crop of that file would lie on its pixel grid."""
-        if self.image.size != self.size or thumbnail != stored:
+        if not self.own_pixels(thumbnail, stored):
             return False
         w, h = self.size
         fits = [(w <= sw and h <= sh) for sw, sh in (stored, stored[::-1])]

@@ -334,15 +334,15 @@ def laid_inside(
     while every other comparison resamples it away. Only for an upload the size of the
     stored crop it met (``stored_view``), within the tenth that parts two stored crops: a
     file halved fits inside it too, on no grid of its."""
-    turn = next((op for name, op, _ in ORIENTATIONS if view.name.endswith(name)), None)
-    if not stored_view.crop or not at_own_scale(
-        upload.under(turn).size, thumbnail.size, stored_view.kept
-    ):
+    if not stored_view.crop:
         return None, None
+    turn = next((op for name, op, _ in ORIENTATIONS if view.name.endswith(name)), None)
     # A symmetric picture meets its crop under more than one flip; the copier's is the one
     # that lies closest: a crop as it is or mirrored (views.ORIENTATIONS), or as it met.
-    turns = dict.fromkeys((None, Image.Transpose.FLIP_LEFT_RIGHT, turn))
-    laid = inside_grid([upload.under(t) for t in turns], thumbnail)
+    turned = {t: upload.under(t) for t in (None, Image.Transpose.FLIP_LEFT_RIGHT, turn)}
+    if not at_own_scale(turned[turn].size, thumbnail.size, stored_view.kept):
+        return None, None
+    laid = inside_grid(list(turned.values()), thumbnail)
     return laid, None if laid is None else grid_residual(*laid)
 
 
