@@ -2297,10 +2297,10 @@ def test_parts_of_one_grey_told_by_colour_are_still_compared(monkeypatch) -> Non
     assert (halved.kind, halved.region) == ("different", "blank")
 
 
-def badge() -> Image.Image:
+def badge(ground: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Red, green and blue bars outlined in black with a yellow disc: saturated colours, whose
     greys differ most between the ways of making a picture grey."""
-    image = Image.new("RGB", (240, 160), "white")
+    image = Image.new("RGB", (240, 160), ground)
     draw = ImageDraw.Draw(image)
     for i, colour in enumerate(((220, 30, 40), (30, 160, 60), (40, 70, 220))):
         draw.rectangle((20 + 70 * i, 20, 80 + 70 * i, 140), fill=colour, outline="black", width=3)
@@ -2337,6 +2337,27 @@ def test_a_picture_made_grey_by_any_common_tool_is_a_greyscale_copy(monkeypatch)
     assert (edited.kind, edited.region, edited.grey) == ("edited", "bottom right", False)
     monkeypatch.setattr(verify, "GREY_WAYS", verify.GREY_WAYS[:1])
     assert [kind for pair in kinds()[1:] for kind in pair].count("same") == 0
+
+
+def test_a_grey_sibling_on_another_ground_is_no_greyscale_copy_on_its_grid(monkeypatch) -> None:
+    """Held to the pixel, a grey upload is a common grey conversion of the coloured picture to
+    the level: the badge on white made grey is not the badge on a cream card's ground, 18
+    levels apart all over it (under the 3x3 GRID_MAX that noise needs). The cream badge made
+    grey any common way, or made grey and saved as JPEG at 30 and again as PNG, still is."""
+    cream = badge((238, 242, 212))
+    stored = stored_thumbnail(cream)
+    sibling = hash_base(ImageOps.grayscale(badge()).convert("RGB"))
+    verdict = verify.verify(sibling, stored, True, stored)
+    assert (verdict.kind, verdict.region, verdict.held) == ("different", "grey tones", True)
+    rgb = np.asarray(cream, np.float32)
+    greys = [
+        Image.fromarray(np.clip(way(rgb) + 0.5, 0, 255).astype(np.uint8))
+        for way in verify.GREY_WAYS
+    ]
+    copies = [g.convert("RGB") for g in greys] + [encode_decode(greys[0].convert("RGB"), 30)]
+    assert [verify.verify(hash_base(c), stored, True, stored).kind for c in copies] == ["same"] * 5
+    monkeypatch.setattr(verify, "GREY_LEFT_MAX", np.inf)
+    assert verify.verify(sibling, stored, True, stored).kind == "same"
 
 
 def test_pictures_compared_in_grey_are_rivals_however_far() -> None:

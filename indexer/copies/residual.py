@@ -12,6 +12,7 @@ line drawn shorter.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from PIL import Image
@@ -89,6 +90,20 @@ def kept_laid_apart(
     for values in laid:
         values.flags.writeable = False
     return laid, grid_residual(*laid)
+
+
+def broad_apart(
+    upload: Image.Image, stored: Image.Image, source: Grid | None, window: int
+) -> float:
+    """How far ``upload`` stays from ``stored`` on their common grid over a wider place: the
+    largest ``window`` x ``window`` mean of :func:`copier_residual` (inf with no grid in
+    common). A sibling's other ground stays apart all over it; noise and a stroke's rim do
+    not. ``source``: as for :func:`on_one_grid`."""
+    laid = on_one_grid(upload, stored, source)
+    if laid is None:
+        return math.inf
+    left = copier_residual(laid[1], laid[0])
+    return float(np.abs(ndimage.uniform_filter(left, window, mode="nearest")).max())
 
 
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:

@@ -52,6 +52,7 @@ from hibt.indexer.copies.residual import (
     MAX_OFFSET,
     Laid,
     affine_residual,
+    broad_apart,
     dihedral,
     grid_residual,
     inside_grid,
@@ -223,6 +224,11 @@ SPLIT_MAX = 12.0
 # (hairline stars, lowered in contrast by a colour jitter) where GRID_MAX cannot (run BD).
 GRID_MAX = 24.0
 GRID_SHARE = 1 / 3
+# A grey upload on its coloured original's grid is one common grey conversion of it (GREY_WAYS)
+# to the level: averaged over GREY_WINDOW px, what is left stays under GREY_LEFT_MAX, with
+# room for a grey copy's JPEG at 30 saved again as PNG (run BI).
+GREY_LEFT_MAX = 12.0
+GREY_WINDOW = 11
 # Pictures' fills kept (own_colours) and views at a size or made grey (kept_by_pixels): the
 # last candidate's, with room to spare.
 FILLS_KEPT = 8
@@ -655,6 +661,8 @@ def verify(
         # What a grey upload is held to the pixel against is made grey the same way.
         held = greyed(grid, made.way) if grid is not None and grey_up else grid
         verdict = verify(made.upload, made.stored, fine, held, source, upload_view, within=within)
+        if grey_up and verdict.kind == "same" and verdict.held:
+            verdict = grey_on_grid(verdict, upload_view, grid, source)
         lost = not grey_up and made.coloured
         return dataclasses.replace(verdict, grey=grey_up, upload_greyed=lost)
     grey_against_colour = coloured is not None or grey_up != grey_stored
@@ -709,6 +717,21 @@ def verify(
         tones = tone_difference(upload_view, stored_view, differs, coloured, gain=limits)
         return edit_verdict(tones, where, share, grey_against_colour)
     return Verdict("different", where, share)
+
+
+def grey_on_grid(
+    verdict: Verdict, upload: Image.Image, grid: Image.Image, source: Grid | None
+) -> Verdict:
+    """The ``verdict`` on a grey ``upload`` held to the pixel against a coloured picture
+    (``grid``; ``source`` as for :func:`verify`), or "different" where no common grey
+    conversion of that picture (:data:`GREY_WAYS`) lies within :data:`GREY_LEFT_MAX` of the
+    upload over :data:`GREY_WINDOW` px: a grey sibling's other ground (a white card against a
+    cream one, 18 levels all over) passes the 3x3 :data:`GRID_MAX` that noise needs, and the
+    conversion the tones chose at 48 px need not be the one that lies closest here."""
+    left = min(broad_apart(upload, greyed(grid, way), source, GREY_WINDOW) for way in GREY_WAYS)
+    if left < GREY_LEFT_MAX:
+        return verdict
+    return Verdict("different", "grey tones", verdict.differing, verdict.distance, True)
 
 
 def off_its_grid(laid: Laid | None, apart: float | None) -> bool:
