@@ -2360,6 +2360,19 @@ def test_a_grey_sibling_on_another_ground_is_no_greyscale_copy_on_its_grid(monke
     assert verify.verify(sibling, stored, True, stored).kind == "same"
 
 
+def test_only_a_grey_upload_with_its_levels_unedited_is_held_to_the_level(monkeypatch) -> None:
+    """A grey copy brightened as well is fitted less closely once clipped and shrunk, and is
+    held to GRID_MAX alone: with no room at all over the window, the plain grey copy is
+    refused and the brightened one still passes."""
+    cream = badge((238, 242, 212))
+    stored = stored_thumbnail(cream)
+    grey = ImageOps.grayscale(cream).convert("RGB")
+    brightened = ImageEnhance.Brightness(grey).enhance(1.15)
+    monkeypatch.setattr(verify, "GREY_LEFT_MAX", 0.0)
+    kinds = [verify.verify(hash_base(c), stored, True, stored).kind for c in (grey, brightened)]
+    assert kinds == ["different", "same"]
+
+
 def test_pictures_compared_in_grey_are_rivals_however_far() -> None:
     """A grey upload passed as two coloured pictures (each made grey the way that fits it
     best): their distances say nothing of colour, so the farther is still a rival and no copy

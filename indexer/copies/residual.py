@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -94,16 +95,16 @@ def kept_laid_apart(
 
 def broad_apart(
     upload: Image.Image, stored: Image.Image, source: Grid | None, window: int
-) -> float:
+) -> tuple[float, Edit | None]:
     """How far ``upload`` stays from ``stored`` on their common grid over a wider place: the
-    largest ``window`` x ``window`` mean of :func:`copier_residual` (inf with no grid in
-    common). A sibling's other ground stays apart all over it; noise and a stroke's rim do
-    not. ``source``: as for :func:`on_one_grid`."""
+    largest ``window`` x ``window`` mean of :func:`copier_edit`'s residual, and the edit
+    (inf and None with no grid in common). A sibling's other ground stays apart all over
+    it; noise and a stroke's rim do not. ``source``: as for :func:`on_one_grid`."""
     laid = on_one_grid(upload, stored, source)
     if laid is None:
-        return math.inf
-    left = copier_residual(laid[1], laid[0])
-    return float(np.abs(ndimage.uniform_filter(left, window, mode="nearest")).max())
+        return math.inf, None
+    edit = copier_edit(laid[1], laid[0])
+    return float(np.abs(ndimage.uniform_filter(edit.left, window, mode="nearest")).max()), edit
 
 
 def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
@@ -288,6 +289,20 @@ def affine_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
 
 
 def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
+    """:func:`copier_edit`'s residual alone."""
+    return copier_edit(stored, upload).left
+
+
+class Edit(NamedTuple):
+    """A copier's colour edit fitted (:func:`copier_edit`): what it leaves, per pixel, and
+    its luma gain and offset (``a``, ``b``)."""
+
+    left: np.ndarray
+    gain: float
+    offset: float
+
+
+def copier_edit(stored: np.ndarray, upload: np.ndarray) -> Edit:
     """Per pixel, the grey level (luma) of what a copier's colour edit of ``stored`` leaves
     of ``upload`` (both (h, w, 3)), signed. A copier's edit is
     ``a * Y + b + s * (RGB - Y)`` (Y: luma; brightness and contrast are a and b, saturation
@@ -324,7 +339,7 @@ def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
         if fitted.sum() < BOUND_PIXELS:
             fitted = unclipped & near
     outside = LUMA64 @ (np.clip(y, low, high) - y)
-    return np.where(touched.any(axis=0), outside, left).reshape(h, w)
+    return Edit(np.where(touched.any(axis=0), outside, left).reshape(h, w), a, b)
 
 
 def clip_span(

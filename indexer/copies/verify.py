@@ -50,6 +50,7 @@ from hibt.indexer.copies.memo import forget_keys, kept_by_pixels
 from hibt.indexer.copies.residual import (
     BOUND_LEVELS,
     MAX_OFFSET,
+    Edit,
     Laid,
     affine_residual,
     broad_apart,
@@ -224,11 +225,15 @@ SPLIT_MAX = 12.0
 # (hairline stars, lowered in contrast by a colour jitter) where GRID_MAX cannot (run BD).
 GRID_MAX = 24.0
 GRID_SHARE = 1 / 3
-# A grey upload on its coloured original's grid is one common grey conversion of it (GREY_WAYS)
-# to the level: averaged over GREY_WINDOW px, what is left stays under GREY_LEFT_MAX, with
-# room for a grey copy's JPEG at 30 saved again as PNG (run BI).
+# A grey upload on its coloured original's grid, its levels not edited, is one common grey
+# conversion of it (GREY_WAYS) to the level: averaged over GREY_WINDOW px, what is left stays
+# under GREY_LEFT_MAX, with room for a grey copy's JPEG at 30 saved again as PNG (run BI).
 GREY_LEFT_MAX = 12.0
 GREY_WINDOW = 11
+# Only where the grey levels were not edited too: a gain within UNEDITED_GAIN of 1 and an
+# offset within UNEDITED_OFFSET levels (residual.copier_edit).
+UNEDITED_GAIN = 0.05
+UNEDITED_OFFSET = 5.0
 # Pictures' fills kept (own_colours) and views at a size or made grey (kept_by_pixels): the
 # last candidate's, with room to spare.
 FILLS_KEPT = 8
@@ -723,15 +728,30 @@ def grey_on_grid(
     verdict: Verdict, upload: Image.Image, grid: Image.Image, source: Grid | None
 ) -> Verdict:
     """The ``verdict`` on a grey ``upload`` held to the pixel against a coloured picture
-    (``grid``; ``source`` as for :func:`verify`), or "different" where no common grey
-    conversion of that picture (:data:`GREY_WAYS`) lies within :data:`GREY_LEFT_MAX` of the
-    upload over :data:`GREY_WINDOW` px: a grey sibling's other ground (a white card against a
-    cream one, 18 levels all over) passes the 3x3 :data:`GRID_MAX` that noise needs, and the
-    conversion the tones chose at 48 px need not be the one that lies closest here."""
-    left = min(broad_apart(upload, greyed(grid, way), source, GREY_WINDOW) for way in GREY_WAYS)
-    if left < GREY_LEFT_MAX:
+    (``grid``; ``source`` as for :func:`verify`), or "different" where the upload's levels
+    were not edited (:func:`unedited`) and yet no common grey conversion of that picture
+    (:data:`GREY_WAYS`) lies within :data:`GREY_LEFT_MAX` of it over :data:`GREY_WINDOW` px:
+    a grey sibling's other ground (a white card against a cream one, 18 levels all over)
+    passes the 3x3 :data:`GRID_MAX` that noise and an edit's clipping need."""
+    left, edit = min(
+        (broad_apart(upload, greyed(grid, way), source, GREY_WINDOW) for way in GREY_WAYS),
+        key=lambda found: found[0],
+    )
+    if left < GREY_LEFT_MAX or not unedited(edit):
         return verdict
     return Verdict("different", "grey tones", verdict.differing, verdict.distance, True)
+
+
+def unedited(edit: Edit | None) -> bool:
+    """Whether a copier's ``edit`` fitted on the grid left the levels as they were, within
+    :data:`UNEDITED_GAIN` and :data:`UNEDITED_OFFSET`: a grey conversion alone, which its
+    copies reproduce to the level. A brightened or contrasted one, clipped and then shrunk,
+    is fitted less closely (its own copies leave up to 20 levels over the window)."""
+    return (
+        edit is not None
+        and abs(edit.gain - 1) <= UNEDITED_GAIN
+        and abs(edit.offset) <= UNEDITED_OFFSET
+    )
 
 
 def off_its_grid(laid: Laid | None, apart: float | None) -> bool:
