@@ -247,8 +247,9 @@ WIDEN_SIDE = 48
 SMALL = (WIDEN_SIDE, WIDEN_SIDE)  # the size at which a crop or a grey conversion is chosen
 # An upload met on the stored brightened view is held to it when it is brighter than the
 # stored picture by this share of what the view adds, over the pixels where the view adds
-# BRIGHTER_SEEN grey levels or more (brighter; calibrated: docs/copy-detection.md, run BB).
-BRIGHTER_MIN = 0.1
+# BRIGHTER_SEEN grey levels or more (brighter; calibrated: docs/copy-detection.md, runs BB
+# and BI: JPEG noise lifts an unbrightened copy by up to 0.17, jittered copies rise 1.25 or more).
+BRIGHTER_MIN = 0.5
 BRIGHTER_SEEN = 4.0
 BRIGHTER_LEAST = 0.02  # of the view (at 48 px): fewer such pixels tell nothing
 # Share of its ink a view must have coloured for the way it is made grey to be chosen.
