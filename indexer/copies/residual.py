@@ -303,9 +303,9 @@ class Edit(NamedTuple):
 
 
 def copier_edit(stored: np.ndarray, upload: np.ndarray) -> Edit:
-    """Per pixel, the grey level (luma) of what a copier's colour edit of ``stored`` leaves
-    of ``upload`` (both (h, w, 3)), signed. A copier's edit is
-    ``a * Y + b + s * (RGB - Y)`` (Y: luma; brightness and contrast are a and b, saturation
+    """The copier's colour edit of ``stored`` that best explains ``upload`` (both (h, w, 3)),
+    and per pixel the grey level (luma) of what it leaves of the upload, signed. A copier's
+    edit is ``a * Y + b + s * (RGB - Y)`` (Y: luma; brightness and contrast are a and b, saturation
     and greyscale s >= 0), clipped to the levels the upload gives the stored picture's black
     and white: brightening clips white, and a contrast after it makes that clipped white
     grey. Any affine map would also turn hue, and so pass a green pin for a red one, or one

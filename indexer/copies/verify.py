@@ -732,8 +732,8 @@ def grey_on_grid(
     (``grid``; ``source`` as for :func:`verify`), or "different" where the upload's levels
     were not edited (:func:`unedited`) and yet no common grey conversion of that picture
     (:data:`GREY_WAYS`) lies within :data:`GREY_LEFT_MAX` of it over :data:`GREY_WINDOW` px:
-    a grey sibling's other ground (a white card against a cream one, 18 levels all over)
-    passes the 3x3 :data:`GRID_MAX` that noise and an edit's clipping need."""
+    a grey sibling's other ground (a white card against a cream one) lies apart all over it,
+    under the 3x3 :data:`GRID_MAX` that noise and an edit's clipping need."""
     left, edit = min(
         (broad_apart(upload, greyed(grid, way), source, GREY_WINDOW) for way in GREY_WAYS),
         key=lambda found: found[0],
@@ -747,7 +747,7 @@ def unedited(edit: Edit | None) -> bool:
     """Whether a copier's ``edit`` fitted on the grid left the levels as they were, within
     :data:`UNEDITED_GAIN` and :data:`UNEDITED_OFFSET`: a grey conversion alone, which its
     copies reproduce to the level. A brightened or contrasted one, clipped and then shrunk,
-    is fitted less closely (its own copies leave up to 20 levels over the window)."""
+    is fitted less closely (docs/copy-detection.md, run BI)."""
     return (
         edit is not None
         and abs(edit.gain - 1) <= UNEDITED_GAIN
