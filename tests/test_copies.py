@@ -1345,8 +1345,8 @@ def test_an_upload_no_brighter_than_the_stored_picture_is_not_held_to_its_bright
     for gain in (1.1, 1.2):
         assert verdict(ImageEnhance.Brightness(shaded_card()).enhance(gain)).kind == "same"
     assert verdict(jittered(shaded_card())).kind == "same"
-    # Brightened by 3%, a third of what the view adds, as little as JPEG's noise lifts a
-    # card's king: held to the picture as it is, where it is the same picture too.
+    # Brightened by 3%, about a fifth of what the view adds, as little as JPEG's noise lifts
+    # a card's king: held to the picture as it is, where it is the same picture too.
     slightly = ImageEnhance.Brightness(shaded_card()).enhance(1.03)
     assert not verify.brighter(hash_base(slightly), stored)
     assert verdict(slightly).kind == "same"
@@ -2317,11 +2317,7 @@ def test_a_picture_made_grey_by_any_common_tool_is_a_greyscale_copy(monkeypatch)
     """601 luma, 709 luma, the channels' mean and HSL lightness: a grey copy made any of these
     ways is a copy, uploaded against the coloured original or stored against its upload.
     Held to 601 luma alone (PIL's "L"), the other three are refused."""
-    rgb = np.asarray(badge(), np.float32)
-    greys = [
-        Image.fromarray(np.clip(way(rgb) + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-        for way in verify.GREY_WAYS
-    ]
+    greys = [verify.greyed(badge(), way) for way in verify.GREY_WAYS]
 
     def kinds() -> list[tuple[str, str]]:
         return [
@@ -2354,12 +2350,8 @@ def test_a_grey_sibling_on_another_ground_is_no_greyscale_copy_on_its_grid(monke
     sibling = hash_base(ImageOps.grayscale(badge()).convert("RGB"))
     verdict = verify.verify(sibling, stored, True, stored)
     assert (verdict.kind, verdict.region, verdict.held) == ("different", "grey tones", True)
-    rgb = np.asarray(cream, np.float32)
-    greys = [
-        Image.fromarray(np.clip(way(rgb) + 0.5, 0, 255).astype(np.uint8))
-        for way in verify.GREY_WAYS
-    ]
-    copies = [g.convert("RGB") for g in greys] + [encode_decode(greys[0].convert("RGB"), 30)]
+    greys = [verify.greyed(cream, way) for way in verify.GREY_WAYS]
+    copies = [*greys, encode_decode(greys[0], 30)]
     assert [verify.verify(hash_base(c), stored, True, stored).kind for c in copies] == ["same"] * 5
     monkeypatch.setattr(verify, "GREY_LEFT_MAX", np.inf)
     assert verify.verify(sibling, stored, True, stored).kind == "same"
