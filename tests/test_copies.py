@@ -2011,11 +2011,11 @@ def test_a_picture_of_two_clipped_colours_leaves_itself_nothing_on_its_grid() ->
         draw.line((x, 2, x, 57), fill=(0, 0, 128), width=3)
         draw.line((2, x, 57, x), fill=(0, 0, 128), width=3)
     pixels = np.asarray(pattern, np.float32)
-    assert residual.grid_residual(pixels, pixels) == 0.0
+    assert residual.grid_residual(pixels, pixels).fine == 0.0
     grey = np.asarray(ImageOps.grayscale(pattern).convert("RGB"), np.float32)
-    assert residual.grid_residual(pixels, grey) < residual.CLEAN_LEVEL
+    assert residual.grid_residual(pixels, grey).fine < residual.CLEAN_LEVEL
     red = np.where((pixels == (0, 0, 128)).all(axis=2)[..., None], (200, 0, 0), pixels)
-    assert residual.grid_residual(pixels, red.astype(np.float32)) >= verify.GRID_MAX
+    assert residual.grid_residual(pixels, red.astype(np.float32)).fine >= verify.GRID_MAX
 
 
 def crop_view(kept: float) -> View:
@@ -2353,8 +2353,42 @@ def test_a_grey_sibling_on_another_ground_is_no_greyscale_copy_on_its_grid(monke
     greys = [verify.greyed(cream, way) for way in verify.GREY_WAYS]
     copies = [*greys, encode_decode(greys[0], 30)]
     assert [verify.verify(hash_base(c), stored, True, stored).kind for c in copies] == ["same"] * 5
-    monkeypatch.setattr(verify, "GREY_LEFT_MAX", np.inf)
+    monkeypatch.setattr(verify, "BROAD_MAX", np.inf)
     assert verify.verify(sibling, stored, True, stored).kind == "same"
+
+
+def shaded_bar(tint: tuple[float, float, float], depth: int = 0) -> Image.Image:
+    """A bar shaded from dark to light (``tint`` scales each channel), outlined in black on
+    white, with a band 6 px wide across it ``depth`` levels darker: no flat fill anywhere."""
+    levels = np.full((160, 240, 3), 255.0)
+    levels[30:130, 20:220] = np.linspace(50, 210, 200)[None, :, None] * np.array(tint)
+    levels[60:100, 100:106] -= depth
+    image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
+    ImageDraw.Draw(image).rectangle((17, 27, 222, 132), outline="black", width=3)
+    return image
+
+
+@pytest.mark.parametrize("tint", [(1.0, 1.0, 1.0), (1.0, 0.8, 0.5)])
+def test_a_sibling_shaded_otherwise_is_no_copy_on_its_grid(
+    monkeypatch, tint: tuple[float, float, float]
+) -> None:
+    """On the pixel grid, levels left as they were: a band 6 px wide shaded 16 levels darker
+    is another picture (a sibling's other shading or dashes), under the 3x3 GRID_MAX that a
+    JPEG's ringing needs, since over 5x5 px the ringing averages away and the band does not.
+    The picture as it is, more saturated, or saved as JPEG at 30 and again as PNG is still
+    its copy. Grey or coloured alike."""
+    stored = stored_thumbnail(shaded_bar(tint))
+
+    def held(upload: Image.Image) -> tuple[str, str | None, bool]:
+        verdict = verify.verify(hash_base(upload), stored, True, stored)
+        return verdict.kind, verdict.region, verdict.held
+
+    assert held(shaded_bar(tint, 16)) == ("different", "detail", True)
+    picture = shaded_bar(tint)
+    copies = [picture, ImageEnhance.Color(picture).enhance(1.4), encode_decode(picture, 30)]
+    assert [held(c) for c in copies] == [("same", None, True)] * 3
+    monkeypatch.setattr(verify, "LOCAL_MAX", np.inf)
+    assert held(shaded_bar(tint, 16)) == ("same", None, True)
 
 
 def test_only_a_grey_upload_with_its_levels_unedited_is_held_to_the_level(monkeypatch) -> None:
@@ -2365,7 +2399,7 @@ def test_only_a_grey_upload_with_its_levels_unedited_is_held_to_the_level(monkey
     stored = stored_thumbnail(cream)
     grey = ImageOps.grayscale(cream).convert("RGB")
     brightened = ImageEnhance.Brightness(grey).enhance(1.15)
-    monkeypatch.setattr(verify, "GREY_LEFT_MAX", 0.0)
+    monkeypatch.setattr(verify, "BROAD_MAX", 0.0)
     kinds = [verify.verify(hash_base(c), stored, True, stored).kind for c in (grey, brightened)]
     assert kinds == ["different", "same"]
 

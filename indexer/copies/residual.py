@@ -12,7 +12,6 @@ line drawn shorter.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +44,10 @@ CLIP_REACH = 1
 # Two views are laid on one grid when their sizes differ by at most MAX_OFFSET pixels (two
 # trims of one picture); the fine tones' phase correlation moves a view as far (verify.py).
 MAX_OFFSET = 4
+# What two views leave apart is also read over LOCAL_WINDOW and BROAD_WINDOW pixels square
+# (Apart.local, Apart.broad).
+LOCAL_WINDOW = 5
+BROAD_WINDOW = 11
 # Pairs of views laid on one grid kept (laid_apart): the last candidate's, with room to spare.
 LAID_KEPT = 8
 # The flips and turns of dihedral(), in its order, as Pillow's transposes (np.rot90 turns
@@ -60,19 +63,20 @@ Laid = tuple[np.ndarray, np.ndarray]
 
 def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = None) -> float | None:
     """How far ``upload`` stays from ``stored`` in one place once on their common pixel grid:
-    the largest 3x3 mean of :func:`copier_residual`, in grey levels. Every other comparison
-    allows for resampling and recompression, which hide a caption's other words or a line
-    drawn shorter (Xn - Nocif against Xi - Irritant); two files' own pixels have none to allow
-    for. A mean over 3x3 pixels of the signed residual keeps a missing stroke and averages
-    the ringing of a JPEG saved again as PNG away. None when there is no grid in common, no
-    ink, or the two are not :func:`laid_alike` (noise all over: the other tests allow for
-    it). ``source``: as for :func:`on_one_grid`."""
-    return laid_apart(upload, stored, source)[1]
+    the largest 3x3 mean of :func:`copier_edit`'s residual, in grey levels (Apart.fine).
+    Every other comparison allows for resampling and recompression, which hide a caption's
+    other words or a line drawn shorter (Xn - Nocif against Xi - Irritant); two files' own
+    pixels have none to allow for. A mean over 3x3 pixels of the signed residual keeps a
+    missing stroke and averages the ringing of a JPEG saved again as PNG away. None when
+    there is no grid in common, no ink, or the two are not :func:`laid_alike` (noise all
+    over: the other tests allow for it). ``source``: as for :func:`on_one_grid`."""
+    apart = laid_apart(upload, stored, source)[1]
+    return None if apart is None else apart.fine
 
 
 def laid_apart(
     upload: Image.Image, stored: Image.Image, source: Grid | None = None
-) -> tuple[Laid | None, float | None]:
+) -> tuple[Laid | None, Apart | None]:
     """The two views on their common grid (:func:`on_one_grid`, read-only) and how far
     apart they stay there (:func:`grid_residual`), kept for the last :data:`LAID_KEPT`
     pairs: a candidate's comparison and its whole-file check (verify.verify_match) lay the same
@@ -83,7 +87,7 @@ def laid_apart(
 @functools.lru_cache(maxsize=LAID_KEPT)
 def kept_laid_apart(
     upload: Keyed, stored: Keyed, source: Keyed
-) -> tuple[Laid | None, float | None]:
+) -> tuple[Laid | None, Apart | None]:
     """:func:`laid_apart` for its keys, kept."""
     laid = on_one_grid(upload.value, stored.value, source.value)
     if laid is None:
@@ -93,28 +97,35 @@ def kept_laid_apart(
     return laid, grid_residual(*laid)
 
 
-def broad_apart(
-    upload: Image.Image, stored: Image.Image, source: Grid | None, window: int
-) -> tuple[float, Edit | None]:
-    """How far ``upload`` stays from ``stored`` on their common grid over a wider place: the
-    largest ``window`` x ``window`` mean of :func:`copier_edit`'s residual, and the edit
-    (inf and None with no grid in common). A sibling's other ground stays apart all over
-    it; noise and a stroke's rim do not. ``source``: as for :func:`on_one_grid`."""
-    laid = on_one_grid(upload, stored, source)
-    if laid is None:
-        return math.inf, None
-    edit = copier_edit(laid[1], laid[0])
-    return float(np.abs(ndimage.uniform_filter(edit.left, window, mode="nearest")).max()), edit
+class Apart(NamedTuple):
+    """How far two views laid on one grid stay apart (:func:`grid_residual`), in grey levels:
+    the largest mean of the copier's residual (:func:`copier_edit`) over 3x3 pixels
+    (``fine``), over :data:`LOCAL_WINDOW` pixels (``local``) and over :data:`BROAD_WINDOW`
+    pixels (``broad``), and the luma gain and offset of the edit fitted. A missing stroke
+    shows in the first; a sibling's other shading or dashes, a few pixels wide, in the
+    second, where a JPEG's ringing averages away; a sibling's other ground, which lies apart
+    all over it, in the third."""
+
+    fine: float
+    local: float
+    broad: float
+    gain: float
+    offset: float
 
 
-def grid_residual(up: np.ndarray, st: np.ndarray) -> float | None:
-    """:func:`off_grid` for two views already laid on their common grid (:func:`on_one_grid`)."""
+def grid_residual(up: np.ndarray, st: np.ndarray) -> Apart | None:
+    """:func:`off_grid` for two views already laid on their common grid (:func:`on_one_grid`),
+    with the rest of :class:`Apart`."""
     grey = up @ LUMA
     ink = inked(grey, st @ LUMA)
     if not ink.any() or not laid_alike(up, st, ink, grey):
         return None
-    left = copier_residual(st, up)
-    return float(np.abs(ndimage.uniform_filter(left, 3, mode="nearest")).max())
+    edit = copier_edit(st, up)
+    fine, local, broad = (
+        float(np.abs(ndimage.uniform_filter(edit.left, size, mode="nearest")).max())
+        for size in (3, LOCAL_WINDOW, BROAD_WINDOW)
+    )
+    return Apart(fine, local, broad, edit.gain, edit.offset)
 
 
 def laid_alike(up: np.ndarray, st: np.ndarray, ink: np.ndarray, grey: np.ndarray) -> bool:
@@ -286,11 +297,6 @@ def affine_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
         size = np.abs(left)
         fitted = size <= max(CLEAN_LEVEL, float(size.mean()))
     return left.reshape(stored.shape[:2])
-
-
-def copier_residual(stored: np.ndarray, upload: np.ndarray) -> np.ndarray:
-    """:func:`copier_edit`'s residual alone."""
-    return copier_edit(stored, upload).left
 
 
 class Edit(NamedTuple):

@@ -50,10 +50,9 @@ from hibt.indexer.copies.memo import forget_keys, kept_by_pixels
 from hibt.indexer.copies.residual import (
     BOUND_LEVELS,
     MAX_OFFSET,
-    Edit,
+    Apart,
     Laid,
     affine_residual,
-    broad_apart,
     dihedral,
     grid_residual,
     inside_grid,
@@ -225,12 +224,13 @@ SPLIT_MAX = 12.0
 # (hairline stars, lowered in contrast by a colour jitter) where GRID_MAX cannot (run BD).
 GRID_MAX = 24.0
 GRID_SHARE = 1 / 3
-# A grey upload on its coloured original's grid, its levels not edited, is one common grey
-# conversion of it (GREY_WAYS) to the level: averaged over GREY_WINDOW px, what is left stays
-# under GREY_LEFT_MAX, with room for a grey copy's JPEG at 30 saved again as PNG (run BI).
-GREY_LEFT_MAX = 12.0
-GREY_WINDOW = 11
-# Only where the grey levels were not edited too: a gain within UNEDITED_GAIN of 1 and an
+# A copy on its original's grid, its levels not edited, stays under LOCAL_MAX averaged over
+# residual.LOCAL_WINDOW px (in its own colours) and, made grey, under BROAD_MAX over
+# residual.BROAD_WINDOW px from a common grey conversion of it (GREY_WAYS), with room for a
+# copy's JPEG at 30 saved again as PNG (runs BI, BJ).
+LOCAL_MAX = 14.0
+BROAD_MAX = 12.0
+# Only where the levels were not edited too: a gain within UNEDITED_GAIN of 1 and an
 # offset within UNEDITED_OFFSET levels (residual.copier_edit).
 UNEDITED_GAIN = 0.05
 UNEDITED_OFFSET = 5.0
@@ -336,7 +336,7 @@ def verify_match(
 
 def laid_inside(
     upload: Grid, view: View, stored_view: View, thumbnail: Image.Image
-) -> tuple[Laid | None, float | None]:
+) -> tuple[Laid | None, Apart | None]:
     """A crop of the stored file's own pixels (``thumbnail``) laid on them: the ``upload``, as
     it is, mirrored, or turned as its ``view`` that matched, whichever lies closest, where it
     lies in the file (residual.inside_grid), and how far apart the two stay there
@@ -695,7 +695,7 @@ def verify(
             return Verdict("different", "fine tones", share, tones.mean)
         # Laid on the grid only now: of a family of siblings, most fail on their tones.
         laid, apart = (None, None) if grid is None else laid_apart(upload_view, grid, source)
-        if off_its_grid(laid, apart):
+        if off_its_grid(laid, apart, not grey_against_colour):
             edit = grid_edit(upload_view, stored_view, laid, grey_against_colour)
             return edit or Verdict("different", "detail", share, tones.mean, held=True)
         if apart is None and tones.part:
@@ -731,39 +731,45 @@ def grey_on_grid(
     """The ``verdict`` on a grey ``upload`` held to the pixel against a coloured picture
     (``grid``; ``source`` as for :func:`verify`), or "different" where the upload's levels
     were not edited (:func:`unedited`) and yet no common grey conversion of that picture
-    (:data:`GREY_WAYS`) lies within :data:`GREY_LEFT_MAX` of it over :data:`GREY_WINDOW` px:
+    (:data:`GREY_WAYS`) lies within :data:`BROAD_MAX` of it over 11x11 px (residual.Apart):
     a grey sibling's other ground (a white card against a cream one) lies apart all over it,
     under the 3x3 :data:`GRID_MAX` that noise and an edit's clipping need."""
-    left, edit = min(
-        (broad_apart(upload, greyed(grid, way), source, GREY_WINDOW) for way in GREY_WAYS),
-        key=lambda found: found[0],
-    )
-    if left < GREY_LEFT_MAX or not unedited(edit):
+    found = (laid_apart(upload, greyed(grid, way), source)[1] for way in GREY_WAYS)
+    closest = min((a for a in found if a is not None), key=lambda a: a.broad, default=None)
+    if closest is None or closest.broad < BROAD_MAX or not unedited(closest):
         return verdict
     return Verdict("different", "grey tones", verdict.differing, verdict.distance, True)
 
 
-def unedited(edit: Edit | None) -> bool:
-    """Whether a copier's ``edit`` fitted on the grid left the levels as they were, within
-    :data:`UNEDITED_GAIN` and :data:`UNEDITED_OFFSET`: a grey conversion alone, which its
-    copies reproduce to the level. A brightened or contrasted one, clipped and then shrunk,
-    is fitted less closely (docs/copy-detection.md, run BI)."""
-    return (
-        edit is not None
-        and abs(edit.gain - 1) <= UNEDITED_GAIN
-        and abs(edit.offset) <= UNEDITED_OFFSET
-    )
+def unedited(apart: Apart) -> bool:
+    """Whether a copier's edit fitted on the grid (residual.Apart) left the levels as they
+    were, within :data:`UNEDITED_GAIN` and :data:`UNEDITED_OFFSET`: a grey conversion or a
+    change of saturation alone, which its copies reproduce to the level. A brightened or
+    contrasted one, clipped and then shrunk, is fitted less closely (docs/copy-detection.md,
+    run BI)."""
+    return abs(apart.gain - 1) <= UNEDITED_GAIN and abs(apart.offset) <= UNEDITED_OFFSET
 
 
-def off_its_grid(laid: Laid | None, apart: float | None) -> bool:
+def off_its_grid(laid: Laid | None, apart: Apart | None, as_they_are: bool = True) -> bool:
     """Whether two views ``laid`` on one pixel grid (residual.laid_apart) stay further
     ``apart`` than a copier's colour edit leaves: :data:`GRID_MAX` levels, or more than
     :data:`GRID_SHARE` of the upload's ink depth where that is less. Jittered, a star of
     hairlines whose 3x3 depth is 9 levels leaves 11 where its sibling's spokes lie; its own
-    copy leaves under 1, and a JPEG of it saved again as PNG a fifth of its depth."""
+    copy leaves under 1, and a JPEG of it saved again as PNG a fifth of its depth. Views
+    ``as_they_are``, both grey or both coloured, whose levels the edit fitted left as
+    they were (:func:`unedited`), so that nothing clipped, also stay under
+    :data:`LOCAL_MAX` over 5x5 pixels: a JPEG's ringing averages away there, a sibling's
+    other shading or dashes do not. Not a grey view against a coloured one
+    (:func:`grey_on_grid`, :func:`colour_lost`), whose grey conversion may not be the luma
+    the edit fits (``as_they_are`` false: one was made grey here, by a way chosen at a small
+    size)."""
     if laid is None or apart is None:
         return False
-    return apart >= GRID_MAX or apart > GRID_SHARE * ink_depth(laid[0] @ LUMA)
+    return (
+        apart.fine >= GRID_MAX
+        or apart.fine > GRID_SHARE * ink_depth(laid[0] @ LUMA)
+        or (as_they_are and apart.local >= LOCAL_MAX and unedited(apart) and not colour_lost(laid))
+    )
 
 
 def grid_edit(
@@ -1305,6 +1311,14 @@ def one_grey(first: Image.Image, second: Image.Image) -> bool:
     """Whether one of two pictures is grey and the other coloured: a greyscale copy, or
     another picture that only its colours would tell apart."""
     return greyish(opponent(first.convert("RGB"))) != greyish(opponent(second.convert("RGB")))
+
+
+def colour_lost(laid: Laid) -> bool:
+    """Whether one of two views laid on one grid has no colour at all (:func:`uncoloured`) and
+    the other some: a grey copy of a mostly grey picture, made grey some way other than the
+    luma the copier's edit fits."""
+    up, st = (uncoloured(opponent(v)) for v in laid)
+    return up != st
 
 
 def coloured_at(colours: np.ndarray) -> np.ndarray:
