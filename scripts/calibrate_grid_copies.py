@@ -1,0 +1,162 @@
+"""Calibrate a rule of the pixel-grid test on copies, never on the benchmark's rows.
+
+Draws files of a dataset at random, keeps those whose stored thumbnail is lossless at their
+own size (the ones an upload of the file's own pixels is held to the pixel against), makes
+copies of each the common ways (JPEG or WebP kept as PNG, more or less saturation, fewer
+colours, a brightening or a contrast, grey by each of verify.GREY_WAYS) and verifies each
+against the stored thumbnail as the grid test does, once with a constant of verify.py at
+its value and once at ``--off``: the copies the rule loses, by kind. With ``--pairs``, the
+pairs labelled sibling there (docs/copy-pairs.tsv) that the rule takes, each way round.
+Calibrate on one seed and check on another (docs/copy-detection.md, runs BI and BJ).
+
+    python scripts/calibrate_grid_copies.py DATASET --seed 13 --constant LOCAL_MAX --off inf
+    python scripts/calibrate_grid_copies.py DATASET --constant LOCAL_MAX --off inf \\
+        --pairs docs/copy-pairs.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from PIL import Image, ImageEnhance
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hibt.indexer.copies import verify  # noqa: E402
+from hibt.indexer.copies.views import HASH_BASE, hash_base  # noqa: E402
+from hibt.indexer.images import thumbnail_bytes  # noqa: E402
+
+THUMBNAIL = 256  # the index's thumbnail size (build.py)
+
+
+def encoded(image: Image.Image, fmt: str, quality: int) -> Image.Image:
+    """``image`` saved as ``fmt`` at ``quality`` and decoded: what is then kept as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def made_grey(way: verify.GreyWay) -> Callable[[Image.Image], Image.Image]:
+    return lambda image: verify.greyed(image, way)
+
+
+COPIES: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "as it is": lambda im: im,
+    "JPEG 95": lambda im: encoded(im, "JPEG", 95),
+    "JPEG 75": lambda im: encoded(im, "JPEG", 75),
+    "JPEG 50": lambda im: encoded(im, "JPEG", 50),
+    "JPEG 30": lambda im: encoded(im, "JPEG", 30),
+    "WebP 75": lambda im: encoded(im, "WEBP", 75),
+    "saturation 1.4": lambda im: ImageEnhance.Color(im).enhance(1.4),
+    "saturation 0.6": lambda im: ImageEnhance.Color(im).enhance(0.6),
+    "256 colours": lambda im: im.quantize(256).convert("RGB"),
+    "64 colours": lambda im: im.quantize(64).convert("RGB"),
+    "brightness 1.15": lambda im: ImageEnhance.Brightness(im).enhance(1.15),
+    "contrast 1.2": lambda im: ImageEnhance.Contrast(im).enhance(1.2),
+    **{
+        f"grey, {name}": made_grey(way)
+        for name, way in zip(("601", "709", "mean", "lightness"), verify.GREY_WAYS, strict=True)
+    },
+    "grey, 601, JPEG 30": lambda im: encoded(verify.greyed(im, verify.GREY_WAYS[0]), "JPEG", 30),
+}
+
+
+def load(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def on_its_grid(image: Image.Image) -> Image.Image | None:
+    """The stored thumbnail of ``image`` where an upload of its pixels lies on it, else None."""
+    if max(image.size) > HASH_BASE:
+        return None
+    stored = Image.open(io.BytesIO(thumbnail_bytes(image, THUMBNAIL))).convert("RGB")
+    return stored if stored.size == image.size else None
+
+
+def kinds(upload: Image.Image, stored: Image.Image, constant: str, off: float) -> tuple[str, str]:
+    """The verdict's kind on the grid with ``constant`` at ``off``, and at its value."""
+    value = getattr(verify, constant)
+    found = []
+    for setting in (off, value):
+        setattr(verify, constant, setting)
+        found.append(verify.verify(hash_base(upload), stored, True, stored).kind)
+    setattr(verify, constant, value)
+    return found[0], found[1]
+
+
+def copies_lost(
+    files: list[Path], constant: str, off: float
+) -> Iterator[tuple[str, Path | None, bool]]:
+    """(kind of copy, the file, whether the rule lost a copy that passed without it); a
+    file whose copy did not pass without the rule comes with None."""
+    for path in files:
+        image = load(path)
+        stored = on_its_grid(image)
+        if stored is None:
+            continue
+        for name, copy in COPIES.items():
+            without, with_rule = kinds(copy(image), stored, constant, off)
+            yield name, path if without == "same" else None, with_rule != "same"
+
+
+def siblings_taken(
+    dataset: Path, pairs: Path, constant: str, off: float
+) -> Iterator[tuple[str, str, bool]]:
+    """Each pair labelled sibling, both ways round, where the stored one lies on its grid
+    and the other is its size: (upload, stored, whether the rule took it) where it passed
+    without the rule."""
+    for line in pairs.read_text().splitlines():
+        fields = line.split("\t")
+        if line.startswith("#") or len(fields) < 5 or fields[2] != "sibling":
+            continue
+        for first, second in ((fields[3], fields[4]), (fields[4], fields[3])):
+            upload, original = load(dataset / first), load(dataset / second)
+            stored = on_its_grid(original)
+            if stored is None or upload.size != original.size:
+                continue
+            without, with_rule = kinds(upload, stored, constant, off)
+            if without == "same":
+                yield first, second, with_rule != "same"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", type=Path, help="a folder of PNG files (searched deeply)")
+    parser.add_argument("--seed", type=int, default=13, help="which files are drawn")
+    parser.add_argument("--files", type=int, default=500, help="files drawn")
+    parser.add_argument("--constant", default="LOCAL_MAX", help="a threshold of verify.py")
+    parser.add_argument("--off", type=float, default=float("inf"), help="its value 'without'")
+    parser.add_argument("--pairs", type=Path, help="labelled pairs, paths under DATASET")
+    args = parser.parse_args()
+    if not hasattr(verify, args.constant):
+        parser.error(f"verify.py has no {args.constant}")
+    files = sorted(args.dataset.rglob("*.png"))
+    drawn = random.Random(args.seed).sample(files, min(args.files, len(files)))
+    passed, lost = Counter(), Counter()
+    for name, path, refused in copies_lost(drawn, args.constant, args.off):
+        if path is not None:
+            passed[name] += 1
+            lost[name] += refused
+            if refused:
+                print(f"lost: {name}: {path.relative_to(args.dataset)}")
+    print(f"copies of {len(drawn)} files drawn (seed {args.seed}), {args.constant}:")
+    for name in COPIES:
+        print(f"  {name:20s} {lost[name]:3d} lost of {passed[name]:3d} that passed without it")
+    if args.pairs:
+        found = list(siblings_taken(args.dataset, args.pairs, args.constant, args.off))
+        for first, second, taken in found:
+            if taken:
+                print(f"taken: {first} as {second}")
+        print(f"siblings: {sum(t for *_, t in found)} taken of {len(found)} that passed")
+
+
+if __name__ == "__main__":
+    main()
