@@ -3,26 +3,13 @@ takes, by verifying with a threshold at its value and at another."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from hibt.indexer.copies import verify
+from scripts import calibrate_grid_copies as calibrate
 from tests.test_copies import shaded_bar
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def script():
-    spec = importlib.util.spec_from_file_location(
-        "calibrate_grid_copies", ROOT / "scripts" / "calibrate_grid_copies.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_rule_that_refuses_every_unedited_copy_loses_them_and_takes_the_sibling(
@@ -31,7 +18,6 @@ def test_a_rule_that_refuses_every_unedited_copy_loses_them_and_takes_the_siblin
     """With LOCAL_MAX at 0 every copy whose levels were left as they were is lost (against
     inf); at its value none is, and the shaded sibling is taken either way round only by
     the rule. The constant is put back after each comparison."""
-    calibrate = script()
     shaded_bar((1.0, 0.8, 0.5)).save(tmp_path / "bar.png")
     shaded_bar((1.0, 0.8, 0.5), 16).save(tmp_path / "shaded.png")
     pairs = tmp_path / "pairs.tsv"
