@@ -29,11 +29,12 @@ from PIL import Image, ImageEnhance
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hibt.config import Settings  # noqa: E402
 from hibt.indexer.copies import verify  # noqa: E402
 from hibt.indexer.copies.views import HASH_BASE, hash_base  # noqa: E402
 from hibt.indexer.images import thumbnail_bytes  # noqa: E402
 
-THUMBNAIL = 256  # the index's thumbnail size (build.py)
+THUMBNAIL = Settings().thumbnail_size  # as the index keeps its thumbnails
 
 
 def encoded(image: Image.Image, fmt: str, quality: int) -> Image.Image:
@@ -85,10 +86,12 @@ def kinds(upload: Image.Image, stored: Image.Image, constant: str, off: float) -
     """The verdict's kind on the grid with ``constant`` at ``off``, and at its value."""
     value = getattr(verify, constant)
     found = []
-    for setting in (off, value):
-        setattr(verify, constant, setting)
-        found.append(verify.verify(hash_base(upload), stored, True, stored).kind)
-    setattr(verify, constant, value)
+    try:
+        for setting in (off, value):
+            setattr(verify, constant, setting)
+            found.append(verify.verify(hash_base(upload), stored, True, stored).kind)
+    finally:
+        setattr(verify, constant, value)
     return found[0], found[1]
 
 
