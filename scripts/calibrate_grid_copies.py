@@ -1,7 +1,7 @@
 """Calibrate a rule of the pixel-grid test on copies, never on the benchmark's rows.
 
-Draws files of a dataset at random, keeps those whose stored thumbnail is lossless at their
-own size (the ones an upload of the file's own pixels is held to the pixel against), makes
+Draws files of a dataset at random, keeps those whose stored thumbnail is lossless (the ones
+an upload of the file's own pixels, shrunk as thumbnails are, is held to the pixel against), makes
 copies of each the common ways (JPEG or WebP kept as PNG, more or less saturation, fewer
 colours, a brightening or a contrast, grey by each of verify.GREY_WAYS) and verifies each
 against the stored thumbnail as the grid test does, once with a constant of verify.py at
@@ -31,8 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from hibt.config import Settings  # noqa: E402
 from hibt.indexer.copies import verify  # noqa: E402
-from hibt.indexer.copies.views import HASH_BASE, hash_base  # noqa: E402
-from hibt.indexer.images import thumbnail_bytes  # noqa: E402
+from hibt.indexer.images import thumbnail_bytes, thumbnail_pixels  # noqa: E402
 
 THUMBNAIL = Settings().thumbnail_size  # as the index keeps its thumbnails
 
@@ -66,6 +65,17 @@ COPIES: dict[str, Callable[[Image.Image], Image.Image]] = {
         for name, way in zip(("601", "709", "mean", "lightness"), verify.GREY_WAYS, strict=True)
     },
     "grey, 601, JPEG 30": lambda im: encoded(verify.greyed(im, verify.GREY_WAYS[0]), "JPEG", 30),
+    **{
+        f"grey, 601, {name}": lambda im, edit=edit: edit(verify.greyed(im, verify.GREY_WAYS[0]))
+        for name, edit in (
+            ("brightness 1.15", lambda im: ImageEnhance.Brightness(im).enhance(1.15)),
+            ("contrast 1.2", lambda im: ImageEnhance.Contrast(im).enhance(1.2)),
+            ("contrast 0.8", lambda im: ImageEnhance.Contrast(im).enhance(0.8)),
+        )
+    },
+    "grey, 709, brightness 1.15": lambda im: ImageEnhance.Brightness(
+        verify.greyed(im, verify.GREY_WAYS[1])
+    ).enhance(1.15),
 }
 
 
@@ -75,28 +85,38 @@ def load(path: Path) -> Image.Image:
 
 
 def on_its_grid(image: Image.Image) -> Image.Image | None:
-    """The stored thumbnail of ``image`` where an upload of its pixels lies on it, else None."""
-    if max(image.size) > HASH_BASE:
-        return None
+    """The stored thumbnail of ``image`` where it is lossless, and so an upload of the file's
+    pixels, shrunk as thumbnails are (``as_uploaded``), lies on it; else None."""
+    shrunk = thumbnail_pixels(image, THUMBNAIL)
     stored = Image.open(io.BytesIO(thumbnail_bytes(image, THUMBNAIL))).convert("RGB")
-    return stored if stored.size == image.size else None
+    return stored if stored.tobytes() == shrunk.tobytes() else None
 
 
-def kinds(upload: Image.Image, stored: Image.Image, constant: str, off: float) -> tuple[str, str]:
-    """The verdict's kind on the grid with ``constant`` at ``off``, and at its value."""
+def as_uploaded(copy: Image.Image) -> Image.Image:
+    """A lossless upload on the stored file's grid: shrunk as thumbnails are, as the engine
+    shrinks it (grid.Grid); a copy edited before it was shrunk clipped what the thumbnail
+    averaged."""
+    return thumbnail_pixels(copy, THUMBNAIL)
+
+
+def kinds(
+    upload: Image.Image, stored: Image.Image, constant: str, off: float, at: float | None = None
+) -> tuple[str, str]:
+    """The verdict's kind on the grid with ``constant`` at ``off``, and at ``at`` (by default
+    its value)."""
     value = getattr(verify, constant)
     found = []
     try:
-        for setting in (off, value):
+        for setting in (off, value if at is None else at):
             setattr(verify, constant, setting)
-            found.append(verify.verify(hash_base(upload), stored, True, stored).kind)
+            found.append(verify.verify(as_uploaded(upload), stored, True, stored).kind)
     finally:
         setattr(verify, constant, value)
     return found[0], found[1]
 
 
 def copies_lost(
-    files: list[Path], constant: str, off: float
+    files: list[Path], constant: str, off: float, at: float | None = None
 ) -> Iterator[tuple[str, Path | None, bool]]:
     """(kind of copy, the file, whether the rule lost a copy that passed without it); a
     file whose copy did not pass without the rule comes with None."""
@@ -106,12 +126,12 @@ def copies_lost(
         if stored is None:
             continue
         for name, copy in COPIES.items():
-            without, with_rule = kinds(copy(image), stored, constant, off)
+            without, with_rule = kinds(copy(image), stored, constant, off, at)
             yield name, path if without == "same" else None, with_rule != "same"
 
 
 def siblings_taken(
-    dataset: Path, pairs: Path, constant: str, off: float
+    dataset: Path, pairs: Path, constant: str, off: float, at: float | None = None
 ) -> Iterator[tuple[str, str, bool]]:
     """Each pair labelled sibling, both ways round, where the stored one lies on its grid
     and the other is its size: (upload, stored, whether the rule took it) where it passed
@@ -125,7 +145,7 @@ def siblings_taken(
             stored = on_its_grid(original)
             if stored is None or upload.size != original.size:
                 continue
-            without, with_rule = kinds(upload, stored, constant, off)
+            without, with_rule = kinds(upload, stored, constant, off, at)
             if without == "same":
                 yield first, second, with_rule != "same"
 
@@ -137,6 +157,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=500, help="files drawn")
     parser.add_argument("--constant", default="LOCAL_MAX", help="a threshold of verify.py")
     parser.add_argument("--off", type=float, default=float("inf"), help="its value 'without'")
+    parser.add_argument("--at", type=float, help="its value 'with' (by default as in verify.py)")
     parser.add_argument("--pairs", type=Path, help="labelled pairs, paths under DATASET")
     args = parser.parse_args()
     if not hasattr(verify, args.constant):
@@ -144,17 +165,18 @@ def main() -> None:
     files = sorted(args.dataset.rglob("*.png"))
     drawn = random.Random(args.seed).sample(files, min(args.files, len(files)))
     passed, lost = Counter(), Counter()
-    for name, path, refused in copies_lost(drawn, args.constant, args.off):
+    for name, path, refused in copies_lost(drawn, args.constant, args.off, args.at):
         if path is not None:
             passed[name] += 1
             lost[name] += refused
             if refused:
                 print(f"lost: {name}: {path.relative_to(args.dataset)}")
-    print(f"copies of {len(drawn)} files drawn (seed {args.seed}), {args.constant}:")
+    at = getattr(verify, args.constant) if args.at is None else args.at
+    print(f"copies of {len(drawn)} files drawn (seed {args.seed}), {args.constant} at {at}:")
     for name in COPIES:
         print(f"  {name:20s} {lost[name]:3d} lost of {passed[name]:3d} that passed without it")
     if args.pairs:
-        found = list(siblings_taken(args.dataset, args.pairs, args.constant, args.off))
+        found = list(siblings_taken(args.dataset, args.pairs, args.constant, args.off, args.at))
         for first, second, taken in found:
             if taken:
                 print(f"taken: {first} as {second}")

@@ -50,7 +50,7 @@ from hibt.indexer.copies.views import (
     query_views,
     views_of,
 )
-from hibt.indexer.images import thumbnail_bytes
+from hibt.indexer.images import thumbnail_bytes, thumbnail_pixels
 from hibt.server.answers import item_name, where_changed
 from hibt.server.engine import Engine
 from tests.conftest import tiny_settings
@@ -2357,12 +2357,12 @@ def test_a_grey_sibling_on_another_ground_is_no_greyscale_copy_on_its_grid(monke
     assert verify.verify(sibling, stored, True, stored).kind == "same"
 
 
-def shaded_bar(tint: tuple[float, float, float], depth: int = 0) -> Image.Image:
+def shaded_bar(tint: tuple[float, float, float], depth: int = 0, width: int = 6) -> Image.Image:
     """A bar shaded from dark to light (``tint`` scales each channel), outlined in black on
-    white, with a band 6 px wide across it ``depth`` levels darker: no flat fill anywhere."""
+    white, with a band ``width`` px wide across it ``depth`` levels darker: no flat fill."""
     levels = np.full((160, 240, 3), 255.0)
     levels[30:130, 20:220] = np.linspace(50, 210, 200)[None, :, None] * np.array(tint)
-    levels[60:100, 100:106] -= depth
+    levels[60:100, 100 : 100 + width] -= depth
     image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
     ImageDraw.Draw(image).rectangle((17, 27, 222, 132), outline="black", width=3)
     return image
@@ -2391,17 +2391,115 @@ def test_a_sibling_shaded_otherwise_is_no_copy_on_its_grid(
     assert held(shaded_bar(tint, 16)) == ("same", None, True)
 
 
-def test_only_a_grey_upload_with_its_levels_unedited_is_held_to_the_level(monkeypatch) -> None:
-    """A grey copy brightened as well is fitted less closely once clipped and shrunk, and is
-    held to GRID_MAX alone: with no room at all over the window, the plain grey copy is
-    refused and the brightened one still passes."""
-    cream = badge((238, 242, 212))
-    stored = stored_thumbnail(cream)
-    grey = ImageOps.grayscale(cream).convert("RGB")
-    brightened = ImageEnhance.Brightness(grey).enhance(1.15)
-    monkeypatch.setattr(verify, "BROAD_MAX", 0.0)
-    kinds = [verify.verify(hash_base(c), stored, True, stored).kind for c in (grey, brightened)]
-    assert kinds == ["different", "same"]
+@pytest.mark.parametrize("scale", [1, 3])
+def test_a_grey_sibling_contrasted_is_no_greyscale_copy_on_its_grid(monkeypatch, scale) -> None:
+    """A grey upload held to the pixel is a common grey conversion of the coloured picture
+    under a copier's edit, edited or not: a blue bar made grey with a band 16 px wide 16
+    levels darker and its contrast raised (a black lamp against a blue one) is another
+    picture, while the bar made grey and brightened, contrasted or saved as JPEG at 30 is
+    its copy, at its own size and made three times larger, edited and then shrunk as the
+    thumbnail was. Unbounded, the fit tilts into the band; without the blend's chord, a
+    brightened copy shrunk is left apart where its white clipped."""
+    tint = (0.6, 0.7, 1.0)
+
+    def sized(image: Image.Image) -> Image.Image:
+        return image.resize((240 * scale, 160 * scale), Image.Resampling.NEAREST)
+
+    stored = stored_thumbnail(sized(shaded_bar(tint)))
+
+    def kind(upload: Image.Image) -> str:
+        return verify.verify(thumbnail_pixels(upload, 256), stored, True, stored).kind
+
+    grey = ImageOps.grayscale(sized(shaded_bar(tint))).convert("RGB")
+    sibling = ImageOps.grayscale(sized(shaded_bar(tint, 16, 16))).convert("RGB")
+    sibling = ImageEnhance.Contrast(sibling).enhance(1.15)
+    copies = [
+        grey,
+        ImageEnhance.Brightness(grey).enhance(1.15),
+        ImageEnhance.Contrast(grey).enhance(1.15),
+        encode_decode(grey, 30),
+    ]
+    assert kind(sibling) == "different"
+    assert [kind(c) for c in copies] == ["same"] * 4
+    monkeypatch.setattr(verify, "BROAD_MAX", np.inf)
+    assert kind(sibling) == "same"
+
+
+def pale_disc() -> Image.Image:
+    """A pale blue disc shaded lighter to the right, a black hole and a caption, on black:
+    its levels between black and white all lie within 45 of white."""
+    rows, cols = np.mgrid[0:160, 0:240]
+    levels = np.zeros((160, 240, 3))
+    inside = np.hypot(rows - 80, cols - 120) < 70
+    levels[inside] = (200 + 40 * cols / 240)[inside, None] * np.array([0.85, 0.92, 1.0])
+    image = Image.fromarray(np.round(levels).astype(np.uint8))
+    ImageDraw.Draw(image).ellipse((100, 60, 140, 100), fill="black")
+    ImageDraw.Draw(image).text((60, 120), "DVD", fill=(40, 60, 120))
+    return image
+
+
+def framed_badge() -> Image.Image:
+    """The badge three times larger in a black frame a pixel wide, which its thumbnail blends
+    with the white ground."""
+    image = badge().resize((720, 480), Image.Resampling.BICUBIC)
+    ImageDraw.Draw(image).rectangle((0, 0, 719, 479), outline="black", width=1)
+    return image
+
+
+def test_a_grey_copy_recompressed_is_fitted_with_its_black_bounded(monkeypatch) -> None:
+    """Laid on the grid against the grey conversion of a coloured picture, a grey copy saved
+    as JPEG at 30 is fitted with the stored black taken to the copy's black: its pale levels
+    alone would tilt the fit into an offset that leaves the black ground apart."""
+    stored = verify.greyed(stored_thumbnail(pale_disc()), verify.GREY_WAYS[0])
+    grey = ImageOps.grayscale(pale_disc()).convert("RGB")
+    up, st = residual.laid_apart(thumbnail_pixels(encode_decode(grey, 30), 256), stored)[0]
+    ground = np.asarray(stored.convert("L")) == 0
+
+    def ground_left() -> float:
+        edit = residual.copier_edit(st, up, bounded=True)
+        return float(np.abs(edit.left[ground]).mean())
+
+    assert ground_left() < 1.0
+    unbounded = residual.Bounds(None, None)
+    monkeypatch.setattr(
+        residual,
+        "bounded_fit",
+        lambda g, t, c, _: residual.pinned_fit(g, t, c, unbounded, False, False),
+    )
+    assert ground_left() >= 5.0
+
+
+def test_a_grey_copy_brightened_then_shrunk_may_lie_on_the_blend(monkeypatch) -> None:
+    """A grey copy brightened before it was shrunk as the thumbnail was: where a black frame
+    a pixel wide was blended with the white ground, the white clipped first, and the copy
+    lies on the chord of the clipped edit, not the blend brightened. Refused without it."""
+    stored = stored_thumbnail(framed_badge())
+    grey = ImageOps.grayscale(framed_badge()).convert("RGB")
+    upload = thumbnail_pixels(ImageEnhance.Brightness(grey).enhance(1.15), 256)
+    assert verify.verify(upload, stored, True, stored).kind == "same"
+    monkeypatch.setattr(residual, "blended_span", lambda stored, low, high, ends: (low, high))
+    assert verify.verify(upload, stored, True, stored).kind == "different"
+
+
+def test_a_bounded_fit_starts_inside_fills(monkeypatch) -> None:
+    """Grey levels of a flag contrasted 1.2 times (two fields, black and white) and the blends
+    of black and white along its drawing's edges, each end clipped before the blend: fitted
+    inside the fills first, the edit is found to the level; fitted on every level, the
+    blends tilt it and leave the red field apart."""
+    levels = np.full((96, 96), 255.0)
+    levels[:, :40], levels[60:90, 50:80], levels[5:35, 50:90] = 201.0, 79.0, 0.0
+    blends = np.random.default_rng(0).uniform(0, 255, (20, 40))
+    levels[38:58, 45:85] = blends
+    copy = np.clip(1.2 * levels - 36.0, 0, 255)
+    copy[38:58, 45:85] = blends
+    st, up = (np.repeat(v[..., None], 3, axis=2) for v in (levels, copy))
+
+    def red_left() -> float:
+        return float(np.abs(residual.copier_edit(st, up, bounded=True).left[60:90, 50:80]).mean())
+
+    assert red_left() < 0.5
+    monkeypatch.setattr(residual, "FILL_SPAN", -1.0)
+    assert red_left() >= 5.0
 
 
 def test_pictures_compared_in_grey_are_rivals_however_far() -> None:

@@ -22,7 +22,7 @@ from hibt.indexer.copies.channels import channel_rows
 from hibt.indexer.copies.grid import Grid
 from hibt.indexer.copies.levels import LUMA, LUMA64, inked
 from hibt.indexer.copies.memo import Keyed
-from hibt.indexer.copies.windows import window_extreme
+from hibt.indexer.copies.windows import window_extreme, window_span
 
 # The residual is read (off_grid; verify.GRID_MAX is the most a copy leaves) only where at
 # least CLEAN_SHARE of the ink is within CLEAN_LEVEL of any affine colour map
@@ -41,6 +41,11 @@ FIT_ROUNDS = 2
 BOUND_LEVELS = 5.0
 BOUND_PIXELS = 16
 CLIP_REACH = 1
+# A bounded fit (copier_edit) starts on the pixels whose stored luma spans at most FILL_SPAN
+# levels over 3x3 (inside fills and gradients, away from edges a shrink blended), where
+# their levels lie FILL_RANGE apart or more.
+FILL_SPAN = 4.0
+FILL_RANGE = 32.0
 # Two views are laid on one grid when their sizes differ by at most MAX_OFFSET pixels (two
 # trims of one picture); the fine tones' phase correlation moves a view as far (verify.py).
 MAX_OFFSET = 4
@@ -113,14 +118,14 @@ class Apart(NamedTuple):
     offset: float
 
 
-def grid_residual(up: np.ndarray, st: np.ndarray) -> Apart | None:
+def grid_residual(up: np.ndarray, st: np.ndarray, bounded: bool = False) -> Apart | None:
     """:func:`off_grid` for two views already laid on their common grid (:func:`on_one_grid`),
-    with the rest of :class:`Apart`."""
+    with the rest of :class:`Apart` (``bounded``: as for :func:`copier_edit`)."""
     grey = up @ LUMA
     ink = inked(grey, st @ LUMA)
     if not ink.any() or not laid_alike(up, st, ink, grey):
         return None
-    edit = copier_edit(st, up)
+    edit = copier_edit(st, up, bounded)
     fine, local, broad = (
         float(np.abs(ndimage.uniform_filter(edit.left, size, mode="nearest")).max())
         for size in (3, LOCAL_WINDOW, BROAD_WINDOW)
@@ -308,7 +313,7 @@ class Edit(NamedTuple):
     offset: float
 
 
-def copier_edit(stored: np.ndarray, upload: np.ndarray) -> Edit:
+def copier_edit(stored: np.ndarray, upload: np.ndarray, bounded: bool = False) -> Edit:
     """The copier's colour edit of ``stored`` that best explains ``upload`` (both (h, w, 3)),
     and per pixel the grey level (luma) of what it leaves of the upload, signed. A copier's
     edit is ``a * Y + b + s * (RGB - Y)`` (Y: luma; brightness and contrast are a and b, saturation
@@ -320,22 +325,31 @@ def copier_edit(stored: np.ndarray, upload: np.ndarray) -> Edit:
     again on those of the pixels it fit within the mean. Where the edit clipped, or may have,
     the upload may lie anywhere in :func:`clip_span` (a copy brightened before it was shrunk
     averages clipped and unclipped levels), and only how far it lies outside is left: a red
-    ornament on a cream ground is not the white a brightening clips that ground to."""
+    ornament on a cream ground is not the white a brightening clips that ground to.
+    ``bounded``: the edit takes the stored black and white no further in than the upload's
+    levels there (:func:`bounded_fit`), and where it clipped, the upload may also lie on the
+    chord of the clipped edit (:func:`blended_span`). Used for a grey upload against the
+    grey conversions of a coloured picture (verify.grey_on_grid); the thresholds of the
+    other tests were calibrated on the fit unbounded, whose tilt a JPEG's ringing, clipped
+    at black, leans on (docs/copy-detection.md, run BK)."""
     h, w = stored.shape[:2]
     x, y = channel_rows(stored), channel_rows(upload)
-    floor, ceiling = level_of(x, y, black=True), level_of(x, y, black=False)
+    (floor, black), (ceiling, white) = level_of(x, y, black=True), level_of(x, y, black=False)
+    bounds = Bounds(
+        float(LUMA64 @ floor[:, 0]) if bounded and black else None,
+        float(LUMA64 @ ceiling[:, 0]) if bounded and white else None,
+    )
     grey = LUMA64 @ x
     tint = x - grey
     # Each channel of each pixel is one equation; those at the floor or ceiling may be clipped.
     free = (y > floor + 0.5) & (y < ceiling - 0.5)
     unclipped = free if free.sum() >= BOUND_PIXELS else np.ones(y.shape, bool)
     fitted = unclipped
+    if bounded:
+        fitted = inside_fills(unclipped, stored @ LUMA)
     for _ in range(FIT_ROUNDS):
         at = np.broadcast_to(grey, y.shape)[fitted]
-        terms = np.stack([at, np.ones_like(at), tint[fitted]], axis=1)
-        # Fitted as a change from no edit (a = s = 1, b = 0): where the levels do not settle
-        # it (two colours, each at 0 or 255 in two channels), the least change explains them.
-        a, b, s = np.linalg.lstsq(terms, (y - x)[fitted], rcond=None)[0] + (1.0, 0.0, 1.0)
+        a, b, s = bounded_fit(at, tint[fitted], (y - x)[fitted], bounds)
         raw = a * grey + b + max(s, 0.0) * tint
         left = LUMA64 @ (np.clip(raw, floor, ceiling) - y)
         near = np.abs(left) <= max(CLEAN_LEVEL, float(np.abs(left).mean()))
@@ -344,8 +358,36 @@ def copier_edit(stored: np.ndarray, upload: np.ndarray) -> Edit:
         fitted = unclipped & near & ~touched
         if fitted.sum() < BOUND_PIXELS:
             fitted = unclipped & near
+    if bounded:
+        low, high = blended_span(x, low, high, np.clip((b, 255.0 * a + b), floor, ceiling))
     outside = LUMA64 @ (np.clip(y, low, high) - y)
     return Edit(np.where(touched.any(axis=0), outside, left).reshape(h, w), a, b)
+
+
+def inside_fills(unclipped: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """Of the ``unclipped`` equations (3, n), those inside fills and gradients, whose stored
+    ``luma`` (h, w) spans at most :data:`FILL_SPAN` over 3x3, where their levels lie at
+    least :data:`FILL_RANGE` apart (5th to 95th percentile), else all: an edge's blend of two
+    levels, clipped before the shrink, is no level the edit made (:func:`blended_span`), and
+    enough of them tilt a flag's fit; fills of one level alone settle no gain."""
+    inner = unclipped & (window_span(luma, 3) <= FILL_SPAN).reshape(1, -1)
+    if inner.sum() < BOUND_PIXELS:
+        return unclipped
+    levels = np.broadcast_to(luma.reshape(1, -1), inner.shape)[inner]
+    low, high = np.percentile(levels, (5, 95))
+    return inner if high - low >= FILL_RANGE else unclipped
+
+
+def blended_span(
+    stored: np.ndarray, low: np.ndarray, high: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clip_span`'s range (``low``, ``high``, (3, n)) widened to the chord of the
+    clipped edit between black and white (``ends``, (3, 2): what the edit makes of each) at
+    the ``stored`` levels: a thumbnail's pixel is a blend of the file's, each edited and
+    clipped before the shrink, and a blend of a black line and a white ground brightened is
+    the line and the clipped white, not the blend brightened."""
+    chord = ends[:, :1] + stored / 255.0 * (ends[:, 1:] - ends[:, :1])
+    return np.minimum(low, chord), np.maximum(high, chord)
 
 
 def clip_span(
@@ -366,11 +408,63 @@ def clip_span(
     return over | under, low, high
 
 
-def level_of(stored: np.ndarray, upload: np.ndarray, black: bool) -> np.ndarray:
+def level_of(stored: np.ndarray, upload: np.ndarray, black: bool) -> tuple[np.ndarray, bool]:
     """The upload's (3, 1) level where the stored picture (both (3, n), channel_rows) is
-    black, or white: the median over those pixels; 0 or 255 when there are too few of them."""
+    black, or white: the median over those pixels, and True; 0 or 255 and False when there
+    are too few of them."""
     bound = 0.0 if black else 255.0
     at = (np.abs(stored - bound) <= BOUND_LEVELS).all(axis=0)
     if at.sum() < BOUND_PIXELS:
-        return np.full((3, 1), bound)
-    return np.median(np.compress(at, upload, axis=1), axis=1, keepdims=True)
+        return np.full((3, 1), bound), False
+    return np.median(np.compress(at, upload, axis=1), axis=1, keepdims=True), True
+
+
+class Bounds(NamedTuple):
+    """The upload's grey levels where the stored picture is black and white (level_of), or
+    None where it has too little of either to tell."""
+
+    black: float | None
+    white: float | None
+
+
+def bounded_fit(
+    grey: np.ndarray, tint: np.ndarray, change: np.ndarray, bounds: Bounds
+) -> tuple[float, float, float]:
+    """The edit's gain, offset and saturation (copier_edit) that best explain ``change`` (the
+    upload's levels less the stored ones, at stored ``grey`` and ``tint``), taking the stored
+    picture's black to the upload's black level or under it, and its white to the upload's
+    white or over it (``bounds``): fitted on the levels between alone, a picture of light
+    greys recompressed tilts the fit, and the black ground a copy kept black would be left
+    apart by the tilt's offset. The least squares under those bounds, where they bind."""
+    black = white = False
+    while True:
+        a, b, s = pinned_fit(grey, tint, change, bounds, black, white)
+        over = bounds.black is not None and b > bounds.black + 0.5
+        under = bounds.white is not None and a * 255.0 + b < bounds.white - 0.5
+        if not (over or under):
+            return a, b, s
+        black, white = black or over, white or under
+
+
+def pinned_fit(
+    grey: np.ndarray, tint: np.ndarray, change: np.ndarray, bounds: Bounds, black: bool, white: bool
+) -> tuple[float, float, float]:
+    """:func:`bounded_fit`'s least squares with black, white or both pinned to their bounds.
+    Fitted as a change from no edit (a = s = 1, b = 0): where the levels do not settle it (two
+    colours, each at 0 or 255 in two channels), the least change explains them."""
+    if black and white:
+        a = (bounds.white - bounds.black) / 255.0
+        rest = change - (a - 1.0) * grey - bounds.black
+        s = np.linalg.lstsq(tint[:, None], rest, rcond=None)[0][0] + 1.0
+        return a, bounds.black, s
+    if black:
+        terms = np.stack([grey, tint], axis=1)
+        da, ds = np.linalg.lstsq(terms, change - bounds.black, rcond=None)[0]
+        return da + 1.0, bounds.black, ds + 1.0
+    if white:
+        terms = np.stack([grey - 255.0, tint], axis=1)
+        da, ds = np.linalg.lstsq(terms, change - (bounds.white - 255.0), rcond=None)[0]
+        return da + 1.0, bounds.white - 255.0 * (da + 1.0), ds + 1.0
+    terms = np.stack([grey, np.ones_like(grey), tint], axis=1)
+    a, b, s = np.linalg.lstsq(terms, change, rcond=None)[0] + (1.0, 0.0, 1.0)
+    return a, b, s

@@ -225,12 +225,13 @@ SPLIT_MAX = 12.0
 GRID_MAX = 24.0
 GRID_SHARE = 1 / 3
 # A copy on its original's grid, its levels not edited, stays under LOCAL_MAX averaged over
-# residual.LOCAL_WINDOW px (in its own colours) and, made grey, under BROAD_MAX over
-# residual.BROAD_WINDOW px from a common grey conversion of it (GREY_WAYS), with room for a
-# copy's JPEG at 30 saved again as PNG (runs BI, BJ).
+# residual.LOCAL_WINDOW px, in its own colours (run BJ). Made grey, edited or not, it stays
+# under BROAD_MAX over residual.BROAD_WINDOW px from a common grey conversion of it
+# (GREY_WAYS) under the copier's bounded edit, with room for a JPEG at 30 saved again as PNG
+# (runs BI, BK).
 LOCAL_MAX = 14.0
 BROAD_MAX = 12.0
-# Only where the levels were not edited too: a gain within UNEDITED_GAIN of 1 and an
+# LOCAL_MAX only where the levels were not edited: a gain within UNEDITED_GAIN of 1 and an
 # offset within UNEDITED_OFFSET levels (residual.copier_edit).
 UNEDITED_GAIN = 0.05
 UNEDITED_OFFSET = 5.0
@@ -729,14 +730,18 @@ def grey_on_grid(
     verdict: Verdict, upload: Image.Image, grid: Image.Image, source: Grid | None
 ) -> Verdict:
     """The ``verdict`` on a grey ``upload`` held to the pixel against a coloured picture
-    (``grid``; ``source`` as for :func:`verify`), or "different" where the upload's levels
-    were not edited (:func:`unedited`) and yet no common grey conversion of that picture
-    (:data:`GREY_WAYS`) lies within :data:`BROAD_MAX` of it over 11x11 px (residual.Apart):
-    a grey sibling's other ground (a white card against a cream one) lies apart all over it,
-    under the 3x3 :data:`GRID_MAX` that noise and an edit's clipping need."""
-    found = (laid_apart(upload, greyed(grid, way), source)[1] for way in GREY_WAYS)
+    (``grid``; ``source`` as for :func:`verify`), or "different" where no common grey
+    conversion of that picture (:data:`GREY_WAYS`), under the copier's edit fitted with its
+    black and white bounded (residual.copier_edit), lies within :data:`BROAD_MAX` of it over
+    11x11 px (residual.Apart): a grey sibling's other ground (a white card against a cream
+    one) or another shading (a black LED against a blue one, 1.18 times its contrast) lies
+    apart all over it, under the 3x3 :data:`GRID_MAX` that noise and an edit's clipping
+    need. Bounded, a copy brightened or contrasted is fitted to the level however it was
+    clipped and shrunk, and one recompressed is not tilted into an offset its black denies."""
+    laid = (laid_apart(upload, greyed(grid, way), source)[0] for way in GREY_WAYS)
+    found = (grid_residual(*pair, bounded=True) for pair in laid if pair is not None)
     closest = min((a for a in found if a is not None), key=lambda a: a.broad, default=None)
-    if closest is None or closest.broad < BROAD_MAX or not unedited(closest):
+    if closest is None or closest.broad < BROAD_MAX:
         return verdict
     return Verdict("different", "grey tones", verdict.differing, verdict.distance, True)
 
