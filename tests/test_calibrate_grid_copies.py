@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from hibt.indexer.copies import verify
 from scripts import calibrate_grid_copies as calibrate
@@ -38,3 +39,24 @@ def test_a_rule_that_refuses_every_unedited_copy_loses_them_and_takes_the_siblin
     found = lost()
     assert found["as it is"] and found["saturation 1.4"] and not found["brightness 1.15"]
     assert verify.LOCAL_MAX == 0.0
+
+
+def test_a_larger_file_is_uploaded_shrunk_and_a_rule_is_tried_at_another_value(
+    tmp_path: Path,
+) -> None:
+    """A file larger than a thumbnail, kept losslessly, is drawn too (its copies uploaded
+    shrunk as the build shrinks them); ``at`` tries the rule at another value than
+    verify.py's and puts it back."""
+    big = shaded_bar((1.0, 0.8, 0.5)).resize((720, 480), Image.Resampling.NEAREST)
+    big.save(tmp_path / "big.png")
+    assert calibrate.on_its_grid(big).size == (256, 171)
+    value = verify.LOCAL_MAX
+    found = {
+        n: refused
+        for n, path, refused in calibrate.copies_lost(
+            [tmp_path / "big.png"], "LOCAL_MAX", np.inf, 0.0
+        )
+        if path
+    }
+    assert found["as it is"] and not found["brightness 1.15"]
+    assert value == verify.LOCAL_MAX
