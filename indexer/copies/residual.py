@@ -80,26 +80,34 @@ def off_grid(upload: Image.Image, stored: Image.Image, source: Grid | None = Non
 
 
 def laid_apart(
-    upload: Image.Image, stored: Image.Image, source: Grid | None = None
+    upload: Image.Image, stored: Image.Image, source: Grid | None = None, bounded: bool = False
 ) -> tuple[Laid | None, Apart | None]:
     """The two views on their common grid (:func:`on_one_grid`, read-only) and how far
-    apart they stay there (:func:`grid_residual`), kept for the last :data:`LAID_KEPT`
-    pairs: a candidate's comparison and its whole-file check (verify.verify_match) lay the same
-    pair, and a family of siblings pays for it twice over."""
-    return kept_laid_apart(Keyed(upload), Keyed(stored), Keyed(source))
+    apart they stay there (:func:`grid_residual`; ``bounded`` as for :func:`copier_edit`),
+    kept for the last :data:`LAID_KEPT` pairs: a candidate's comparison and its whole-file
+    check (verify.verify_match) lay the same pair, and a family of siblings pays for it twice
+    over. The laying is kept on its own too: the grey rule reads a pair's bounded fit where
+    the other tests read its free one."""
+    return kept_laid_apart(Keyed(upload), Keyed(stored), Keyed(source), bounded)
 
 
 @functools.lru_cache(maxsize=LAID_KEPT)
 def kept_laid_apart(
-    upload: Keyed, stored: Keyed, source: Keyed
+    upload: Keyed, stored: Keyed, source: Keyed, bounded: bool
 ) -> tuple[Laid | None, Apart | None]:
     """:func:`laid_apart` for its keys, kept."""
+    laid = kept_laid(upload, stored, source)
+    return (None, None) if laid is None else (laid, grid_residual(*laid, bounded))
+
+
+@functools.lru_cache(maxsize=LAID_KEPT)
+def kept_laid(upload: Keyed, stored: Keyed, source: Keyed) -> Laid | None:
+    """:func:`on_one_grid` for its keys, read-only, kept."""
     laid = on_one_grid(upload.value, stored.value, source.value)
-    if laid is None:
-        return None, None
-    for values in laid:
-        values.flags.writeable = False
-    return laid, grid_residual(*laid)
+    if laid is not None:
+        for values in laid:
+            values.flags.writeable = False
+    return laid
 
 
 class Apart(NamedTuple):

@@ -56,6 +56,7 @@ from hibt.indexer.copies.residual import (
     dihedral,
     grid_residual,
     inside_grid,
+    kept_laid,
     kept_laid_apart,
     laid_apart,
 )
@@ -738,8 +739,7 @@ def grey_on_grid(
     apart all over it, under the 3x3 :data:`GRID_MAX` that noise and an edit's clipping
     need. Bounded, a copy brightened or contrasted is fitted to the level however it was
     clipped and shrunk, and one recompressed is not tilted into an offset its black denies."""
-    laid = (laid_apart(upload, greyed(grid, way), source)[0] for way in GREY_WAYS)
-    found = (grid_residual(*pair, bounded=True) for pair in laid if pair is not None)
+    found = (laid_apart(upload, greyed(grid, way), source, bounded=True)[1] for way in GREY_WAYS)
     closest = min((a for a in found if a is not None), key=lambda a: a.broad, default=None)
     if closest is None or closest.broad < BROAD_MAX:
         return verdict
@@ -870,7 +870,7 @@ def sized(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.nd
 def forget() -> None:
     """Clears what verification keeps (laid pairs, residual.py; fills; views): an answer kept
     under other constants would otherwise be read again (tests that change them)."""
-    for memo in (kept_laid_apart, fills, sized, grey, colour_share, greyed):
+    for memo in (kept_laid, kept_laid_apart, fills, sized, grey, colour_share, greyed):
         memo.cache_clear()
     forget_keys()
 
