@@ -3,10 +3,12 @@
 Draws files of a dataset at random, keeps those whose stored thumbnail is lossless (the ones
 an upload of the file's own pixels, shrunk as thumbnails are, is held to the pixel against), makes
 copies of each the common ways (JPEG or WebP kept as PNG, more or less saturation, fewer
-colours, a brightening or a contrast, grey by each of verify.GREY_WAYS) and verifies each
-against the stored thumbnail as the grid test does, once with a constant of verify.py at
-its value and once at ``--off``: the copies the rule loses, by kind. With ``--pairs``, the
-pairs labelled sibling there (docs/copy-pairs.tsv) that the rule takes, each way round.
+colours, a brightening or a contrast, grey by each of verify.GREY_WAYS, a caption, a logo
+or a signature laid over) and verifies each against the stored thumbnail as the grid test
+does, once with a constant of verify.py at its value and once at ``--off``: the copies the
+rule loses (called a copy, or an edited one, without it and another picture with it), by
+kind. With ``--pairs``, the pairs labelled sibling there (docs/copy-pairs.tsv) that the rule
+takes, each way round.
 Calibrate on one seed and check on another (docs/copy-detection.md, runs BI and BJ).
 
     python scripts/calibrate_grid_copies.py DATASET --seed 13 --constant LOCAL_MAX --off inf
@@ -24,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,6 +43,36 @@ def encoded(image: Image.Image, fmt: str, quality: int) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, quality=quality)
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def laid_over(draw: Callable[[ImageDraw.ImageDraw, int, int], None]) -> Callable:
+    """A copy with something drawn over it by ``draw(canvas, width, height)``."""
+
+    def copy(image: Image.Image) -> Image.Image:
+        out = image.copy()
+        draw(ImageDraw.Draw(out, "RGBA"), *out.size)
+        return out
+
+    return copy
+
+
+def caption(canvas: ImageDraw.ImageDraw, w: int, h: int) -> None:
+    canvas.rectangle((w * 0.6, h * 0.82, w * 0.97, h * 0.97), fill=(20, 20, 160, 170))
+    canvas.text((w * 0.05, h * 0.05), "(c) reposted", fill=(200, 0, 0, 255))
+
+
+def logo(canvas: ImageDraw.ImageDraw, w: int, h: int) -> None:
+    canvas.ellipse((w * 0.7, h * 0.05, w * 0.95, h * 0.3), fill=(255, 140, 0, 255))
+
+
+def white_box(canvas: ImageDraw.ImageDraw, w: int, h: int) -> None:
+    canvas.rectangle((w * 0.05, h * 0.7, w * 0.6, h * 0.9), fill=(255, 255, 255, 160))
+    canvas.text((w * 0.08, h * 0.75), "stock", fill=(0, 0, 0, 255))
+
+
+def signature(canvas: ImageDraw.ImageDraw, w: int, h: int) -> None:
+    line = [(w * 0.55, h * 0.9), (w * 0.7, h * 0.85), (w * 0.8, h * 0.93), (w * 0.95, h * 0.86)]
+    canvas.line(line, fill=(0, 120, 255, 255), width=max(2, w // 60))
 
 
 def made_grey(way: verify.GreyWay) -> Callable[[Image.Image], Image.Image]:
@@ -76,6 +108,15 @@ COPIES: dict[str, Callable[[Image.Image], Image.Image]] = {
     "grey, 709, brightness 1.15": lambda im: ImageEnhance.Brightness(
         verify.greyed(im, verify.GREY_WAYS[1])
     ).enhance(1.15),
+    **{
+        name: laid_over(draw)
+        for name, draw in (
+            ("caption", caption),
+            ("logo", logo),
+            ("white box", white_box),
+            ("signature", signature),
+        )
+    },
 }
 
 
@@ -118,8 +159,9 @@ def kinds(
 def copies_lost(
     files: list[Path], constant: str, off: float, at: float | None = None
 ) -> Iterator[tuple[str, Path | None, bool]]:
-    """(kind of copy, the file, whether the rule lost a copy that passed without it); a
-    file whose copy did not pass without the rule comes with None."""
+    """(kind of copy, the file, whether the rule lost a copy that passed without it: one
+    called the same picture or an edit of it); a file whose copy did not pass without the
+    rule comes with None."""
     for path in files:
         image = load(path)
         stored = on_its_grid(image)
@@ -127,7 +169,8 @@ def copies_lost(
             continue
         for name, copy in COPIES.items():
             without, with_rule = kinds(copy(image), stored, constant, off, at)
-            yield name, path if without == "same" else None, with_rule != "same"
+            passed = without != "different"
+            yield name, path if passed else None, with_rule == "different"
 
 
 def siblings_taken(
@@ -146,8 +189,8 @@ def siblings_taken(
             if stored is None or upload.size != original.size:
                 continue
             without, with_rule = kinds(upload, stored, constant, off, at)
-            if without == "same":
-                yield first, second, with_rule != "same"
+            if without != "different":
+                yield first, second, with_rule == "different"
 
 
 def main() -> None:

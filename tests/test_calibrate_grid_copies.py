@@ -10,7 +10,7 @@ from PIL import Image
 
 from hibt.indexer.copies import verify
 from scripts import calibrate_grid_copies as calibrate
-from tests.test_copies import shaded_bar
+from tests.test_copies import shaded_bar, tablet
 
 
 def test_a_rule_that_refuses_every_unedited_copy_loses_them_and_takes_the_sibling(
@@ -60,3 +60,18 @@ def test_a_larger_file_is_uploaded_shrunk_and_a_rule_is_tried_at_another_value(
     }
     assert found["as it is"] and not found["brightness 1.15"]
     assert value == verify.LOCAL_MAX
+
+
+def test_an_edited_copy_passes_and_is_lost_to_a_rule_that_calls_it_another_picture(
+    tmp_path: Path,
+) -> None:
+    """A copy with a caption laid over passes as an edit of its picture; a rule that calls
+    every edit a part recoloured (RECOLOURED_MAX at 0) loses it, and at its value does not."""
+    tablet((55, 55, 55)).save(tmp_path / "tablet.png")
+
+    def lost(at: float | None) -> dict[str, bool]:
+        found = calibrate.copies_lost([tmp_path / "tablet.png"], "RECOLOURED_MAX", np.inf, at)
+        return {n: refused for n, path, refused in found if path}
+
+    assert "caption" in lost(None) and not lost(None)["caption"]
+    assert lost(0.0)["caption"]

@@ -2689,7 +2689,7 @@ def test_colours_half_a_pixel_off_at_a_screenshot_s_edge_are_not_an_edit() -> No
     then differ by half the colour scale along every edge, and the blocks read colour laid
     over the top left (an untouched copy answered `edited_copy`). Along the stored view's
     colour edges a pixel may meet its copy a pixel away, as grey levels may; the crescent
-    in another colour is still a change there."""
+    in another colour is still a change there: a part recoloured whole (run BL)."""
     flag = crescent_flag()
     stored = stored_thumbnail(flag)
     cut = Image.new("RGB", (1032, 520), (236, 236, 236))
@@ -2698,7 +2698,7 @@ def test_colours_half_a_pixel_off_at_a_screenshot_s_edge_are_not_an_edit() -> No
     assert verify.verify(screenshot, stored).kind == "same"
     green = crescent_flag((0, 200, 60)).resize((237, 119), Image.Resampling.LANCZOS)
     green = verify.verify(green, stored)
-    assert (green.kind, green.region) == ("edited", "top left")
+    assert (green.kind, green.region) == ("different", verify.RECOLOURED)
 
 
 def outlined_flag() -> Image.Image:
@@ -2773,6 +2773,36 @@ def test_a_lamp_lit_in_its_own_hue_is_not_laid_over() -> None:
     ImageDraw.Draw(disc).rectangle((120, 40, 180, 100), fill=(30, 30, 200))
     verdict = verify.verify(hash_base(translucent_mark(disc)), stored_thumbnail(disc))
     assert (verdict.kind, verdict.region) == ("edited", "bottom right")
+
+
+def tablet(frame: tuple[int, int, int], gloss: tuple[int, int, int] | None = None) -> Image.Image:
+    """A tablet drawn tilted: a ``frame`` around a yellow screen, with a ``gloss`` over the
+    screen's lower right where given, and its shadow."""
+    image = Image.new("RGB", (300, 300), "white")
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(60, 40), (220, 20), (250, 260), (90, 280)], fill=frame)
+    draw.polygon([(78, 58), (207, 42), (233, 242), (104, 258)], fill=(235, 225, 40))
+    if gloss is not None:
+        draw.polygon([(160, 160), (222, 185), (228, 235), (150, 245)], fill=gloss)
+    draw.ellipse((100, 275, 240, 295), fill=(120, 120, 120))
+    return image
+
+
+def test_a_part_given_another_colour_whole_is_not_laid_over() -> None:
+    """The blue tablet against the grey one (pda_blue and pda_black): its frame has the grey
+    one's grey levels in blue, and a magenta gloss darkens its screen. The gloss is laid
+    over as a caption would be, but the colour the blue tablet adds covers the grey frame
+    whole, to its outline and at its grey: a part recoloured, not a caption (run BL). The
+    other way round, the colour the upload lacks is told already (a part grey in one view
+    and coloured in the other). Each tablet with the benchmark's caption, on the upload or
+    on the stored copy, stays an edit."""
+    grey, blue = tablet((55, 55, 55)), tablet((40, 40, 160), (190, 60, 150))
+    verdict = verify.verify(hash_base(blue), stored_thumbnail(grey))
+    assert (verdict.kind, verdict.region) == ("different", verify.RECOLOURED)
+    assert verify.verify(hash_base(grey), stored_thumbnail(blue)).kind == "different"
+    for drawn in (grey, blue):
+        assert verify.verify(hash_base(captioned(drawn)), stored_thumbnail(drawn)).kind == "edited"
+        assert verify.verify(hash_base(drawn), stored_thumbnail(captioned(drawn))).kind == "edited"
 
 
 def emblem(disc: tuple[int, int, int] | None = None) -> Image.Image:

@@ -119,6 +119,14 @@ OWN_CUBES = (256 // OWN_STEP,) * 3  # the cubes of a channel's levels, three cha
 # A cube and the 26 about it, as offsets.
 NEIGHBOURS = np.stack(np.meshgrid(*[(-1, 0, 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
 REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the other flips too
+# An edit is a part of the drawing given another colour, not a caption laid over, where the
+# colour one view adds to the other (colour_added, either way round) at the same grey lies in
+# parts of both (as for HUE_KEPT) that it covers over PART_CHANGED of their pixels, over
+# RECOLOURED_MAX of the view or more: a device's frame drawn blue for the grey one (0.28 and
+# 0.33 at the thumbnail's size). A caption, a logo, a signature or a translucent white box
+# laid over 480 files stays under 0.06 (docs/copy-detection.md, run BL).
+RECOLOURED_MAX = 0.12
+RECOLOURED = "a part recoloured"  # the reason it gives: tried in the other flips too
 # Share of the view outside the differing blocks where an edited upload may add colour (half
 # OVERLAY_CHROMA) whose grey is not the stored picture's (INK levels apart): a caption's rim
 # spills past its blocks (the copy benchmark's overlays: up to 0.08 of the view), while a
@@ -376,7 +384,7 @@ def least_edited(
     what a copier did to the whole picture otherwise (:func:`undoing`), whichever is the
     least edited."""
     verdict = matched_views(query, match, stored, grid)
-    if verdict.kind != "edited" and verdict.region not in (RELIT, REDRAWN):
+    if verdict.kind != "edited" and verdict.region not in (RELIT, REDRAWN, RECOLOURED):
         return match, verdict
     found = [(m, matched_views(query, m, stored, grid)) for m in undoing(query, match)]
     return min([(match, verdict), *found], key=lambda f: edit_order(f[1]))
@@ -723,7 +731,11 @@ def verify(
         if own_colours(over, st, diff, differs, side, (coloured or upload_view, stored_view)):
             return Verdict("different", REDRAWN, share)
         tones = tone_difference(upload_view, stored_view, differs, coloured, gain=limits)
-        return edit_verdict(tones, where, share, grey_against_colour)
+        verdict = edit_verdict(tones, where, share, grey_against_colour)
+        in_colour = verdict.kind == "edited" and not grey_against_colour
+        if in_colour and part_recoloured(over, st, differs) >= RECOLOURED_MAX:
+            return Verdict("different", RECOLOURED, share)
+        return verdict
     return Verdict("different", where, share)
 
 
@@ -1584,10 +1596,34 @@ def relit(
     kept = coloured & (np.abs(turns) < HUE_KEPT)
     if kept[changing].mean() < KEPT_MAX:
         return False
-    labels = parts(stored)
-    moved = np.bincount(labels.ravel(), weights=(diff >= BLOCK_DIFF).ravel())
-    whole = (moved / np.maximum(np.bincount(labels.ravel()), 1))[labels] >= PART_CHANGED
+    whole = wholly_changed(parts(stored), diff >= BLOCK_DIFF)
     return bool(whole[changing].mean() >= KEPT_MAX)
+
+
+def part_recoloured(up: Image.Image, stored: Image.Image, differs: np.ndarray) -> float:
+    """The share of the view (:data:`RECOLOURED_MAX`) given another colour at the same grey
+    over parts of both views that it covers as a whole. A part recoloured keeps its outline
+    and its grey in each; a caption is a part of the view that carries it alone and cuts
+    across the parts of the other (the upload, or the stored copy of an uploaded original),
+    and a translucent white box pales what it covers. The grey levels are fitted outside
+    the edit's blocks (``differs``) and the colour changed: a gloss laid otherwise would
+    tilt the fit."""
+    added = colour_added(up, stored) | colour_added(stored, up)
+    if not added.any():  # parts cost a quantize and a labelling each: not for nothing added
+        return 0.0
+    up_grey, st_grey = grey(up), grey(stored)
+    outside = ~added & ~block_mask(differs, added.shape)
+    apart = shifted_difference(fit(up_grey, st_grey, where=outside), st_grey)
+    recoloured = added & (apart < BLOCK_DIFF)
+    whole = wholly_changed(parts(up), recoloured) & wholly_changed(parts(stored), recoloured)
+    return float((recoloured & whole).mean())
+
+
+def wholly_changed(labels: np.ndarray, changing: np.ndarray) -> np.ndarray:
+    """Per pixel, whether its part (``labels``, :func:`parts`) is ``changing`` over
+    :data:`PART_CHANGED` of its pixels."""
+    counts = np.maximum(np.bincount(labels.ravel()), 1)
+    return (np.bincount(labels.ravel(), weights=changing.ravel()) / counts)[labels] >= PART_CHANGED
 
 
 def changed(diff: np.ndarray, differs: np.ndarray, side: int) -> np.ndarray:
