@@ -1354,6 +1354,47 @@ def test_an_upload_no_brighter_than_the_stored_picture_is_not_held_to_its_bright
     assert verdict(white).kind == "same"
 
 
+def plus_sign(side: int = 120, ground: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """A dark rounded plus on ``ground``: Openclipart's flat-theme add.png."""
+    image = Image.new("RGB", (side, side), ground)
+    draw, arm = ImageDraw.Draw(image), side // 6
+    ends, middle = (side // 8, side - side // 8), side // 2
+    draw.rounded_rectangle((ends[0], middle - arm, ends[1], middle + arm), arm, fill=(50, 50, 50))
+    draw.rounded_rectangle((middle - arm, ends[0], middle + arm, ends[1]), arm, fill=(50, 50, 50))
+    return image
+
+
+def boxed_plus() -> Image.Image:
+    """The plus on a grey box outlined dark, a margin of white about it: ark_new.png."""
+    image = Image.new("RGB", (120, 120), "white")
+    grey = (180, 180, 180)
+    ImageDraw.Draw(image).rounded_rectangle((4, 4, 115, 115), 6, grey, (50, 50, 50), 5)
+    image.paste(plus_sign(90, grey), (15, 15))
+    return image
+
+
+def test_a_pair_that_frames_the_picture_otherwise_is_held_to_its_tones(monkeypatch) -> None:
+    """The plus on a grey box, met by its centre crop as the plus on white's crop: the
+    upload holds more than the stored picture, a frame added, and inside it the plus
+    stands on grey for white, which a contrast of 0.63 would make. A frame is the copier's
+    edit, and a contrast after it a second: the pair is held to its tones (GREY_GAIN), where
+    the grey ground stays apart (run BL). The plus framed by the benchmark's dark border and
+    saved as a JPEG at 30 is met the same way and stays its copy."""
+    match = CopyMatch(0, 0.999, 0.0, query_view=position(QUERY_VIEWS, "crop 60%"))
+    match.stored_view = position(INDEX_VIEWS, "crop 80%")
+    stored = stored_thumbnail(plus_sign())
+
+    def verdict(upload: Image.Image) -> Verdict:
+        return verify.verify_match(query_fingerprints(upload), match, stored)
+
+    found = verdict(boxed_plus())
+    assert (found.kind, found.region) == ("different", "fine tones")
+    framed = encode_decode(ImageOps.expand(plus_sign(), border=12, fill=(40, 40, 40)), 30)
+    assert verdict(framed).kind == "same"
+    monkeypatch.setattr(verify, "GREY_GAIN", verify.TONE_GAIN)
+    assert verdict(boxed_plus()).kind == "same"
+
+
 def hatched_leaves(fill: tuple[int, int, int]) -> Image.Image:
     """Two leaves outlined in black and hatched in ``fill``: Openclipart's foglie_rosse
     (191, 0, 0) and foglie_marroni (90, 61, 28), whose colour covers too little of the

@@ -189,7 +189,10 @@ TONE_GAIN = (0.75, 1.33)
 # ... and to GREY_GAIN where one view is grey and the other coloured: a greyscale conversion
 # keeps the tones it is given, and a contrast stretched after it is a second edit (a red and
 # yellow pattern made grey spans 54-237 by 709 luma, its black-and-white sibling 0-255; copies
-# in grey of 223 coloured files, either way round, need no more: run AX).
+# in grey of 223 coloured files, either way round, need no more: run AX). So is a pair of
+# views that frames the picture otherwise (a crop of one against the other's whole, or the
+# upload trimmed): the frame is the copier's edit, and a tone edit after it a second. A plus
+# on a grey box within a frame lies within TONE_GAIN of the plus on white (run BL).
 GREY_GAIN = (0.9, 1.1)
 FIT_GAIN = (0.5, 2.0)  # grey levels fitted anywhere else: within a factor of two
 TONE_MAX = 32.0
@@ -432,10 +435,10 @@ def matched_views(
     scene = query.grid.scene if grid else query.scene
     query_view, stored_view, kept = widened(query, match, scene, base.uncut)
     if kept is not None:
-        return compare(query, scene, query_view, centre_crop(base.uncut, kept))
+        return compare(query, scene, query_view, centre_crop(base.uncut, kept), reframed=True)
     framed = framing(query, match, scene, base.uncut)
     if framed is not None:
-        return cropped_too_small(framed) or verify(framed, base.uncut)
+        return cropped_too_small(framed) or verify(framed, base.uncut, reframed=True)
     if INDEX_VIEWS[stored_view].brightened and (
         one_grey(scene.picture, base.uncut)
         or not brighter(query.views[query_view].make(scene), base.uncut)
@@ -449,7 +452,8 @@ def matched_views(
         view = INDEX_VIEWS[stored_view].make(base)
         # The whole picture, or brightened (its clipped whites are a brightened copy's too).
         held = view if grid and not INDEX_VIEWS[stored_view].crop else None
-        return compare(query, scene, query_view, view, fine, held)
+        other = reframed(query.views[query_view], INDEX_VIEWS[stored_view])
+        return compare(query, scene, query_view, view, fine, held, reframed=other)
     untrimmed = query.views[query_view].name.removeprefix("trimmed ")
     uncut = base.uncut if grid else None
     views = [(i, v) for i, v in enumerate(query.views) if v.name == untrimmed]
@@ -464,6 +468,13 @@ def matched_views(
         held = trimmed if grid else None
         found.append(compare(query, scene, query_view, trimmed, grid=held))
     return min(found, key=edit_order)
+
+
+def reframed(upload: View, stored: View) -> bool:
+    """Whether a pair of views frames the picture otherwise, each against the other's whole
+    (a crop, or the upload trimmed of its border): its copy is then held to its tones
+    (:data:`GREY_GAIN`)."""
+    return stored.crop or cropped(upload) or upload.name.startswith("trimmed ")
 
 
 def uncut_view(
@@ -501,9 +512,12 @@ def compare(
     stored_view: Image.Image,
     fine: bool = False,
     grid: Image.Image | None = None,
+    *,
+    reframed: bool = False,
 ) -> Verdict:
-    """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid``: as for
-    :func:`verify`; held only for a view that a flip or turn alone made (View.lossless)."""
+    """The upload's ``view`` cut from ``scene`` against ``stored_view``. ``grid`` and
+    ``reframed``: as for :func:`verify`; held only for a view that a flip or turn alone made
+    (View.lossless)."""
     upload = query.views[view].make(scene)
     if cropped(query.views[view]) and (small := cropped_too_small(upload)):
         return small
@@ -512,6 +526,7 @@ def compare(
         stored_view,
         fine,
         *pixel_test(query, upload, grid if query.views[view].lossless else None),
+        reframed=reframed,
     )
 
 
@@ -643,6 +658,7 @@ def verify(
     coloured: Image.Image | None = None,
     *,
     within: float | None = None,
+    reframed: bool = False,
 ) -> Verdict:
     """Compare two views already in one frame (the pair that matched). ``fine``: also hold
     them to their fine lines, for the one pair whose frames agree to the pixel: the upload
@@ -654,7 +670,9 @@ def verify(
     needs it (:func:`pixel_test`). ``coloured``: where :func:`made_grey` made the views grey,
     the upload view as it was: a caption laid over it keeps its colour. ``within``: only the
     same picture closer than this would serve (rivals.same_picture): past it, "different"
-    at once, since the tests after the tones cost as much again."""
+    at once, since the tests after the tones cost as much again. ``reframed``: the views
+    frame the picture otherwise (:func:`reframed`), and the upload's tones are held to the
+    stored picture's (:data:`GREY_GAIN`)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
@@ -676,13 +694,22 @@ def verify(
         made = made_grey(upload_view, stored_view, grey_up)
         # What a grey upload is held to the pixel against is made grey the same way.
         held = greyed(grid, made.way) if grid is not None and grey_up else grid
-        verdict = verify(made.upload, made.stored, fine, held, source, upload_view, within=within)
+        verdict = verify(
+            made.upload,
+            made.stored,
+            fine,
+            held,
+            source,
+            upload_view,
+            within=within,
+            reframed=reframed,
+        )
         if grey_up and verdict.kind == "same" and verdict.held:
             verdict = grey_on_grid(verdict, upload_view, grid, source)
         lost = not grey_up and made.coloured
         return dataclasses.replace(verdict, grey=grey_up, upload_greyed=lost)
     grey_against_colour = coloured is not None or grey_up != grey_stored
-    limits = tone_gain(grey_against_colour)
+    limits = tone_gain(grey_against_colour or reframed)
     up_grey, st_grey = grey(up), grey(st)
     over = up if coloured is None else sized(coloured, up.size)[0]
     diff = shifted_difference(fit(up_grey, st_grey, where=picture_of(over, st)), st_grey)
