@@ -2281,8 +2281,9 @@ def test_a_part_grey_in_one_and_coloured_in_the_other_is_not_a_copy(monkeypatch,
     a whole block. A copier's saturation scales every colour alike and a greyscale copy is
     held in grey, so a part grey in one and coloured in the other is another colouring: either
     way round, or, beside an edit, where the upload shows grey what was coloured (colour the
-    upload adds is what an overlay lays over, and is left to the edit's tests). Copies of a
-    copier's colour edits and the benchmark's overlay stay."""
+    upload adds is what an overlay lays over, and is left to the edit's tests: a part
+    recoloured whole, run BL). Copies of a copier's colour edits and the benchmark's overlay
+    stay."""
     blue, grey = handheld((40, 60, 140), (230, 220, 40)), handheld((63, 63, 63), screen)
     pairs = ((grey, blue), (blue, grey)) if screen == (230, 220, 40) else ((grey, blue),)
     for upload, stored in pairs:

@@ -122,9 +122,9 @@ REDRAWN = "redrawn in its own colours"  # the reason it gives: tried in the othe
 # An edit is a part of the drawing given another colour, not a caption laid over, where the
 # colour one view adds to the other (colour_added, either way round) at the same grey lies in
 # parts of both (as for HUE_KEPT) that it covers over PART_CHANGED of their pixels, over
-# RECOLOURED_MAX of the view or more: a device's frame drawn blue for the grey one (0.28 and
-# 0.33 at the thumbnail's size). A caption, a logo, a signature or a translucent white box
-# laid over 480 files stays under 0.06 (docs/copy-detection.md, run BL).
+# RECOLOURED_MAX of the view or more: a device's frame drawn blue for the grey one (0.26 and
+# 0.31 at the thumbnail's size, either way round). A caption, a logo, a signature or a
+# translucent white box laid over 480 files stays under 0.06 (docs/copy-detection.md, run BL).
 RECOLOURED_MAX = 0.12
 RECOLOURED = "a part recoloured"  # the reason it gives: tried in the other flips too
 # Share of the view outside the differing blocks where an edited upload may add colour (half
