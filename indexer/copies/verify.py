@@ -452,7 +452,7 @@ def matched_views(
         view = INDEX_VIEWS[stored_view].make(base)
         # The whole picture, or brightened (its clipped whites are a brightened copy's too).
         held = view if grid and not INDEX_VIEWS[stored_view].crop else None
-        other = reframed(query.views[query_view], INDEX_VIEWS[stored_view])
+        other = frames_otherwise(query.views[query_view], INDEX_VIEWS[stored_view])
         return compare(query, scene, query_view, view, fine, held, reframed=other)
     untrimmed = query.views[query_view].name.removeprefix("trimmed ")
     uncut = base.uncut if grid else None
@@ -470,7 +470,7 @@ def matched_views(
     return min(found, key=edit_order)
 
 
-def reframed(upload: View, stored: View) -> bool:
+def frames_otherwise(upload: View, stored: View) -> bool:
     """Whether a pair of views frames the picture otherwise, each against the other's whole
     (a crop, or the upload trimmed of its border): its copy is then held to its tones
     (:data:`GREY_GAIN`)."""
@@ -671,8 +671,8 @@ def verify(
     the upload view as it was: a caption laid over it keeps its colour. ``within``: only the
     same picture closer than this would serve (rivals.same_picture): past it, "different"
     at once, since the tests after the tones cost as much again. ``reframed``: the views
-    frame the picture otherwise (:func:`reframed`), and the upload's tones are held to the
-    stored picture's (:data:`GREY_GAIN`)."""
+    frame the picture otherwise (:func:`frames_otherwise`), and the upload's tones are held
+    to the stored picture's (:data:`GREY_GAIN`)."""
     if aspect_differs(upload_view, stored_view):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
