@@ -1,15 +1,16 @@
-"""Calibrate a rule of the pixel-grid test on copies, never on the benchmark's rows.
+"""Calibrate a rule of the pixel-grid test, or of an edit, on copies, never on the benchmark's
+rows.
 
 Draws files of a dataset at random, keeps those whose stored thumbnail is lossless (the ones
-an upload of the file's own pixels, shrunk as thumbnails are, is held to the pixel against), makes
-copies of each the common ways (JPEG or WebP kept as PNG, more or less saturation, fewer
-colours, a brightening or a contrast, grey by each of verify.GREY_WAYS, a caption, a logo
-or a signature laid over) and verifies each against the stored thumbnail as the grid test
-does, once with a constant of verify.py at its value and once at ``--off``: the copies the
-rule loses (called a copy, or an edited one, without it and another picture with it), by
-kind. With ``--pairs``, the pairs labelled sibling there (docs/copy-pairs.tsv) that the rule
-takes, each way round.
-Calibrate on one seed and check on another (docs/copy-detection.md, runs BI and BJ).
+an upload of the file's own pixels, shrunk as thumbnails are, is held to the pixel against),
+makes copies of each the common ways (JPEG or WebP kept as PNG, more or less saturation,
+fewer colours, a brightening or a contrast, grey by each of verify.GREY_WAYS, a caption, a
+logo, a translucent white box or a signature laid over) and verifies each against the
+stored thumbnail as the grid test does, once with a constant of verify.py at its value and
+once at ``--off``: the copies the rule loses (called a copy, or an edited one, without it
+and another picture with it), by kind. With ``--pairs``, the pairs labelled sibling there
+(docs/copy-pairs.tsv) that the rule takes, each way round.
+Calibrate on one seed and check on another (docs/copy-detection.md, runs BI, BJ, BK and BL).
 
     python scripts/calibrate_grid_copies.py DATASET --seed 13 --constant LOCAL_MAX --off inf
     python scripts/calibrate_grid_copies.py DATASET --constant LOCAL_MAX --off inf \\
