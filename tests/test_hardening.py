@@ -174,7 +174,9 @@ def test_by_default_queries_run_two_per_cpu_and_wait_a_bounded_time(engine, monk
     monkeypatch.setattr(limits, "usable_cpus", lambda: 2)
     running, most = 0, 0
     lock = threading.Lock()
-    search = engine.search_text
+    # Answered once beforehand: each search then holds its place 0.3 s exactly, however
+    # busy the machine's cores are with other tests (the gate is timed here, not the model).
+    answer = engine.search_text("owl", 10)
 
     def slow_search(*args, **kwargs):
         nonlocal running, most
@@ -183,7 +185,7 @@ def test_by_default_queries_run_two_per_cpu_and_wait_a_bounded_time(engine, monk
             most = max(most, running)
         try:
             time.sleep(0.3)
-            return search(*args, **kwargs)
+            return answer
         finally:
             with lock:
                 running -= 1
