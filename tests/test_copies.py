@@ -1673,6 +1673,16 @@ def test_same_picture_holds_for_files_of_one_drawing_not_for_a_sibling() -> None
     assert not same_picture(star, thin_star(76, 100))
 
 
+def test_same_picture_holds_for_a_file_kept_mirrored_or_turned() -> None:
+    """A drawing kept mirrored or turned in another file is one picture under a copier's
+    flip; a button whose arrows alone were flipped keeps its light where it was, and is not."""
+    sign = thumbnail_pixels(signpost(), 256)
+    for turn in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90):
+        assert same_picture(sign.transpose(turn), sign)
+    assert not same_picture(signpost(Image.Transpose.ROTATE_270), signpost())
+    assert not same_picture(player_button(Image.Transpose.FLIP_LEFT_RIGHT), player_button())
+
+
 @pytest.fixture(scope="module")
 def star_family(tmp_path_factory, embedder) -> Engine:
     """Openclipart's generated stars in small: 100 px rings of 88 to 96 thin spokes, which
@@ -2157,6 +2167,24 @@ def signpost_index(tmp_path_factory, embedder) -> Engine:
     save(signpost(), root / "right.png")
     save(signpost(Image.Transpose.ROTATE_270), root / "down.png")
     return engine_over(root, tmp_path_factory, embedder)
+
+
+@pytest.fixture(scope="module")
+def twin_index(tmp_path_factory, embedder) -> Engine:
+    """One sign in two files, the second mirrored (an arrow's end and its begin)."""
+    root = tmp_path_factory.mktemp("twins")
+    save(signpost(size=240), root / "right.png")
+    save(signpost(size=240).transpose(Image.Transpose.FLIP_LEFT_RIGHT), root / "left.png")
+    return engine_over(root, tmp_path_factory, embedder)
+
+
+def test_an_upload_of_a_drawing_also_kept_mirrored_is_a_copy_of_both_files(twin_index) -> None:
+    """Jittered, the sign meets its own file and its mirrored twin alike; the two files are
+    one picture under a copier's flip, so the upload is a copy of both, not undecided."""
+    response, _ = top(twin_index, encode(jittered(signpost(size=240))))
+    copies = [r.source for r in response.results if r.match in ("near_copy", "exact_copy")]
+    assert sorted(copies) == ["left.png", "right.png"]
+    assert response.counts.undecided_files == 0
 
 
 def test_a_turned_png_is_a_copy_of_the_file_it_turns_not_undecided(signpost_index) -> None:

@@ -34,7 +34,9 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   a dozen others at 3.6 and more, and is none of them). Not where the best passed on the
   upload's pixel grid: the pixels decided;
 * otherwise the best is the copy, with the candidates that are the same picture as it (the
-  same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``).
+  same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``,
+  as they are or one flipped or turned: a drawing kept mirrored in another file, an arrow's
+  end and its begin, is a copy of it, and no rival).
 
 A lossless upload of a star meets its own thumbnail (lossless: images.thumbnail_bytes) at a
 distance near 0 and keeps its copy; the same star halved or at JPEG 30 meets a dozen siblings
@@ -47,9 +49,20 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
-from hibt.indexer.copies.verify import COLOUR, PART, RANK, Verdict, edit_order, verify
+from hibt.indexer.copies.residual import DIHEDRAL, dihedral
+from hibt.indexer.copies.verify import (
+    COLOUR,
+    PART,
+    RANK,
+    Verdict,
+    aspect_differs,
+    edit_order,
+    small_grey,
+    verify,
+)
 
 # A candidate of another picture within this many times the best's distance is a rival.
 RIVAL_RATIO = 2.0
@@ -64,6 +77,10 @@ SAME_PICTURE = 0.5
 # picture (each check compares two thumbnails); the rest stay look-alikes.
 SAME_CHECKS = 8
 PASSED = ("same", "edited")
+# A flip or turn of one stored thumbnail is verified against another only where it lies
+# under this share of the way the thumbnail as it is lies (rivals.closest_turn).
+TURN_NEARER = 0.5
+TURN = Image.Transpose.ROTATE_90
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,32 @@ def grey_copy(grey: Image.Image, coloured: Image.Image) -> bool:
 
 def same_picture(first: Image.Image, second: Image.Image) -> bool:
     """Whether two stored thumbnails show one picture: verified as the same, and as close as
-    two files of one drawing (another size, another encoding) come."""
+    two files of one drawing (another size, another encoding) come, as they are or with the
+    first under a flip or turn that brings it nearer the second (:func:`closest_turn`). A
+    drawing kept mirrored or turned in another file (an arrow's end and its begin) is a copy
+    of it by a copier's flip, and an upload of either is a copy of both, not undecided."""
+    if one_picture(first, second):
+        return True
+    turn = closest_turn(first, second)
+    return turn is not None and one_picture(first.transpose(turn), second)
+
+
+def one_picture(first: Image.Image, second: Image.Image) -> bool:
     verdict = verify(first, second, fine=True, within=SAME_PICTURE)
     return verdict.kind == "same" and verdict.distance < SAME_PICTURE
+
+
+def closest_turn(first: Image.Image, second: Image.Image) -> Image.Transpose | None:
+    """The flip or turn (residual.DIHEDRAL) of ``first`` whose grey at 48 px lies nearest
+    ``second``'s, of those that keep its shape, where it lies under :data:`TURN_NEARER` of
+    the way ``first`` as it is lies: a picture no flip brings nearer (a symmetric star, a
+    sibling) costs no second verification, and a family of rivals makes many checks."""
+    target, small = small_grey(second), small_grey(first)
+    shapes = (aspect_differs(first, second), aspect_differs(first.transpose(TURN), second))
+    apart = {
+        k: float(np.abs(turned - target).mean())
+        for k, turned in enumerate(dihedral(small))
+        if not shapes[k % 2]
+    }
+    k = min(apart, key=apart.get, default=0)
+    return DIHEDRAL[k] if k and apart[k] < TURN_NEARER * apart.get(0, np.inf) else None
