@@ -35,8 +35,8 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   upload's pixel grid: the pixels decided;
 * otherwise the best is the copy, with the candidates that are the same picture as it (the
   same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``,
-  as they are or one flipped or turned: a drawing kept mirrored in another file, an arrow's
-  end and its begin, is a copy of it, and no rival).
+  as they are or one flipped or turned: a drawing kept mirrored in another file is a copy of
+  it, and no rival).
 
 A lossless upload of a star meets its own thumbnail (lossless: images.thumbnail_bytes) at a
 distance near 0 and keeps its copy; the same star halved or at JPEG 30 meets a dozen siblings
@@ -189,8 +189,8 @@ def same_picture(first: Image.Image, second: Image.Image) -> bool:
     """Whether two stored thumbnails show one picture: verified as the same, and as close as
     two files of one drawing (another size, another encoding) come, as they are or with the
     first under a flip or turn that brings it nearer the second (:func:`closest_turn`). A
-    drawing kept mirrored or turned in another file (an arrow's end and its begin) is a copy
-    of it by a copier's flip, and an upload of either is a copy of both, not undecided."""
+    drawing kept mirrored or turned in another file is a copy of it by a copier's flip, and
+    an upload of either is a copy of both, not undecided."""
     if one_picture(first, second):
         return True
     turn = closest_turn(first, second)
