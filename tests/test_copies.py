@@ -2171,7 +2171,7 @@ def signpost_index(tmp_path_factory, embedder) -> Engine:
 
 @pytest.fixture(scope="module")
 def twin_index(tmp_path_factory, embedder) -> Engine:
-    """One sign in two files, the second mirrored (an arrow's end and its begin)."""
+    """One sign in two files, the second mirrored, as an icon set keeps a sign for each way."""
     root = tmp_path_factory.mktemp("twins")
     save(signpost(size=240), root / "right.png")
     save(signpost(size=240).transpose(Image.Transpose.FLIP_LEFT_RIGHT), root / "left.png")
