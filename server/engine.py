@@ -390,13 +390,7 @@ class Engine:
         Within a kind, what verification measured closest comes first (a grey upload of a
         red arrow is nearer the red arrow than the purple one, which the descriptor cannot
         say). Also the number of files the upload could not be told apart from (rivals.py)."""
-        t = self.thresholds
-        matches = self.index.copies.match(prints, t.lookalike, t.exact_colour, t.uncut)
-        for idx in self.index.store().idxs_by_sha256(hashlib.sha256(data).hexdigest()):
-            matches[idx] = CopyMatch(idx, 1.0, 0.0, 0, same_bytes=True)
-        labelled, verdicts, rivals = self.verified(
-            [(m, m.label(t)) for m in matches.values()], prints
-        )
+        labelled, verdicts, rivals = self.verified_matches(data, prints)
         kept = [(m, kind) for m, kind in labelled if kind]
         clip = self.clip_scores([m.idx for m, _ in kept], vector)
         unverified = Verdict("different")
@@ -421,6 +415,17 @@ class Engine:
             for m, kind in ranked
         ]
         return candidates, rivals
+
+    def verified_matches(
+        self, data: bytes, prints: Fingerprints
+    ) -> tuple[list[tuple[CopyMatch, str | None]], dict[int, Verdict], int]:
+        """The upload's fingerprint matches labelled and verified (:meth:`verified`); also
+        what calibration reads (scripts/calibrate_copy_distance.py)."""
+        t = self.thresholds
+        matches = self.index.copies.match(prints, t.lookalike, t.exact_colour, t.uncut)
+        for idx in self.index.store().idxs_by_sha256(hashlib.sha256(data).hexdigest()):
+            matches[idx] = CopyMatch(idx, 1.0, 0.0, 0, same_bytes=True)
+        return self.verified([(m, m.label(t)) for m in matches.values()], prints)
 
     def clip_scores(self, idxs: list[int], vector: np.ndarray) -> dict[int, float]:
         """Each item's image embedding against the upload's, its rows read in one call (a
