@@ -1564,6 +1564,19 @@ def test_rivals_only_the_closest_picture_is_a_copy_and_none_when_another_is_as_c
     assert sorted(asked) == [(1, 2), (1, 5)]  # each asked once
 
 
+def test_no_copy_is_claimed_farther_than_a_copy_lies() -> None:
+    """A best that passed every local test but lies past COPY_MEAN_MAX on average is a
+    sibling apart everywhere at once (a moon at another phase): no copy, and no rivals to
+    report. Within it the best stands, and files of its picture come with it however far."""
+    never = lambda a, b: False  # noqa: E731
+    always = lambda a, b: True  # noqa: E731
+    far = rivals.COPY_MEAN_MAX + 0.5
+    assert settle([checked(1, "same", far)], never) == Settled(set())
+    assert settle([checked(1, "edited", far), checked(2, "same", far + 1)], never) == Settled(set())
+    within = [checked(1, "same", rivals.COPY_MEAN_MAX - 0.5), checked(2, "same", far + 9)]
+    assert settle(within, always) == Settled({1, 2})
+
+
 def test_in_a_dense_family_the_best_must_stand_far_apart() -> None:
     """Seed 38's calibration half: a thin-spoked star at 0.94 levels from a sibling star and
     3.6 and more from ten others, each passed as the same picture, is none of them; its own

@@ -37,6 +37,11 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
   same file, or stored thumbnails that verify as the same picture within ``SAME_PICTURE``,
   as they are or one flipped or turned: a drawing kept mirrored in another file is a copy of
   it, and no rival).
+* but where the best lies further from the upload than a copy does (``COPY_MEAN_MAX``, of
+  ``Verdict.distance``), nothing is a copy: a sibling can pass every local test, each part
+  within a resized or recompressed copy's noise, and lie apart in all of them at once (the
+  moon at another phase, a pen line of another width). Files of the best's picture are
+  claimed with it however far: they are what it is.
 
 A lossless upload of a star meets its own thumbnail (lossless: images.thumbnail_bytes) at a
 distance near 0 and keeps its copy; the same star halved or at JPEG 30 meets a dozen siblings
@@ -73,6 +78,11 @@ DENSE_FAMILY = 4
 DENSE_RATIO = 10.0
 # Two stored thumbnails whose verified distance is under this are one picture (0-255 levels).
 SAME_PICTURE = 0.5
+# Where the best candidate lies past this distance (Verdict.distance, grey levels over the
+# ink), nothing is a copy: 99.4% of the copies of 300 originals under the benchmark's 15
+# transformations lie within it (scripts/calibrate_copy_distance.py; docs/copy-detection.md,
+# run BO).
+COPY_MEAN_MAX = 8.0
 # At most this many passed candidates beyond the rivals' reach are checked for being the best's
 # picture (each check compares two thumbnails); the rest stay look-alikes.
 SAME_CHECKS = 8
@@ -113,6 +123,8 @@ def settle(
     if not passed:
         return Settled(set())
     best = passed[0]
+    if best.verdict.distance > COPY_MEAN_MAX:
+        return Settled(set())
     reach = RIVAL_RATIO * best.verdict.distance
     # An edited candidate's distance leaves out the region where it differs from the upload;
     # against a best that differs nowhere it is no rival (a smiley re-encoded met its sibling
