@@ -15,7 +15,6 @@ figures the benchmark reports stay blind to the choice (docs/copy-detection.md, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hibt.config import Settings  # noqa: E402
 from hibt.indexer.copies.fingerprint import query_fingerprints  # noqa: E402
 from hibt.indexer.copies.rivals import COPY_MEAN_MAX, PASSED  # noqa: E402
 from hibt.indexer.records import Record  # noqa: E402
@@ -52,17 +52,16 @@ def own_distance(engine: Engine, data: bytes, own: set[int]) -> float | None:
     return min(passed, default=None)
 
 
-def distances(engine: Engine, rows: list[dict], settings) -> dict[str, list[float]]:
+def distances(engine: Engine, rows: list[dict], settings: Settings) -> dict[str, list[float]]:
     """Per transformation, the distances its copies passed at."""
     store = engine.index.store()
     out: dict[str, list[float]] = {name: [] for name in bench.TRANSFORMS}
     for n, row in enumerate(rows):
-        path = Path(row["path"])
-        image = bench.query_image(Record("", "", "", path=path), settings)
+        record = Record("", "", "", path=Path(row["path"]))
+        image = bench.query_image(record, settings)
         if image is None:
             continue
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        own = set(store.idxs_by_sha256(sha))
+        own = set(store.idxs_by_sha256(bench.file_digest(record)))
         for name in bench.TRANSFORMS:
             found = own_distance(engine, bench.query_bytes(name, image), own)
             if found is not None:
@@ -94,7 +93,7 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=300, help="files to copy here")
     parser.add_argument("--draw", type=int, default=1, help="seeds the draw of the files")
     args = parser.parse_args()
-    settings = bench.Settings(model=bench.TINY_MODEL, pretrained=None)
+    settings = Settings(model=bench.TINY_MODEL, pretrained=None)
     embedder = bench.Embedder(bench.ModelSpec(bench.TINY_MODEL))
     index_dir, _, _ = bench.build(
         args.source, args.work, settings, embedder, args.holdout, args.seed
