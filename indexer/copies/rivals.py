@@ -90,7 +90,6 @@ PASSED = ("same", "edited")
 # A flip or turn of one stored thumbnail is verified against another only where it lies
 # under this share of the way the thumbnail as it is lies (rivals.closest_turn).
 TURN_NEARER = 0.5
-TURN = Image.Transpose.ROTATE_90
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,8 @@ def closest_turn(first: Image.Image, second: Image.Image) -> Image.Transpose | N
     the way ``first`` as it is lies: a picture no flip brings nearer (a symmetric star, a
     sibling) costs no second verification, and a family of rivals makes many checks."""
     target, small = small_grey(second), small_grey(first)
-    shapes = (aspect_differs(first, second), aspect_differs(first.transpose(TURN), second))
+    (w, h), size = first.size, second.size
+    shapes = (aspect_differs((w, h), size), aspect_differs((h, w), size))  # as it is, turned
     apart = {
         k: float(np.abs(turned - target).mean())
         for k, turned in enumerate(dihedral(small))

@@ -673,7 +673,7 @@ def verify(
     at once, since the tests after the tones cost as much again. ``reframed``: the views
     frame the picture otherwise (:func:`frames_otherwise`), and the upload's tones are held
     to the stored picture's (:data:`GREY_GAIN`)."""
-    if aspect_differs(upload_view, stored_view):
+    if aspect_differs(upload_view.size, stored_view.size):
         return Verdict("different", "shape", 1.0)
     if max(stored_view.size) < MIN_SIDE <= max(upload_view.size):
         # A picture a few pixels wide (a 6x3 flag) holds nothing to tell a larger upload by.
@@ -934,13 +934,14 @@ def fine_agreement(up: Image.Image, stored: Image.Image, side: int) -> float:
     return best
 
 
-def aspect_differs(a: Image.Image, b: Image.Image) -> bool:
-    """Whether two views have other shapes: blocks and descriptors are taken on squashed
-    squares, where a square LED meets a wide one, a 60% crop of either looking alike. Held
-    even for views too small to verify (a 14x31 crop of a small symbol is not a wide flag),
-    with a pixel of rounding on the short side allowed."""
-    rounding = 1 / min(a.width, a.height, b.width, b.height)
-    return abs(math.log((a.width / a.height) / (b.width / b.height))) > ASPECT_MAX + rounding
+def aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two views of these sizes have other shapes: blocks and descriptors are taken
+    on squashed squares, where a square LED meets a wide one, a 60% crop of either looking
+    alike. Held even for views too small to verify (a 14x31 crop of a small symbol is not a
+    wide flag), with a pixel of rounding on the short side allowed."""
+    (aw, ah), (bw, bh) = a, b
+    rounding = 1 / min(aw, ah, bw, bh)
+    return abs(math.log((aw / ah) / (bw / bh))) > ASPECT_MAX + rounding
 
 
 class Tones(NamedTuple):
