@@ -559,6 +559,14 @@ def print_calibration(rows: list[dict]) -> None:
     print(f"lowest threshold with a pooled false-positive rate under 0.5%: {min(ok) if ok else 1}")
 
 
+def drawn_originals(rows: list[dict], samples: int) -> tuple[list[dict], random.Random]:
+    """The indexed files the benchmark copies, a draw fixed for every seed, and the generator
+    that goes on to draw the held-out pictures (calibrate_copy_distance.py leaves the same
+    files out)."""
+    rng = random.Random(0)
+    return rng.sample(rows, min(samples, len(rows))), rng
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="dataset the benchmark index is built from")
@@ -615,13 +623,12 @@ def main() -> None:
     )
     engine = Engine.open(index_dir, settings, embedder)
     engine.verifiers.start()  # as `hibt serve` does: no query waits for them to start
-    rng = random.Random(0)
     # One file per picture: Openclipart links many paths to one PNG, and a picture sampled
     # twice would count twice.
-    rows = engine.index.store().distinct_files()
+    drawn, rng = drawn_originals(engine.index.store().distinct_files(), args.samples)
     held = distinct([r for r in held if halves[r.key] == args.half])
     originals = []
-    for row in rng.sample(rows, min(args.samples, len(rows))):
+    for row in drawn:
         image = query_image(Record("", "", "", path=Path(row["path"])), settings)
         if image is not None:
             originals.append((row["idx"], image))

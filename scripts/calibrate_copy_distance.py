@@ -35,10 +35,9 @@ QUANTILES = (0.5, 0.9, 0.99, 0.995, 0.999, 1.0)
 
 
 def drawn(engine: Engine, samples: int, originals: int, seed: int) -> list[dict]:
-    """``originals`` indexed files at random (``seed``), none of the benchmark's ``samples``
-    (drawn as bench_copy_detection.py draws them)."""
+    """``originals`` indexed files at random (``seed``), none of the benchmark's ``samples``."""
     rows = engine.index.store().distinct_files()
-    bench_rows = {r["idx"] for r in random.Random(0).sample(rows, min(samples, len(rows)))}
+    bench_rows = {r["idx"] for r in bench.drawn_originals(rows, samples)[0]}
     others = [r for r in rows if r["idx"] not in bench_rows]
     return random.Random(seed).sample(others, min(originals, len(others)))
 
