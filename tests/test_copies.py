@@ -281,6 +281,23 @@ def test_trim_removes_title_bar_and_margins() -> None:
     assert trim_borders(canvas).size == trim_borders(picture).size
 
 
+def test_a_framed_copy_is_trimmed_without_a_rim_of_its_frame() -> None:
+    """Shrunk to the views' size before it is trimmed, a frame's edge falls inside a pixel
+    whose blend of frame and picture is no flat line; the trim is made on the image at its
+    own size, so the framed copy's view is its original's, with no rim a pixel wide (which
+    kept framed copies 4 levels from their file, against 0 as they are)."""
+    x, y = np.meshgrid(np.linspace(0, 1, 417), np.linspace(0, 1, 296))
+    ground = np.stack([200 * x + 40, 160 * y + 60, 120 * (x + y) / 2 + 80], axis=-1)
+    picture = Image.fromarray(ground.astype(np.uint8))  # no line of it is flat
+    ImageDraw.Draw(picture).ellipse((90, 60, 330, 240), fill=(20, 20, 120))
+    framed = ImageOps.expand(picture, border=(41, 29), fill=(40, 40, 40))
+    original, copy = (Scene.of(image).trimmed for image in (picture, framed))
+    copy = np.asarray(copy.resize(original.size, Image.Resampling.BILINEAR), np.float32)
+    original = np.asarray(original, np.float32)
+    for line in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):
+        assert np.abs(copy[line] - original[line]).mean() < 12
+
+
 def test_trim_finds_a_pale_line_drawing_in_a_screenshot() -> None:
     star = thin_star(48, 120, ink=240)  # lines within the default tolerance of white
     canvas = Image.new("RGB", (220, 240), (236, 236, 236))

@@ -8,6 +8,8 @@ are in docs/copy-detection.md.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 
@@ -165,6 +167,56 @@ def inner_run(colours: np.ndarray, tolerance: int) -> tuple[int, int]:
     if not off_first.any() or not off_last.any() or stop <= start:
         return 0, len(colours)
     return start, stop
+
+
+def trimmed_at_size(image: Image.Image, base: Image.Image, box: Box) -> Image.Image:
+    """The picture inside ``box`` (found on ``base``, ``image`` shrunk) cut from ``image`` at
+    its own size, then shrunk as ``base`` was: shrunk first, a frame's edge falls inside a
+    pixel, whose blend of frame and picture is no flat line, so a framed copy kept a rim a
+    pixel wide on every side that its original, cut by no frame, lacks."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    scale = (image.height / base.height, image.width / base.width)
+    tolerance = frame_tolerance(np.asarray(base))
+    top, left, bottom, right = refined(np.asarray(rgb), box, base.size[::-1], scale, tolerance)
+    size = (max(1, round((right - left) / scale[1])), max(1, round((bottom - top) / scale[0])))
+    crop = rgb.crop((left, top, right, bottom))
+    return crop.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def refined(
+    pixels: np.ndarray, box: Box, shape: tuple[int, int], scale: tuple[float, float], tolerance: int
+) -> Box:
+    """``box`` on an image of ``shape`` moved onto ``pixels``, ``scale`` times larger: each
+    side a frame was cut from (the box short of the image's edge) at the first line near it
+    that is not flat; the others at the edge."""
+    top, left, bottom, right = box
+    (sy, sx), (h, w) = scale, shape
+    rows = pixels[:, math.ceil(left * sx) : math.floor(right * sx)]
+    cols = pixels[math.ceil(top * sy) : math.floor(bottom * sy)].transpose(1, 0, 2)
+
+    def side(lines: np.ndarray, at: int, scale: float, cut: bool, first: bool) -> int:
+        if not cut:
+            return 0 if first else len(lines)
+        return edge(lines, at, scale, tolerance, first)
+
+    return (
+        side(rows, top, sy, top > 0, True),
+        side(cols, left, sx, left > 0, True),
+        side(rows, bottom, sy, bottom < h, False),
+        side(cols, right, sx, right < w, False),
+    )
+
+
+def edge(lines: np.ndarray, at: int, scale: float, tolerance: int, first: bool) -> int:
+    """The line of ``lines`` (a row per line) where the picture starts (``first``) or ends,
+    within two shrunk pixels of ``at`` times ``scale`` (a shrunk pixel blends more than its
+    own lines): ``at`` scaled where none there is not flat."""
+    start = max(0, math.floor((at - 2) * scale))
+    stop = min(len(lines), math.ceil((at + 2) * scale))
+    shown = ~uniform_lines(lines[start:stop], tolerance)
+    if not shown.any():
+        return min(len(lines), round(at * scale))
+    return start + (int(np.argmax(shown)) if first else len(shown) - int(np.argmax(shown[::-1])))
 
 
 def picture(base: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int] | None]:

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from hibt.indexer.copies.framing import Box, cut, picture, trim_borders
+from hibt.indexer.copies.framing import Box, cut, picture, trim_borders, trimmed_at_size
 
 HASH_BASE = 256  # views are cut from a copy this size: fast, and the DCT needs only 64x64
 # Centre crops kept per stored image, as fractions of each side: steps of 0.1, so a crop of
@@ -51,16 +51,21 @@ class Scene:
     uncut: Image.Image  # the image shrunk to HASH_BASE
     picture: Image.Image  # the picture in it (window chrome cut away)
     box: Box | None  # the box inside the picture's own flat frame
+    # The picture inside that frame cut from the image at its own size (framing.
+    # trimmed_at_size), where the image is larger and no chrome was cut away.
+    fine: Image.Image | None = None
 
     @classmethod
     def of(cls, image: Image.Image) -> Scene:
         uncut = hash_base(image)
         inner, box = picture(uncut)
-        return cls(uncut, inner, box)
+        framed = box is not None and box != (0, 0, uncut.height, uncut.width)
+        larger = image.size != uncut.size and inner is uncut and framed
+        return cls(uncut, inner, box, trimmed_at_size(image, uncut, box) if larger else None)
 
     @cached_property
     def trimmed(self) -> Image.Image:
-        return cut(self.picture, self.box)
+        return self.fine if self.fine is not None else cut(self.picture, self.box)
 
     @property
     def was_cut(self) -> bool:
