@@ -1594,6 +1594,29 @@ def test_no_copy_is_claimed_farther_than_a_copy_lies() -> None:
     assert settle(within, always) == Settled({1, 2})
 
 
+def test_no_copy_is_claimed_further_apart_in_one_place_than_a_copy_lies() -> None:
+    """A best that passed as the same picture, close on average, but further apart in one
+    place than COPY_LOCAL_MAX (another emblem on one flag) is no copy; within it, it stands."""
+    never = lambda a, b: False  # noqa: E731
+    apart = Checked(1, "file1", Verdict("same", distance=2.0, local=rivals.COPY_LOCAL_MAX + 1))
+    assert settle([apart], never) == Settled(set())
+    close = Checked(1, "file1", Verdict("same", distance=2.0, local=rivals.COPY_LOCAL_MAX - 1))
+    assert settle([close], never) == Settled({1})
+
+
+def test_one_place_finds_a_difference_the_mean_hides() -> None:
+    """A patch an eighth of the view wide, 80 levels apart, hardly moves the mean over the
+    whole; the window over it finds it. Noise spread evenly leaves its own level, and what
+    lies outside the picture (an edit's blocks) does not count."""
+    diff = np.full((128, 128), 2.0, np.float32)
+    diff[40:56, 60:76] = 80.0
+    picture = np.ones(diff.shape, bool)
+    assert diff.mean() < 4 and verify.one_place(diff, picture) > 70
+    assert verify.one_place(np.full((128, 128), 2.0, np.float32), picture) == pytest.approx(2.0)
+    picture[32:64, 52:84] = False
+    assert verify.one_place(diff, picture) == pytest.approx(2.0)
+
+
 def test_in_a_dense_family_the_best_must_stand_far_apart() -> None:
     """Seed 38's calibration half: a thin-spoked star at 0.94 levels from a sibling star and
     3.6 and more from ten others, each passed as the same picture, is none of them; its own
@@ -1782,7 +1805,8 @@ def test_on_one_pixel_grid_only_a_colour_map_tells_a_copy(monkeypatch) -> None:
     for copy in copies:
         verdict = verify.verify(hash_base(copy), stored, grid=stored)
         assert (verdict.kind, verdict.held) == ("same", True)
-    assert verify.verify(irritant, stored) == Verdict("same", distance=sibling.distance)
+    off_grid = verify.verify(irritant, stored)
+    assert (off_grid.kind, off_grid.distance) == ("same", sibling.distance)
     monkeypatch.setattr(verify, "GRID_MAX", 1e9)
     monkeypatch.setattr(verify, "GRID_SHARE", 1e9)
     assert verify.verify(irritant, stored, grid=stored).kind == "same"

@@ -40,8 +40,9 @@ ratio test weighs a feature's best match against its second (Lowe, SIFT):
 * but where the best lies further from the upload than a copy does (``COPY_MEAN_MAX``, of
   ``Verdict.distance``), nothing is a copy: a sibling can pass every local test, each part
   within a resized or recompressed copy's noise, and lie apart in all of them at once (the
-  moon at another phase, a pen line of another width). Files of the best's picture are
-  claimed with it however far: they are what it is.
+  moon at another phase, a pen line of another width), and so where it lies further apart
+  in one place than a copy's noise reaches (``COPY_LOCAL_MAX``, of ``Verdict.local``).
+  Files of the best's picture are claimed with it however far: they are what it is.
 
 A lossless upload of a star meets its own thumbnail (lossless: images.thumbnail_bytes) at a
 distance near 0 and keeps its copy; the same star halved or at JPEG 30 meets a dozen siblings
@@ -83,6 +84,10 @@ SAME_PICTURE = 0.5
 # transformations lie within it (scripts/calibrate_copy_distance.py; docs/copy-detection.md,
 # run BO).
 COPY_MEAN_MAX = 8.0
+# Where the best passed as the same picture but lies further than this in its one place
+# furthest apart (Verdict.local: the mean over a window an eighth of the view wide), nothing
+# is a copy: 99.5% of the same copies lie within it (docs/copy-detection.md, run BP).
+COPY_LOCAL_MAX = 17.0
 # At most this many passed candidates beyond the rivals' reach are checked for being the best's
 # picture (each check compares two thumbnails); the rest stay look-alikes.
 SAME_CHECKS = 8
@@ -122,7 +127,7 @@ def settle(
     if not passed:
         return Settled(set())
     best = passed[0]
-    if best.verdict.distance > COPY_MEAN_MAX:
+    if best.verdict.distance > COPY_MEAN_MAX or best.verdict.local > COPY_LOCAL_MAX:
         return Settled(set())
     reach = RIVAL_RATIO * best.verdict.distance
     # An edited candidate's distance leaves out the region where it differs from the upload;

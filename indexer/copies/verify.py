@@ -203,6 +203,9 @@ TONE_MAX = 32.0
 # levels a copy turned 5 degrees or a speckled fill resampled does too (run BE). Read off
 # the pixel grid only.
 PART_APART = 64.0
+# The one place two views lie furthest apart (Tones.local): the mean difference over a
+# window LOCAL_FRACTION of the view wide, over the picture (an edit left out).
+LOCAL_FRACTION = 8
 # Where the stored view is one flat fill (its grey levels within FLAT_RANGE over every
 # FLAT_WINDOW x FLAT_WINDOW window, a smooth shading included; 9 px keeps the ringing a JPEG
 # leaves beside an edge out), a copier's edit maps it to a fill as flat or as smoothly
@@ -295,6 +298,9 @@ class Verdict:
     # A coloured upload (coloured over most of its ink) made grey to meet a grey picture: the
     # grey picture may be a greyscale copy of it, or of any sibling in another colour (rivals.py).
     upload_greyed: bool = False
+    # Of the same picture: the mean difference in the one place the two lie furthest apart
+    # (Tones.local; rivals.COPY_LOCAL_MAX). Not of an edit, whose rim is left outside it.
+    local: float = 0.0
 
 
 RANK = {"same": 0, "edited": 1, "different": 2}
@@ -746,7 +752,7 @@ def verify(
         )
         if fill >= FLAT_MAX:
             return Verdict("different", "flat fill", share, tones.mean, held=apart is not None)
-        same = Verdict("same", distance=tones.mean, held=apart is not None)
+        same = Verdict("same", distance=tones.mean, held=apart is not None, local=tones.local)
         verdict = unlike(tones, share, grey_against_colour)
         if verdict is None and not grey_against_colour:
             verdict = two_shades(pair, share, tones.mean)
@@ -954,6 +960,7 @@ class Tones(NamedTuple):
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
     spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
     greyed: float = 0.0  # share of the view grey in one view, coloured in the other: GREYED_MAX
+    local: float = 0.0  # the mean difference in the one place they lie furthest apart (one_place)
 
 
 def tone_difference(
@@ -999,7 +1006,22 @@ def tone_difference(
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
     part = bool(ndimage.binary_erosion((diff >= PART_APART) & ink).any())
-    return Tones(high, mean, colour, hue, part=part, patch=patch, spill=spill, greyed=greyed)
+    local = one_place(diff, picture)
+    return Tones(
+        high, mean, colour, hue, part=part, patch=patch, spill=spill, greyed=greyed, local=local
+    )
+
+
+def one_place(diff: np.ndarray, picture: np.ndarray) -> float:
+    """The largest mean of ``diff`` over a window :data:`LOCAL_FRACTION` of the view wide,
+    over the ``picture`` (the windows at least half over it): a sibling's other part (an
+    emblem, a pair of eyes) can lie in one place within the mean a copy's noise leaves over
+    the whole, but further apart there than that noise reaches anywhere."""
+    side = max(3, diff.shape[0] // LOCAL_FRACTION)
+    shown, over = np.where(picture, diff, 0).astype(np.float32), picture.astype(np.float32)
+    summed, over = (ndimage.uniform_filter(v, side, mode="constant") for v in (shown, over))
+    counted = over > 0.5
+    return float((summed[counted] / over[counted]).max()) if counted.any() else 0.0
 
 
 class Overlay(NamedTuple):
