@@ -5,12 +5,14 @@ stay together, nothing else), holds out a share of the files in two halves (one 
 thresholds, one to report), builds an index over the rest (cached in --work), then queries
 with transformed versions of indexed images and of held-out images. Prints, per
 transformation, recall@1 and recall@10 of the original's group (as the engine ranks: copies,
-then fingerprint look-alikes, then CLIP neighbours), copy@1 and edit@1, the held-out pictures
-called a copy of anything but a labelled copy of them (docs/copy-pairs.tsv), over all and
-over those with a close sibling, and the same recalls for CLIP-only matching; then the
-fingerprint similarities seen and the pairs the false copies came from. Every claimed copy is
-kept in WORK/claimed_copies.tsv, so that a finished run can be judged again after the labels
-change (--recount). Method and figures: docs/copy-detection.md.
+then fingerprint look-alikes, then CLIP neighbours), recall@1 of its picture (the group, or a
+file labelled a copy of the original: its twin mirrored in another file), copy@1 and edit@1,
+the held-out pictures called a copy of anything but a labelled copy of them
+(docs/copy-pairs.tsv), over all and over those with a close sibling, and the same recalls
+for CLIP-only matching; then the fingerprint similarities seen and the pairs the false
+copies came from. Every claimed copy is kept in WORK/claimed_copies.tsv, so that a finished
+run can be judged again after the labels change (--recount). Method and figures:
+docs/copy-detection.md.
 
     python scripts/bench_copy_detection.py data/openclipart/usr/share/openclipart --samples 300
     python scripts/bench_copy_detection.py DATASET --work WORK --recount
@@ -46,6 +48,7 @@ from hibt.indexer.datasets import open_dataset  # noqa: E402
 from hibt.indexer.images import BadImage, load_image  # noqa: E402
 from hibt.indexer.model import Embedder, ModelSpec  # noqa: E402
 from hibt.indexer.records import Record  # noqa: E402
+from hibt.indexer.store import Store  # noqa: E402
 from hibt.server import verifiers  # noqa: E402
 from hibt.server.engine import Engine  # noqa: E402
 
@@ -302,8 +305,9 @@ def evaluate(
     every claimed copy to ``work/claimed_copies.tsv`` (:func:`recount`)."""
     rows, false_copies, claims = [], [], []
     store = engine.index.store()
+    copies_of = labelled_copies(labelled_pairs())
     for name in transforms:
-        hit1 = hit10 = labelled1 = edited1 = clip1 = clip10 = 0
+        hit1 = picture1 = hit10 = labelled1 = edited1 = clip1 = clip10 = 0
         similarities, seconds = [], []
         for idx, image in originals:
             data = query_bytes(name, image)
@@ -311,6 +315,9 @@ def evaluate(
             group = engine.groups[idx]
             ids = [engine.groups[row_of(engine, r.id)] for r in response.results]
             hit1 += bool(ids) and ids[0] == group
+            picture1 += bool(ids) and (
+                ids[0] == group or first_is_copy(store, response.results[0].id, idx, copies_of)
+            )
             labelled1 += bool(ids) and ids[0] == group and response.results[0].match in COPY
             edited1 += bool(ids) and ids[0] == group and response.results[0].match == "edited_copy"
             hit10 += group in ids
@@ -359,6 +366,7 @@ def evaluate(
             {
                 "transform": name,
                 "r1": hit1 / n,
+                "r1_picture": picture1 / n,
                 "r10": hit10 / n,
                 "copy_r1": labelled1 / n,
                 "edited_r1": edited1 / n,
@@ -525,10 +533,19 @@ def load_upload(data: bytes, engine: Engine) -> Image.Image:
     return load_image(data, s.max_upload_pixels, len(data) + 1, s.working_size, least).image
 
 
+def first_is_copy(
+    store: Store, first: str, original: int, copies_of: dict[str, frozenset[str]]
+) -> bool:
+    """Whether the first result is a labelled copy of the original (its mirrored twin kept
+    in another file, say): the original's picture found first, in another group."""
+    own = store.items([original])[original]["sha256"]
+    return store.by_id(first)["sha256"] in copies_of.get(own, ())
+
+
 def print_table(rows: list[dict], thresholds: tuple[float, float]) -> None:
     print(f"\nthresholds: exact >= {thresholds[0]}, near >= {thresholds[1]} fingerprint similarity")
     head = (
-        f"{'transformation':<18} {'R@1':>6} {'R@10':>6} {'copy@1':>6} {'edit@1':>6} "
+        f"{'transformation':<18} {'R@1':>6} {'R@1 p':>6} {'R@10':>6} {'copy@1':>6} {'edit@1':>6} "
         f"{'FP':>6} {'FP n':>7} {'FP sib':>7} | "
         f"{'CLIP R@1':>8} {'CLIP R@10':>9} | target"
     )
@@ -536,12 +553,13 @@ def print_table(rows: list[dict], thresholds: tuple[float, float]) -> None:
     print("-" * len(head))
     for r in rows:
         target = 0.8 if r["transform"] in RELAXED else 0.95
-        ok = "ok" if r["r1"] >= target and r["fp"] < 0.01 else "MISS"
+        ok = "ok" if r["r1_picture"] >= target and r["fp"] < 0.01 else "MISS"
         print(
-            f"{r['transform']:<18} {r['r1']:6.3f} {r['r10']:6.3f} {r['copy_r1']:6.3f} "
+            f"{r['transform']:<18} {r['r1']:6.3f} {r['r1_picture']:6.3f} {r['r10']:6.3f} "
+            f"{r['copy_r1']:6.3f} "
             f"{r['edited_r1']:6.3f} {r['fp']:6.3f} {r['fp_count']:>7} "
             f"{r['fp_sibling_count']:>7} | "
-            f"{r['clip_r1']:8.3f} {r['clip_r10']:9.3f} | R@1>={target} FP<0.01 {ok}"
+            f"{r['clip_r1']:8.3f} {r['clip_r10']:9.3f} | R@1 p>={target} FP<0.01 {ok}"
         )
 
 

@@ -314,3 +314,14 @@ def test_an_upload_shows_the_claimed_picture_only_where_their_difference_survive
     assert b.shows_claimed("crop 60%", held, claimed)
     for name in ("identity", "crop 80%", "screenshot", "resize 50%"):
         assert not b.shows_claimed(name, held, claimed), name
+
+
+def test_the_original_s_picture_is_found_first_in_a_file_labelled_its_copy(engine) -> None:
+    """Recall@1 of the picture counts a first result that is a file labelled a copy of the
+    original (its twin mirrored in another file), and no other file."""
+    store, script = engine.index.store(), bench()
+    first, other = (store.items([r["idx"]])[r["idx"]] for r in store.distinct_files()[:2])
+    copies_of = {first["sha256"]: frozenset({other["sha256"]})}
+    assert script.first_is_copy(store, other["id"], first["idx"], copies_of)
+    assert not script.first_is_copy(store, other["id"], first["idx"], {})
+    assert not script.first_is_copy(store, first["id"], other["idx"], copies_of)
