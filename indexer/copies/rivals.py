@@ -86,7 +86,7 @@ SAME_PICTURE = 0.5
 COPY_MEAN_MAX = 8.0
 # Where the best passed as the same picture but lies further than this in its one place
 # furthest apart (Verdict.local: the mean over a window an eighth of the view wide), nothing
-# is a copy: 99.5% of the same copies lie within it (docs/copy-detection.md, run BP).
+# is a copy: 99.4% of the same copies lie within it (docs/copy-detection.md, run BP).
 COPY_LOCAL_MAX = 17.0
 # At most this many passed candidates beyond the rivals' reach are checked for being the best's
 # picture (each check compares two thumbnails); the rest stay look-alikes.
