@@ -960,7 +960,7 @@ class Tones(NamedTuple):
     patch: float = 0.0  # the hue turned in the one place it turns most: under PATCH_MAX
     spill: float = 0.0  # share of the view given colour and grey outside the edit: SPILL_MAX
     greyed: float = 0.0  # share of the view grey in one view, coloured in the other: GREYED_MAX
-    local: float = 0.0  # the mean difference in the one place they lie furthest apart (one_place)
+    local: float = 0.0  # the mean in the one place furthest apart (one_place); 0 around an edit
 
 
 def tone_difference(
@@ -1006,7 +1006,7 @@ def tone_difference(
         return Tones(0.0, 0.0, colour, hue, inked=False)
     high, mean = float(np.percentile(diff[ink], 95)), float(diff[ink].mean())
     part = bool(ndimage.binary_erosion((diff >= PART_APART) & ink).any())
-    local = one_place(diff, picture)
+    local = one_place(diff, picture) if edited is None else 0.0  # read of the same picture
     return Tones(
         high, mean, colour, hue, part=part, patch=patch, spill=spill, greyed=greyed, local=local
     )
